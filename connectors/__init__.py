@@ -1,0 +1,1 @@
+"""Sources and sinks: NATS/JetStream, files, PostgreSQL, ClickHouse, Kafka/Faust."""

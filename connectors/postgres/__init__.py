@@ -1,0 +1,1 @@
+"""PostgreSQL: schema migrations, findings and referenced events, agents, rules."""

@@ -1,0 +1,96 @@
+"""The event as the engine sees it, and how JSON objects become events.
+
+An incoming object is either an OPMAS envelope
+(``{"id", "agent_id", "timestamp", "type", "data"}``) or a raw event (EVTX-JSON,
+ECS-like JSON, a CloudTrail record...). Rules always match against ``data``.
+"""
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from typing import Any
+
+import orjson
+
+
+@dataclass(slots=True)
+class Event:
+    """One event: its id, the data rules match against, and its event time."""
+
+    id: str
+    data: dict[str, Any]
+    timestamp: float | None = None  # event time, epoch seconds (UTC)
+    agent_id: str | None = None
+    type: str | None = None
+
+
+def is_envelope(obj: dict[str, Any]) -> bool:
+    """True where ``obj`` is an OPMAS envelope rather than a raw event."""
+    return isinstance(obj.get("data"), dict) and "type" in obj and "agent_id" in obj
+
+
+def content_id(obj: Any) -> str:
+    """A deterministic id for an object without one: hash of its canonical JSON."""
+    digest = hashlib.sha256(orjson.dumps(obj, option=orjson.OPT_SORT_KEYS)).hexdigest()
+    return digest[:32]
+
+
+def event_from_obj(obj: dict[str, Any]) -> Event:
+    """Build an Event from an envelope or a raw event object.
+
+    The object's own ``id`` is kept; an object without one gets a content hash,
+    so the same input always yields the same id. The timestamp is taken from the
+    envelope here; for raw events the logsource mapping resolves it.
+    """
+    if is_envelope(obj):
+        data = obj["data"]
+        event_id = obj.get("id") or content_id(obj)
+        return Event(
+            id=str(event_id),
+            data=data,
+            timestamp=parse_time(obj.get("timestamp")),
+            agent_id=obj.get("agent_id"),
+            type=obj.get("type"),
+        )
+    event_id = obj.get("id")
+    return Event(id=str(event_id) if event_id is not None else content_id(obj), data=obj)
+
+
+def parse_time(value: Any) -> float | None:
+    """Epoch seconds from an ISO 8601 string, epoch seconds or epoch milliseconds."""
+    if value is None or isinstance(value, bool):
+        return None
+    if isinstance(value, (int, float)):
+        return float(value) / 1000.0 if value > 1e11 else float(value)
+    if isinstance(value, str):
+        text = value.strip()
+        if not text:
+            return None
+        try:
+            return parse_time(float(text))
+        except ValueError:
+            pass
+        if text.endswith("Z"):
+            text = text[:-1] + "+00:00"
+        # EVTX writes up to 9 fractional digits; datetime takes 6.
+        if "." in text:
+            head, _, rest = text.partition(".")
+            digits = len(rest) - len(rest.lstrip("0123456789"))
+            text = head + "." + rest[:min(digits, 6)] + rest[digits:]
+        text = text.replace(" ", "T", 1)
+        try:
+            moment = datetime.fromisoformat(text)
+        except ValueError:
+            return None
+        if moment.tzinfo is None:
+            moment = moment.replace(tzinfo=timezone.utc)
+        return moment.timestamp()
+    return None
+
+
+def format_time(epoch: float | None) -> str | None:
+    """ISO 8601 (UTC, microseconds, ``Z``) for an epoch time."""
+    if epoch is None:
+        return None
+    return datetime.fromtimestamp(epoch, tz=timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")

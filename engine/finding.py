@@ -1,0 +1,42 @@
+"""Findings: what a rule reports, with an id that the same input always reproduces."""
+from __future__ import annotations
+
+import hashlib
+import uuid
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from engine.event import format_time
+
+SEVERITIES = ("informational", "low", "medium", "high", "critical")
+
+
+def finding_id(rule_id: str, event_ids: list[str], discriminator: str = "") -> str:
+    """Deterministic UUID-formatted id from the rule, the events and an optional discriminator
+    (group key, window start...)."""
+    digest = hashlib.sha256("\x1f".join([rule_id, discriminator, *event_ids]).encode()).digest()
+    return str(uuid.UUID(bytes=digest[:16]))
+
+
+@dataclass(slots=True)
+class Finding:
+    """A detection: which rule, which events, how severe, and the details."""
+
+    id: str
+    rule_id: str
+    rule_title: str
+    severity: str
+    tags: list[str]
+    event_ids: list[str]
+    timestamp: float | None  # event time of the (last) matched event, epoch seconds
+    title: str
+    description: str = ""
+    agent_id: str | None = None
+    group_key: str | None = None
+    details: dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain JSON-ready dict; ``timestamp`` as ISO 8601."""
+        out = asdict(self)
+        out["timestamp"] = format_time(self.timestamp)
+        return out

@@ -1,0 +1,1 @@
+"""OPMAS command line, configuration and runtimes (wiring engine and connectors)."""

@@ -1,0 +1,1 @@
+"""Sub-commands of ``opmas``: each module here defines ``register(subparsers)``."""
