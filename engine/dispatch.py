@@ -1,0 +1,127 @@
+"""Route an event to the rules that can apply to it, and find the ones that match.
+
+For each event: the first mapping that recognises it flattens it into Sigma field
+names; its discriminator (e.g. Windows ``(Channel, EventID)``, generic
+``event.dataset``...) selects a cached :class:`Group`: the rules whose logsource the
+event belongs to, the field renames for such events, the fields to lower-case, and
+a prefilter. Only the prefilter's candidates are evaluated.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from engine.logsource import Mapping
+from engine.ruleset import DetectionRule, RuleSet
+from engine.sigma.compile import KEYWORDS, KEYWORDS_RAW
+from engine.sigma.prefilter import Prefilter
+
+MAX_GROUPS = 8192  # cache bound: discriminators of one mapping seen so far
+
+
+@dataclass(slots=True)
+class Group:
+    """The rules for events of one (mapping, discriminator), ready to evaluate."""
+
+    rules: tuple[DetectionRule, ...]
+    renames: tuple[tuple[str, str], ...]  # (Sigma field, event field)
+    fields: tuple[str, ...]  # fields read by the rules: lower-cased once per event
+    keywords: bool
+    prefilter: Prefilter
+
+
+@dataclass(slots=True)
+class EventView:
+    """An event as rules see it: mapping, flat fields, lowered fields, the group of rules."""
+
+    mapping: Mapping
+    flat: dict[str, Any]
+    low: dict[str, Any]
+    group: Group
+
+
+def _lower(value: Any) -> Any:
+    if value.__class__ is str:
+        return value.lower()
+    if value.__class__ is list:
+        return [v.lower() if v.__class__ is str else v for v in value]
+    return value
+
+
+class RuleIndex:
+    """Rules of a RuleSet indexed by logsource, with a per-discriminator cache of groups."""
+
+    def __init__(self, ruleset: RuleSet):
+        self.ruleset = ruleset
+        self.mappings = ruleset.mappings
+        self._groups: list[dict[tuple[str | None, ...], Group]] = [{} for _ in self.mappings]
+        # Per mapping, per logsource entry: the rules whose logsource that entry covers.
+        self._rules_by_entry = [
+            {entry: [i for i, r in enumerate(ruleset.detections) if entry.covers(r.meta.logsource)]
+             for entry in (*m.entries, *m.entries_for(()))}
+            for m in self.mappings
+        ]
+        self._everywhere = [i for i, r in enumerate(ruleset.detections) if not r.meta.logsource]
+
+    def mapping_index(self, data: dict[str, Any]) -> int:
+        """Index of the first mapping that recognises the raw event (-1: none)."""
+        for index, mapping in enumerate(self.mappings):
+            if mapping.recognizes(data):
+                return index
+        return -1
+
+    def _build(self, index: int, key: tuple[str | None, ...]) -> Group:
+        mapping = self.mappings[index]
+        entries = mapping.entries_for(key)
+        chosen = set(self._everywhere)
+        renames: dict[str, str] = {}
+        for entry in entries:
+            chosen.update(self._rules_by_entry[index][entry])
+            renames.update(entry.fields)
+        rules = tuple(self.ruleset.detections[i] for i in sorted(chosen) if self.ruleset.detections[i].meta.enabled)
+        fields: set[str] = set()
+        for rule in rules:
+            fields |= rule.fields
+        return Group(
+            rules=rules,
+            renames=tuple(renames.items()),
+            fields=tuple(sorted(fields)),
+            keywords=any(r.keywords for r in rules),
+            prefilter=Prefilter([r.requirement for r in rules]),
+        )
+
+    def view(self, data: dict[str, Any]) -> EventView | None:
+        """The event as the rules see it, or None if no mapping recognises it."""
+        index = self.mapping_index(data)
+        if index < 0:
+            return None
+        mapping = self.mappings[index]
+        flat = mapping.flatten(data)
+        key = mapping.discriminator(flat)
+        groups = self._groups[index]
+        group = groups.get(key)
+        if group is None:
+            if len(groups) >= MAX_GROUPS:
+                groups.clear()
+            group = groups[key] = self._build(index, key)
+        if group.renames:
+            originals = {target: flat.get(target) for _, target in group.renames}
+            for name, target in group.renames:
+                if originals[target] is not None:
+                    flat[name] = originals[target]
+        low: dict[str, Any] = {}
+        for name in group.fields:
+            value = flat.get(name)
+            if value is not None:
+                low[name] = _lower(value)
+        if group.keywords:
+            texts = mapping.keyword_texts(flat)
+            low[KEYWORDS_RAW] = texts
+            low[KEYWORDS] = [t.lower() for t in texts]
+        return EventView(mapping, flat, low, group)
+
+    def matches(self, view: EventView) -> list[DetectionRule]:
+        """The rules of the event's group that match it, in rule-set order."""
+        rules = view.group.rules
+        flat, low = view.flat, view.low
+        return [rules[i] for i in view.group.prefilter.candidates(low) if rules[i].match(flat, low)]

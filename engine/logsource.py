@@ -1,0 +1,317 @@
+"""Logsource mappings: which events a rule applies to, and how Sigma field names address them.
+
+A mapping is a YAML file (built-in ones in engine/mappings/; users pass their own,
+which take precedence). Format (checked against schemas/mapping.schema.json)::
+
+    name: windows-evtx
+    recognize:                 # an event uses the first mapping that recognises it
+      exists: [Event.System]   #   dotted paths that must exist in the raw event
+      equals: {a.b: value}     #   optional: paths with a required value
+                               # (an empty ``recognize`` matches every event: a fallback)
+    flatten: evtx              # evtx | dotted: how an event becomes a flat field dict
+    product: windows           # product of every event of this mapping (optional)
+    time: [TimeCreated_SystemTime]   # flat fields holding the event time, first present wins
+    keywords: "*"              # fields searched by Sigma keywords; "*" = every string value
+    placeholders:              # values of |expand placeholders, e.g. %Admins%
+      Admins: [admin, "adm_*"]
+    logsources:                # (product/category/service) -> the events that belong to it
+      - category: process_creation
+        when: {Channel: Security, EventID: 4688}   # field: value | [values] | "*" (present);
+                                                   # a list of such maps is an OR
+        fields: {Image: NewProcessName}            # Sigma field -> event field for these events
+
+``flatten: evtx`` turns EVTX-JSON (``{"Event": {"System", "EventData"|"UserData"}}``,
+XML attributes as ``@Name``/``#attributes``, ``Data`` lists of ``@Name``/``#text``)
+into Sigma's Windows field names: EventData/UserData names, System elements by name
+and System attributes as ``Element_Attribute`` (``Provider_Name``, ``Execution_ProcessID``).
+``flatten: dotted`` turns nested objects into dotted paths (``process.executable``).
+
+A rule's logsource applies to an event when one entry the event satisfies (or the
+mapping's ``product``) has every key the rule's logsource names, with equal values.
+"""
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+import jsonschema
+import yaml
+
+from engine.event import parse_time
+from opmas.paths import SCHEMAS_DIR
+
+BUILTIN_DIR = Path(__file__).parent / "mappings"
+BUILTIN_MAPPINGS = (BUILTIN_DIR / "windows.yml", BUILTIN_DIR / "generic.yml")
+LOGSOURCE_KEYS = ("product", "category", "service")
+
+
+class MappingError(ValueError):
+    """A mapping file that cannot be used."""
+
+    def __init__(self, file: str, message: str):
+        self.file = file
+        super().__init__(message)
+
+
+# --- flatteners ------------------------------------------------------------------
+
+def _evtx_value(value: Any) -> Any:
+    if value.__class__ is dict:
+        return value.get("#text")
+    return value
+
+
+def _evtx_container(container: Any, flat: dict[str, Any]) -> None:
+    """EventData / a UserData child: plain name->value, or Data as @Name/#text items."""
+    if container.__class__ is not dict:
+        return
+    for key, value in container.items():
+        if key == "Data" and value.__class__ in (list, dict):
+            for item in value if value.__class__ is list else (value,):
+                if item.__class__ is dict:
+                    attrs = item.get("#attributes") or item
+                    name = attrs.get("@Name") or attrs.get("Name")
+                    if name:
+                        flat[name] = item.get("#text")
+        elif key[0] not in "@#":
+            flat[key] = _evtx_value(value)
+
+
+def flatten_evtx(data: dict[str, Any]) -> dict[str, Any]:
+    """Sigma Windows field names for an EVTX-JSON event."""
+    event = data.get("Event") or {}
+    flat: dict[str, Any] = {}
+    system = event.get("System")
+    if system.__class__ is dict:
+        for key, value in system.items():
+            if value.__class__ is dict:
+                text = value.get("#text")
+                if text is not None:
+                    flat[key] = text
+                attrs = value.get("#attributes")
+                for attr, attr_value in (attrs if attrs.__class__ is dict else value).items():
+                    if attr != "#text" and attr != "#attributes":
+                        flat[f"{key}_{attr.lstrip('@')}"] = attr_value
+            else:
+                flat[key] = value
+    _evtx_container(event.get("EventData"), flat)
+    user_data = event.get("UserData")
+    if user_data.__class__ is dict:
+        for child in user_data.values():
+            _evtx_container(child, flat)
+    return flat
+
+
+def flatten_dotted(data: dict[str, Any]) -> dict[str, Any]:
+    """Nested objects as dotted paths; keys that already contain dots are kept as they are."""
+    flat: dict[str, Any] = {}
+    stack: list[tuple[str, dict[str, Any]]] = [("", data)]
+    while stack:
+        prefix, node = stack.pop()
+        for key, value in node.items():
+            name = prefix + key
+            if value.__class__ is dict and value:
+                stack.append((name + ".", value))
+            else:
+                flat[name] = value
+    return flat
+
+
+FLATTENERS: dict[str, Callable[[dict[str, Any]], dict[str, Any]]] = {
+    "evtx": flatten_evtx,
+    "dotted": flatten_dotted,
+}
+
+
+# --- mapping model ---------------------------------------------------------------
+
+def _get_path(data: Any, path: str) -> Any:
+    if isinstance(data, dict) and path in data:
+        return data[path]
+    for part in path.split("."):
+        if not isinstance(data, dict) or part not in data:
+            return None
+        data = data[part]
+    return data
+
+
+def disc_value(value: Any) -> str | None:
+    """A field value as compared by ``when`` conditions: lower-case text."""
+    if value is None:
+        return None
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return str(value).lower()
+
+
+@dataclass(frozen=True, slots=True)
+class LogsourceEntry:
+    """One logsource of a mapping: its (product, category, service) and the events that belong to it."""
+
+    product: str | None = None
+    category: str | None = None
+    service: str | None = None
+    when: tuple[tuple[tuple[str, frozenset[str] | None], ...], ...] = ()  # OR of ANDs; None = present
+    fields: tuple[tuple[str, str], ...] = ()
+
+    def satisfied(self, values: dict[str, str | None]) -> bool:
+        """True where the discriminator values satisfy ``when`` (no ``when``: always)."""
+        if not self.when:
+            return True
+        for conjunction in self.when:
+            if all(values.get(f) is not None and (allowed is None or values[f] in allowed)
+                   for f, allowed in conjunction):
+                return True
+        return False
+
+    def covers(self, logsource: dict[str, str]) -> bool:
+        """True where this entry names every key of ``logsource`` with the same value."""
+        return all(getattr(self, key) == value for key, value in logsource.items())
+
+
+@dataclass(slots=True)
+class Mapping:
+    """A loaded mapping (see the module docstring for the file format)."""
+
+    name: str
+    file: str
+    flatten: Callable[[dict[str, Any]], dict[str, Any]]
+    exists: tuple[str, ...] = ()
+    equals: tuple[tuple[str, Any], ...] = ()
+    product: str | None = None
+    time_fields: tuple[str, ...] = ()
+    keywords: tuple[str, ...] | None = None  # None: every string value
+    placeholders: dict[str, list[str]] = field(default_factory=dict)
+    entries: tuple[LogsourceEntry, ...] = ()
+    discriminator_fields: tuple[str, ...] = ()
+
+    def recognizes(self, data: dict[str, Any]) -> bool:
+        """True where the raw event has this mapping's shape."""
+        for path in self.exists:
+            if _get_path(data, path) is None:
+                return False
+        for path, value in self.equals:
+            if disc_value(_get_path(data, path)) != value:
+                return False
+        return True
+
+    def discriminator(self, flat: dict[str, Any]) -> tuple[str | None, ...]:
+        """The values that decide which logsource entries an event satisfies."""
+        return tuple(disc_value(flat.get(f)) for f in self.discriminator_fields)
+
+    def entries_for(self, key: tuple[str | None, ...]) -> list[LogsourceEntry]:
+        """Entries satisfied by an event with discriminator ``key`` (plus the product entry)."""
+        values = dict(zip(self.discriminator_fields, key))
+        found = [entry for entry in self.entries if entry.satisfied(values)]
+        if self.product:
+            found.append(LogsourceEntry(product=self.product))
+        return found
+
+    def covers(self, logsource: dict[str, str]) -> bool:
+        """True where some event of this mapping can belong to ``logsource``."""
+        return any(e.covers(logsource) for e in self.entries) or \
+            (self.product is not None and LogsourceEntry(product=self.product).covers(logsource))
+
+    def time_of(self, flat: dict[str, Any]) -> float | None:
+        """Event time (epoch s) from the first time field present."""
+        for name in self.time_fields:
+            value = flat.get(name)
+            if value is not None:
+                parsed = parse_time(value)
+                if parsed is not None:
+                    return parsed
+        return None
+
+    def keyword_texts(self, flat: dict[str, Any]) -> list[str]:
+        """The texts Sigma keywords search in this event."""
+        if self.keywords is None:
+            values = flat.values()
+        else:
+            values = [flat.get(name) for name in self.keywords]
+        texts: list[str] = []
+        for value in values:
+            if value.__class__ is str:
+                texts.append(value)
+            elif value.__class__ is list:
+                texts.extend(v for v in value if v.__class__ is str)
+        return texts
+
+
+@lru_cache(maxsize=1)
+def _validator() -> jsonschema.Draft202012Validator:
+    return jsonschema.Draft202012Validator(json.loads((SCHEMAS_DIR / "mapping.schema.json").read_text()))
+
+
+def _when(spec: Any) -> tuple[tuple[tuple[str, frozenset[str] | None], ...], ...]:
+    conjunctions = spec if isinstance(spec, list) else [spec] if spec else []
+    out = []
+    for conjunction in conjunctions:
+        terms = []
+        for name, value in conjunction.items():
+            if value == "*":
+                terms.append((name, None))
+            else:
+                values = value if isinstance(value, list) else [value]
+                terms.append((name, frozenset(disc_value(v) for v in values)))
+        out.append(tuple(terms))
+    return tuple(out)
+
+
+def mapping_from_dict(data: Any, file: str) -> Mapping:
+    """Build a Mapping from the parsed YAML of a mapping file; MappingError if invalid."""
+    problems = sorted(_validator().iter_errors(data), key=lambda e: list(map(str, e.absolute_path)))
+    if problems:
+        first = problems[0]
+        where = "/".join(str(p) for p in first.absolute_path) or "document"
+        raise MappingError(file, f"{where}: {first.message}")
+    entries = tuple(
+        LogsourceEntry(
+            product=(str(e["product"]).lower() if e.get("product") else (data.get("product") or None)),
+            category=str(e["category"]).lower() if e.get("category") else None,
+            service=str(e["service"]).lower() if e.get("service") else None,
+            when=_when(e.get("when")),
+            fields=tuple((str(k), str(v)) for k, v in (e.get("fields") or {}).items()),
+        )
+        for e in data.get("logsources") or []
+    )
+    disc: list[str] = []
+    for entry in entries:
+        for conjunction in entry.when:
+            for name, _ in conjunction:
+                if name not in disc:
+                    disc.append(name)
+    recognize = data.get("recognize") or {}
+    keywords = data.get("keywords", "*")
+    return Mapping(
+        name=data["name"],
+        file=file,
+        flatten=FLATTENERS[data.get("flatten", "dotted")],
+        exists=tuple(recognize.get("exists") or ()),
+        equals=tuple((k, disc_value(v)) for k, v in (recognize.get("equals") or {}).items()),
+        product=str(data["product"]).lower() if data.get("product") else None,
+        time_fields=tuple(data.get("time") or ()),
+        keywords=None if keywords == "*" else tuple(keywords),
+        placeholders={k: [str(v) for v in (vs if isinstance(vs, list) else [vs])]
+                      for k, vs in (data.get("placeholders") or {}).items()},
+        entries=entries,
+        discriminator_fields=tuple(disc),
+    )
+
+
+def load_mapping(path: str | Path) -> Mapping:
+    """Load a mapping file; MappingError with the file name if it is unreadable or invalid."""
+    try:
+        data = yaml.safe_load(Path(path).read_text())
+    except (OSError, yaml.YAMLError) as exc:
+        raise MappingError(str(path), f"cannot read mapping: {exc}") from None
+    return mapping_from_dict(data, str(path))
+
+
+@lru_cache(maxsize=1)
+def builtin_mappings() -> tuple[Mapping, ...]:
+    """The shipped mappings: Windows EVTX-JSON, then the generic ECS-like fallback."""
+    return tuple(load_mapping(p) for p in BUILTIN_MAPPINGS)

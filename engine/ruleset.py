@@ -1,0 +1,206 @@
+"""Load rule files into a RuleSet: parse, validate, compile; bad rules become RuleErrors.
+
+``load_ruleset`` never raises for a bad rule: it returns every good rule plus an
+error (file, line, rule id, message) for each bad one. Documents with a
+``correlation:`` key are handed to ``engine.correlation.compile_correlations(docs,
+ruleset) -> list[RuleError]`` when that module exists; it adds its rules' metadata to
+``ruleset.rules`` (kind "correlation") and sets ``ruleset.correlations``.
+"""
+from __future__ import annotations
+
+import importlib
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from engine.errors import RuleError
+from engine.logsource import Mapping, MappingError, builtin_mappings, load_mapping
+from engine.sigma.compile import CompileError, Matcher, Requirement, compile_conditions
+from engine.sigma.parse import parse_rule, rule_id_of, schema_errors
+from engine.sigma.yamldoc import Doc, YamlError, rule_documents
+
+DEFAULT_SEVERITY = "medium"
+
+
+@dataclass(frozen=True, slots=True)
+class RuleSource:
+    """Rule text and where it came from (a file path or an API name), used in errors."""
+
+    name: str
+    text: str
+
+
+@dataclass(frozen=True, slots=True)
+class RuleDoc:
+    """One YAML document of a rule source, with the line of each key (for correlation rules)."""
+
+    source: str
+    doc: Doc
+
+
+@dataclass(slots=True)
+class RuleMeta:
+    """What every component may know about a loaded rule."""
+
+    id: str
+    title: str
+    level: str | None
+    tags: list[str]
+    source: str
+    kind: str = "detection"  # "detection" | "correlation"
+    enabled: bool = True
+    line: int | None = None
+    name: str | None = None
+    logsource: dict[str, str] = field(default_factory=dict)
+    description: str = ""
+
+
+@dataclass(slots=True)
+class DetectionRule:
+    """A compiled detection rule: metadata plus the matcher and its prefilter requirement."""
+
+    meta: RuleMeta
+    match: Matcher
+    requirement: Requirement
+    fields: frozenset[str]
+    keywords: bool
+    severity: str
+    finding: dict[str, str]
+    tests: dict[str, list[Any]]
+    generate: bool = True  # False: matches only feed correlations (Sigma correlation ``generate``)
+
+    @property
+    def id(self) -> str:
+        return self.meta.id
+
+
+@dataclass(slots=True)
+class RuleSet:
+    """Every good rule of a load, the mappings they run with, and the compiled correlations."""
+
+    rules: list[RuleMeta]
+    detections: list[DetectionRule]
+    mappings: tuple[Mapping, ...]
+    correlations: Any = None  # set by engine.correlation.compile_correlations
+
+    def detection(self, key: str) -> DetectionRule | None:
+        """A detection rule by id or name."""
+        for rule in self.detections:
+            if rule.meta.id == key or rule.meta.name == key:
+                return rule
+        return None
+
+
+def sources_from_paths(paths: Iterable[str | Path]) -> list[RuleSource]:
+    """RuleSources of files and directories (``*.yml``/``*.yaml``, recursively, sorted).
+
+    Raises FileNotFoundError for a path that does not exist.
+    """
+    files: list[Path] = []
+    for path in map(Path, paths):
+        if path.is_dir():
+            files.extend(sorted(p for p in path.rglob("*") if p.suffix in (".yml", ".yaml") and p.is_file()))
+        elif path.exists():
+            files.append(path)
+        else:
+            raise FileNotFoundError(f"no such rule file or directory: {path}")
+    return [RuleSource(str(f), f.read_text(encoding="utf-8", errors="replace")) for f in files]
+
+
+def _compile_correlations() -> Any:
+    try:
+        module = importlib.import_module("engine.correlation")
+    except ModuleNotFoundError as exc:
+        if exc.name not in ("engine.correlation",):
+            raise
+        return None
+    return getattr(module, "compile_correlations", None)
+
+
+def load_ruleset(sources: Sequence[RuleSource], mappings: Sequence[str | Path] = ()) -> tuple[RuleSet, list[RuleError]]:
+    """Parse and compile every rule of ``sources``; user ``mappings`` take precedence over built-ins."""
+    errors: list[RuleError] = []
+    loaded: list[Mapping] = []
+    for path in mappings:
+        try:
+            loaded.append(load_mapping(path))
+        except MappingError as exc:
+            errors.append(RuleError(exc.file, None, None, f"mapping: {exc}"))
+    all_mappings = (*loaded, *builtin_mappings())
+    placeholders: dict[str, list[str]] = {}
+    for mapping in reversed(all_mappings):
+        placeholders.update(mapping.placeholders)
+
+    ruleset = RuleSet([], [], all_mappings)
+    correlation_docs: list[RuleDoc] = []
+    first_seen: dict[str, str] = {}
+    for source in sources:
+        try:
+            docs = list(rule_documents(source.text))
+        except YamlError as exc:
+            errors.append(RuleError(source.name, exc.line, None, str(exc)))
+            continue
+        for doc in docs:
+            if not isinstance(doc.data, dict):
+                errors.append(RuleError(source.name, doc.line, None, "a rule document must be a mapping"))
+                continue
+            problems = schema_errors(doc, source.name)
+            errors.extend(problems)
+            if any(p.severity == "error" for p in problems):
+                continue
+            rule_id = rule_id_of(doc.data)
+            if rule_id is not None:
+                where = f"{source.name}:{doc.line}"
+                if rule_id in first_seen:
+                    errors.append(RuleError(source.name, doc.line_of(("id",)), rule_id,
+                                            f"duplicate rule id (first defined at {first_seen[rule_id]})"))
+                    continue
+                first_seen[rule_id] = where
+            if "correlation" in doc.data:
+                correlation_docs.append(RuleDoc(source.name, doc))
+                continue
+            rule = _detection_rule(doc, source.name, placeholders, errors)
+            if rule is None:
+                continue
+            if rule.meta.logsource and not any(m.covers(rule.meta.logsource) for m in all_mappings):
+                errors.append(RuleError(source.name, doc.line_of(("logsource",)), rule.id,
+                                        f"logsource {rule.meta.logsource} is not covered by any mapping: "
+                                        "the rule never matches (add a mapping file)", severity="warning"))
+            ruleset.detections.append(rule)
+            ruleset.rules.append(rule.meta)
+    if correlation_docs:
+        compile_correlations = _compile_correlations()
+        if compile_correlations is None:
+            errors.extend(RuleError(d.source, d.doc.line, rule_id_of(d.doc.data),
+                                    "correlation rules are not supported by this build") for d in correlation_docs)
+        else:
+            errors.extend(compile_correlations(correlation_docs, ruleset))
+    return ruleset, errors
+
+
+def _detection_rule(doc: Doc, source: str, placeholders: dict[str, list[str]],
+                    errors: list[RuleError]) -> DetectionRule | None:
+    parsed, problems = parse_rule(doc, source, placeholders)
+    errors.extend(problems)
+    if parsed is None:
+        return None
+    try:
+        compiled = compile_conditions(parsed.conditions)
+    except (CompileError, ValueError) as exc:
+        errors.append(RuleError(source, parsed.detection_line, parsed.id, f"detection: {exc}"))
+        return None
+    meta = RuleMeta(
+        id=parsed.id, title=parsed.title, level=parsed.level, tags=parsed.tags, source=source,
+        line=parsed.line, name=parsed.name, logsource=parsed.logsource, description=parsed.description,
+    )
+    return DetectionRule(
+        meta=meta,
+        match=compiled.match,
+        requirement=compiled.requirement,
+        fields=frozenset(compiled.fields),
+        keywords=compiled.keywords,
+        severity=parsed.level or DEFAULT_SEVERITY,
+        finding=parsed.finding,
+        tests=parsed.tests,
+    )

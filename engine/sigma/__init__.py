@@ -1,0 +1,1 @@
+"""Sigma rules: line-tracking YAML loading, parsing (pySigma), compiling to matchers, prefiltering."""

@@ -1,0 +1,213 @@
+"""Parse one Sigma detection-rule document into condition trees, with errors located by line.
+
+pySigma parses each detection item (field, modifiers, values) and the condition;
+this module calls it item by item so that every error points at the line of the
+item or condition it concerns. Values with ``|expand`` placeholders are resolved
+here from the configured placeholder values.
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from functools import lru_cache
+from typing import Any
+
+import jsonschema
+from sigma.conditions import SigmaCondition
+from sigma.exceptions import SigmaError
+from sigma.rule.detection import SigmaDetection, SigmaDetectionItem, SigmaDetections
+from sigma.types import Placeholder, SigmaExpansion, SigmaRegularExpression, SigmaString
+
+from engine.errors import RuleError
+from engine.sigma.yamldoc import Doc, Path
+from opmas.paths import SCHEMAS_DIR
+
+
+@dataclass(slots=True)
+class ParsedRule:
+    """A detection rule after parsing: its metadata and one condition tree per condition."""
+
+    id: str
+    title: str
+    name: str | None
+    level: str | None
+    tags: list[str]
+    description: str
+    logsource: dict[str, str]
+    source: str
+    line: int
+    conditions: list[Any]  # pySigma condition trees
+    finding: dict[str, str] = field(default_factory=dict)
+    tests: dict[str, list[Any]] = field(default_factory=dict)
+    detection_line: int = 0
+
+
+@lru_cache(maxsize=1)
+def rule_validator() -> jsonschema.Draft202012Validator:
+    """The jsonschema validator of schemas/rule.schema.json."""
+    schema = json.loads((SCHEMAS_DIR / "rule.schema.json").read_text())
+    return jsonschema.Draft202012Validator(schema)
+
+
+def rule_id_of(data: Any) -> str | None:
+    """The id a rule is known by: Sigma ``id``, else ``name``."""
+    if not isinstance(data, dict):
+        return None
+    for key in ("id", "name"):
+        if isinstance(data.get(key), (str, int)) and data.get(key) != "":
+            return str(data[key])
+    return None
+
+
+def schema_errors(doc: Doc, source: str) -> list[RuleError]:
+    """Every JSON Schema violation of the document, each at the line of the offending key."""
+    rule_id = rule_id_of(doc.data)
+    errors = []
+    for error in sorted(rule_validator().iter_errors(_jsonable(doc.data)), key=lambda e: list(map(str, e.absolute_path))):
+        path = tuple(error.absolute_path)
+        where = "/".join(str(p) for p in path) or "document"
+        errors.append(RuleError(source, doc.line_of(path), rule_id, f"schema: {where}: {error.message}"))
+    for path, line in doc.duplicates:
+        errors.append(RuleError(source, line, rule_id, f"duplicate key {'/'.join(map(str, path))}",
+                                severity="warning"))
+    return errors
+
+
+def _jsonable(value: Any) -> Any:
+    """YAML dates become strings so the schema sees JSON types."""
+    if isinstance(value, dict):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_jsonable(v) for v in value]
+    if hasattr(value, "isoformat"):
+        return value.isoformat()
+    return value
+
+
+class _Located(Exception):
+    def __init__(self, line: int, message: str):
+        self.line = line
+        super().__init__(message)
+
+
+class _DetectionParser:
+    def __init__(self, doc: Doc, placeholders: dict[str, list[str]]):
+        self.doc = doc
+        self.placeholders = placeholders
+
+    def detection(self, definition: Any, path: Path) -> SigmaDetection:
+        """SigmaDetection.from_definition, item by item, errors located."""
+        if isinstance(definition, dict):
+            if not definition:
+                raise _Located(self.doc.line_of(path), f"detection '{path[1]}' is empty")
+            items: list[Any] = [self.item(key, value, (*path, key)) for key, value in definition.items()]
+        elif isinstance(definition, list):
+            if not definition:
+                raise _Located(self.doc.line_of(path), f"detection '{path[1]}' is empty")
+            if all(not isinstance(v, (dict, list)) for v in definition):
+                items = [self.item(None, definition, path)]
+            else:
+                items = [self.detection(v, (*path, i)) for i, v in enumerate(definition)]
+        else:
+            items = [self.item(None, definition, path)]
+        return SigmaDetection(detection_items=items)
+
+    def item(self, key: str | None, value: Any, path: Path) -> SigmaDetectionItem:
+        line = self.doc.line_of(path)
+        if isinstance(value, (dict, list)) and (isinstance(value, dict) or any(isinstance(v, (dict, list)) for v in value)):
+            raise _Located(line, f"value of '{key}' must be a scalar or a list of scalars")
+        try:
+            item = SigmaDetectionItem.from_mapping(key, value)
+        except SigmaError as exc:
+            raise _Located(line, _message(exc)) from None
+        except Exception as exc:  # pySigma raises plain errors for some malformed values
+            raise _Located(line, f"{key}: {exc}") from None
+        try:
+            item.value = [v for value_ in item.value for v in self.expand(value_)]
+        except KeyError as exc:
+            raise _Located(line, f"placeholder %{exc.args[0]}% has no configured value "
+                                 "(define it under placeholders: in a mapping file)") from None
+        return item
+
+    def expand(self, value: Any) -> list[Any]:
+        if isinstance(value, (SigmaString, SigmaRegularExpression)) and value.contains_placeholder():
+            def replace(placeholder: Placeholder) -> Any:
+                return iter([SigmaString(v) for v in self.placeholders[placeholder.name]])
+            values = value.replace_placeholders(replace)
+            return [values[0]] if len(values) == 1 else [SigmaExpansion(values)]
+        if isinstance(value, SigmaExpansion):
+            value.values = [v for inner in value.values for v in self.expand(inner)]
+        return [value]
+
+
+def _message(exc: SigmaError) -> str:
+    text = exc.args[0] if exc.args else str(exc)
+    return str(text)
+
+
+def parse_rule(doc: Doc, source: str, placeholders: dict[str, list[str]] | None = None
+               ) -> tuple[ParsedRule | None, list[RuleError]]:
+    """Parse a detection-rule document (already schema-checked); None plus errors if it is broken."""
+    data = doc.data
+    rule_id = rule_id_of(data)
+    errors: list[RuleError] = []
+    parser = _DetectionParser(doc, placeholders or {})
+    detection = data["detection"]
+    detections: dict[str, SigmaDetection] = {}
+    for name, definition in detection.items():
+        if name == "condition":
+            continue
+        try:
+            detections[name] = parser.detection(definition, ("detection", name))
+        except _Located as exc:
+            errors.append(RuleError(source, exc.line, rule_id, f"detection '{name}': {exc}"))
+    conditions = detection["condition"]
+    conditions = conditions if isinstance(conditions, list) else [conditions]
+    trees: list[Any] = []
+    if not errors:
+        if not detections:
+            errors.append(RuleError(source, doc.line_of(("detection",)), rule_id, "no search identifiers in detection"))
+        else:
+            sigma_detections = SigmaDetections(detections, conditions)
+            for index, condition in enumerate(conditions):
+                path = ("detection", "condition", index) if isinstance(detection["condition"], list) \
+                    else ("detection", "condition")
+                try:
+                    tree = SigmaCondition(condition, sigma_detections).parse()
+                except SigmaError as exc:
+                    errors.append(RuleError(source, doc.line_of(path), rule_id,
+                                            f"condition '{condition}': {_message(exc)}"))
+                    continue
+                except Exception as exc:  # pyparsing and other parse failures
+                    errors.append(RuleError(source, doc.line_of(path), rule_id,
+                                            f"condition '{condition}': {exc}"))
+                    continue
+                if tree is None:
+                    errors.append(RuleError(source, doc.line_of(path), rule_id, f"condition '{condition}' is empty"))
+                else:
+                    trees.append(tree)
+    if errors:
+        return None, errors
+    logsource = {k: str(v).lower() for k, v in (data.get("logsource") or {}).items()
+                 if k in ("product", "category", "service") and v is not None}
+    rule = ParsedRule(
+        id=rule_id or _fallback_id(source, doc),
+        title=data["title"],
+        name=data.get("name"),
+        level=data.get("level"),
+        tags=[str(t) for t in data.get("tags") or []],
+        description=str(data.get("description") or ""),
+        logsource=logsource,
+        source=source,
+        line=doc.line,
+        conditions=trees,
+        finding=dict(data.get("finding") or {}),
+        tests={k: list(v) for k, v in (data.get("tests") or {}).items()},
+        detection_line=doc.line_of(("detection",)),
+    )
+    return rule, []
+
+
+def _fallback_id(source: str, doc: Doc) -> str:
+    return f"{source}:{doc.line}"
+

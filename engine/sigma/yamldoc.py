@@ -1,0 +1,117 @@
+"""YAML documents with the line of every key and list item, and Sigma multi-document actions."""
+from __future__ import annotations
+
+import copy
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import yaml
+
+Path = tuple[str | int, ...]
+
+
+@dataclass(slots=True)
+class Doc:
+    """One rule document: plain data, the line of each path in it, and where it starts."""
+
+    data: Any
+    lines: dict[Path, int] = field(default_factory=dict)
+    line: int = 1
+    duplicates: list[tuple[Path, int]] = field(default_factory=list)
+
+    def line_of(self, path: Path) -> int:
+        """The line of ``path``, or of its nearest ancestor the document knows."""
+        while path:
+            found = self.lines.get(path)
+            if found is not None:
+                return found
+            path = path[:-1]
+        return self.line
+
+
+class YamlError(Exception):
+    """Bad YAML, with the line it was found on."""
+
+    def __init__(self, line: int | None, message: str):
+        self.line = line
+        super().__init__(message)
+
+
+def _walk(node: yaml.Node, path: Path, doc: Doc) -> None:
+    if isinstance(node, yaml.MappingNode):
+        seen: set[Any] = set()
+        for key_node, value_node in node.value:
+            key = key_node.value
+            sub = (*path, key)
+            if key in seen:
+                doc.duplicates.append((sub, key_node.start_mark.line + 1))
+            seen.add(key)
+            doc.lines[sub] = key_node.start_mark.line + 1
+            _walk(value_node, sub, doc)
+    elif isinstance(node, yaml.SequenceNode):
+        for index, item in enumerate(node.value):
+            sub = (*path, index)
+            doc.lines[sub] = item.start_mark.line + 1
+            _walk(item, sub, doc)
+
+
+def iter_documents(text: str) -> Iterator[Doc]:
+    """Each YAML document of ``text`` with line information; raises YamlError on bad YAML."""
+    loader = yaml.SafeLoader(text)
+    try:
+        while loader.check_node():
+            node = loader.get_node()
+            if node is None:
+                continue
+            doc = Doc(loader.construct_document(node), line=node.start_mark.line + 1)
+            _walk(node, (), doc)
+            yield doc
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark or exc.context_mark
+        line = mark.line + 1 if mark else None
+        raise YamlError(line, f"bad YAML: {exc.problem or exc}") from None
+    except yaml.YAMLError as exc:
+        raise YamlError(None, f"bad YAML: {exc}") from None
+    finally:
+        loader.dispose()
+
+
+def _merge(base: Any, over: Any) -> Any:
+    if isinstance(base, dict) and isinstance(over, dict):
+        out = dict(base)
+        for key, value in over.items():
+            out[key] = _merge(base[key], value) if key in base else value
+        return out
+    return copy.deepcopy(over)
+
+
+def _combine(base: Doc, over: Doc) -> Doc:
+    merged = Doc(_merge(base.data, over.data), {**base.lines, **over.lines}, over.line, list(over.duplicates))
+    if isinstance(merged.data, dict):
+        merged.data.pop("action", None)
+    return merged
+
+
+def rule_documents(text: str) -> Iterator[Doc]:
+    """Documents of a rule file after Sigma's multi-document actions.
+
+    ``action: global`` documents are merged into every following document,
+    ``action: reset`` forgets the global part, ``action: repeat`` re-uses the previous
+    rule document with the given changes (as pySigma's SigmaCollection does).
+    """
+    empty = Doc({}, {}, 1)
+    global_doc = empty
+    previous: Doc | None = None
+    for doc in iter_documents(text):
+        action = doc.data.get("action") if isinstance(doc.data, dict) else None
+        if action == "global":
+            global_doc = _combine(empty, doc)
+        elif action == "reset":
+            global_doc = empty
+        elif action == "repeat" and previous is not None:
+            previous = _combine(previous, doc)
+            yield previous
+        elif doc.data is not None:
+            previous = _combine(global_doc, doc) if isinstance(doc.data, dict) else doc
+            yield previous
