@@ -107,18 +107,32 @@ def flatten_evtx(data: dict[str, Any]) -> dict[str, Any]:
 
 
 def flatten_dotted(data: dict[str, Any]) -> dict[str, Any]:
-    """Nested objects as dotted paths; keys that already contain dots are kept as they are."""
+    """Nested objects as dotted paths; keys that already contain dots are kept as they are.
+
+    Objects inside lists are flattened too: ``a.b`` of ``{"a": [{"b": 1}, {"b": 2}]}`` is
+    the list ``[1, 2]`` (a rule value matches if it matches any element).
+    """
     flat: dict[str, Any] = {}
-    stack: list[tuple[str, dict[str, Any]]] = [("", data)]
-    while stack:
-        prefix, node = stack.pop()
-        for key, value in node.items():
-            name = prefix + key
-            if value.__class__ is dict and value:
-                stack.append((name + ".", value))
-            else:
-                flat[name] = value
+    _flatten_into(data, "", flat, False)
     return flat
+
+
+def _flatten_into(node: dict[str, Any], prefix: str, flat: dict[str, Any], in_list: bool) -> None:
+    for key, value in node.items():
+        name = prefix + key
+        if value.__class__ is dict and value:
+            _flatten_into(value, name + ".", flat, in_list)
+            continue
+        if value.__class__ is list:
+            for item in value:
+                if item.__class__ is dict:
+                    _flatten_into(item, name + ".", flat, True)
+        if in_list and name in flat:
+            previous = flat[name]
+            merged = previous if previous.__class__ is list else [previous]
+            flat[name] = merged + (value if value.__class__ is list else [value])
+        else:
+            flat[name] = value
 
 
 FLATTENERS: dict[str, Callable[[dict[str, Any]], dict[str, Any]]] = {

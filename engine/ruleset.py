@@ -54,6 +54,7 @@ class RuleMeta:
     name: str | None = None
     logsource: dict[str, str] = field(default_factory=dict)
     description: str = ""
+    tests: dict[str, list[Any]] = field(default_factory=dict)  # {match: [case...], no_match: [...]}
 
 
 @dataclass(slots=True)
@@ -67,7 +68,6 @@ class DetectionRule:
     keywords: bool
     severity: str
     finding: dict[str, str]
-    tests: dict[str, list[Any]]
     generate: bool = True  # False: matches only feed correlations (Sigma correlation ``generate``)
 
     @property
@@ -193,6 +193,7 @@ def _detection_rule(doc: Doc, source: str, placeholders: dict[str, list[str]],
     meta = RuleMeta(
         id=parsed.id, title=parsed.title, level=parsed.level, tags=parsed.tags, source=source,
         line=parsed.line, name=parsed.name, logsource=parsed.logsource, description=parsed.description,
+        tests=parsed.tests,
     )
     return DetectionRule(
         meta=meta,
@@ -202,5 +203,4 @@ def _detection_rule(doc: Doc, source: str, placeholders: dict[str, list[str]],
         keywords=compiled.keywords,
         severity=parsed.level or DEFAULT_SEVERITY,
         finding=parsed.finding,
-        tests=parsed.tests,
     )

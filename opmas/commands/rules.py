@@ -1,0 +1,62 @@
+"""``opmas rules validate PATH...`` and ``opmas rules test PATH...``."""
+from __future__ import annotations
+
+import argparse
+import sys
+
+from engine.errors import RuleError
+from engine.rule_tests import run_rule_tests
+from engine.ruleset import RuleSource, load_ruleset, sources_from_paths
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    """Add ``rules`` with its ``validate`` and ``test`` sub-commands."""
+    rules = subparsers.add_parser("rules", help="check and test rule files")
+    sub = rules.add_subparsers(dest="rules_command", required=True)
+    validate = sub.add_parser("validate", help="list every error of the rule files; non-zero exit on errors")
+    test = sub.add_parser("test", help="run the rules' own tests; non-zero exit on any failure")
+    for parser, func in ((validate, validate_command), (test, test_command)):
+        parser.add_argument("paths", nargs="+", metavar="PATH", help="rule files or directories")
+        parser.add_argument("--mapping", action="append", default=[], metavar="FILE",
+                            help="extra logsource mapping file (repeatable)")
+        parser.set_defaults(func=func)
+
+
+def _sources(paths: list[str]) -> list[RuleSource] | None:
+    try:
+        return sources_from_paths(paths)
+    except FileNotFoundError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return None
+
+
+def _print_errors(errors: list[RuleError]) -> tuple[int, int]:
+    for error in errors:
+        print(error)
+    failures = sum(1 for e in errors if e.severity == "error")
+    return failures, len(errors) - failures
+
+
+def validate_command(args: argparse.Namespace) -> int:
+    """Load every rule, print every error and warning; exit 1 if any error."""
+    sources = _sources(args.paths)
+    if sources is None:
+        return 2
+    ruleset, errors = load_ruleset(sources, args.mapping)
+    failures, warnings = _print_errors(errors)
+    print(f"{len(sources)} files, {len(ruleset.rules)} rules loaded, {failures} errors, {warnings} warnings")
+    return 1 if failures else 0
+
+
+def test_command(args: argparse.Namespace) -> int:
+    """Run every test case of every rule; exit 1 on a failed case or a rule that does not load."""
+    sources = _sources(args.paths)
+    if sources is None:
+        return 2
+    results, errors = run_rule_tests(sources, args.mapping)
+    failures, _ = _print_errors(errors)
+    failed = [r for r in results if not r.passed]
+    for result in failed:
+        print(result)
+    print(f"{len(results)} cases, {len(results) - len(failed)} passed, {len(failed)} failed, {failures} rule errors")
+    return 1 if failed or failures else 0
