@@ -16,7 +16,7 @@ from engine.ruleset import DetectionRule, RuleSet
 from engine.sigma.compile import KEYWORDS, KEYWORDS_RAW
 from engine.sigma.prefilter import Prefilter
 
-MAX_GROUPS = 8192  # cache bound: discriminators of one mapping seen so far
+MAX_GROUPS = 8192  # cache bound: raw discriminator values of one mapping seen so far
 
 
 @dataclass(slots=True)
@@ -26,18 +26,9 @@ class Group:
     rules: tuple[DetectionRule, ...]
     renames: tuple[tuple[str, str], ...]  # (Sigma field, event field)
     fields: tuple[str, ...]  # fields read by the rules: lower-cased once per event
+    sources: tuple[str, ...]  # event fields to read: rule fields, rename targets, time fields
     keywords: bool
     prefilter: Prefilter
-
-
-@dataclass(slots=True)
-class EventView:
-    """An event as rules see it: mapping, flat fields, lowered fields, the group of rules."""
-
-    mapping: Mapping
-    flat: dict[str, Any]
-    low: dict[str, Any]
-    group: Group
 
 
 def _lower(value: Any) -> Any:
@@ -46,6 +37,34 @@ def _lower(value: Any) -> Any:
     if value.__class__ is list:
         return [v.lower() if v.__class__ is str else v for v in value]
     return value
+
+
+def _apply_renames(flat: dict[str, Any], renames: tuple[tuple[str, str], ...]) -> None:
+    originals = {target: flat.get(target) for _, target in renames}
+    for name, target in renames:
+        if originals[target] is not None:
+            flat[name] = originals[target]
+
+
+@dataclass(slots=True)
+class EventView:
+    """An event as rules see it: mapping, fields (only those the rules read where the
+    mapping can select them cheaply), lowered fields, the group of rules."""
+
+    mapping: Mapping
+    data: dict[str, Any]
+    flat: dict[str, Any]
+    low: dict[str, Any]
+    group: Group
+    partial: bool
+
+    def full_flat(self) -> dict[str, Any]:
+        """Every field of the event (for finding templates)."""
+        if not self.partial:
+            return self.flat
+        flat = self.mapping.flatten(self.data)
+        _apply_renames(flat, self.group.renames)
+        return flat
 
 
 class RuleIndex:
@@ -82,10 +101,12 @@ class RuleIndex:
         fields: set[str] = set()
         for rule in rules:
             fields |= rule.fields
+        sources = fields | set(renames.values()) | set(mapping.time_fields)
         return Group(
             rules=rules,
             renames=tuple(renames.items()),
             fields=tuple(sorted(fields)),
+            sources=tuple(sorted(sources)),
             keywords=any(r.keywords for r in rules),
             prefilter=Prefilter([r.requirement for r in rules]),
         )
@@ -96,19 +117,26 @@ class RuleIndex:
         if index < 0:
             return None
         mapping = self.mappings[index]
-        flat = mapping.flatten(data)
-        key = mapping.discriminator(flat)
+        select = mapping.select
+        flat = select(data, mapping.discriminator_fields) if select is not None else mapping.flatten(data)
         groups = self._groups[index]
-        group = groups.get(key)
+        raw_key = tuple(map(flat.get, mapping.discriminator_fields))
+        try:
+            group = groups.get(raw_key)
+        except TypeError:  # unhashable discriminator value (list, object)
+            raw_key = mapping.discriminator(flat)
+            group = groups.get(raw_key)
         if group is None:
             if len(groups) >= MAX_GROUPS:
                 groups.clear()
-            group = groups[key] = self._build(index, key)
+            group = groups[raw_key] = self._build(index, mapping.discriminator(flat))
+        partial = select is not None and not group.keywords
+        if partial:
+            flat = select(data, group.sources)
+        elif select is not None:
+            flat = mapping.flatten(data)
         if group.renames:
-            originals = {target: flat.get(target) for _, target in group.renames}
-            for name, target in group.renames:
-                if originals[target] is not None:
-                    flat[name] = originals[target]
+            _apply_renames(flat, group.renames)
         low: dict[str, Any] = {}
         for name in group.fields:
             value = flat.get(name)
@@ -118,7 +146,7 @@ class RuleIndex:
             texts = mapping.keyword_texts(flat)
             low[KEYWORDS_RAW] = texts
             low[KEYWORDS] = [t.lower() for t in texts]
-        return EventView(mapping, flat, low, group)
+        return EventView(mapping, data, flat, low, group, partial)
 
     def matches(self, view: EventView) -> list[DetectionRule]:
         """The rules of the event's group that match it, in rule-set order."""

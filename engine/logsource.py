@@ -34,6 +34,7 @@ from __future__ import annotations
 import json
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import datetime, timezone
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
@@ -45,6 +46,7 @@ from engine.event import parse_time
 from opmas.paths import SCHEMAS_DIR
 
 BUILTIN_DIR = Path(__file__).parent / "mappings"
+_MISSING = object()
 BUILTIN_MAPPINGS = (BUILTIN_DIR / "windows.yml", BUILTIN_DIR / "generic.yml")
 LOGSOURCE_KEYS = ("product", "category", "service")
 
@@ -82,7 +84,7 @@ def _evtx_container(container: Any, flat: dict[str, Any]) -> None:
 
 
 def flatten_evtx(data: dict[str, Any]) -> dict[str, Any]:
-    """Sigma Windows field names for an EVTX-JSON event."""
+    """Sigma Windows field names for an EVTX-JSON event (EventData/UserData win over System)."""
     event = data.get("Event") or {}
     flat: dict[str, Any] = {}
     system = event.get("System")
@@ -98,12 +100,58 @@ def flatten_evtx(data: dict[str, Any]) -> dict[str, Any]:
                         flat[f"{key}_{attr.lstrip('@')}"] = attr_value
             else:
                 flat[key] = value
-    _evtx_container(event.get("EventData"), flat)
+    event_data = event.get("EventData")
+    if _plain_event_data(event_data):
+        flat.update(event_data)
+    else:
+        _evtx_container(event_data, flat)
     user_data = event.get("UserData")
     if user_data.__class__ is dict:
         for child in user_data.values():
             _evtx_container(child, flat)
     return flat
+
+
+def _plain_event_data(event_data: Any) -> bool:
+    """EventData in the common converter layout (name -> value), no XML-style Data items."""
+    return event_data.__class__ is dict and "Data" not in event_data and "#attributes" not in event_data
+
+
+def _system_field(system: dict[str, Any], name: str) -> Any:
+    """A Sigma System field (``EventID``, ``Provider_Name``...) as flatten_evtx names it, or _MISSING."""
+    value = system.get(name, _MISSING)
+    if value is not _MISSING:
+        if value.__class__ is dict:
+            return value.get("#text", _MISSING)
+        return value
+    element, _, attr = name.partition("_")
+    value = system.get(element)
+    if value.__class__ is dict and attr:
+        attrs = value.get("#attributes")
+        source = attrs if attrs.__class__ is dict else value
+        for key in ("@" + attr, attr):
+            if key in source:
+                return source[key]
+    return _MISSING
+
+
+def select_evtx(data: dict[str, Any], names: tuple[str, ...]) -> dict[str, Any]:
+    """``{name: value}`` of flatten_evtx(data) for ``names`` only, without flattening the event."""
+    event = data.get("Event") or {}
+    event_data = event.get("EventData")
+    system = event.get("System")
+    if not _plain_event_data(event_data) or event.get("UserData") or system.__class__ is not dict:
+        full = flatten_evtx(data)
+        return {name: full[name] for name in names if name in full}
+    out: dict[str, Any] = {}
+    for name in names:
+        value = event_data.get(name, _MISSING)
+        if value is _MISSING:
+            value = _system_field(system, name)
+            if value is _MISSING:
+                continue
+        out[name] = value
+    return out
 
 
 def flatten_dotted(data: dict[str, Any]) -> dict[str, Any]:
@@ -139,6 +187,10 @@ FLATTENERS: dict[str, Callable[[dict[str, Any]], dict[str, Any]]] = {
     "evtx": flatten_evtx,
     "dotted": flatten_dotted,
 }
+# Flatteners with a cheaper way to read only some fields (same values as the full flatten).
+SELECTORS: dict[str, Callable[[dict[str, Any], tuple[str, ...]], dict[str, Any]]] = {
+    "evtx": select_evtx,
+}
 
 
 # --- mapping model ---------------------------------------------------------------
@@ -151,6 +203,19 @@ def _get_path(data: Any, path: str) -> Any:
             return None
         data = data[part]
     return data
+
+
+def fast_time(value: Any) -> float | None:
+    """engine.event.parse_time with a fast path for ISO 8601 text (the usual case)."""
+    if value.__class__ is str and len(value) >= 19 and value[10] in "T ":
+        try:
+            moment = datetime.fromisoformat(value)
+        except ValueError:
+            return parse_time(value)
+        if moment.tzinfo is None:
+            moment = moment.replace(tzinfo=timezone.utc)
+        return moment.timestamp()
+    return parse_time(value)
 
 
 def disc_value(value: Any) -> str | None:
@@ -194,6 +259,7 @@ class Mapping:
     name: str
     file: str
     flatten: Callable[[dict[str, Any]], dict[str, Any]]
+    select: Callable[[dict[str, Any], tuple[str, ...]], dict[str, Any]] | None = None
     exists: tuple[str, ...] = ()
     equals: tuple[tuple[str, Any], ...] = ()
     product: str | None = None
@@ -235,7 +301,7 @@ class Mapping:
         for name in self.time_fields:
             value = flat.get(name)
             if value is not None:
-                parsed = parse_time(value)
+                parsed = fast_time(value)
                 if parsed is not None:
                     return parsed
         return None
@@ -304,6 +370,7 @@ def mapping_from_dict(data: Any, file: str) -> Mapping:
         name=data["name"],
         file=file,
         flatten=FLATTENERS[data.get("flatten", "dotted")],
+        select=SELECTORS.get(data.get("flatten", "dotted")),
         exists=tuple(recognize.get("exists") or ()),
         equals=tuple((k, disc_value(v)) for k, v in (recognize.get("equals") or {}).items()),
         product=str(data["product"]).lower() if data.get("product") else None,

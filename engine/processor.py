@@ -19,7 +19,7 @@ import orjson
 from engine.dispatch import EventView, RuleIndex
 from engine.event import Event
 from engine.finding import Finding, finding_id
-from engine.render import attack_from_tags, render_template
+from engine.render import render_template
 from engine.ruleset import DetectionRule, RuleSet
 
 SNAPSHOT_VERSION = 1
@@ -40,7 +40,8 @@ class ProcessorStats:
 def detection_finding(rule: DetectionRule, event: Event, view: EventView) -> Finding:
     """The finding of one detection rule on one event (same input -> same id)."""
     template = rule.finding
-    title = render_template(template["title"], view.flat, event.data) if "title" in template else rule.meta.title
+    flat = view.full_flat() if template else view.flat
+    title = render_template(template["title"], flat, event.data) if "title" in template else rule.meta.title
     description = template.get("description", rule.meta.description)
     return Finding(
         id=finding_id(rule.id, [event.id]),
@@ -51,13 +52,13 @@ def detection_finding(rule: DetectionRule, event: Event, view: EventView) -> Fin
         event_ids=[event.id],
         timestamp=event.timestamp,
         title=title,
-        description=render_template(description, view.flat, event.data) if description else "",
+        description=render_template(description, flat, event.data) if description else "",
         agent_id=event.agent_id,
         details={
             "event": event.data,
             "logsource": rule.meta.logsource,
             "rule_source": rule.meta.source,
-            "attack": attack_from_tags(rule.meta.tags),
+            "attack": rule.meta.attack,
         },
     )
 

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from engine.errors import RuleError
+from engine.render import attack_from_tags
 from engine.logsource import Mapping, MappingError, builtin_mappings, load_mapping
 from engine.sigma.compile import CompileError, Matcher, Requirement, compile_conditions
 from engine.sigma.parse import parse_rule, rule_id_of, schema_errors
@@ -55,6 +56,7 @@ class RuleMeta:
     logsource: dict[str, str] = field(default_factory=dict)
     description: str = ""
     tests: dict[str, list[Any]] = field(default_factory=dict)  # {match: [case...], no_match: [...]}
+    attack: dict[str, list[str]] = field(default_factory=dict)  # {tactics: [...], techniques: [T1059...]}
 
 
 @dataclass(slots=True)
@@ -193,7 +195,7 @@ def _detection_rule(doc: Doc, source: str, placeholders: dict[str, list[str]],
     meta = RuleMeta(
         id=parsed.id, title=parsed.title, level=parsed.level, tags=parsed.tags, source=source,
         line=parsed.line, name=parsed.name, logsource=parsed.logsource, description=parsed.description,
-        tests=parsed.tests,
+        tests=parsed.tests, attack=attack_from_tags(parsed.tags),
     )
     return DetectionRule(
         meta=meta,

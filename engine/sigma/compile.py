@@ -6,9 +6,12 @@ plus the keyword texts under :data:`KEYWORDS` / :data:`KEYWORDS_RAW`. Case foldi
 rule values, wildcard translation and regex compilation all happen here, once.
 
 Alongside the matcher, :func:`compile_condition` derives the rule's *requirement*
-for the prefilter (see engine/sigma/prefilter.py): a set of ``(field, literal)``
-pairs such that the rule can only match an event where one literal occurs in the
-lower-cased value of its field; ``None`` where no such set can be derived.
+for the prefilter (see engine/sigma/prefilter.py), in conjunctive form: clauses,
+each a set of ``(field, literal)`` pairs, such that the rule can only match an event
+where every clause has a literal occurring in the lower-cased value of its field.
+AND concatenates its children's clauses (keeping the most selective few), OR unions
+each child's best clause into one, NOT and untestable values give no clause;
+``None`` means no requirement (always a candidate).
 """
 from __future__ import annotations
 
@@ -50,7 +53,9 @@ from engine.event import parse_time
 from engine.sigma.literals import regex_literals
 
 Matcher = Callable[[dict[str, Any], dict[str, Any]], bool]
-Requirement = frozenset[tuple[str, str]] | None
+Clause = frozenset[tuple[str, str]]
+Requirement = tuple[Clause, ...] | None
+MAX_CLAUSES = 3
 
 KEYWORDS = "\x00keywords"  # key in ``low``: lower-cased keyword texts of the event
 KEYWORDS_RAW = "\x00keywords_raw"  # key in ``low``: keyword texts as they are
@@ -279,7 +284,8 @@ class _Compiler:
     def conjunction(self, node: ConditionAND) -> tuple[Matcher, Requirement]:
         parts = [self.node(arg) for arg in self._flat_args(node, ConditionAND)]
         matchers = tuple(m for m, _ in parts)
-        requirement = _most_selective([r for _, r in parts if r is not None])
+        clauses = sorted({c for _, r in parts if r for c in r}, key=clause_cost)[:MAX_CLAUSES]
+        requirement = tuple(clauses) or None
         if len(matchers) == 1:
             return matchers[0], requirement
         if len(matchers) == 2:
@@ -302,7 +308,8 @@ class _Compiler:
         parts += [self.node(arg) for arg in rest]
         matchers = tuple(m for m, _ in parts)
         requirements = [r for _, r in parts]
-        requirement = None if any(r is None for r in requirements) else frozenset().union(*requirements)
+        requirement = None if any(r is None for r in requirements) else \
+            (frozenset().union(*(min(r, key=clause_cost) for r in requirements if r)),)
         if len(matchers) == 1:
             return matchers[0], requirement
         return (lambda flat, low: any(m(flat, low) for m in matchers)), requirement
@@ -310,7 +317,7 @@ class _Compiler:
     def string_field(self, name: str, patterns: list[_Pattern], cased: bool) -> tuple[Matcher, Requirement]:
         self.fields.add(name)
         literals = [p.literal.lower() for p in patterns]
-        requirement = None if any(not lit for lit in literals) else frozenset((name, lit) for lit in literals)
+        requirement = None if any(not lit for lit in literals) else (frozenset((name, lit) for lit in literals),)
         return _string_leaf(name, _string_test(patterns), cased), requirement
 
     def field_value(self, name: str, value: Any) -> tuple[Matcher, Requirement]:
@@ -327,7 +334,7 @@ class _Compiler:
             return (lambda flat, low: (name in flat) is wanted), None
         if isinstance(value, SigmaBool):
             wanted_text = "true" if value.boolean else "false"
-            return _string_leaf(name, wanted_text.__eq__, False), frozenset({(name, wanted_text)})
+            return _string_leaf(name, wanted_text.__eq__, False), (frozenset({(name, wanted_text)}),)
         if isinstance(value, SigmaTimestampPart):
             part, number = _TIME_PART[value.timestamp_part], value.number
 
@@ -337,7 +344,7 @@ class _Compiler:
             return _raw_leaf(name, time_part), None
         if isinstance(value, SigmaNumber):
             number = value.number
-            return _raw_leaf(name, lambda v: _number(v) == number), frozenset({(name, str(number).lower())})
+            return _raw_leaf(name, lambda v: _number(v) == number), (frozenset({(name, str(number).lower())}),)
         if isinstance(value, SigmaRegularExpression):
             return self.regex(name, value, _raw_leaf)
         if isinstance(value, SigmaCIDRExpression):
@@ -371,7 +378,7 @@ class _Compiler:
             return search(v if isinstance(v, str) else str(v)) is not None
         literals = regex_literals(source, flags)
         key = prefilter_name or name
-        requirement = frozenset((key, lit) for lit in literals) if literals else None
+        requirement = (frozenset((key, lit) for lit in literals),) if literals else None
         return leaf(name, test), requirement
 
     def field_reference(self, name: str, value: SigmaFieldReference) -> Matcher:
@@ -424,7 +431,7 @@ class _Compiler:
 
             def test(text: str) -> bool:
                 return needle in text
-        requirement = frozenset({(KEYWORDS, pattern.literal.lower())}) if pattern.literal else None
+        requirement = (frozenset({(KEYWORDS, pattern.literal.lower())}),) if pattern.literal else None
         return _any_text_leaf(key, test), requirement
 
 
@@ -445,11 +452,9 @@ def literal_cost(literal: str) -> float:
     return cost
 
 
-def _most_selective(requirements: list[frozenset[tuple[str, str]]]) -> Requirement:
-    """For an AND, any one child's requirement is necessary: keep the cheapest."""
-    if not requirements:
-        return None
-    return min(requirements, key=lambda req: (sum(literal_cost(lit) for _, lit in req), len(req)))
+def clause_cost(clause: Clause) -> tuple[float, int]:
+    """Estimated chance a clause is satisfied (lower = more selective)."""
+    return (sum(literal_cost(lit) for _, lit in clause), len(clause))
 
 
 def compile_condition(tree: Any) -> Compiled:
