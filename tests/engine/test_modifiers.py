@@ -1,0 +1,226 @@
+"""Every Sigma value form and modifier: what matches and what does not, per the specification."""
+from __future__ import annotations
+
+import base64
+
+import pytest
+
+
+def test_plain_string_is_case_insensitive_equality(matcher) -> None:
+    m = matcher("  sel:\n    Image: 'C:\\Windows\\System32\\cmd.exe'\n  condition: sel\n")
+    assert m({"Image": "c:\\windows\\system32\\CMD.EXE"})
+    assert not m({"Image": "C:\\Windows\\System32\\cmd.exe.bak"})
+    assert not m({"Image": "D:\\Windows\\System32\\cmd.exe"})
+    assert not m({"Other": "C:\\Windows\\System32\\cmd.exe"})
+
+
+def test_wildcards_star_question_and_escapes(matcher) -> None:
+    star = matcher("  sel:\n    Image: '*\\cmd.exe'\n  condition: sel\n")
+    assert star({"Image": "C:\\x\\CMD.exe"}) and not star({"Image": "C:\\x\\cmd.exe2"})
+    question = matcher("  sel:\n    Image: 'prog?.exe'\n  condition: sel\n")
+    assert question({"Image": "progA.exe"}) and not question({"Image": "prog.exe"}) and not question({"Image": "progAB.exe"})
+    middle = matcher("  sel:\n    CommandLine: 'a*b?c'\n  condition: sel\n")
+    assert middle({"CommandLine": "aXXbYc"}) and middle({"CommandLine": "a\nb.c"}) and not middle({"CommandLine": "aXXbc"})
+    literal_star = matcher("  sel:\n    Name: 'file\\*.txt'\n  condition: sel\n")
+    assert literal_star({"Name": "file*.txt"}) and not literal_star({"Name": "file1.txt"})
+    backslash_then_wildcard = matcher("  sel:\n    Path: 'C:\\\\*'\n  condition: sel\n")
+    assert backslash_then_wildcard({"Path": "C:\\anything"}) and not backslash_then_wildcard({"Path": "D:\\x"})
+    plain_backslash = matcher("  sel:\n    Path: 'C:\\Temp\\a.exe'\n  condition: sel\n")
+    assert plain_backslash({"Path": "c:\\temp\\A.EXE"})
+
+
+def test_only_star_requires_a_value(matcher) -> None:
+    m = matcher("  sel:\n    User: '*'\n  condition: sel\n")
+    assert m({"User": "x"}) and m({"User": ""}) and not m({}) and not m({"User": None})
+
+
+def test_empty_string_and_null(matcher) -> None:
+    empty = matcher("  sel:\n    Description: ''\n  condition: sel\n")
+    assert empty({"Description": ""}) and not empty({"Description": "x"}) and not empty({})
+    null = matcher("  sel:\n    PasswordLastSet: null\n  condition: sel\n")
+    assert null({}) and null({"PasswordLastSet": None})
+    assert not null({"PasswordLastSet": ""}) and not null({"PasswordLastSet": "%%1794"})
+
+
+def test_numbers_match_numbers_and_numeric_text(matcher) -> None:
+    m = matcher("  sel:\n    EventID: 4688\n  condition: sel\n")
+    assert m({"EventID": 4688}) and m({"EventID": "4688"})
+    assert not m({"EventID": 46880}) and not m({"EventID": "4689"})
+    quoted = matcher("  sel:\n    EventID: '4688'\n  condition: sel\n")
+    assert quoted({"EventID": 4688}) and quoted({"EventID": "4688"})
+
+
+def test_booleans(matcher) -> None:
+    m = matcher("  sel:\n    Enabled: true\n  condition: sel\n")
+    assert m({"Enabled": True}) and m({"Enabled": "True"}) and not m({"Enabled": False})
+
+
+def test_list_is_or_and_all_is_and(matcher) -> None:
+    any_of = matcher("  sel:\n    EventID: [517, 1102]\n  condition: sel\n")
+    assert any_of({"EventID": 517}) and any_of({"EventID": 1102}) and not any_of({"EventID": 4624})
+    all_of = matcher("  sel:\n    CommandLine|contains|all:\n      - ' -exec '\n      - ' bypass'\n  condition: sel\n")
+    assert all_of({"CommandLine": "ps -exec  BYPASS"}) and all_of({"CommandLine": "x bypass -Exec y"})
+    assert not all_of({"CommandLine": "ps -exec x"})
+
+
+def test_map_is_and_list_of_maps_is_or(matcher) -> None:
+    both = matcher("  sel:\n    EventLog: Security\n    EventID: [517, 1102]\n  condition: sel\n")
+    assert both({"EventLog": "Security", "EventID": 517}) and not both({"EventLog": "System", "EventID": 517})
+    either = matcher("  sel:\n    - Image|endswith: '\\example.exe'\n    - Description|contains: 'Test executable'\n"
+                     "  condition: sel\n")
+    assert either({"Image": "C:\\example.exe"}) and either({"Description": "a test executable!"})
+    assert not either({"Image": "C:\\other.exe", "Description": "none"})
+
+
+def test_contains_startswith_endswith(matcher) -> None:
+    contains = matcher("  sel:\n    CommandLine|contains: ['mimikatz', 'sekurlsa::']\n  condition: sel\n")
+    assert contains({"CommandLine": "x MIMIKATZ y"}) and contains({"CommandLine": "sekurlsa::logonpasswords"})
+    assert not contains({"CommandLine": "mimi katz"})
+    starts = matcher("  sel:\n    Image|startswith: 'C:\\Users\\'\n  condition: sel\n")
+    assert starts({"Image": "c:\\users\\bob\\a.exe"}) and not starts({"Image": "D:\\C:\\Users\\"})
+    ends = matcher("  sel:\n    Image|endswith: ['\\cmd.exe', '\\powershell.exe']\n  condition: sel\n")
+    assert ends({"Image": "C:\\x\\PowerShell.exe"}) and not ends({"Image": "C:\\cmd.exe\\x"})
+
+
+def test_many_contains_values_use_one_automaton(matcher) -> None:
+    values = "".join(f"      - 'tool{i}'\n" for i in range(20))
+    m = matcher(f"  sel:\n    CommandLine|contains:\n{values}  condition: sel\n")
+    assert m({"CommandLine": "run TOOL17 now"}) and not m({"CommandLine": "run tool now"})
+
+
+def test_regex_is_case_sensitive_unanchored_with_flags(matcher) -> None:
+    m = matcher("  sel:\n    CommandLine|re: 'Invoke-[A-Z]\\w+'\n  condition: sel\n")
+    assert m({"CommandLine": "x Invoke-Mimikatz y"}) and not m({"CommandLine": "invoke-mimikatz"})
+    i = matcher("  sel:\n    CommandLine|re|i: '^invoke-[a-z]+$'\n  condition: sel\n")
+    assert i({"CommandLine": "Invoke-Mimikatz"}) and not i({"CommandLine": "x Invoke-Mimikatz"})
+    multi = matcher("  sel:\n    Script|re|m: '^evil$'\n  condition: sel\n")
+    assert multi({"Script": "good\nevil\nok"}) and not matcher("  sel:\n    Script|re: '^evil$'\n  condition: sel\n")(
+        {"Script": "good\nevil\nok"})
+    dotall = matcher("  sel:\n    Script|re|s: 'begin.+end'\n  condition: sel\n")
+    assert dotall({"Script": "begin\n\nend"}) and not matcher("  sel:\n    Script|re: 'begin.+end'\n  condition: sel\n")(
+        {"Script": "begin\n\nend"})
+
+
+def test_regex_contains_and_numbers(matcher) -> None:
+    m = matcher("  sel:\n    Port|re: '^44[0-9]$'\n  condition: sel\n")
+    assert m({"Port": 443}) and not m({"Port": 4430})
+
+
+def test_cidr_v4_v6(matcher) -> None:
+    m = matcher("  sel:\n    DestinationIp|cidr: ['10.0.0.0/8', 'fe80::/10']\n  condition: sel\n")
+    assert m({"DestinationIp": "10.20.30.40"}) and m({"DestinationIp": "fe80::1"})
+    assert not m({"DestinationIp": "11.0.0.1"}) and not m({"DestinationIp": "not-an-ip"}) and not m({})
+
+
+def test_base64_and_base64offset(matcher) -> None:
+    exact = matcher("  sel:\n    Payload|base64: 'hello'\n  condition: sel\n")
+    assert exact({"Payload": base64.b64encode(b"hello").decode()}) and not exact({"Payload": "hello"})
+    offset = matcher("  sel:\n    CommandLine|base64offset|contains: 'http://'\n  condition: sel\n")
+    for prefix in (b"", b"a", b"ab", b"abc"):
+        encoded = base64.b64encode(prefix + b"http://evil.example/x").decode()
+        assert offset({"CommandLine": f"powershell -e {encoded}"}), prefix
+    assert not offset({"CommandLine": base64.b64encode(b"https://fine.example").decode()})
+
+
+def test_utf16_encodings_with_base64(matcher) -> None:
+    payload = "IEX (New-Object Net.WebClient)"
+    wide = matcher("  sel:\n    CommandLine|wide|base64offset|contains: 'New-Object Net.WebClient'\n  condition: sel\n")
+    for prefix in ("", "x", "xy"):
+        encoded = base64.b64encode((prefix + payload).encode("utf-16le")).decode()
+        assert wide({"CommandLine": "powershell -enc " + encoded})
+    assert not wide({"CommandLine": base64.b64encode(payload.encode()).decode()})
+    le = matcher("  sel:\n    Blob|utf16le|base64: 'cmd'\n  condition: sel\n")
+    assert le({"Blob": base64.b64encode("cmd".encode("utf-16le")).decode()})
+    be = matcher("  sel:\n    Blob|utf16be|base64: 'cmd'\n  condition: sel\n")
+    assert be({"Blob": base64.b64encode("cmd".encode("utf-16be")).decode()})
+    assert not be({"Blob": base64.b64encode("cmd".encode("utf-16le")).decode()})
+    bom = matcher("  sel:\n    Blob|utf16|base64: 'cmd'\n  condition: sel\n")
+    assert bom({"Blob": base64.b64encode(b"\xff\xfe" + "cmd".encode("utf-16le")).decode()})
+
+
+def test_windash(matcher) -> None:
+    m = matcher("  sel:\n    CommandLine|windash|contains: ' -enc '\n  condition: sel\n")
+    for dash in ("-", "/", "\u2013", "\u2014", "\u2015"):
+        assert m({"CommandLine": f"powershell {dash}enc AAAA"}), dash
+    assert not m({"CommandLine": "powershell +enc AAAA"})
+
+
+def test_exists(matcher) -> None:
+    present = matcher("  sel:\n    PasswordLastSet|exists: true\n  condition: sel\n")
+    assert present({"PasswordLastSet": "x"}) and present({"PasswordLastSet": None}) and not present({})
+    absent = matcher("  sel:\n    PasswordLastSet|exists: false\n  condition: sel\n")
+    assert absent({}) and not absent({"PasswordLastSet": ""})
+
+
+@pytest.mark.parametrize("modifier,value,yes,no", [
+    ("gt", 10, [11, "12", 10.5], [10, 9, "abc"]),
+    ("gte", 10, [10, "10"], [9.99]),
+    ("lt", 10, [9, "-1"], [10, "x"]),
+    ("lte", 10, [10, 0], [11]),
+])
+def test_numeric_comparisons(matcher, modifier: str, value: int, yes: list, no: list) -> None:
+    m = matcher(f"  sel:\n    Count|{modifier}: {value}\n  condition: sel\n")
+    assert all(m({"Count": v}) for v in yes) and not any(m({"Count": v}) for v in no)
+    assert not m({})
+
+
+def test_fieldref(matcher) -> None:
+    same = matcher("  sel:\n    TargetUserName|fieldref: SubjectUserName\n  condition: sel\n")
+    assert same({"TargetUserName": "Bob", "SubjectUserName": "bob"})
+    assert not same({"TargetUserName": "bob", "SubjectUserName": "alice"}) and not same({"TargetUserName": "bob"})
+    contained = matcher("  sel:\n    CommandLine|fieldref|contains: User\n  condition: sel\n")
+    assert contained({"CommandLine": "net user BOB /add", "User": "bob"}) and not contained({"CommandLine": "x", "User": "bob"})
+    numbers = matcher("  sel:\n    ProcessId|fieldref: ParentProcessId\n  condition: sel\n")
+    assert numbers({"ProcessId": 4, "ParentProcessId": 4}) and not numbers({"ProcessId": 4, "ParentProcessId": 5})
+
+
+def test_cased(matcher) -> None:
+    m = matcher("  sel:\n    CommandLine|cased|contains: 'PowerShell'\n  condition: sel\n")
+    assert m({"CommandLine": "x PowerShell y"}) and not m({"CommandLine": "x powershell y"})
+    eq = matcher("  sel:\n    Name|cased: 'Admin'\n  condition: sel\n")
+    assert eq({"Name": "Admin"}) and not eq({"Name": "admin"})
+
+
+def test_neq(matcher) -> None:
+    m = matcher("  sel:\n    LogonType|neq: 3\n  condition: sel\n")
+    assert m({"LogonType": 2}) and not m({"LogonType": 3})
+
+
+def test_hour_of_timestamp(matcher) -> None:
+    m = matcher("  sel:\n    Time|hour: 3\n  condition: sel\n")
+    assert m({"Time": "2024-05-01T03:15:00Z"}) and not m({"Time": "2024-05-01T04:15:00Z"})
+
+
+def test_expand_placeholders_from_mapping_file(matcher, tmp_path) -> None:
+    mapping = tmp_path / "site.yml"
+    mapping.write_text("name: site\nrecognize: {exists: [never.here]}\nplaceholders:\n"
+                       "  Admins: [root, 'adm_*']\n")
+    m = matcher("  sel:\n    user.name|expand: '%Admins%'\n  condition: sel\n", mappings=[mapping])
+    assert m({"user": {"name": "root"}}) and m({"user": {"name": "ADM_bob"}}) and not m({"user": {"name": "bob"}})
+
+
+def test_list_values_in_events_match_any_element(matcher) -> None:
+    m = matcher("  sel:\n    tags|contains: 'evil'\n  condition: sel\n")
+    assert m({"tags": ["ok", "very EVIL"]}) and not m({"tags": ["ok"]}) and not m({"tags": []})
+
+
+def test_keywords_search_message_case_insensitively(matcher) -> None:
+    m = matcher("  keywords:\n    - 'EVILSERVICE'\n    - 'svchost.exe -n evil'\n  condition: keywords\n")
+    assert m({"message": "started evilservice now"}) and m({"message": "SVCHOST.EXE -n evil"})
+    assert not m({"message": "nothing"}) and not m({"other": "evilservice"})
+    all_of = matcher("  keywords:\n    '|all':\n      - 'OabVirtualDirectory'\n      - ' -ExternalUrl '\n"
+                     "  condition: keywords\n")
+    assert all_of({"message": "Set-OabVirtualDirectory -ExternalUrl http://x"})
+    assert not all_of({"message": "Set-OabVirtualDirectory"})
+    wildcard = matcher("  keywords:\n    - 'failed * for root'\n  condition: keywords\n")
+    assert wildcard({"message": "sshd: Failed password for root from 1.2.3.4"}) and not wildcard({"message": "for root failed"})
+
+
+def test_keywords_search_all_evtx_strings() -> None:
+    from tests.engine.conftest import load_ok, matched_ids, rule_text
+
+    ruleset = load_ok(rule_text("  keywords: ['mimikatz']\n  condition: keywords\n", "{product: windows}"))
+    event = {"Event": {"System": {"Channel": "Application", "EventID": 1000},
+                       "EventData": {"Data": [{"@Name": "Message", "#text": "found MimiKatz.exe"}]}}}
+    assert matched_ids(ruleset, [event]) == ["test-rule"]
+    assert matched_ids(ruleset, [{"Event": {"System": {"Channel": "Application"}, "EventData": {"x": "clean"}}}]) == []
