@@ -1,0 +1,130 @@
+"""opmas detect end to end, the rule tests runner, and the Processor contract."""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import jsonschema
+import orjson
+import pytest
+
+from benchmarks.bench_rules import bench_rules
+from benchmarks.generate import generate
+from engine.dispatch import RuleIndex
+from engine.event import event_from_obj
+from engine.processor import Processor
+from engine.rule_tests import run_rule_tests
+from engine.ruleset import RuleSource, load_ruleset
+from opmas.cli import main
+from opmas.paths import SCHEMAS_DIR
+from tests.engine.conftest import load_ok, rule_text
+
+WHOAMI_RULE = rule_text(
+    "  selection:\n    Image|endswith: '\\whoami.exe'\n  condition: selection\n",
+    "{category: process_creation, product: windows}", "whoami",
+    extra="tags: [attack.discovery, attack.t1033]\nfinding:\n  title: 'whoami on {Computer} by {User}'\n"
+          "  description: 'parent {ParentImage}'\n",
+)
+
+
+def _write_events(path: Path, count: int = 400) -> list[dict]:
+    events = list(generate("windows", count, seed=5))
+    path.write_bytes(b"".join(orjson.dumps(e) + b"\n" for e in events))
+    return events
+
+
+def test_detect_writes_findings_deterministically(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    rules = tmp_path / "rules"
+    rules.mkdir()
+    (rules / "whoami.yml").write_text(WHOAMI_RULE)
+    (rules / "broken.yml").write_text("title: broken\nid: b\nlogsource: {}\ndetection:\n  s: {a|x: 1}\n  condition: s\n")
+    events = _write_events(tmp_path / "events.jsonl")
+    out1, out2 = tmp_path / "f1.jsonl", tmp_path / "f2.jsonl"
+    assert main(["detect", str(rules), "--events", str(tmp_path / "events.jsonl"), "--output", str(out1)]) == 0
+    err = capsys.readouterr().err
+    assert "broken.yml:5: [b] error: detection 's': Unknown modifier 'x'" in err
+    assert "400 events" in err and "events/s" in err
+    # same input as pretty-printed JSON through stdin: same findings, same ids
+    pretty = b"\n".join(orjson.dumps(e, option=orjson.OPT_INDENT_2) for e in events)
+    proc = subprocess.run([sys.executable, "-m", "opmas.cli", "detect", str(rules), "--events", "-", "--output", str(out2)],
+                          input=pretty, capture_output=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    first, second = out1.read_bytes().splitlines(), out2.read_bytes().splitlines()
+    expected = [e for e in events if e["Event"]["EventData"].get("Image", e["Event"]["EventData"].get("NewProcessName", ""))
+                .lower().endswith("\\whoami.exe")]
+    assert len(first) == len(expected) > 0 and first == second
+    schema = json.loads((SCHEMAS_DIR / "finding.schema.json").read_text())
+    finding = orjson.loads(first[0])
+    jsonschema.validate(finding, schema)
+    assert finding["rule_id"] == "whoami" and finding["severity"] == "high"
+    assert finding["details"]["attack"] == {"tactics": ["discovery"], "techniques": ["T1033"]}
+    assert finding["title"].startswith("whoami on ") and "{" not in finding["title"]
+    assert finding["details"]["event"] in events and finding["timestamp"].endswith("Z")
+
+
+def test_event_ids_are_kept_or_content_hashes(tmp_path: Path) -> None:
+    ruleset = load_ok(rule_text("  s:\n    a: 1\n  condition: s\n"))
+    envelope = {"id": "evt-1", "agent_id": "ag", "timestamp": "2024-01-01T00:00:00Z", "type": "x", "data": {"a": 1}}
+    findings = Processor(ruleset).process([event_from_obj(envelope), event_from_obj({"a": 1})])
+    assert findings[0].event_ids == ["evt-1"] and findings[0].agent_id == "ag"
+    assert findings[1].event_ids == [event_from_obj({"a": 1}).id] and findings[0].id != findings[1].id
+
+
+def test_prefilter_never_drops_a_matching_rule() -> None:
+    """Soundness: the candidates always include every rule that matches (checked against all rules)."""
+    ruleset, errors = load_ruleset(bench_rules(400, seed=11))
+    assert not [e for e in errors if e.severity == "error"]
+    index = RuleIndex(ruleset)
+    total = 0
+    for data in generate("windows", 3000, seed=9):
+        view = index.view(data)
+        everything = [r.id for r in view.group.rules if r.match(view.flat, view.low)]
+        assert [r.id for r in index.matches(view)] == everything
+        total += len(everything)
+    assert total > 100  # the check saw real matches
+
+
+def test_rule_tests_runner_reports_each_failing_case(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    ok = rule_text("  s:\n    process.name: sshd\n  condition: s\n", "{product: linux, service: auth}", "ok", extra=(
+        "tests:\n  match:\n    - {event: {dataset: linux.auth}, process: {name: sshd}}\n"
+        "    - events: [{event: {dataset: linux.auth}, process: {name: cron}}, "
+        "{event: {dataset: linux.auth}, process: {name: sshd}}]\n"
+        "  no_match:\n    - {event: {dataset: linux.auth}, process: {name: cron}}\n"
+        "    - {event: {dataset: web.access}, process: {name: sshd}}\n"))
+    wrong = ok.replace("id: ok", "id: wrong").replace("name: cron}}\n    - {event", "name: sshd}}\n    - {event")
+    path = tmp_path / "r.yml"
+    path.write_text(ok + "---\n" + wrong)
+    results, errors = run_rule_tests([RuleSource(str(path), path.read_text())])
+    assert not errors and len(results) == 8
+    assert [(r.rule_id, r.expectation, r.index) for r in results if not r.passed] == [("wrong", "no_match", 1)]
+    assert main(["rules", "test", str(path)]) == 1
+    out = capsys.readouterr().out
+    assert f"FAIL {path} [wrong] no_match case #1: expected no finding, got one" in out
+    assert "8 cases, 7 passed, 1 failed" in out
+    (tmp_path / "only_ok.yml").write_text(ok)
+    assert main(["rules", "test", str(tmp_path / "only_ok.yml")]) == 0
+
+
+def test_processor_contract_snapshot_replace_and_stats() -> None:
+    ruleset = load_ok(WHOAMI_RULE)
+    events = [event_from_obj(e) for e in generate("windows", 300, seed=2)]
+    processor = Processor(ruleset)
+    findings = processor.process(events)
+    assert processor.stats.events == 300 and processor.stats.findings == len(findings) > 0
+    assert all(e.timestamp is not None for e in events)  # filled from the EVTX System time
+    state = processor.snapshot()
+    assert json.loads(json.dumps(state)) == state and processor.stats.state_bytes > 0
+    resumed = Processor(ruleset, state)
+    assert [f.id for f in resumed.process(events)] == [f.id for f in findings]
+    assert processor.flush() == []
+    processor.replace_rules(load_ok(WHOAMI_RULE.replace("whoami.exe", "nothing.exe")))
+    assert processor.process(events) == []
+
+
+def test_disabled_rules_do_not_run() -> None:
+    ruleset = load_ok(WHOAMI_RULE)
+    ruleset.detections[0].meta.enabled = False
+    processor = Processor(ruleset)
+    assert processor.process([event_from_obj(e) for e in generate("windows", 50, seed=2)]) == []
