@@ -1,0 +1,1 @@
+"""OPMAS management plane: agents, principals and JWT authentication, REST + WebSocket API, metrics."""

@@ -1,0 +1,86 @@
+"""The FastAPI application: lifespan (database, migrations, admin bootstrap, NATS, liveness) and routes."""
+from __future__ import annotations
+
+import logging
+import sys
+import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+import nats
+from fastapi import FastAPI, Request
+from psycopg.rows import dict_row
+from psycopg_pool import AsyncConnectionPool
+
+from connectors.postgres.migrations import migrate
+from management.auth import TokenIssuer, load_jwt_secret
+from management.bootstrap import admin_banner, bootstrap_admin
+from management.liveness import LivenessMonitor
+from management.metrics import API_LATENCY, API_REQUESTS
+from management.routes import agents, auth, events, findings, metrics, rules, ws
+from management.settings import ApiSettings
+from management.state import ApiState
+
+API_PREFIX = "/api/v1"
+log = logging.getLogger("opmas.api")
+
+
+async def open_state(settings: ApiSettings) -> ApiState:
+    """Connect the database (migrating it) and NATS."""
+    pool = AsyncConnectionPool(settings.db_url, min_size=1, max_size=10, open=False,
+                               kwargs={"autocommit": True, "row_factory": dict_row})
+    await pool.open(wait=True, timeout=30)
+    async with pool.connection() as conn:
+        await migrate(conn)
+    nc = await nats.connect(settings.nats_url, name="opmas-management", max_reconnect_attempts=-1)
+    issuer = TokenIssuer(load_jwt_secret(settings.jwt_secret, settings.data_dir), settings.token_ttl)
+    return ApiState(settings=settings, pool=pool, nc=nc, js=nc.jetstream(), issuer=issuer)
+
+
+async def close_state(state: ApiState) -> None:
+    await state.nc.drain()
+    await state.pool.close()
+
+
+def create_app(settings: ApiSettings) -> FastAPI:
+    """The API as an ASGI app; serving it connects everything it needs and stops it on shutdown."""
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        state = await open_state(settings)
+        app.state.opmas = state
+        secret = await bootstrap_admin(state)
+        if secret:
+            print(admin_banner(secret, f"http://{settings.host}:{settings.port}"), file=sys.stderr, flush=True)
+            log.warning("admin principal created; its secret was printed once")
+        monitor = LivenessMonitor(state)
+        app.state.liveness = monitor
+        await monitor.start()
+        try:
+            yield
+        finally:
+            await monitor.stop()
+            await close_state(state)
+
+    app = FastAPI(title="OPMAS management API", version="1", lifespan=lifespan,
+                  openapi_url=f"{API_PREFIX}/openapi.json", docs_url=f"{API_PREFIX}/docs", redoc_url=None,
+                  description="Agents, events, findings and rules of OPMAS. Every route but "
+                              "POST /api/v1/auth/token needs `Authorization: Bearer <JWT>`.")
+    for module in (auth, agents, events, findings, rules, ws):
+        app.include_router(module.router, prefix=API_PREFIX)
+    app.include_router(metrics.router)
+
+    @app.middleware("http")
+    async def observe(request: Request, call_next):
+        started = time.perf_counter()
+        response = await call_next(request)
+        route = getattr(request.scope.get("route"), "path", "unmatched")
+        elapsed = time.perf_counter() - started
+        API_REQUESTS.labels(request.method, route, str(response.status_code)).inc()
+        API_LATENCY.labels(route).observe(elapsed)
+        log.info("request", extra={"method": request.method, "path": request.url.path,
+                                   "status": response.status_code, "ms": round(elapsed * 1000, 2),
+                                   "principal": getattr(request.state, "principal_id", None)})
+        return response
+
+    return app

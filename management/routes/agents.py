@@ -1,0 +1,144 @@
+"""Agents: register (with credentials), list, get, update (config pushed on opmas.control.<id>), delete."""
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+import orjson
+from fastapi import APIRouter, Depends, HTTPException, Query, status
+from psycopg.types.json import Jsonb
+from pydantic import BaseModel, Field, field_validator
+
+from agents.config import config_errors
+from engine.event import format_time
+from management.auth import AGENT_PERMISSIONS, Principal, hash_secret, new_secret
+from management.db import execute, fetch_one, fetch_page
+from management.deps import Paging, current_principal, get_state, paging, require
+from management.state import ApiState
+
+router = APIRouter(tags=["agents"])
+
+AGENT_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$"
+AGENT_COLUMNS = ("id, name, type, status, config, config_version, applied_config_version, last_seen,"
+                 " info, created_at, updated_at")
+STATUSES = ("online", "stale", "offline")
+
+
+def _config(value: dict[str, Any] | None) -> dict[str, Any] | None:
+    if value is not None and (errors := config_errors(value)):
+        raise ValueError("invalid agent config: " + "; ".join(errors))
+    return value
+
+
+class AgentIn(BaseModel):
+    id: str | None = Field(None, pattern=AGENT_ID_PATTERN,
+                           description="letters, digits, _ and - (it becomes a NATS subject token)")
+    name: str = Field(min_length=1, max_length=200)
+    type: str = Field(min_length=1, max_length=100)
+    config: dict[str, Any] = Field(default_factory=dict)
+
+    _check_config = field_validator("config")(classmethod(lambda cls, v: _config(v)))
+
+
+class AgentUpdate(BaseModel):
+    name: str | None = Field(None, min_length=1, max_length=200)
+    type: str | None = Field(None, min_length=1, max_length=100)
+    config: dict[str, Any] | None = None
+
+    _check_config = field_validator("config")(classmethod(lambda cls, v: _config(v)))
+
+
+def control_subject(agent_id: str) -> str:
+    return f"opmas.control.{agent_id}"
+
+
+async def push_config(state: ApiState, agent: dict[str, Any]) -> None:
+    """Send an agent its configuration on its control subject."""
+    message = {"type": "config", "version": agent["config_version"], "config": agent["config"]}
+    await state.nc.publish(control_subject(agent["id"]), orjson.dumps(message))
+    await state.nc.flush()
+
+
+async def get_agent_row(state: ApiState, agent_id: str) -> dict[str, Any]:
+    row = await fetch_one(state, f"SELECT {AGENT_COLUMNS} FROM agents WHERE id = %s", (agent_id,))
+    if row is None:
+        raise HTTPException(status.HTTP_404_NOT_FOUND, detail=f"no agent {agent_id}")
+    return row
+
+
+@router.post("/agents", status_code=status.HTTP_201_CREATED,
+             summary="Register an agent; its secret (API and NATS password) is shown only here")
+async def create_agent(body: AgentIn, state: ApiState = Depends(get_state),
+                       _: Principal = Depends(require("agents:register"))) -> dict:
+    agent_id, secret = body.id or uuid.uuid4().hex, new_secret()
+    principal_id = f"agent:{agent_id}"
+    async with state.pool.connection() as conn, conn.transaction():
+        cur = await conn.execute(
+            "INSERT INTO agents (id, name, type, config) VALUES (%s, %s, %s, %s)"
+            f" ON CONFLICT (id) DO NOTHING RETURNING {AGENT_COLUMNS}",
+            (agent_id, body.name, body.type, Jsonb(body.config)),
+        )
+        agent = await cur.fetchone()
+        if agent is None:
+            raise HTTPException(status.HTTP_409_CONFLICT, detail=f"agent {agent_id} already exists")
+        await conn.execute(
+            "INSERT INTO principals (id, name, kind, agent_id, permissions, secret_hash)"
+            " VALUES (%s, %s, 'agent', %s, %s, %s)",
+            (principal_id, body.name, agent_id, list(AGENT_PERMISSIONS), hash_secret(secret)),
+        )
+    return {**agent, "credentials": {"principal_id": principal_id, "secret": secret,
+                                     "nats_user": agent_id, "nats_password": secret}}
+
+
+@router.get("/agents", summary="List agents with their liveness")
+async def list_agents(state: ApiState = Depends(get_state), page: Paging = Depends(paging),
+                      status_: str | None = Query(None, alias="status", pattern="^(online|stale|offline)$"),
+                      type_: str | None = Query(None, alias="type"),
+                      _: Principal = Depends(require("agents:read"))) -> dict:
+    filters = [("status = %s", status_), ("type = %s", type_)]
+    return await fetch_page(state, AGENT_COLUMNS, "agents", filters, "created_at, id", page)
+
+
+@router.get("/agents/{agent_id}", summary="One agent (an agent may read its own record)")
+async def get_agent(agent_id: str, state: ApiState = Depends(get_state),
+                    principal: Principal = Depends(current_principal)) -> dict:
+    if not (principal.can("agents:read") or principal.agent_id == agent_id):
+        raise HTTPException(status.HTTP_403_FORBIDDEN, detail="missing permission agents:read")
+    return await get_agent_row(state, agent_id)
+
+
+@router.put("/agents/{agent_id}", summary="Update an agent; a new config is pushed to it at once")
+async def update_agent(agent_id: str, body: AgentUpdate, state: ApiState = Depends(get_state),
+                       _: Principal = Depends(require("agents:admin"))) -> dict:
+    current = await get_agent_row(state, agent_id)
+    config_changed = body.config is not None and body.config != current["config"]
+    row = await fetch_one(
+        state,
+        "UPDATE agents SET name = COALESCE(%s, name), type = COALESCE(%s, type),"
+        " config = COALESCE(%s::jsonb, config),"
+        " config_version = config_version + %s, updated_at = now()"
+        f" WHERE id = %s RETURNING {AGENT_COLUMNS}",
+        (body.name, body.type, Jsonb(body.config) if config_changed else None,
+         1 if config_changed else 0, agent_id),
+    )
+    if row is None:
+        raise HTTPException(status.HTTP_404_NOT_FOUND, detail=f"no agent {agent_id}")
+    if config_changed:
+        await push_config(state, row)
+    return row
+
+
+@router.delete("/agents/{agent_id}", status_code=status.HTTP_204_NO_CONTENT,
+               summary="Delete an agent; its credentials and tokens stop working")
+async def delete_agent(agent_id: str, state: ApiState = Depends(get_state),
+                       _: Principal = Depends(require("agents:admin"))) -> None:
+    if not await execute(state, "DELETE FROM agents WHERE id = %s", (agent_id,)):
+        raise HTTPException(status.HTTP_404_NOT_FOUND, detail=f"no agent {agent_id}")
+
+
+def agent_state_message(row: dict[str, Any]) -> dict[str, Any]:
+    """What /ws/agents streams about an agent (JSON-ready)."""
+    return {"agent_id": row["id"], "status": row["status"],
+            "last_seen": format_time(row["last_seen"].timestamp()) if row["last_seen"] else None,
+            "config_version": row["config_version"],
+            "applied_config_version": row["applied_config_version"]}

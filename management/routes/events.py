@@ -1,0 +1,101 @@
+"""Events: submit (published to JetStream on opmas.events.<agent_id>), get and list the stored ones.
+
+PostgreSQL holds the events that findings refer to (raw events are archived in ClickHouse);
+``GET`` reads those.
+"""
+from __future__ import annotations
+
+import time
+from datetime import datetime
+from typing import Any
+
+import orjson
+from fastapi import APIRouter, Body, Depends, HTTPException, Query, status
+from nats.errors import Error as NatsError
+from nats.js.errors import NoStreamResponseError
+from pydantic import BaseModel, Field, field_validator
+
+from engine.event import content_id, format_time, parse_time
+from management.auth import Principal
+from management.db import fetch_one, fetch_page
+from management.deps import Paging, get_state, paging, require
+from management.routes.agents import AGENT_ID_PATTERN
+from management.state import ApiState
+
+router = APIRouter(tags=["events"])
+
+MAX_EVENTS_PER_REQUEST = 1000
+EVENT_COLUMNS = "id, agent_id, timestamp, type, data"
+API_AGENT_ID = "api"
+
+
+class EventIn(BaseModel):
+    id: str | None = Field(None, min_length=1, max_length=256)
+    agent_id: str | None = Field(None, pattern=AGENT_ID_PATTERN,
+                                 description="defaults to the calling agent, or 'api' for users")
+    timestamp: float | str | None = Field(None, description="ISO 8601 or epoch seconds/ms; default now")
+    type: str = Field("event", min_length=1, max_length=256)
+    data: dict[str, Any]
+
+    @field_validator("timestamp")
+    @classmethod
+    def parseable(cls, value: float | str | None) -> float | str | None:
+        if value is not None and parse_time(value) is None:
+            raise ValueError(f"cannot read {value!r} as a time (ISO 8601 or epoch seconds)")
+        return value
+
+
+def envelope(event: EventIn, principal: Principal) -> dict[str, Any]:
+    """The OPMAS envelope for a submitted event, its agent fixed by who submits it."""
+    agent_id = event.agent_id
+    if principal.kind == "agent":
+        if agent_id not in (None, principal.agent_id):
+            raise HTTPException(status.HTTP_403_FORBIDDEN,
+                                detail=f"agent {principal.agent_id} may publish only its own events")
+        agent_id = principal.agent_id
+    agent_id = agent_id or API_AGENT_ID
+    timestamp = format_time(parse_time(event.timestamp) if event.timestamp is not None else time.time())
+    out = {"agent_id": agent_id, "timestamp": timestamp, "type": event.type, "data": event.data}
+    out["id"] = event.id or content_id(out)
+    return out
+
+
+@router.post("/events", status_code=status.HTTP_202_ACCEPTED,
+             summary="Submit one event or a list; each is stored by JetStream before the answer")
+async def submit_events(body: EventIn | list[EventIn] = Body(...), state: ApiState = Depends(get_state),
+                        principal: Principal = Depends(require("events:publish"))) -> dict:
+    events = body if isinstance(body, list) else [body]
+    if not 1 <= len(events) <= MAX_EVENTS_PER_REQUEST:
+        raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT,
+                            detail=f"send between 1 and {MAX_EVENTS_PER_REQUEST} events per request")
+    envelopes = [envelope(e, principal) for e in events]
+    try:
+        for env in envelopes:
+            await state.js.publish(f"opmas.events.{env['agent_id']}", orjson.dumps(env),
+                                   headers={"Nats-Msg-Id": env["id"]})
+    except NoStreamResponseError as exc:
+        raise HTTPException(status.HTTP_503_SERVICE_UNAVAILABLE,
+                            detail="no JetStream stream takes opmas.events.> (is the pipeline running?)") from exc
+    except (NatsError, TimeoutError) as exc:
+        raise HTTPException(status.HTTP_503_SERVICE_UNAVAILABLE, detail=f"NATS: {exc!r}") from exc
+    return {"accepted": len(envelopes), "ids": [e["id"] for e in envelopes]}
+
+
+@router.get("/events", summary="List stored events by agent, type and time range")
+async def list_events(state: ApiState = Depends(get_state), page: Paging = Depends(paging),
+                      agent_id: str | None = None, type_: str | None = Query(None, alias="type"),
+                      since: datetime | None = Query(None, description="event time >= (ISO 8601)"),
+                      until: datetime | None = Query(None, description="event time < (ISO 8601)"),
+                      _: Principal = Depends(require("events:read"))) -> dict:
+    filters = [("agent_id = %s", agent_id), ("type = %s", type_),
+               ("timestamp >= %s", since), ("timestamp < %s", until)]
+    return await fetch_page(state, EVENT_COLUMNS, "events", filters, "timestamp DESC NULLS LAST, id", page)
+
+
+@router.get("/events/{event_id}", summary="One stored event")
+async def get_event(event_id: str, state: ApiState = Depends(get_state),
+                    _: Principal = Depends(require("events:read"))) -> dict:
+    row = await fetch_one(state, f"SELECT {EVENT_COLUMNS} FROM events WHERE id = %s", (event_id,))
+    if row is None:
+        raise HTTPException(status.HTTP_404_NOT_FOUND, detail=f"no stored event {event_id}")
+    return row

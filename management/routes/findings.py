@@ -1,0 +1,73 @@
+"""Findings: list with filters, get, and triage (status open/acknowledged/resolved, assignee, note)."""
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+from typing import Literal
+
+from fastapi import APIRouter, Depends, HTTPException, Query, status
+from pydantic import BaseModel, Field, model_validator
+
+from engine.finding import SEVERITIES
+from management.auth import Principal
+from management.db import fetch_one, fetch_page
+from management.deps import Paging, get_state, paging, require
+from management.state import ApiState
+
+router = APIRouter(tags=["findings"])
+
+FINDING_COLUMNS = ("id, rule_id, rule_title, severity, title, description, tags, event_ids, agent_id,"
+                   " group_key, details, status, assignee, note, event_time, created_at, updated_at")
+Status = Literal["open", "acknowledged", "resolved"]
+Severity = Literal[SEVERITIES]
+
+
+class FindingUpdate(BaseModel):
+    status: Status | None = None
+    assignee: str | None = Field(None, max_length=200)
+    note: str | None = Field(None, max_length=10000)
+
+    @model_validator(mode="after")
+    def something(self) -> "FindingUpdate":
+        if self.status is None and self.assignee is None and self.note is None:
+            raise ValueError("give at least one of status, assignee, note")
+        return self
+
+
+@router.get("/findings", summary="List findings; filters combine with AND, repeated severity/status with OR")
+async def list_findings(state: ApiState = Depends(get_state), page: Paging = Depends(paging),
+                        severity: list[Severity] = Query(default_factory=list),
+                        status_: list[Status] = Query(default_factory=list, alias="status"),
+                        rule_id: str | None = None, agent_id: str | None = None,
+                        since: datetime | None = Query(None, description="event time >= (ISO 8601)"),
+                        until: datetime | None = Query(None, description="event time < (ISO 8601)"),
+                        _: Principal = Depends(require("findings:read"))) -> dict:
+    filters = [("severity = ANY(%s)", severity or None), ("status = ANY(%s)", status_ or None),
+               ("rule_id = %s", rule_id), ("agent_id = %s", agent_id),
+               ("COALESCE(event_time, created_at) >= %s", since),
+               ("COALESCE(event_time, created_at) < %s", until)]
+    return await fetch_page(state, FINDING_COLUMNS, "findings", filters,
+                            "COALESCE(event_time, created_at) DESC, id", page)
+
+
+@router.get("/findings/{finding_id}", summary="One finding")
+async def get_finding(finding_id: uuid.UUID, state: ApiState = Depends(get_state),
+                      _: Principal = Depends(require("findings:read"))) -> dict:
+    row = await fetch_one(state, f"SELECT {FINDING_COLUMNS} FROM findings WHERE id = %s", (finding_id,))
+    if row is None:
+        raise HTTPException(status.HTTP_404_NOT_FOUND, detail=f"no finding {finding_id}")
+    return row
+
+
+@router.patch("/findings/{finding_id}", summary="Triage a finding: status, assignee, note")
+async def update_finding(finding_id: uuid.UUID, body: FindingUpdate, state: ApiState = Depends(get_state),
+                         _: Principal = Depends(require("findings:write"))) -> dict:
+    row = await fetch_one(
+        state,
+        "UPDATE findings SET status = COALESCE(%s, status), assignee = COALESCE(%s, assignee),"
+        f" note = COALESCE(%s, note), updated_at = now() WHERE id = %s RETURNING {FINDING_COLUMNS}",
+        (body.status, body.assignee, body.note, finding_id),
+    )
+    if row is None:
+        raise HTTPException(status.HTTP_404_NOT_FOUND, detail=f"no finding {finding_id}")
+    return row

@@ -1,0 +1,16 @@
+"""Prometheus exposition of the default registry (pipeline and API metrics); needs metrics:read."""
+from __future__ import annotations
+
+from fastapi import APIRouter, Depends, Response
+from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, generate_latest
+
+import opmas.metrics  # noqa: F401 - registers the pipeline's metrics even when the API runs alone
+from management.auth import Principal
+from management.deps import require
+
+router = APIRouter(tags=["operations"])
+
+
+@router.get("/metrics", response_class=Response, summary="Prometheus metrics (bearer token with metrics:read)")
+async def metrics(_: Principal = Depends(require("metrics:read"))) -> Response:
+    return Response(generate_latest(REGISTRY), media_type=CONTENT_TYPE_LATEST)

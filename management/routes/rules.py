@@ -1,0 +1,146 @@
+"""Rules: list, get, create/update (validated by the engine's loader: 422 with file/line/rule
+errors), enable/disable, delete. Every change asks the engine to reload (``opmas.engine.reload``)."""
+from __future__ import annotations
+
+from typing import Any
+
+import orjson
+from fastapi import APIRouter, Depends, HTTPException, Query, status
+from nats.errors import NoRespondersError, TimeoutError as NatsTimeout
+from pydantic import BaseModel, Field
+
+from engine.ruleset import RuleSource, load_ruleset
+from management.auth import Principal
+from management.db import fetch_all, fetch_one, fetch_page
+from management.deps import Paging, get_state, paging, require
+from management.rule_store import stored_name
+from management.state import ApiState
+
+router = APIRouter(tags=["rules"])
+
+RULE_COLUMNS = "id, title, kind, level, enabled, source, path, created_at, updated_at"
+RELOAD_SUBJECT = "opmas.engine.reload"
+
+
+class RuleIn(BaseModel):
+    source: str = Field(min_length=1, max_length=1_000_000, description="the rule's Sigma YAML (one rule)")
+
+
+def _invalid(message: str, errors: list[dict[str, Any]] | None = None) -> HTTPException:
+    return HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT,
+                         detail={"message": message, "errors": errors or []})
+
+
+async def validate_rule(state: ApiState, source: str, name: str) -> dict[str, Any]:
+    """Load ``source`` with the engine (beside the other stored rules, so correlations resolve);
+    returns the rule's metadata or raises 422 listing each error with file, line and rule id."""
+    others = await fetch_all(state, "SELECT id, source FROM rules WHERE enabled")
+    sources = [RuleSource(name, source)] + [RuleSource(stored_name(r["id"]), r["source"]) for r in others
+                                            if stored_name(r["id"]) != name]
+    ruleset, errors = load_ruleset(sources)
+    own = [e for e in errors if e.file == name and e.severity == "error"]
+    if own:
+        raise _invalid(f"{len(own)} error(s) in the rule",
+                       [{"file": e.file, "line": e.line, "rule_id": e.rule_id, "message": e.message}
+                        for e in own])
+    rules = [r for r in ruleset.rules if r.source == name]
+    if len(rules) != 1:
+        raise _invalid(f"a rule source must hold exactly one rule, found {len(rules)}")
+    return {"id": rules[0].id, "title": rules[0].title, "level": rules[0].level, "kind": rules[0].kind}
+
+
+async def request_reload(state: ApiState, reason: str) -> dict[str, Any]:
+    """Ask the running engine to reload its rules; its answer, or why there is none."""
+    try:
+        reply = await state.nc.request(RELOAD_SUBJECT, orjson.dumps({"reason": reason}),
+                                       timeout=state.settings.reload_timeout)
+    except NoRespondersError:
+        return {"status": "no engine listening"}
+    except NatsTimeout:
+        return {"status": "timeout", "after_seconds": state.settings.reload_timeout}
+    try:
+        return orjson.loads(reply.data)
+    except orjson.JSONDecodeError:
+        return {"status": "reply", "text": reply.data.decode(errors="replace")}
+
+
+async def _get(state: ApiState, rule_id: str) -> dict[str, Any]:
+    row = await fetch_one(state, f"SELECT {RULE_COLUMNS} FROM rules WHERE id = %s", (rule_id,))
+    if row is None:
+        raise HTTPException(status.HTTP_404_NOT_FOUND, detail=f"no rule {rule_id}")
+    return row
+
+
+@router.get("/rules", summary="List rules")
+async def list_rules(state: ApiState = Depends(get_state), page: Paging = Depends(paging),
+                     enabled: bool | None = None, level: str | None = None,
+                     kind: str | None = Query(None, pattern="^(detection|correlation)$"),
+                     _: Principal = Depends(require("rules:read"))) -> dict:
+    filters = [("enabled = %s", enabled), ("level = %s", level), ("kind = %s", kind)]
+    return await fetch_page(state, RULE_COLUMNS, "rules", filters, "id", page)
+
+
+@router.get("/rules/{rule_id}", summary="One rule with its YAML")
+async def get_rule(rule_id: str, state: ApiState = Depends(get_state),
+                   _: Principal = Depends(require("rules:read"))) -> dict:
+    return await _get(state, rule_id)
+
+
+@router.post("/rules", status_code=status.HTTP_201_CREATED, summary="Add a rule (validated), then reload")
+async def create_rule(body: RuleIn, state: ApiState = Depends(get_state),
+                      _: Principal = Depends(require("rules:write"))) -> dict:
+    meta = await validate_rule(state, body.source, "api:new rule")  # its id is unknown until parsed
+    row = await fetch_one(
+        state,
+        "INSERT INTO rules (id, title, kind, level, source, path) VALUES (%s, %s, %s, %s, %s, NULL)"
+        f" ON CONFLICT (id) DO NOTHING RETURNING {RULE_COLUMNS}",
+        (meta["id"], meta["title"], meta["kind"], meta["level"], body.source),
+    )
+    if row is None:
+        raise HTTPException(status.HTTP_409_CONFLICT, detail=f"rule {meta['id']} exists; PUT /rules/{meta['id']}")
+    return {**row, "reload": await request_reload(state, f"rule {meta['id']} created")}
+
+
+@router.put("/rules/{rule_id}", summary="Replace a rule's YAML (validated; its id must stay), then reload")
+async def update_rule(rule_id: str, body: RuleIn, state: ApiState = Depends(get_state),
+                      _: Principal = Depends(require("rules:write"))) -> dict:
+    await _get(state, rule_id)
+    meta = await validate_rule(state, body.source, stored_name(rule_id))
+    if meta["id"] != rule_id:
+        raise _invalid(f"the YAML's id {meta['id']} differs from {rule_id}")
+    row = await fetch_one(
+        state,
+        "UPDATE rules SET title = %s, kind = %s, level = %s, source = %s, updated_at = now()"
+        f" WHERE id = %s RETURNING {RULE_COLUMNS}",
+        (meta["title"], meta["kind"], meta["level"], body.source, rule_id),
+    )
+    return {**row, "reload": await request_reload(state, f"rule {rule_id} updated")}
+
+
+async def _set_enabled(state: ApiState, rule_id: str, enabled: bool) -> dict:
+    row = await fetch_one(state, "UPDATE rules SET enabled = %s, updated_at = now()"
+                                 f" WHERE id = %s RETURNING {RULE_COLUMNS}", (enabled, rule_id))
+    if row is None:
+        raise HTTPException(status.HTTP_404_NOT_FOUND, detail=f"no rule {rule_id}")
+    verb = "enabled" if enabled else "disabled"
+    return {**row, "reload": await request_reload(state, f"rule {rule_id} {verb}")}
+
+
+@router.post("/rules/{rule_id}/enable", summary="Enable a rule, then reload")
+async def enable_rule(rule_id: str, state: ApiState = Depends(get_state),
+                      _: Principal = Depends(require("rules:write"))) -> dict:
+    return await _set_enabled(state, rule_id, True)
+
+
+@router.post("/rules/{rule_id}/disable", summary="Disable a rule, then reload")
+async def disable_rule(rule_id: str, state: ApiState = Depends(get_state),
+                       _: Principal = Depends(require("rules:write"))) -> dict:
+    return await _set_enabled(state, rule_id, False)
+
+
+@router.delete("/rules/{rule_id}", summary="Delete a rule, then reload")
+async def delete_rule(rule_id: str, state: ApiState = Depends(get_state),
+                      _: Principal = Depends(require("rules:write"))) -> dict:
+    if await fetch_one(state, "DELETE FROM rules WHERE id = %s RETURNING id", (rule_id,)) is None:
+        raise HTTPException(status.HTTP_404_NOT_FOUND, detail=f"no rule {rule_id}")
+    return {"id": rule_id, "deleted": True, "reload": await request_reload(state, f"rule {rule_id} deleted")}

@@ -1,0 +1,20 @@
+"""What the API's request handlers share: settings, the database pool, NATS, the token issuer."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import nats.aio.client
+from nats.js import JetStreamContext
+from psycopg_pool import AsyncConnectionPool
+
+from management.auth import TokenIssuer
+from management.settings import ApiSettings
+
+
+@dataclass
+class ApiState:
+    settings: ApiSettings
+    pool: AsyncConnectionPool
+    nc: nats.aio.client.Client
+    js: JetStreamContext
+    issuer: TokenIssuer
