@@ -1,0 +1,92 @@
+"""The archiver: every record of the events topic into the ClickHouse archive, in batches.
+
+A plain consumer group (``opmas-archive``) next to the workers' group: offsets are
+committed only after the batch's insert returned, so a crash re-inserts at most the
+last batches, which the archive's ReplacingMergeTree collapses (same event id).
+
+Workers do not archive: with a ClickHouse server (``OPMAS_CLICKHOUSE_URL``) run as
+many archivers as you like (they share the topic's partitions); with the embedded
+chdb archive (one process per directory) run exactly one.
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+from dataclasses import dataclass
+
+import orjson
+from aiokafka import AIOKafkaConsumer
+
+from connectors.clickhouse.archive import Archive
+from connectors.kafka.bridge import KAFKA_ERRORS
+from connectors.kafka.records import decode
+from connectors.kafka.topics import bootstrap
+from opmas import metrics
+from opmas.runtime.pipeline import CH_ERRORS
+from opmas.runtime.retry import retry
+
+log = logging.getLogger("opmas.archiver")
+
+GROUP = "opmas-archive"
+
+
+@dataclass
+class ArchiverStats:
+    events: int = 0
+    skipped: int = 0  # records that are not OPMAS event records
+
+
+def archive_block(values: list[bytes]) -> tuple[bytes, int]:
+    """A JSONEachRow block of the archive rows of ``values``, and how many were not event records."""
+    rows, bad = [], 0
+    for value in values:
+        try:
+            record = decode(value)
+        except ValueError:
+            bad += 1
+            continue
+        event = record.event
+        rows.append(orjson.dumps({
+            "id": event.id, "timestamp": event.timestamp if event.timestamp is not None else record.time,
+            "agent_id": event.agent_id or "", "type": event.type or "",
+            "data": orjson.dumps(event.data).decode(), "stream_seq": record.seq}))
+    return b"\n".join(rows), bad
+
+
+class Archiver:
+    """Consumes the events topic into ``archive`` until ``stop`` is set."""
+
+    def __init__(self, archive: Archive, kafka_url: str, topic: str, batch_size: int = 5000,
+                 session_timeout: float = 10.0, retry_max_delay: float = 10.0, group: str = GROUP):
+        self.archive = archive
+        self.consumer = AIOKafkaConsumer(
+            topic, bootstrap_servers=bootstrap(kafka_url), group_id=group, enable_auto_commit=False,
+            auto_offset_reset="earliest", session_timeout_ms=int(session_timeout * 1000),
+            heartbeat_interval_ms=int(max(0.5, session_timeout / 6) * 1000), max_poll_records=batch_size)
+        self.retry_max_delay = retry_max_delay
+        self.stats = ArchiverStats()
+        self.abort = asyncio.Event()
+
+    async def run(self, stop: asyncio.Event) -> None:
+        await retry(lambda: asyncio.to_thread(self.archive.ensure_table), "clickhouse", CH_ERRORS,
+                    self.retry_max_delay, self.abort)
+        await retry(self.consumer.start, "kafka", KAFKA_ERRORS, self.retry_max_delay, self.abort)
+        log.info("archiver started")
+        try:
+            while not stop.is_set():
+                batches = await self.consumer.getmany(timeout_ms=200)
+                values = [m.value for messages in batches.values() for m in messages]
+                if not values:
+                    continue
+                block, bad = await asyncio.to_thread(archive_block, values)
+                if block:
+                    await retry(lambda: asyncio.to_thread(self.archive.insert_block, block), "clickhouse",
+                                CH_ERRORS, self.retry_max_delay, self.abort)
+                await retry(self.consumer.commit, "kafka", KAFKA_ERRORS, self.retry_max_delay, self.abort)
+                if bad:
+                    log.warning("records that are not OPMAS events were not archived", extra={"records": bad})
+                metrics.ARCHIVED_EVENTS.inc(len(values) - bad)
+                self.stats.events += len(values) - bad
+                self.stats.skipped += bad
+        finally:
+            await self.consumer.stop()

@@ -1,0 +1,110 @@
+"""The bridge: JetStream events stream -> Kafka events topic, keyed and partitioned by the partition key.
+
+Each JetStream batch is decoded as the embedded pipeline decodes it (bad input goes to
+the dead-letter subject), every event is produced to the partition
+``partition_of(key, N)`` of the topic, and the batch is acknowledged on JetStream only
+after Kafka acknowledged every record of it (``acks=all``) and the dead letters are
+stored. A bridge killed between the two re-sends the batch on restart; the records
+carry their JetStream position, so consumers drop the copies.
+
+One bridge runs per events stream (its durable consumer acknowledges cumulatively).
+"""
+from __future__ import annotations
+
+import asyncio
+import functools
+import logging
+from dataclasses import dataclass
+
+import aiokafka.errors
+from aiokafka import AIOKafkaProducer
+from nats.js import JetStreamContext
+
+from connectors.kafka.records import EventRecord, encode
+from connectors.kafka.topics import bootstrap
+from connectors.nats.publishers import publish_dead_letters
+from connectors.nats.source import JetStreamSource, SourceMessage
+from engine.partition import key_of, partition_of
+from opmas.runtime.intake import Intake
+from opmas.runtime.pipeline import NATS_ERRORS
+from opmas.runtime.retry import retry
+
+log = logging.getLogger("opmas.bridge")
+
+KAFKA_ERRORS = (aiokafka.errors.KafkaError, OSError, asyncio.TimeoutError)
+DURABLE = "opmas-bridge"
+_partition = functools.lru_cache(maxsize=100_000)(partition_of)
+
+
+@dataclass
+class BridgeStats:
+    messages: int = 0
+    events: int = 0
+    dead_letters: int = 0
+    acked_seq: int = 0
+
+
+class Bridge:
+    """Moves batches from a JetStream source to the Kafka topic until ``stop`` is set."""
+
+    def __init__(self, js: JetStreamContext, kafka_url: str, topic: str, partitions: int,
+                 partition_key: str, max_message_bytes: int, batch_size: int = 2000,
+                 batch_wait: float = 0.05, retry_max_delay: float = 10.0, durable: str = DURABLE):
+        self.js = js
+        self.kafka_url = kafka_url
+        self.topic = topic
+        self.partitions = partitions
+        self.partition_key = partition_key
+        self.intake = Intake(max_message_bytes)
+        self.batch_size = batch_size
+        self.batch_wait = batch_wait
+        self.retry_max_delay = retry_max_delay
+        self.source = JetStreamSource(js, durable)
+        self.stats = BridgeStats()
+        self.abort = asyncio.Event()
+
+    async def run(self, stop: asyncio.Event) -> None:
+        producer = AIOKafkaProducer(bootstrap_servers=bootstrap(self.kafka_url), acks="all",
+                                    linger_ms=5, max_batch_size=1 << 20, max_request_size=8 << 20)
+        await retry(producer.start, "kafka", KAFKA_ERRORS, self.retry_max_delay, self.abort)
+        try:
+            self.stats.acked_seq = await self.source.start(None)
+            log.info("bridge started", extra={"topic": self.topic, "partitions": self.partitions,
+                                              "resume_after_seq": self.stats.acked_seq})
+            while not stop.is_set():
+                messages = await self.source.fetch(self.batch_size, self.batch_wait)
+                if messages:
+                    await self._forward(producer, messages)
+        finally:
+            await producer.stop()
+            await self.source.stop()
+
+    async def _forward(self, producer: AIOKafkaProducer, messages: list[SourceMessage]) -> None:
+        decoded = self.intake.decode(messages)
+        records: list[tuple[bytes, int, bytes]] = []
+        idx = 0
+        previous = None
+        for event, seq, at in zip(decoded.events, decoded.seqs, decoded.times):
+            idx = idx + 1 if seq == previous else 0
+            previous = seq
+            key = key_of(event, self.partition_key)
+            records.append((key.encode(), _partition(key, self.partitions), encode(EventRecord(event, seq, idx, at))))
+
+        async def produce() -> None:
+            futures = [await producer.send(self.topic, value, key=key, partition=p) for key, p, value in records]
+            await asyncio.gather(*futures)
+
+        if records:
+            await retry(produce, "kafka", KAFKA_ERRORS, self.retry_max_delay, self.abort)
+        if decoded.dead:
+            await retry(lambda: publish_dead_letters(self.js, decoded.dead), "nats-deadletter",
+                        NATS_ERRORS, self.retry_max_delay, self.abort)
+            for letter in decoded.dead:
+                log.warning("dead letter", extra={"reason": letter.reason, "subject": letter.subject,
+                                                  "seq": letter.seq, "line": letter.line})
+        last = messages[-1]
+        await retry(lambda: self.source.ack(last), "nats-ack", NATS_ERRORS, self.retry_max_delay, self.abort)
+        self.stats.acked_seq = last.seq
+        self.stats.messages += len(messages)
+        self.stats.events += len(records)
+        self.stats.dead_letters += len(decoded.dead)

@@ -1,0 +1,255 @@
+"""Scale-out runtime: the engine's partition processors as a Faust agent over a Kafka-protocol log.
+
+Kafka does the partition assignment and rebalancing; each worker runs one engine
+``Processor`` per events-topic partition it is assigned (the same processor the
+embedded pipeline runs). For each batch of records:
+
+1. records at or below the partition's checkpointed source position are dropped
+   (Kafka redeliveries after a rebalance, copies re-sent by the bridge);
+2. the processors evaluate the rest; findings go to NATS (``opmas.findings.<severity>``,
+   deduplicated by id) and to PostgreSQL (idempotent), retried while a server is away;
+3. only then each touched partition's checkpoint (source position + ``Processor.snapshot()``)
+   is written to the ``checkpoints`` table: a Faust table keyed by partition number whose
+   changelog record for partition p goes to changelog partition p;
+4. the batch is acknowledged; Faust commits offsets after flushing the changelog.
+
+So a committed offset never runs ahead of a stored checkpoint, and a checkpoint never
+runs ahead of the sinks. A partition that moves to another worker is restored there
+from the changelog (or a standby copy) and continues its correlation windows; the
+events it replays produce the same finding ids, which both sinks drop.
+
+Raw events are not archived here: ``opmas archiver`` consumes the same topic (see
+connectors/kafka/archiver.py).
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import tempfile
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import faust
+import nats
+import orjson
+from faust.types import EventT
+
+from connectors.kafka.records import EventRecord, decode
+from connectors.nats.publishers import DeadLetter, publish_dead_letters, publish_findings
+from connectors.nats.subjects import ensure_streams
+from connectors.postgres.sink import PostgresSink
+from engine.event import Event
+from engine.finding import Finding
+from engine.processor import Processor
+from engine.ruleset import RuleSet
+from opmas import metrics
+from opmas.runtime.pipeline import NATS_ERRORS, PG_ERRORS
+from opmas.runtime.retry import retry
+from opmas.runtime.rules import RuleFiles, log_errors
+
+log = logging.getLogger("opmas.worker")
+
+APP_ID = "opmas-workers"
+CHECKPOINTS = "checkpoints"
+
+
+@dataclass(frozen=True)
+class WorkerSettings:
+    """What a worker needs beyond the rules: where the servers are and how to batch."""
+
+    kafka_url: str
+    topic: str
+    partitions: int
+    partition_key: str
+    nats_url: str
+    db_url: str
+    batch_size: int = 2000
+    batch_wait: float = 0.05
+    session_timeout: float = 10.0  # seconds without heartbeat before a worker's partitions move
+    replication: int = 1  # replication factor of the changelog topic
+    retry_max_delay: float = 10.0
+    app_id: str = APP_ID
+
+
+class CheckpointTable(faust.Table):
+    """A table keyed by partition number: key p's changelog record goes to changelog partition p,
+    so the worker assigned events partition p recovers exactly p's checkpoint."""
+
+    def partition_for_key(self, key: Any) -> int:
+        return int(key)
+
+
+@dataclass(slots=True)
+class PartitionState:
+    """A partition's processor and the source position of the last record it processed."""
+
+    processor: Processor
+    source: tuple[int, int]
+
+
+class WorkerRuntime:
+    """The Faust app and the per-partition processors of one worker process."""
+
+    def __init__(self, settings: WorkerSettings, rules: RuleFiles):
+        self.settings = settings
+        self.rules = rules
+        self.layout = {"partitions": settings.partitions, "key": settings.partition_key}
+        self.ruleset: RuleSet | None = None
+        self.states: dict[int, PartitionState] = {}
+        self.pg = PostgresSink(settings.db_url)
+        self.abort = asyncio.Event()
+        self._started = False
+        self._start_lock = asyncio.Lock()
+        self.datadir = tempfile.mkdtemp(prefix="opmas-worker-")
+        self.app = self._build_app()
+
+    # -- the Faust app ---------------------------------------------------------------------
+
+    def _build_app(self) -> faust.App:
+        s = self.settings
+        app = faust.App(
+            s.app_id, broker=f"kafka://{s.kafka_url.removeprefix('kafka://')}", store="memory://",
+            datadir=self.datadir, web_enabled=False, autodiscover=False,
+            topic_partitions=s.partitions, topic_replication_factor=s.replication,
+            processing_guarantee="at_least_once", consumer_auto_offset_reset="earliest",
+            broker_session_timeout=s.session_timeout, broker_rebalance_timeout=s.session_timeout,
+            broker_heartbeat_interval=max(0.5, s.session_timeout / 6), table_standby_replicas=1,
+            stream_buffer_maxsize=max(4096, 2 * s.batch_size),
+        )
+        events = app.topic(s.topic, partitions=s.partitions, key_type=bytes, value_type=bytes,
+                           key_serializer="raw", value_serializer="raw")
+        self.table = app.tables.add(CheckpointTable(
+            app, name=CHECKPOINTS, partitions=s.partitions, key_type=int, value_type=bytes,
+            beacon=app.tables.beacon))  # int keys as JSON, bytes values raw
+
+        @app.agent(events, name="opmas-processors")
+        async def processors(stream):
+            await self.start()
+            async for batch in stream.take_events(s.batch_size, within=s.batch_wait):
+                await self.handle_uncancelled(batch)
+
+        @app.on_partitions_revoked.connect
+        async def on_revoked(app_: faust.App, revoked: set, **_: Any) -> None:
+            for tp in revoked:
+                if tp.topic == s.topic:
+                    self.states.pop(tp.partition, None)
+
+        return app
+
+    async def start(self) -> None:
+        """Connect to NATS and PostgreSQL and load the rules (once, from the agent)."""
+        async with self._start_lock:
+            if self._started:
+                return
+            s = self.settings
+            self.nc = await nats.connect(s.nats_url, max_reconnect_attempts=-1, reconnect_time_wait=0.5,
+                                         name=f"opmas-worker:{os.getpid()}")
+            self.js = self.nc.jetstream()
+            await retry(lambda: ensure_streams(self.js), "nats", NATS_ERRORS, s.retry_max_delay, self.abort)
+            await retry(self.pg.migrate, "postgres", PG_ERRORS, s.retry_max_delay, self.abort)
+            self.ruleset, errors = await asyncio.to_thread(self.rules.load)
+            log_errors(errors, "startup")
+            metrics.RULES_LOADED.set(len(self.ruleset.rules))
+            self._started = True
+            log.info("worker ready", extra={"rules": len(self.ruleset.rules), "rule_errors": len(errors),
+                                            "topic": s.topic, "partitions": s.partitions})
+
+    # -- one batch -------------------------------------------------------------------------
+
+    async def handle_uncancelled(self, batch: Sequence[EventT]) -> None:
+        """Handle a batch to the end even when the agent is cancelled (shutdown, rebalance):
+        Faust acknowledges the batch right after, so it must be in the sinks and checkpointed.
+        An unexpected error ends the process without acknowledging: the batch is replayed."""
+        task = asyncio.ensure_future(self.handle(batch))
+        try:
+            await asyncio.shield(task)
+        except asyncio.CancelledError:
+            await task
+            raise
+        except Exception:
+            log.critical("batch failed; exiting without acknowledging it", exc_info=True)
+            logging.shutdown()
+            os._exit(70)
+
+    async def handle(self, batch: Sequence[EventT]) -> None:
+        s = self.settings
+        grouped: dict[int, list[Event]] = {}
+        last: dict[int, tuple[int, int]] = {}
+        states: dict[int, PartitionState] = {}  # held here: a rebalance may drop them from self.states
+        dead: list[DeadLetter] = []
+        for item in batch:
+            message = item.message
+            p = message.partition
+            state = states.get(p)
+            if state is None:
+                state = states[p] = self.states.get(p) or self._restore(p)
+            try:
+                record = decode(item.value)
+            except ValueError as exc:
+                dead.append(DeadLetter(reason=f"kafka record: {exc}", subject=f"kafka:{message.topic}",
+                                       payload=item.value or b"", seq=message.offset))
+                continue
+            if record.source <= last.get(p, state.source):
+                continue  # already in this partition's checkpoint
+            grouped.setdefault(p, []).append(record.event)
+            last[p] = record.source
+        findings, referenced = await asyncio.to_thread(self._evaluate, states, grouped)
+        if findings:
+            await retry(lambda: publish_findings(self.js, findings), "nats-findings", NATS_ERRORS,
+                        s.retry_max_delay, self.abort)
+            await retry(lambda: self.pg.write(findings, referenced), "postgres", PG_ERRORS,
+                        s.retry_max_delay, self.abort)
+        if dead:
+            await retry(lambda: publish_dead_letters(self.js, dead), "nats-deadletter", NATS_ERRORS,
+                        s.retry_max_delay, self.abort)
+        snapshots = await asyncio.to_thread(self._snapshots, states, last)
+        for p, value in snapshots.items():
+            self.table[p] = value
+            states[p].source = last[p]
+
+    def _restore(self, p: int) -> PartitionState:
+        """The partition's processor from its checkpoint in the table (empty if none or if it
+        belongs to another partition layout)."""
+        raw = self.table.get(p)
+        state, source = None, (-1, -1)
+        if raw is not None:
+            checkpoint = orjson.loads(raw)
+            if checkpoint["layout"] == self.layout:
+                state, source = checkpoint["state"], tuple(checkpoint["source"])
+            else:
+                log.warning("checkpoint layout differs from the configuration: starting with empty state",
+                            extra={"partition": p, "checkpoint_layout": checkpoint["layout"],
+                                   "layout": self.layout})
+        assert self.ruleset is not None
+        restored = self.states[p] = PartitionState(Processor(self.ruleset, state), source)
+        log.info("partition assigned", extra={"partition": p, "resume_after": list(source),
+                                              "state_restored": state is not None})
+        return restored
+
+    @staticmethod
+    def _evaluate(states: dict[int, PartitionState],
+                  grouped: dict[int, list[Event]]) -> tuple[list[Finding], list[Event]]:
+        findings: list[Finding] = []
+        for p, events in grouped.items():
+            findings.extend(states[p].processor.process(events))
+            metrics.EVENTS_PROCESSED.labels(str(p)).inc(len(events))
+        referenced: list[Event] = []
+        if findings:
+            wanted = {event_id for f in findings for event_id in f.event_ids}
+            seen: set[str] = set()
+            for events in grouped.values():
+                for event in events:
+                    if event.id in wanted and event.id not in seen:
+                        seen.add(event.id)
+                        referenced.append(event)
+            for finding in findings:
+                metrics.FINDINGS.labels(finding.severity, finding.rule_id).inc()
+        return findings, referenced
+
+    def _snapshots(self, states: dict[int, PartitionState],
+                   last: dict[int, tuple[int, int]]) -> dict[int, bytes]:
+        return {p: orjson.dumps({"layout": self.layout, "source": list(source),
+                                 "state": states[p].processor.snapshot()})
+                for p, source in last.items()}
