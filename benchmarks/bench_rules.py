@@ -39,14 +39,13 @@ dsquery quser qwinsta tasklist taskkill vssadmin wevtutil bcdedit fsutil icacls 
 wbadmin auditpol netsh route arp ipconfig systeminfo hostname klist setspn cmdkey runas tscon mstsc
 """.split()
 FRAGMENTS = """
--enc -encodedcommand downloadstring downloadfile invoke-expression iex frombase64string -nop -w hidden bypass
+-enc -encodedcommand downloadstring downloadfile invoke-expression iex frombase64string -nop bypass
 /transfer /urlcache -split -decode sekurlsa::logonpasswords lsadump::sam kerberos::golden privilege::debug
-delete shadows resize shadowstorage /set {default} recoveryenabled no cl security clear-log add-mppreference
--exclusionpath set-mppreference disablerealtimemonitoring /create /sc onlogon /ru system /rl highest
-localgroup administrators /add user /domain group "domain admins" trust_dcs dclist: /s /q /c copy
-javascript: vbscript: http:// https:// \\\\127.0.0.1\\ admin$ c$ ipc$ .dll,dllregisterserver scrobj.dll
-/i:http comsvcs.dll minidump lsass.exe ntds.dit system.hive sam.hive reg save hklm\\sam hklm\\system
-sc config binpath= start= auto firewall set opmode disable advfirewall allprofiles state off portproxy
+shadows resize shadowstorage /set {default} recoveryenabled clear-log add-mppreference
+-exclusionpath set-mppreference disablerealtimemonitoring /sc onlogon /ru system /rl highest
+/domain "domain admins" trust_dcs dclist: javascript: vbscript: \\\\127.0.0.1\\ admin$ c$ ipc$
+.dll,dllregisterserver scrobj.dll /i:http comsvcs.dll minidump lsass.exe ntds.dit system.hive sam.hive
+hklm\\sam hklm\\system binpath= advfirewall allprofiles portproxy
 """.split()
 PARENTS = ["winword.exe", "excel.exe", "powerpnt.exe", "outlook.exe", "mshta.exe", "wscript.exe", "cscript.exe",
            "w3wp.exe", "sqlservr.exe", "httpd.exe", "nginx.exe", "tomcat.exe", "java.exe", "wmiprvse.exe",

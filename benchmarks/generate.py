@@ -23,21 +23,19 @@ SYSMON = "Microsoft-Windows-Sysmon/Operational"
 START = datetime(2026, 11, 20, 8, 0, tzinfo=timezone.utc)
 
 SYSTEM32 = "C:\\Windows\\System32\\"
+# (image, command line arguments); the first BENIGN entries are everyday activity, the rest
+# (recon, persistence, odd locations) are rare, as in real process creation telemetry.
 PROGRAMS = [
     (SYSTEM32 + "svchost.exe", ["-k netsvcs -p -s Schedule", "-k LocalService -p", "-k DcomLaunch -p"]),
     (SYSTEM32 + "conhost.exe", ["0xffffffff -ForceV1"]),
     (SYSTEM32 + "cmd.exe", ["/c echo %TEMP%", "/c dir C:\\Users", "/c ipconfig /all", "/c type nul > x.txt"]),
     (SYSTEM32 + "WindowsPowerShell\\v1.0\\powershell.exe",
      ["-NoProfile -ExecutionPolicy Bypass -File C:\\scripts\\inventory.ps1", "-Command Get-Service",
-      "-nop -w hidden -c \"Get-Process | Sort CPU\""]),
+      "-nop -c \"Get-Process | Sort CPU\""]),
     (SYSTEM32 + "rundll32.exe", ["shell32.dll,Control_RunDLL", "C:\\Windows\\System32\\inetcpl.cpl,ClearMyTracksByProcess 8"]),
     (SYSTEM32 + "taskhostw.exe", [""]),
     (SYSTEM32 + "wbem\\WmiPrvSE.exe", ["-secured -Embedding"]),
     (SYSTEM32 + "SearchProtocolHost.exe", ["Global\\UsGthrFltPipeMssGthrPipe1_ Global\\UsGthrCtrlFltPipeMssGthrPipe1 1"]),
-    (SYSTEM32 + "whoami.exe", ["/all", "/priv", ""]),
-    (SYSTEM32 + "net.exe", ["user", "localgroup administrators", "use \\\\fileserver\\share"]),
-    (SYSTEM32 + "reg.exe", ["query HKLM\\Software\\Microsoft\\Windows\\CurrentVersion\\Run"]),
-    (SYSTEM32 + "schtasks.exe", ["/query /fo LIST", "/create /tn Backup /tr C:\\backup.bat /sc daily"]),
     (SYSTEM32 + "msiexec.exe", ["/i C:\\Temp\\setup.msi /qn", "/V"]),
     ("C:\\Program Files\\Google\\Chrome\\Application\\chrome.exe",
      ["--type=renderer --field-trial-handle=1234,i,567 --lang=en-US", "--type=gpu-process --no-sandbox", ""]),
@@ -48,8 +46,14 @@ PROGRAMS = [
     ("C:\\Windows\\explorer.exe", [""]),
     ("C:\\Program Files\\Microsoft Office\\root\\Office16\\WINWORD.EXE", ["/n C:\\Users\\{user}\\Documents\\report.docx"]),
     ("C:\\Windows\\Microsoft.NET\\Framework64\\v4.0.30319\\csc.exe", ["/noconfig /fullpaths @C:\\Temp\\x.cmdline"]),
+    (SYSTEM32 + "whoami.exe", ["/all", "/priv", ""]),
+    (SYSTEM32 + "net.exe", ["user", "localgroup administrators", "use \\\\fileserver\\share"]),
+    (SYSTEM32 + "reg.exe", ["query HKLM\\Software\\Microsoft\\Windows\\CurrentVersion\\Run"]),
+    (SYSTEM32 + "schtasks.exe", ["/query /fo LIST", "/create /tn Backup /tr C:\\backup.bat /sc daily"]),
     ("C:\\Users\\{user}\\AppData\\Local\\Temp\\update.exe", ["/silent"]),
 ]
+RARE = 5  # the last RARE programs
+WEIGHTS = [40.0] * (len(PROGRAMS) - RARE) + [1.0] * RARE
 PARENTS = [SYSTEM32 + "services.exe", "C:\\Windows\\explorer.exe", SYSTEM32 + "svchost.exe",
            SYSTEM32 + "cmd.exe", "C:\\Program Files\\Google\\Chrome\\Application\\chrome.exe",
            SYSTEM32 + "WindowsPowerShell\\v1.0\\powershell.exe"]
@@ -68,7 +72,7 @@ def _time(i: int, rng: random.Random) -> datetime:
 
 def windows_process(rng: random.Random, i: int) -> dict[str, Any]:
     """One process creation: Sysmon event 1 (75%) or Security 4688, as EVTX-JSON."""
-    image, args = rng.choice(PROGRAMS)
+    image, args = rng.choices(PROGRAMS, WEIGHTS)[0]
     user = rng.choice(USERS)
     image = image.replace("{user}", user)
     arg = rng.choice(args).replace("{user}", user)

@@ -195,13 +195,16 @@ SELECTORS: dict[str, Callable[[dict[str, Any], tuple[str, ...]], dict[str, Any]]
 
 # --- mapping model ---------------------------------------------------------------
 
-def _get_path(data: Any, path: str) -> Any:
-    if isinstance(data, dict) and path in data:
+def _get_path(data: Any, path: str, parts: tuple[str, ...] | None = None) -> Any:
+    """Value at a dotted path (a key containing the dots wins), None if absent."""
+    if data.__class__ is dict and path in data:
         return data[path]
-    for part in path.split("."):
-        if not isinstance(data, dict) or part not in data:
+    for part in parts or path.split("."):
+        if data.__class__ is not dict:
             return None
-        data = data[part]
+        data = data.get(part)
+        if data is None:
+            return None
     return data
 
 
@@ -225,6 +228,11 @@ def disc_value(value: Any) -> str | None:
     if isinstance(value, bool):
         return "true" if value else "false"
     return str(value).lower()
+
+
+@lru_cache(maxsize=1024)
+def _split(path: str) -> tuple[str, ...]:
+    return tuple(path.split("."))
 
 
 @dataclass(frozen=True, slots=True)
@@ -272,7 +280,7 @@ class Mapping:
     def recognizes(self, data: dict[str, Any]) -> bool:
         """True where the raw event has this mapping's shape."""
         for path in self.exists:
-            if _get_path(data, path) is None:
+            if _get_path(data, path, _split(path)) is None:
                 return False
         for path, value in self.equals:
             if disc_value(_get_path(data, path)) != value:

@@ -4,8 +4,9 @@ Each rule carries a requirement (engine/sigma/compile.py): clauses of
 ``(field, literal)`` pairs; the rule can only match an event where every clause has
 a literal in the event's lower-cased field. The prefilter builds one Aho-Corasick
 automaton per field over all literals of the group and runs it once per field per
-event; each literal hit marks the (rule, clause) pairs it satisfies, and a rule is a
-candidate when all its clauses are marked. Rules without a requirement are always
+event. A rule is indexed under the literals of its most selective clause (its
+anchor); when one of those is seen, the rule's other clauses are checked against
+the set of literals seen in the event. Rules without a requirement are always
 candidates. Only candidates are fully evaluated.
 """
 from __future__ import annotations
@@ -15,7 +16,7 @@ from typing import Any
 
 import ahocorasick
 
-from engine.sigma.compile import KEYWORDS, MAX_CLAUSES, Requirement
+from engine.sigma.compile import KEYWORDS, Requirement, clause_cost
 
 
 def field_text(value: Any) -> str | None:
@@ -33,30 +34,39 @@ def field_text(value: Any) -> str | None:
     return str(value).lower()
 
 
-_SHIFT = 3  # a (rule, clause) pair is encoded as rule << _SHIFT | clause
-
-
 class Prefilter:
     """Candidate rules (indices into the group's rule list) for an event's lowered fields."""
 
     def __init__(self, requirements: Sequence[Requirement]):
-        assert MAX_CLAUSES <= 1 << _SHIFT
         self.always: tuple[int, ...] = tuple(i for i, req in enumerate(requirements) if not req)
-        self.needed: dict[int, int] = {i: len(req) for i, req in enumerate(requirements) if req}
-        by_field: dict[str, dict[str, set[int]]] = {}
+        literal_ids: dict[tuple[str, str], int] = {}
+        anchored: dict[tuple[str, str], list[int]] = {}
+        # per rule: the clauses other than its anchor, as sets of literal ids
+        self.others: dict[int, tuple[frozenset[int], ...]] = {}
         for index, requirement in enumerate(requirements):
-            for clause_no, clause in enumerate(requirement or ()):
-                for name, literal in clause:
-                    by_field.setdefault(name, {}).setdefault(literal, set()).add(index << _SHIFT | clause_no)
+            if not requirement:
+                continue
+            anchor = min(requirement, key=clause_cost)
+            for pair in sorted(anchor):
+                anchored.setdefault(pair, []).append(index)
+            for clause in requirement:
+                for pair in clause:
+                    literal_ids.setdefault(pair, len(literal_ids))
+            self.others[index] = tuple(
+                frozenset(literal_ids[pair] for pair in clause) for clause in requirement if clause is not anchor
+            )
+        by_field: dict[str, dict[str, tuple[int, tuple[int, ...], tuple[int, ...]]]] = {}
+        for (name, literal), literal_id in literal_ids.items():
+            rules = sorted(set(anchored.get((name, literal), ())))
+            direct = tuple(r for r in rules if not self.others[r])
+            checked = tuple(r for r in rules if self.others[r])
+            by_field.setdefault(name, {})[literal] = (literal_id, direct, checked)
         self.automata: list[tuple[str, Any]] = []
         self.keyword_search: Any = None
         for name, literals in sorted(by_field.items()):
             automaton = ahocorasick.Automaton()
-            for literal, pairs in literals.items():
-                # rules with a single clause are candidates on any hit: no counting needed
-                direct = tuple(sorted(p >> _SHIFT for p in pairs if self.needed[p >> _SHIFT] == 1))
-                counted = tuple(sorted(p for p in pairs if self.needed[p >> _SHIFT] > 1))
-                automaton.add_word(literal, (direct, counted))
+            for literal, payload in literals.items():
+                automaton.add_word(literal, payload)
             automaton.make_automaton()
             if name == KEYWORDS:
                 self.keyword_search = automaton.iter
@@ -67,7 +77,8 @@ class Prefilter:
     def candidates(self, low: dict[str, Any]) -> list[int]:
         """Sorted indices of the rules that may match the event (``low``: lowered fields)."""
         found: set[int] = set(self.always)
-        pairs: set[int] = set()
+        seen: set[int] = set()
+        triggered: list[int] = []
         for name, search in self.automata:
             text = low.get(name)
             if text.__class__ is not str:
@@ -76,20 +87,19 @@ class Prefilter:
                 text = field_text(text)
                 if not text:
                     continue
-            for _, (direct, counted) in search(text):
+            for _, (literal_id, direct, checked) in search(text):
+                seen.add(literal_id)
                 if direct:
                     found.update(direct)
-                if counted:
-                    pairs.update(counted)
+                if checked:
+                    triggered.extend(checked)
         if self.keyword_search is not None and low.get(KEYWORDS):
-            for _, (direct, counted) in self.keyword_search("\n".join(low[KEYWORDS])):
+            for _, (literal_id, direct, checked) in self.keyword_search("\n".join(low[KEYWORDS])):
+                seen.add(literal_id)
                 found.update(direct)
-                pairs.update(counted)
-        if pairs:
-            counts: dict[int, int] = {}
-            for pair in pairs:
-                rule = pair >> _SHIFT
-                counts[rule] = counts.get(rule, 0) + 1
-            needed = self.needed
-            found.update(rule for rule, count in counts.items() if count == needed[rule])
+                triggered.extend(checked)
+        others = self.others
+        for rule in triggered:
+            if rule not in found and all(not seen.isdisjoint(clause) for clause in others[rule]):
+                found.add(rule)
         return sorted(found)
