@@ -69,6 +69,7 @@ def start_nats(store_dir: Path, port: int | None = None, host: str = "127.0.0.1"
     process = subprocess.Popen(
         [binary, "-js", "-sd", str(store_dir), "-a", host, "-p", str(port)],
         stdout=log, stderr=log,
+        start_new_session=True,  # Ctrl-C reaches the caller, which stops the server in order
     )
     try:
         wait_for_port(host, port)

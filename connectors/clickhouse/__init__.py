@@ -1,0 +1,1 @@
+"""ClickHouse: the raw-event archive, embedded (chdb) or on a server, through clickhouse-connect."""

@@ -1,0 +1,1 @@
+"""NATS / JetStream: the events source, the findings and dead-letter publishers."""

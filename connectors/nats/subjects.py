@@ -1,0 +1,61 @@
+"""OPMAS subjects and JetStream streams, and creating the streams."""
+from __future__ import annotations
+
+from nats.js import JetStreamContext
+from nats.js.api import DiscardPolicy, RetentionPolicy, StorageType, StreamConfig
+from nats.js.errors import BadRequestError, NotFoundError
+
+EVENTS_STREAM = "OPMAS_EVENTS"
+EVENTS_PREFIX = "opmas.events."
+FINDINGS_STREAM = "OPMAS_FINDINGS"
+FINDINGS_PREFIX = "opmas.findings."
+DEADLETTER_STREAM = "OPMAS_DEADLETTER"
+DEADLETTER_SUBJECT = "opmas.deadletter"
+RELOAD_SUBJECT = "opmas.engine.reload"
+
+
+def events_subject(agent_id: str) -> str:
+    """Where an agent publishes its events."""
+    return EVENTS_PREFIX + agent_id
+
+
+def findings_subject(severity: str) -> str:
+    return FINDINGS_PREFIX + (severity or "informational")
+
+
+def agent_of_subject(subject: str) -> str:
+    """The agent id of an events subject (``opmas.events.<agent_id>``)."""
+    return subject[len(EVENTS_PREFIX):] if subject.startswith(EVENTS_PREFIX) else subject
+
+
+def subject_token(text: str) -> str:
+    """``text`` made safe as one subject token (no dots, spaces or wildcards)."""
+    cleaned = "".join("_" if c in ". *>\t\r\n" else c for c in text.strip())
+    return cleaned or "unknown"
+
+
+async def ensure_streams(js: JetStreamContext, max_age: float = 7 * 24 * 3600.0,
+                         max_bytes: int = 10 << 30) -> None:
+    """Create (or update) the events, findings and dead-letter streams, file-backed.
+
+    Events use limits retention (not work-queue): the engine resumes from its own
+    checkpointed sequence, which may be behind its last acknowledgement.
+    """
+    for config in (
+        StreamConfig(name=EVENTS_STREAM, subjects=[EVENTS_PREFIX + ">"], retention=RetentionPolicy.LIMITS,
+                     storage=StorageType.FILE, max_age=max_age, max_bytes=max_bytes,
+                     discard=DiscardPolicy.OLD),
+        StreamConfig(name=FINDINGS_STREAM, subjects=[FINDINGS_PREFIX + ">"], storage=StorageType.FILE,
+                     max_age=max_age, duplicate_window=600.0),
+        StreamConfig(name=DEADLETTER_STREAM, subjects=[DEADLETTER_SUBJECT], storage=StorageType.FILE,
+                     max_age=max_age, duplicate_window=600.0),
+    ):
+        try:
+            await js.stream_info(config.name)
+        except NotFoundError:
+            await js.add_stream(config)
+            continue
+        try:
+            await js.update_stream(config)
+        except BadRequestError:
+            pass  # a setting the server cannot change in place: keep the existing stream

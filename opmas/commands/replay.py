@@ -1,0 +1,155 @@
+"""``opmas replay FILE``: publish a recorded event log to NATS, order per agent preserved."""
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import nats
+import orjson
+from rich.console import Console
+from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+
+from connectors.files import BadRecord, iter_objects, open_source
+from connectors.nats.subjects import events_subject, subject_token
+from opmas.config import ConfigError, load_config
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser("replay", help="publish a recorded event log (JSON lines, EVTX-JSON) to NATS")
+    parser.add_argument("file", help="event file (.json, .jsonl, .gz) or - for stdin")
+    parser.add_argument("--rate", default="max", help="events per second, or 'max' (default)")
+    parser.add_argument("--nats", help="NATS URL (default: NATS_URL, else the embedded server of `opmas up`)")
+    parser.add_argument("--agent", help="agent id for raw events (default: the event's host, else 'replay')")
+    parser.add_argument("--batch", type=int, default=100,
+                        help="events per message, as JSON lines (default 100; 1 = one event per message)")
+    parser.add_argument("--config", type=Path, help="YAML configuration file")
+    parser.set_defaults(func=replay_command)
+
+
+@dataclass
+class ReplayResult:
+    events: int = 0
+    messages: int = 0
+    bad_records: int = 0
+    seconds: float = 0.0
+
+
+def agent_of(obj: dict[str, Any], default: str | None) -> str:
+    """The agent a recorded object is published as: the envelope's, ``--agent``, its host, 'replay'."""
+    if isinstance(obj.get("agent_id"), str) and isinstance(obj.get("data"), dict):
+        return subject_token(obj["agent_id"])
+    if default:
+        return subject_token(default)
+    host = obj.get("host")
+    name = host.get("name") if isinstance(host, dict) else obj.get("host.name")
+    if name is None:
+        system = (obj.get("Event") or {}).get("System") if isinstance(obj.get("Event"), dict) else None
+        name = system.get("Computer") if isinstance(system, dict) else None
+    return subject_token(str(name)) if name else "replay"
+
+
+async def replay(path: str, nats_url: str, rate: float | None = None, agent: str | None = None,
+                 batch: int = 100, progress: Progress | None = None) -> ReplayResult:
+    """Publish every object of ``path`` through JetStream; bad records are sent as they are (the
+    engine dead-letters them). Returns once JetStream has stored everything."""
+    result = ReplayResult()
+    nc = await nats.connect(nats_url)
+    js = nc.jetstream()
+    buffers: dict[str, list[bytes]] = {}
+    pending: list[asyncio.Future] = []
+    task = progress.add_task("replaying", total=None) if progress else None
+    start = time.monotonic()
+
+    async def send(subject: str, lines: list[bytes]) -> None:
+        pending.append(await js.publish_async(subject, b"\n".join(lines)))
+        result.messages += 1
+        if len(pending) >= 2000:
+            await _settle(pending)
+
+    bad: list[BadRecord] = []
+    try:
+        with open_source(path) as stream:
+            for obj in iter_objects(stream, on_error=bad.append):
+                while bad:  # forward unreadable records unchanged, in order
+                    record = bad.pop(0)
+                    result.bad_records += 1
+                    await send(events_subject(subject_token(agent or "replay")), [record.raw])
+                key = agent_of(obj, agent)
+                lines = buffers.setdefault(key, [])
+                lines.append(orjson.dumps(obj))
+                result.events += 1
+                if len(lines) >= batch:
+                    await send(events_subject(key), lines)
+                    buffers[key] = []
+                if rate:
+                    ahead = result.events / rate - (time.monotonic() - start)
+                    if ahead > 0.05:
+                        for key, lines in buffers.items():  # nothing waits in a buffer while we sleep
+                            if lines:
+                                await send(events_subject(key), lines)
+                        buffers = {}
+                        await asyncio.sleep(ahead)
+                if progress and result.events % 1000 == 0:
+                    progress.update(task, completed=result.events,
+                                    description=f"replaying {result.events:,} events")
+            for record in bad:
+                result.bad_records += 1
+                await send(events_subject(subject_token(agent or "replay")), [record.raw])
+        for key, lines in buffers.items():
+            if lines:
+                await send(events_subject(key), lines)
+        await _settle(pending)
+    finally:
+        await nc.close()
+    result.seconds = time.monotonic() - start
+    if progress:
+        progress.update(task, completed=result.events, description=f"replayed {result.events:,} events")
+    return result
+
+
+async def _settle(pending: list[asyncio.Future]) -> None:
+    """Wait for JetStream to confirm every pending publish (raises if one failed)."""
+    futures = pending[:]
+    pending.clear()
+    for future in futures:
+        await future
+
+
+def replay_command(args: argparse.Namespace) -> int:
+    try:
+        config = load_config(args.config)
+    except ConfigError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    if args.rate == "max":
+        rate = None
+    else:
+        try:
+            rate = float(args.rate)
+            assert rate > 0
+        except (ValueError, AssertionError):
+            print(f"error: --rate must be a positive number or 'max', not {args.rate!r}", file=sys.stderr)
+            return 2
+    if args.file != "-" and not Path(args.file).exists():
+        print(f"error: no such file: {args.file}", file=sys.stderr)
+        return 2
+    url = args.nats or config.nats_url or f"nats://127.0.0.1:{config.nats_port}"
+    console = Console(stderr=True)
+    columns = (SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn())
+    try:
+        with Progress(*columns, console=console, transient=True) as progress:
+            result = asyncio.run(replay(args.file, url, rate, args.agent, max(1, args.batch), progress))
+    except (OSError, nats.errors.NoServersError) as exc:
+        print(f"error: cannot reach NATS at {url}: {exc} (is `opmas up` running?)", file=sys.stderr)
+        return 1
+    speed = result.events / result.seconds if result.seconds else 0.0
+    console.print(f"replayed {result.events:,} events in {result.messages:,} messages to {url} "
+                  f"in {result.seconds:.2f}s ({speed:,.0f} events/s)"
+                  + (f"; {result.bad_records} unreadable records forwarded for dead-lettering"
+                     if result.bad_records else ""))
+    return 0

@@ -1,0 +1,88 @@
+"""``opmas up``: the whole pipeline, on embedded servers unless URLs are configured."""
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import signal
+import sys
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+
+from opmas.config import Config, ConfigError, load_config
+from opmas.logs import setup_logging
+from opmas.runtime.pipeline import Pipeline
+from opmas.runtime.stack import Stack, start_stack
+
+log = logging.getLogger("opmas.up")
+
+# Services started next to the engine: ``hook(config, stack, stop) -> awaitable`` run as a task
+# until ``stop`` is set. The management API registers itself here (see management/).
+SERVICES: list[Callable[[Config, Stack, asyncio.Event], Awaitable[None]]] = []
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser("up", help="run the pipeline (embedded NATS, PostgreSQL, ClickHouse by default)")
+    parser.add_argument("--config", type=Path, help="YAML configuration file")
+    parser.add_argument("--data-dir", type=Path, help="where embedded servers keep their data (default ./data)")
+    parser.add_argument("--rules", action="append", type=Path, metavar="PATH",
+                        help="rule files or directories (repeatable; default rules/)")
+    parser.add_argument("--partitions", type=int, help="number of partition processors")
+    parser.set_defaults(func=up_command)
+
+
+def up_command(args: argparse.Namespace) -> int:
+    try:
+        config = load_config(args.config).with_overrides(
+            data_dir=args.data_dir, rules=args.rules, partitions=args.partitions)
+    except ConfigError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    setup_logging(config.log_level)
+    return asyncio.run(run_up(config))
+
+
+async def run_up(config: Config) -> int:
+    """Start the servers and the engine; on SIGINT/SIGTERM stop the engine, then the servers."""
+    stop = asyncio.Event()
+    stack = await asyncio.to_thread(start_stack, config)
+    pipeline = Pipeline(config, stack.nats_url, stack.db_url, stack.archive)
+    loop = asyncio.get_running_loop()
+
+    def on_signal() -> None:
+        if stop.is_set():  # second signal: stop retrying unavailable sinks
+            pipeline.abort.set()
+        stop.set()
+
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, on_signal)
+    services = [asyncio.create_task(service(config, stack, stop)) for service in SERVICES]
+    engine = asyncio.create_task(pipeline.run(stop))
+    try:
+        await asyncio.wait([engine, asyncio.create_task(pipeline.ready.wait())],
+                           return_when=asyncio.FIRST_COMPLETED)
+        if pipeline.ready.is_set():
+            _print_where(config, stack)
+        await engine
+        return 0
+    except Exception:
+        log.exception("engine failed")
+        return 1
+    finally:
+        stop.set()
+        await asyncio.gather(*services, return_exceptions=True)
+        await asyncio.to_thread(stack.stop)
+        print("opmas stopped", file=sys.stderr, flush=True)
+
+
+def _print_where(config: Config, stack: Stack) -> None:
+    kind = {True: "embedded", False: "external"}
+    lines = [
+        f"OPMAS is up (data dir {config.data_dir})",
+        f"  NATS        {stack.nats_url}  ({kind['nats' in stack.embedded]}; events on opmas.events.<agent_id>)",
+        f"  PostgreSQL  {stack.db_url}  ({kind['postgres' in stack.embedded]})",
+        f"  ClickHouse  {stack.archive_location}  ({kind['clickhouse' in stack.embedded]})",
+        f"  rules       {', '.join(map(str, config.rules))}",
+        "  findings on opmas.findings.<severity>, dead letters on opmas.deadletter; Ctrl-C stops",
+    ]
+    print("\n".join(lines), file=sys.stderr, flush=True)

@@ -1,0 +1,159 @@
+"""Typed runtime configuration: embedded defaults under one data dir, a YAML file, then env vars.
+
+Precedence (lowest first): the defaults below, the YAML file given by ``--config``
+(or ``OPMAS_CONFIG``), environment variables, command-line flags. A server URL
+left empty means "start the embedded one under the data dir".
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, fields, replace
+from pathlib import Path
+from typing import Any, Mapping
+
+import yaml
+
+from opmas.paths import DEFAULT_DATA_DIR, RULES_DIR
+
+# Environment variable -> Config field.
+ENV_VARS: dict[str, str] = {
+    "OPMAS_DATA_DIR": "data_dir",
+    "NATS_URL": "nats_url",
+    "OPMAS_DB_URL": "db_url",
+    "OPMAS_CLICKHOUSE_URL": "clickhouse_url",
+    "OPMAS_RULES": "rules",
+    "OPMAS_MAPPINGS": "mappings",
+    "OPMAS_PARTITIONS": "partitions",
+    "OPMAS_PARTITION_KEY": "partition_key",
+    "OPMAS_BATCH_SIZE": "batch_size",
+    "OPMAS_BATCH_WAIT": "batch_wait",
+    "OPMAS_MAX_MESSAGE_BYTES": "max_message_bytes",
+    "OPMAS_CHECKPOINT_INTERVAL": "checkpoint_interval",
+    "OPMAS_NATS_PORT": "nats_port",
+    "OPMAS_LOG_LEVEL": "log_level",
+    "OPMAS_WATCH_RULES": "watch_rules",
+    "OPMAS_KAFKA_URL": "kafka_url",
+    "OPMAS_KAFKA_TOPIC": "kafka_topic",
+    "OPMAS_KAFKA_SESSION_TIMEOUT": "kafka_session_timeout",
+    "OPMAS_KAFKA_REPLICATION": "kafka_replication",
+}
+
+
+class ConfigError(ValueError):
+    """A configuration value is missing, unknown or of the wrong type."""
+
+
+@dataclass(frozen=True)
+class Config:
+    """Everything the pipeline needs to run."""
+
+    data_dir: Path = DEFAULT_DATA_DIR
+    nats_url: str | None = None  # None: embedded nats-server under data_dir/nats
+    nats_port: int = 4222  # port of the embedded nats-server
+    db_url: str | None = None  # None: embedded PostgreSQL in data_dir/postgres
+    clickhouse_url: str | None = None  # None: chdb in data_dir/clickhouse; else http(s)://user:pw@host:port/db
+    rules: tuple[Path, ...] = (RULES_DIR,)
+    mappings: tuple[Path, ...] = ()
+    partitions: int = 4  # number of partition processors
+    partition_key: str = "agent"  # "agent" (the publishing agent) or a dotted path into the event data
+    batch_size: int = 2000  # max JetStream messages fetched per batch
+    batch_wait: float = 0.05  # seconds a fetch waits for a batch to fill
+    max_message_bytes: int = 1 << 20  # larger messages are dead-lettered
+    checkpoint_interval: float = 1.0  # seconds between processor state snapshots
+    retry_max_delay: float = 10.0  # backoff ceiling while a database is away
+    stream_max_age: float = 7 * 24 * 3600.0  # seconds JetStream keeps events
+    stream_max_bytes: int = 10 << 30
+    consumer: str = "opmas-engine"  # durable consumer and checkpoint name
+    watch_rules: bool = True  # reload rules when their files change
+    log_level: str = "INFO"
+    # Scale-out (opmas bridge / worker / archiver): a Kafka-protocol log between NATS and the workers.
+    kafka_url: str | None = None  # host:port[,host:port]; required by the scale-out commands
+    kafka_topic: str = "opmas-events"  # the events topic, with `partitions` partitions
+    kafka_session_timeout: float = 10.0  # seconds before a silent worker's partitions move
+    kafka_replication: int = 1  # replication factor of the topics OPMAS creates (3 in production)
+
+    @property
+    def nats_dir(self) -> Path:
+        return self.data_dir / "nats"
+
+    @property
+    def postgres_dir(self) -> Path:
+        return self.data_dir / "postgres"
+
+    @property
+    def clickhouse_dir(self) -> Path:
+        return self.data_dir / "clickhouse"
+
+    def with_overrides(self, **values: Any) -> "Config":
+        """A copy with the given fields (None values ignored), type-checked."""
+        return _build(self, {k: v for k, v in values.items() if v is not None}, "overrides")
+
+
+def load_config(path: Path | None = None, env: Mapping[str, str] | None = None) -> Config:
+    """Defaults, then the YAML file (``path`` or ``$OPMAS_CONFIG``), then the environment."""
+    env = os.environ if env is None else env
+    config = Config()
+    path = path or (Path(env["OPMAS_CONFIG"]) if env.get("OPMAS_CONFIG") else None)
+    if path is not None:
+        try:
+            loaded = yaml.safe_load(Path(path).read_text()) or {}
+        except (OSError, yaml.YAMLError) as exc:
+            raise ConfigError(f"{path}: {exc}") from exc
+        if not isinstance(loaded, dict):
+            raise ConfigError(f"{path}: expected a mapping of settings")
+        config = _build(config, loaded, str(path))
+    from_env = {name: env[var] for var, name in ENV_VARS.items() if env.get(var) not in (None, "")}
+    return _build(config, from_env, "environment")
+
+
+_FIELDS = {f.name: f for f in fields(Config)}
+
+
+def _build(base: Config, values: Mapping[str, Any], origin: str) -> Config:
+    changes: dict[str, Any] = {}
+    for name, value in values.items():
+        if name not in _FIELDS:
+            raise ConfigError(f"{origin}: unknown setting {name!r} (known: {', '.join(sorted(_FIELDS))})")
+        changes[name] = _coerce(name, value, origin)
+    config = replace(base, **changes)
+    if config.partitions < 1:
+        raise ConfigError(f"{origin}: partitions must be >= 1")
+    if config.batch_size < 1:
+        raise ConfigError(f"{origin}: batch_size must be >= 1")
+    return config
+
+
+def _coerce(name: str, value: Any, origin: str) -> Any:
+    kind = _FIELDS[name].type
+    try:
+        if name == "data_dir":
+            return Path(value).expanduser().resolve()
+        if name in ("rules", "mappings"):
+            items = value.split(os.pathsep) if isinstance(value, str) else list(value)
+            return tuple(Path(p).expanduser() for p in items if str(p))
+        if kind == "bool":
+            if isinstance(value, str):
+                return value.strip().lower() in ("1", "true", "yes", "on")
+            return bool(value)
+        if kind == "int":
+            return int(value)
+        if kind == "float":
+            return float(value)
+        return None if value is None else str(value)
+    except (TypeError, ValueError) as exc:
+        raise ConfigError(f"{origin}: {name}: {exc}") from exc
+
+
+def describe(config: Config) -> dict[str, Any]:
+    """The configuration as plain data (for logs and ``--print-config``)."""
+    out: dict[str, Any] = {}
+    for f in fields(Config):
+        value = getattr(config, f.name)
+        if isinstance(value, Path):
+            value = str(value)
+        elif isinstance(value, tuple):
+            value = [str(v) for v in value]
+        out[f.name] = value
+    return out
+
+

@@ -1,0 +1,39 @@
+"""Prometheus metrics the pipeline updates; the management API exposes them on /metrics.
+
+All live in the default registry (``prometheus_client.REGISTRY``).
+"""
+from __future__ import annotations
+
+from prometheus_client import Counter, Gauge, Histogram
+
+EVENTS_PROCESSED = Counter(
+    "opmas_events_processed", "Events evaluated by the partition processors", ["partition"])
+MESSAGES_RECEIVED = Counter(
+    "opmas_messages_received", "JetStream messages fetched from the events stream")
+FINDINGS = Counter(
+    "opmas_findings", "Findings produced", ["severity", "rule_id"])
+PROCESSING_LATENCY = Histogram(
+    "opmas_processing_latency_seconds",
+    "From a message's arrival in JetStream to its acknowledgement (after all sinks)",
+    buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60))
+BATCH_SIZE = Histogram(
+    "opmas_batch_events", "Events per processed batch",
+    buckets=(1, 10, 100, 500, 1000, 2000, 5000, 10000, 50000))
+CONSUMER_LAG = Gauge(
+    "opmas_consumer_lag", "Messages in the events stream not yet delivered to the engine")
+DEAD_LETTERS = Counter(
+    "opmas_dead_letters", "Messages or lines sent to opmas.deadletter", ["reason"])
+LATE_EVENTS = Counter(
+    "opmas_late_events", "Events behind the watermark by more than the allowed lateness", ["partition"])
+STATE_BYTES = Gauge(
+    "opmas_state_bytes", "Size of a partition processor's state", ["partition"])
+ACTIVE_KEYS = Gauge(
+    "opmas_state_keys", "Correlation keys held by a partition processor", ["partition"])
+SINK_RETRIES = Counter(
+    "opmas_sink_retries", "Sink writes retried because a server was unavailable", ["sink"])
+ARCHIVED_EVENTS = Counter(
+    "opmas_archived_events", "Events written to the ClickHouse archive")
+RULES_LOADED = Gauge(
+    "opmas_rules_loaded", "Rules in the running rule set")
+RULE_RELOADS = Counter(
+    "opmas_rule_reloads", "Rule set reload attempts", ["outcome"])

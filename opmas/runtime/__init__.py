@@ -1,0 +1,1 @@
+"""The streaming runtime: JetStream source -> partition processors -> ClickHouse, NATS, PostgreSQL sinks."""

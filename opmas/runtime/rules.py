@@ -1,0 +1,35 @@
+"""Loading the rule set the engine runs, and deciding whether a reloaded set may replace it."""
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from engine.errors import RuleError
+from engine.ruleset import RuleSet, load_ruleset, sources_from_paths
+
+log = logging.getLogger("opmas.rules")
+
+
+@dataclass(frozen=True)
+class RuleFiles:
+    """Where the rules (and optional logsource mappings) come from."""
+
+    paths: tuple[Path, ...]
+    mappings: tuple[Path, ...] = ()
+
+    def load(self) -> tuple[RuleSet, list[RuleError]]:
+        """Every good rule, and the errors of the bad ones (never raises for a bad rule)."""
+        return load_ruleset(sources_from_paths(list(self.paths)), list(self.mappings))
+
+
+def blocking_errors(errors: Sequence[RuleError]) -> list[RuleError]:
+    """The errors that refuse a reloaded rule set (warnings do not)."""
+    return [e for e in errors if e.severity == "error"]
+
+
+def log_errors(errors: Sequence[RuleError], context: str) -> None:
+    for error in errors:
+        log.log(logging.ERROR if error.severity == "error" else logging.WARNING, str(error), extra={
+            "context": context, "file": error.file, "line": error.line, "rule_id": error.rule_id})

@@ -1,0 +1,76 @@
+"""The servers the pipeline talks to: embedded under the data dir unless a URL is configured."""
+from __future__ import annotations
+
+import logging
+import socket
+from dataclasses import dataclass, field
+from typing import Callable
+
+from connectors.clickhouse.archive import Archive, connect
+from opmas.config import Config
+from opmas.embedded import free_port, start_nats, start_postgres
+
+log = logging.getLogger("opmas.stack")
+
+
+@dataclass
+class Stack:
+    """Where NATS, PostgreSQL and the archive are, and how to stop what was started here."""
+
+    nats_url: str
+    db_url: str
+    archive: Archive
+    archive_location: str
+    embedded: list[str] = field(default_factory=list)  # names of the servers started here
+    _stops: list[Callable[[], None]] = field(default_factory=list)
+
+    def stop(self) -> None:
+        """Close the archive and stop the embedded servers (last started, first stopped)."""
+        self.archive.close()
+        for stop in reversed(self._stops):
+            try:
+                stop()
+            except Exception:  # keep stopping the others
+                log.exception("stopping a server failed")
+        self._stops.clear()
+
+
+def _port_free(port: int) -> bool:
+    with socket.socket() as sock:
+        try:
+            sock.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
+
+
+def start_stack(config: Config) -> Stack:
+    """Start the embedded servers the configuration leaves without a URL; connect the archive."""
+    config.data_dir.mkdir(parents=True, exist_ok=True)
+    stops: list[Callable[[], None]] = []
+    embedded: list[str] = []
+    try:
+        nats_url = config.nats_url
+        if not nats_url:
+            port = config.nats_port if _port_free(config.nats_port) else free_port()
+            if port != config.nats_port:
+                log.warning("NATS port in use, using another", extra={"wanted": config.nats_port, "port": port})
+            nats = start_nats(config.nats_dir, port=port, log_file=config.data_dir / "nats.log")
+            stops.append(nats.stop)
+            embedded.append("nats")
+            nats_url = nats.url
+        db_url = config.db_url
+        if not db_url:
+            postgres = start_postgres(config.postgres_dir)
+            stops.append(postgres.stop)
+            embedded.append("postgres")
+            db_url = postgres.url
+        archive = Archive(connect(config.clickhouse_url, config.clickhouse_dir))
+        location = config.clickhouse_url or f"chdb://{config.clickhouse_dir}"
+        if not config.clickhouse_url:
+            embedded.append("clickhouse")
+    except BaseException:
+        for stop in reversed(stops):
+            stop()
+        raise
+    return Stack(nats_url, db_url, archive, location, embedded, stops)

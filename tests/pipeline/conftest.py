@@ -1,0 +1,101 @@
+"""Helpers for the pipeline tests: a config on the fixture servers, an in-process engine, waiting."""
+from __future__ import annotations
+
+import asyncio
+import shutil
+import time
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from pathlib import Path
+
+import orjson
+import psycopg
+import pytest
+
+from connectors.clickhouse.archive import Archive, connect
+from engine.event import event_from_obj
+from engine.processor import Processor
+from engine.ruleset import load_ruleset, sources_from_paths
+from opmas.config import Config
+from opmas.paths import RULES_DIR, SAMPLES_DIR
+from opmas.runtime.pipeline import Pipeline
+
+SAMPLE = SAMPLES_DIR / "security_events.jsonl"
+
+
+@pytest.fixture
+def rules_dir(tmp_path: Path) -> Path:
+    """A private copy of the shipped Linux, web and cloud rules (tests may edit it)."""
+    target = tmp_path / "rules"
+    for part in ("linux", "web", "cloud"):
+        shutil.copytree(RULES_DIR / part, target / part)
+    return target
+
+
+@pytest.fixture
+def config(tmp_path: Path, nats_server, postgres, chdb_dir, rules_dir) -> Config:
+    return Config(data_dir=tmp_path / "data", nats_url=nats_server.url, db_url=postgres.url,
+                  rules=(rules_dir,), partitions=3, batch_size=200, checkpoint_interval=0.2,
+                  retry_max_delay=0.5, watch_rules=False)
+
+
+@pytest.fixture
+def archive(chdb_dir: Path):
+    archive = Archive(connect(None, chdb_dir))
+    yield archive
+    archive.close()
+
+
+@asynccontextmanager
+async def running(config: Config, archive: Archive) -> AsyncIterator[Pipeline]:
+    """An engine running in this process until the block ends."""
+    pipeline = Pipeline(config, config.nats_url, config.db_url, archive)
+    stop = asyncio.Event()
+    task = asyncio.create_task(pipeline.run(stop))
+    ready = asyncio.create_task(pipeline.ready.wait())
+    await asyncio.wait([task, ready], timeout=60, return_when=asyncio.FIRST_COMPLETED)
+    if task.done():
+        task.result()  # raises the start-up error
+    assert pipeline.ready.is_set(), "engine did not start"
+    try:
+        yield pipeline
+    finally:
+        stop.set()
+        pipeline.abort.set()
+        await asyncio.wait_for(task, 60)
+
+
+async def wait_until(check: Callable[[], object], timeout: float = 60.0, what: str = "condition") -> None:
+    """Poll ``check`` (sync or async) until it is truthy."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = check()
+        if asyncio.iscoroutine(value):
+            value = await value
+        if value:
+            return
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+        await asyncio.sleep(0.1)
+
+
+def sample_objects(path: Path = SAMPLE) -> list[dict]:
+    return [orjson.loads(line) for line in path.read_bytes().splitlines() if line.strip()]
+
+
+def expected_finding_ids(objects: list[dict], rules: Path, agent_of: Callable[[dict], str]) -> set[str]:
+    """What the offline engine finds in ``objects`` (raw events wrapped as the pipeline wraps them)."""
+    ruleset, _ = load_ruleset(sources_from_paths([rules]))
+    processor = Processor(ruleset)
+    events = []
+    for obj in objects:
+        event = event_from_obj(obj)
+        event.agent_id = event.agent_id or agent_of(obj)
+        events.append(event)
+    return {f.id for f in processor.process(events) + processor.flush()}
+
+
+async def finding_ids_in_postgres(url: str) -> list[str]:
+    async with await psycopg.AsyncConnection.connect(url) as conn:
+        cur = await conn.execute("SELECT id::text FROM findings")
+        return [row[0] for row in await cur.fetchall()]

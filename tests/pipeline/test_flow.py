@@ -1,0 +1,82 @@
+"""End to end on real servers: replayed events -> findings on NATS and in PostgreSQL, events archived."""
+from __future__ import annotations
+
+import asyncio
+
+import nats
+import orjson
+import psycopg
+
+from connectors.nats.subjects import EVENTS_STREAM
+from opmas.commands.replay import agent_of, replay
+from tests.pipeline.conftest import (SAMPLE, expected_finding_ids, finding_ids_in_postgres, running,
+                                     sample_objects, wait_until)
+
+
+async def test_replayed_sample_reaches_every_sink(config, archive, rules_dir):
+    objects = sample_objects()
+    expected = expected_finding_ids(objects, rules_dir, lambda o: agent_of(o, None))
+    assert expected, "the shipped sample must trigger the shipped rules"
+    nc = await nats.connect(config.nats_url)
+    on_nats: list[dict] = []
+
+    async def collect(msg):
+        on_nats.append(orjson.loads(msg.data) | {"subject": msg.subject})
+
+    await nc.subscribe("opmas.findings.>", cb=collect)
+    async with running(config, archive) as pipeline:
+        result = await replay(str(SAMPLE), config.nats_url, batch=7)
+        assert result.events == len(objects)
+        last = (await nc.jetstream().stream_info(EVENTS_STREAM)).state.last_seq
+        await wait_until(lambda: pipeline.stats.acked_seq >= last, what="the engine to ack every message")
+        await wait_until(lambda: len({f["id"] for f in on_nats}) >= len(expected), 10, "findings on NATS")
+    await nc.close()
+
+    assert sorted(set(await finding_ids_in_postgres(config.db_url))) == sorted(expected)
+    assert {f["id"] for f in on_nats} == expected
+    assert all(f["subject"] == f"opmas.findings.{f['severity']}" for f in on_nats)
+    distinct_ids = len({(o.get("id") or orjson.dumps(o, option=orjson.OPT_SORT_KEYS)) for o in objects})
+    assert archive.count() == distinct_ids
+    async with await psycopg.AsyncConnection.connect(config.db_url) as conn:
+        cur = await conn.execute("SELECT count(*) FROM events e WHERE EXISTS"
+                                 " (SELECT 1 FROM findings f WHERE e.id = ANY(f.event_ids))")
+        referenced = (await cur.fetchone())[0]
+        cur = await conn.execute("SELECT count(DISTINCT x) FROM findings, unnest(event_ids) x")
+        assert referenced == (await cur.fetchone())[0] > 0
+
+
+async def test_bad_input_goes_to_dead_letters_and_the_stream_goes_on(config, archive):
+    config = config.with_overrides(max_message_bytes=4096)
+    nc = await nats.connect(config.nats_url)
+    js = nc.jetstream()
+    letters: list[dict] = []
+
+    async def collect(msg):
+        letters.append(orjson.loads(msg.data))
+
+    await nc.subscribe("opmas.deadletter", cb=collect)
+    good = {"id": "ok-1", "agent_id": "web-1", "type": "web.access", "timestamp": "2026-11-25T04:00:00Z",
+            "data": {"message": "hello"}}
+    async with running(config, archive) as pipeline:
+        await js.publish("opmas.events.web-1", b"{not json")
+        await js.publish("opmas.events.web-1", b"\xff\xfe binary")
+        await js.publish("opmas.events.web-1", orjson.dumps({"agent_id": "web-1", "type": 7, "data": {}}))
+        await js.publish("opmas.events.web-1", orjson.dumps(good | {"timestamp": "yesterday-ish"}))
+        await js.publish("opmas.events.web-1", b"[1, 2]")
+        await js.publish("opmas.events.web-1", b'{"message": "' + b"x" * 5000 + b'"}')
+        await js.publish("opmas.events.web-1", orjson.dumps(good) + b"\n{broken\n" + orjson.dumps(
+            good | {"id": "ok-2"}))
+        last = (await js.stream_info(EVENTS_STREAM)).state.last_seq
+        await wait_until(lambda: pipeline.stats.acked_seq >= last, what="every message acked")
+        await wait_until(lambda: len(letters) >= 8, 10, "dead letters")
+        assert pipeline.stats.dead_letters == 8
+    await nc.close()
+    reasons = sorted(letter["reason"].split(":")[0] for letter in letters)
+    assert reasons == sorted(["malformed JSON", "malformed JSON", "schema", "schema", "not a JSON object",
+                              "not a JSON object", "oversized", "malformed JSON"])
+    binary = next(letter for letter in letters if letter["payload_encoding"] == "base64")
+    assert binary["subject"] == "opmas.events.web-1" and binary["seq"] == 2
+    broken = next(letter for letter in letters if letter.get("line") == 2)
+    assert broken["payload"] == "{broken"
+    assert archive.count() == 2  # the two good events of the last message
+    assert {e["id"] for e in archive.events()} == {"ok-1", "ok-2"}
