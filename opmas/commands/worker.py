@@ -76,9 +76,20 @@ def worker_command(args: argparse.Namespace) -> int:
         retry_max_delay=config.retry_max_delay)
     runtime = WorkerRuntime(settings, RuleFiles(tuple(config.rules), tuple(config.mappings)))
     worker = faust.Worker(runtime.app, loop=loop, loglevel=config.log_level, quiet=True,
-                          redirect_stdouts=False)
+                          redirect_stdouts=False, logging_config=_json_logging(config.log_level))
     worker.execute_from_commandline()  # runs until SIGINT/SIGTERM, then exits the process
     return 0
+
+
+def _json_logging(level: str) -> dict:
+    """Faust's logging set-up, made to write OPMAS's JSON lines like the other commands."""
+    return {
+        "version": 1, "disable_existing_loggers": False,
+        "formatters": {"json": {"()": "opmas.logs.JsonFormatter"}},
+        "handlers": {"stderr": {"class": "logging.StreamHandler", "formatter": "json",
+                                "stream": "ext://sys.stderr"}},
+        "root": {"level": level.upper(), "handlers": ["stderr"]},
+    }
 
 
 def bridge_command(args: argparse.Namespace) -> int:

@@ -82,3 +82,35 @@ def test_workers_find_what_the_embedded_engine_finds(spawn, nats_server, postgre
     archive = Archive(connect(None, chdb_dir.parent / "clickhouse"))
     assert archive.count() == 3000
     archive.close()
+
+
+def assigned(proc) -> set[int]:
+    """Partitions a worker restored a processor for, from its log."""
+    found = set()
+    for line in proc.log.read_text(errors="replace").splitlines():
+        if "partition assigned" in line and '"partition":' in line:
+            found.add(int(line.split('"partition":')[1].split(",")[0].strip(" }")))
+    return found
+
+
+def test_killed_worker_loses_and_doubles_nothing(spawn, nats_server, postgres):
+    messages = event_log(6000, seed=23)
+    expected = offline_finding_ids(messages)
+    third = len(messages) // 3
+    bridge = spawn("bridge")
+    w1 = spawn("worker", name="w1")
+    w2 = spawn("worker", name="w2")
+    procs = (bridge, w1, w2)
+    asyncio.run(publish(nats_server.url, messages[:third]))
+    wait_until(lambda: assigned(w1) and assigned(w2), 60, "both workers to own partitions", procs)
+    wait_until(lambda: len(finding_ids(postgres.url)) > 0, 60, "first findings", procs)
+    asyncio.run(publish(nats_server.url, messages[third:2 * third]))
+    w2.kill()
+    lost = assigned(w2)
+    asyncio.run(publish(nats_server.url, messages[2 * third:]))
+    wait_until(lambda: len(finding_ids(postgres.url)) >= len(expected), 120, "all findings", procs)
+    assert lost <= assigned(w1)  # the survivor took the killed worker's partitions
+    ids = finding_ids(postgres.url)
+    assert len(ids) == len(set(ids))
+    assert set(ids) == expected
+    assert asyncio.run(findings_on_nats(nats_server.url)) == len(expected)
