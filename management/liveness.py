@@ -14,11 +14,12 @@ import orjson
 from nats.aio.msg import Msg
 from psycopg.types.json import Jsonb
 
+from agents.subjects import status_subject
 from management.db import fetch_all, fetch_one
 from management.routes.agents import AGENT_COLUMNS, agent_state_message
 from management.state import ApiState
 
-STATUS_SUBJECTS = "opmas.status.*"
+STATUS_SUBJECTS = status_subject("*")
 log = logging.getLogger(__name__)
 
 _HEARTBEAT = (

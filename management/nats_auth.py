@@ -14,6 +14,8 @@ from dataclasses import dataclass
 
 import psycopg
 
+from agents.subjects import control_subject, inbox_prefix, status_subject
+from connectors.nats.subjects import events_subject
 from management.auth import hash_secret
 
 SERVICE_USER = "opmas"
@@ -29,16 +31,11 @@ class NatsUser:
     subscribe: tuple[str, ...] | None = None  # None: everything
 
 
-def inbox_prefix(agent_id: str) -> str:
-    """The reply-inbox prefix an agent connects with, so it can read only its own replies."""
-    return f"_INBOX_{agent_id}"
-
-
 def agent_user(agent_id: str, secret_hash: str) -> NatsUser:
     return NatsUser(
         user=agent_id, password_hash=secret_hash,
-        publish=(f"opmas.events.{agent_id}", f"opmas.status.{agent_id}"),
-        subscribe=(f"opmas.control.{agent_id}", f"{inbox_prefix(agent_id)}.>"),
+        publish=(events_subject(agent_id), status_subject(agent_id)),
+        subscribe=(control_subject(agent_id), f"{inbox_prefix(agent_id)}.>"),
     )
 
 

@@ -10,6 +10,7 @@ from psycopg.types.json import Jsonb
 from pydantic import BaseModel, Field, field_validator
 
 from agents.config import config_errors
+from agents.subjects import control_subject
 from engine.event import format_time
 from management.auth import AGENT_PERMISSIONS, Principal, hash_secret, new_secret
 from management.db import execute, fetch_one, fetch_page
@@ -46,10 +47,6 @@ class AgentUpdate(BaseModel):
     config: dict[str, Any] | None = None
 
     _check_config = field_validator("config")(classmethod(lambda cls, v: _config(v)))
-
-
-def control_subject(agent_id: str) -> str:
-    return f"opmas.control.{agent_id}"
 
 
 async def push_config(state: ApiState, agent: dict[str, Any]) -> None:

@@ -15,6 +15,7 @@ from nats.errors import Error as NatsError
 from nats.js.errors import NoStreamResponseError
 from pydantic import BaseModel, Field, field_validator
 
+from connectors.nats.subjects import events_subject
 from engine.event import content_id, format_time, parse_time
 from management.auth import Principal
 from management.db import fetch_one, fetch_page
@@ -71,7 +72,7 @@ async def submit_events(body: EventIn | list[EventIn] = Body(...), state: ApiSta
     envelopes = [envelope(e, principal) for e in events]
     try:
         for env in envelopes:
-            await state.js.publish(f"opmas.events.{env['agent_id']}", orjson.dumps(env),
+            await state.js.publish(events_subject(env["agent_id"]), orjson.dumps(env),
                                    headers={"Nats-Msg-Id": env["id"]})
     except NoStreamResponseError as exc:
         raise HTTPException(status.HTTP_503_SERVICE_UNAVAILABLE,

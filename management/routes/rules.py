@@ -9,6 +9,7 @@ from fastapi import APIRouter, Depends, HTTPException, Query, status
 from nats.errors import NoRespondersError, TimeoutError as NatsTimeout
 from pydantic import BaseModel, Field
 
+from connectors.nats.subjects import RELOAD_SUBJECT
 from engine.ruleset import RuleSource, load_ruleset
 from management.auth import Principal
 from management.db import fetch_all, fetch_one, fetch_page
@@ -19,7 +20,6 @@ from management.state import ApiState
 router = APIRouter(tags=["rules"])
 
 RULE_COLUMNS = "id, title, kind, level, enabled, source, path, created_at, updated_at"
-RELOAD_SUBJECT = "opmas.engine.reload"
 
 
 class RuleIn(BaseModel):

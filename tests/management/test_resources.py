@@ -27,17 +27,8 @@ detection:
     condition: selection
 level: high
 """
-BROKEN_RULE = """title: Broken
-id: 5a6b7c8d-0000-4000-8000-000000000002
-logsource:
-    product: linux
-    service: auth
-detection:
-    selection:
-        process.name: sshd
-    condition: selection and missing_thing
-level: high
-"""
+BROKEN_RULE = (RULE.replace("-000000000001", "-000000000002")
+               .replace("condition: selection", "condition: selection and missing_thing"))
 
 
 def test_agent_crud_and_pagination(stack, admin):

@@ -1,0 +1,105 @@
+"""An agent's whole life on the real stack: register, token, publish, config change, heartbeat,
+going stale then offline, restart with its stored credentials, clean stop."""
+from __future__ import annotations
+
+import asyncio
+import time
+
+import orjson
+import pytest
+
+from agents.sdk import AgentError, AgentSettings
+from agents.tail import TailAgent
+from tests.agents.conftest import EventTap
+
+
+async def wait_for(predicate, timeout: float = 10.0, what: str = "condition"):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = await asyncio.to_thread(predicate)
+        if value:
+            return value
+        await asyncio.sleep(0.1)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def settings(stack, tmp_path, **extra) -> AgentSettings:
+    return AgentSettings(management_url=stack.url, nats_url=stack.nats_url, name="web-1 auth.log", type="tail",
+                         credentials_file=tmp_path / "agent.json", **extra)
+
+
+async def test_agent_whole_life(stack, admin, enroll_token, tmp_path):
+    logfile = tmp_path / "auth.log"
+    logfile.write_text("Nov 25 04:00:00 web-1 sshd[1]: an old line, not sent\n")
+    agent = TailAgent(settings(stack, tmp_path, agent_id="life-1", enroll_token=enroll_token), [logfile])
+
+    def status() -> dict:
+        return admin.get("/agents/life-1").json()
+
+    async with EventTap(stack.nats_url) as tap:
+        await agent.start()
+        assert (tmp_path / "agent.json").stat().st_mode & 0o777 == 0o600
+        await wait_for(lambda: status()["status"] == "online", what="online")
+
+        with logfile.open("a") as f:
+            f.write("Nov 25 04:10:00 web-1 sshd[4410]: Failed password for invalid user admin "
+                    "from 203.0.113.7 port 51290 ssh2\n")
+            f.write('{"event": {"dataset": "web.access"}, "url": {"path": "/etc/passwd"}}\n')
+        first, second = await tap.take(2)
+        assert first["agent_id"] == "life-1" and first["type"] == "log"
+        assert first["data"]["user"] == {"name": "admin"} and first["data"]["process"]["pid"] == 4410
+        assert first["data"]["log"]["file"]["path"] == str(logfile)
+        assert second["data"]["url"] == {"path": "/etc/passwd"}
+
+        r = await asyncio.to_thread(admin.put, "/agents/life-1",
+                                    json={"config": {"heartbeat_interval": 0.3, "labels": {"env": "test"}}})
+        assert r.json()["config_version"] == 1
+        await wait_for(lambda: agent.config_version == 1, what="config received")
+        assert agent.config["heartbeat_interval"] == 0.3
+        await wait_for(lambda: status()["applied_config_version"] == 1, what="config acknowledged")
+        logfile.write_text("")  # copytruncate-style rotation
+        with logfile.open("a") as f:
+            f.write("Nov 25 04:11:00 web-1 sudo:    alice : TTY=pts/0 ; PWD=/home/alice ; USER=root ; COMMAND=/bin/bash\n")
+        (event,) = await tap.take(1)
+        assert event["data"]["labels"] == {"env": "test"} and event["data"]["user"] == {"name": "alice"}
+
+        # The agent dies without a word: it goes stale, then offline.
+        for task in agent._tasks:
+            task.cancel()
+        await agent.on_stop()
+        await agent.nc.close()
+        await wait_for(lambda: status()["status"] == "stale", what="stale")
+        await wait_for(lambda: status()["status"] == "offline", what="offline")
+        await agent._http.aclose()
+
+        # It comes back with its stored credentials (no enrollment token), then stops cleanly.
+        again = TailAgent(settings(stack, tmp_path), [logfile])
+        await again.start()
+        assert again.agent_id == "life-1"
+        await wait_for(lambda: status()["status"] == "online", what="online again")
+        await again.stop()
+        assert status()["status"] == "offline"
+    assert status()["info"]["type"] == "tail" and status()["info"]["stats"]["publish_errors"] == 0
+
+
+async def test_registration_needs_a_token_with_agents_register(stack, admin, tmp_path):
+    with pytest.raises(AgentError, match="no credentials"):
+        await TailAgent(settings(stack, tmp_path), []).start()
+    p = admin.post("/principals", json={"name": "reader", "permissions": ["agents:read"]}).json()
+    weak = stack.token(p["id"], p["secret"])
+    with pytest.raises(AgentError, match="registration refused: 403"):
+        await TailAgent(settings(stack, tmp_path, enroll_token=weak), []).start()
+
+
+async def test_an_invalid_pushed_config_is_refused_and_reported(stack, admin, enroll_token, tmp_path):
+    agent = TailAgent(settings(stack, tmp_path, agent_id="life-2", enroll_token=enroll_token), [])
+    await agent.start()
+    try:
+        await agent.nc.publish("opmas.control.life-2", orjson.dumps(
+            {"type": "config", "version": 7, "config": {"batch_size": "many"}}))
+        await wait_for(lambda: agent.config_problems, what="config refused")
+        assert agent.config_version == 0 and "batch_size" in agent.config_problems[0]
+        await wait_for(lambda: admin.get("/agents/life-2").json()["info"].get("config_errors"),
+                       what="errors reported in the heartbeat")
+    finally:
+        await agent.stop()
