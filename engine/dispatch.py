@@ -26,7 +26,7 @@ class Group:
     rules: tuple[DetectionRule, ...]
     renames: tuple[tuple[str, str], ...]  # (Sigma field, event field)
     fields: tuple[str, ...]  # fields read by the rules: lower-cased once per event
-    sources: tuple[str, ...]  # event fields to read: rule fields, rename targets, time fields
+    sources: tuple[str, ...]  # event fields to read where the mapping selects fields: rule fields, rename targets
     keywords: bool
     prefilter: Prefilter
 
@@ -57,6 +57,12 @@ class EventView:
     low: dict[str, Any]
     group: Group
     partial: bool
+
+    def time(self) -> float | None:
+        """Event time from the mapping's time fields."""
+        if self.partial:
+            return self.mapping.event_time(self.data)
+        return self.mapping.time_of(self.flat)
 
     def full_flat(self) -> dict[str, Any]:
         """Every field of the event (for finding templates)."""
@@ -101,12 +107,11 @@ class RuleIndex:
         fields: set[str] = set()
         for rule in rules:
             fields |= rule.fields
-        sources = fields | set(renames.values()) | set(mapping.time_fields)
         return Group(
             rules=rules,
             renames=tuple(renames.items()),
             fields=tuple(sorted(fields)),
-            sources=tuple(sorted(sources)),
+            sources=tuple(sorted(fields | set(renames.values()))),
             keywords=any(r.keywords for r in rules),
             prefilter=Prefilter([r.requirement for r in rules]),
         )

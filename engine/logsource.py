@@ -208,16 +208,27 @@ def _get_path(data: Any, path: str, parts: tuple[str, ...] | None = None) -> Any
     return data
 
 
+_SECONDS: dict[str, float] = {}  # "YYYY-MM-DDTHH:MM:SS" -> epoch, for consecutive events
+
+
 def fast_time(value: Any) -> float | None:
-    """engine.event.parse_time with a fast path for ISO 8601 text (the usual case)."""
-    if value.__class__ is str and len(value) >= 19 and value[10] in "T ":
-        try:
-            moment = datetime.fromisoformat(value)
-        except ValueError:
-            return parse_time(value)
-        if moment.tzinfo is None:
-            moment = moment.replace(tzinfo=timezone.utc)
-        return moment.timestamp()
+    """engine.event.parse_time with a fast path for ISO 8601 UTC text (the usual case)."""
+    if value.__class__ is str and len(value) >= 20 and value[10] in "T " and value[-1] == "Z":
+        head = value[:19]
+        base = _SECONDS.get(head)
+        if base is None:
+            try:
+                base = datetime.fromisoformat(head).replace(tzinfo=timezone.utc).timestamp()
+            except ValueError:
+                return parse_time(value)
+            if len(_SECONDS) > 4096:
+                _SECONDS.clear()
+            _SECONDS[head] = base
+        rest = value[19:-1]
+        if not rest:
+            return base
+        if rest[0] == "." and rest[1:].isdigit():
+            return base + float(rest[:7])
     return parse_time(value)
 
 
@@ -308,6 +319,19 @@ class Mapping:
         """Event time (epoch s) from the first time field present."""
         for name in self.time_fields:
             value = flat.get(name)
+            if value is not None:
+                parsed = fast_time(value)
+                if parsed is not None:
+                    return parsed
+        return None
+
+    def event_time(self, data: dict[str, Any]) -> float | None:
+        """Event time read straight from the raw event (mappings that select fields)."""
+        select = self.select
+        if select is None:
+            return self.time_of(self.flatten(data))
+        for name in self.time_fields:  # one at a time: the first is usually there
+            value = select(data, (name,)).get(name)
             if value is not None:
                 parsed = fast_time(value)
                 if parsed is not None:

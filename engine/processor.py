@@ -83,7 +83,7 @@ class Processor:
                 self.stats.unmapped_events += 1
                 continue
             if event.timestamp is None:
-                event.timestamp = view.mapping.time_of(view.flat)
+                event.timestamp = view.time()
             for rule in index.matches(view):
                 if rule.generate:
                     findings.append(detection_finding(rule, event, view))

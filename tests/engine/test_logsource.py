@@ -159,3 +159,13 @@ def test_builtin_mappings_are_valid_and_ordered() -> None:
     windows, generic = builtin_mappings()
     assert windows.product == "windows" and windows.discriminator_fields == ("Channel", "EventID")
     assert generic.recognizes({"anything": 1}) and not windows.recognizes({"Event": {}})
+
+
+def test_fast_time_agrees_with_parse_time() -> None:
+    from engine.logsource import fast_time
+
+    values = ["2024-01-01T00:00:00.123456789Z", "2024-01-01 00:00:00.123Z", "2024-01-01T00:00:00+02:00",
+              1700000000, "2026-11-25T05:33:00Z", "2026-13-25T05:33:00Z", "2024-01-01T00:00:00.12x4Z", "nonsense"]
+    values += [e["Event"]["System"]["TimeCreated"]["@SystemTime"] for e in generate("windows", 500, seed=4)]
+    for value in values:
+        assert fast_time(value) == parse_time(value), value
