@@ -26,7 +26,7 @@ class Group:
     rules: tuple[DetectionRule, ...]
     renames: tuple[tuple[str, str], ...]  # (Sigma field, event field)
     fields: tuple[str, ...]  # fields read by the rules: lower-cased once per event
-    sources: tuple[str, ...]  # event fields to read where the mapping selects fields: rule fields, rename targets
+    sources: tuple[str, ...]  # fields to read where the mapping selects: rule fields, rename targets, first time field
     keywords: bool
     prefilter: Prefilter
 
@@ -60,9 +60,10 @@ class EventView:
 
     def time(self) -> float | None:
         """Event time from the mapping's time fields."""
-        if self.partial:
+        found = self.mapping.time_of(self.flat)
+        if found is None and self.partial:  # the first time field is selected; look for the others
             return self.mapping.event_time(self.data)
-        return self.mapping.time_of(self.flat)
+        return found
 
     def full_flat(self) -> dict[str, Any]:
         """Every field of the event (for finding templates)."""
@@ -111,7 +112,7 @@ class RuleIndex:
             rules=rules,
             renames=tuple(renames.items()),
             fields=tuple(sorted(fields)),
-            sources=tuple(sorted(fields | set(renames.values()))),
+            sources=tuple(sorted(fields | set(renames.values()) | set(mapping.time_fields[:1]))),
             keywords=any(r.keywords for r in rules),
             prefilter=Prefilter([r.requirement for r in rules]),
         )
