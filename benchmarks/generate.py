@@ -122,7 +122,7 @@ def windows_process(rng: random.Random, i: int) -> dict[str, Any]:
 def linux_auth(rng: random.Random, i: int) -> dict[str, Any]:
     """One auth.log line as an ECS-like event: sshd logins, sudo, su."""
     host = rng.choice(["web-01", "db-01", "bastion"])
-    user = rng.choice(["alice", "bob", "deploy", "root", "admin", "oracle"])
+    user = rng.choices(["alice", "bob", "deploy", "root", "admin", "oracle"], [30, 30, 30, 2, 2, 1])[0]
     ip = f"{rng.choice([10, 192, 203])}.{rng.randrange(256)}.{rng.randrange(256)}.{rng.randrange(1, 255)}"
     port = rng.randrange(1024, 65535)
     pid = rng.randrange(1000, 60000)
@@ -130,15 +130,15 @@ def linux_auth(rng: random.Random, i: int) -> dict[str, Any]:
     roll = rng.random()
     event: dict[str, Any] = {"@timestamp": when, "event": {"dataset": "linux.auth"}, "host": {"name": host}}
     if roll < 0.45:
-        outcome = "failure" if rng.random() < 0.4 else "success"
+        outcome = "failure" if rng.random() < 0.1 else "success"
         verb = "Failed" if outcome == "failure" else "Accepted"
         message = f"{verb} password for {user} from {ip} port {port} ssh2"
         event.update(process={"name": "sshd", "pid": pid}, user={"name": user}, source={"ip": ip, "port": port},
                      message=message)
         event["event"]["outcome"] = outcome
     elif roll < 0.8:
-        command = rng.choice(["/usr/bin/systemctl restart nginx", "/usr/bin/apt update", "/bin/cat /etc/shadow",
-                              "/usr/bin/journalctl -u ssh", "/bin/bash"])
+        command = rng.choices(["/usr/bin/systemctl restart nginx", "/usr/bin/apt update", "/usr/bin/journalctl -u ssh",
+                               "/bin/cat /etc/shadow", "/bin/bash"], [30, 30, 30, 1, 1])[0]
         message = f"{user} : TTY=pts/0 ; PWD=/home/{user} ; USER=root ; COMMAND={command}"
         event.update(process={"name": "sudo", "pid": pid}, user={"name": user}, message=message)
     else:
@@ -151,13 +151,15 @@ def linux_auth(rng: random.Random, i: int) -> dict[str, Any]:
 def web_access(rng: random.Random, i: int) -> dict[str, Any]:
     """One web server access log entry as an ECS-like event."""
     ip = f"{rng.choice([66, 198, 203])}.{rng.randrange(256)}.{rng.randrange(256)}.{rng.randrange(1, 255)}"
-    path, query = rng.choice([
+    # everyday requests, then rare probes and attacks
+    path, query = rng.choices([
         ("/", ""), ("/index.html", ""), ("/api/v1/items", "page=2"), ("/login", ""), ("/static/app.js", "v=3"),
         ("/search", "q=shoes"), ("/wp-login.php", ""), ("/.env", ""), ("/search", "q=1' OR '1'='1"),
         ("/cgi-bin/../../etc/passwd", ""),
-    ])
-    agent = rng.choice(["Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 Chrome/120.0 Safari/537.36",
-                        "curl/8.4.0", "sqlmap/1.7.2#stable (https://sqlmap.org)", "python-requests/2.31.0"])
+    ], [30, 30, 30, 30, 30, 30, 1, 1, 1, 1])[0]
+    agent = rng.choices(["Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 Chrome/120.0 Safari/537.36",
+                         "curl/8.4.0", "python-requests/2.31.0", "sqlmap/1.7.2#stable (https://sqlmap.org)"],
+                        [60, 5, 5, 1])[0]
     method = rng.choice(["GET", "GET", "GET", "POST"])
     status = rng.choice([200, 200, 200, 301, 404, 500])
     when = _time(i, rng)

@@ -181,9 +181,13 @@ def test_cased(matcher) -> None:
     assert eq({"Name": "Admin"}) and not eq({"Name": "admin"})
 
 
-def test_neq(matcher) -> None:
+def test_neq_numbers_strings_and_fieldref(matcher) -> None:
     m = matcher("  sel:\n    LogonType|neq: 3\n  condition: sel\n")
     assert m({"LogonType": 2}) and not m({"LogonType": 3})
+    text = matcher("  sel:\n    Name|neq: admin\n  condition: sel\n")
+    assert text({"Name": "bob"}) and not text({"Name": "ADMIN"})
+    ref = matcher("  sel:\n    Name|fieldref|neq: Other\n  condition: sel\n")
+    assert ref({"Name": "bob", "Other": "admin"}) and not ref({"Name": "admin", "Other": "Admin"})
 
 
 def test_hour_of_timestamp(matcher) -> None:
