@@ -1,7 +1,9 @@
 """Load rule files into a RuleSet: parse, validate, compile; bad rules become RuleErrors.
 
 ``load_ruleset`` never raises for a bad rule: it returns every good rule plus an
-error (file, line, rule id, message) for each bad one. Documents with a
+error (file, line, rule id, message) for each bad one. Sigma filter documents
+(``filter: {rules, <selections>, condition}``) make their referenced rules match
+only where the filter's condition does not. Documents with a
 ``correlation:`` key are handed to ``engine.correlation.compile_correlations(docs,
 ruleset) -> list[RuleError]`` when that module exists; it adds its rules' metadata to
 ``ruleset.rules`` (kind "correlation") and sets ``ruleset.correlations``.
@@ -18,7 +20,7 @@ from engine.errors import RuleError
 from engine.render import attack_from_tags
 from engine.logsource import Mapping, MappingError, builtin_mappings, load_mapping
 from engine.sigma.compile import CompileError, Matcher, Requirement, compile_conditions
-from engine.sigma.parse import parse_rule, rule_id_of, schema_errors
+from engine.sigma.parse import logsource_of, parse_detection, parse_rule, rule_id_of, schema_errors
 from engine.sigma.yamldoc import Doc, YamlError, rule_documents
 
 DEFAULT_SEVERITY = "medium"
@@ -136,6 +138,7 @@ def load_ruleset(sources: Sequence[RuleSource], mappings: Sequence[str | Path] =
 
     ruleset = RuleSet([], [], all_mappings)
     correlation_docs: list[RuleDoc] = []
+    filter_docs: list[RuleDoc] = []
     first_seen: dict[str, str] = {}
     for source in sources:
         try:
@@ -162,6 +165,9 @@ def load_ruleset(sources: Sequence[RuleSource], mappings: Sequence[str | Path] =
             if "correlation" in doc.data:
                 correlation_docs.append(RuleDoc(source.name, doc))
                 continue
+            if "filter" in doc.data:
+                filter_docs.append(RuleDoc(source.name, doc))
+                continue
             rule = _detection_rule(doc, source.name, placeholders, errors)
             if rule is None:
                 continue
@@ -171,6 +177,8 @@ def load_ruleset(sources: Sequence[RuleSource], mappings: Sequence[str | Path] =
                                         "the rule never matches (add a mapping file)", severity="warning"))
             ruleset.detections.append(rule)
             ruleset.rules.append(rule.meta)
+    for filter_doc in filter_docs:
+        errors.extend(_apply_filter(filter_doc, ruleset, placeholders))
     if correlation_docs:
         compile_correlations = _compile_correlations()
         if compile_correlations is None:
@@ -179,6 +187,40 @@ def load_ruleset(sources: Sequence[RuleSource], mappings: Sequence[str | Path] =
         else:
             errors.extend(compile_correlations(correlation_docs, ruleset))
     return ruleset, errors
+
+
+def _apply_filter(rule_doc: RuleDoc, ruleset: RuleSet, placeholders: dict[str, list[str]]) -> list[RuleError]:
+    """A Sigma filter: each referenced rule matches only where the filter's condition does not."""
+    doc, source = rule_doc.doc, rule_doc.source
+    filter_id = rule_id_of(doc.data)
+    trees, errors = parse_detection(doc, source, "filter", placeholders)
+    if errors:
+        return errors
+    try:
+        compiled = compile_conditions(trees)
+    except (CompileError, ValueError) as exc:
+        return [RuleError(source, doc.line_of(("filter",)), filter_id, f"filter: {exc}")]
+    refs = doc.data["filter"]["rules"]
+    refs = refs if isinstance(refs, list) else [refs]
+    logsource = logsource_of(doc.data)
+    for index, ref in enumerate(refs):
+        line = doc.line_of(("filter", "rules", index) if isinstance(doc.data["filter"]["rules"], list)
+                           else ("filter", "rules"))
+        rule = ruleset.detection(str(ref))
+        if rule is None:
+            errors.append(RuleError(source, line, filter_id, f"filter references unknown rule '{ref}'"))
+            continue
+        if any(rule.meta.logsource.get(key) != value for key, value in logsource.items()):
+            errors.append(RuleError(source, line, filter_id, f"filter logsource {logsource} differs from rule '{ref}' "
+                                    f"logsource {rule.meta.logsource}", severity="warning"))
+
+        def filtered(flat: dict[str, Any], low: dict[str, Any], keep: Matcher = rule.match,
+                     drop: Matcher = compiled.match) -> bool:
+            return keep(flat, low) and not drop(flat, low)
+        rule.match = filtered
+        rule.fields = rule.fields | compiled.fields
+        rule.keywords = rule.keywords or compiled.keywords
+    return errors
 
 
 def _detection_rule(doc: Doc, source: str, placeholders: dict[str, list[str]],

@@ -149,59 +149,72 @@ def _message(exc: SigmaError) -> str:
     return str(text)
 
 
+# Keys of a detection section that are not search identifiers: the condition, Sigma 1's
+# ``timeframe`` (now a correlation attribute) and a filter's ``rules`` list.
+NOT_IDENTIFIERS = frozenset({"condition", "timeframe", "rules"})
+
+
+def parse_detection(doc: Doc, source: str, section: str, placeholders: dict[str, list[str]] | None = None
+                    ) -> tuple[list[Any], list[RuleError]]:
+    """Condition trees of a detection-like section (``detection``, a filter's ``filter``), or errors."""
+    rule_id = rule_id_of(doc.data)
+    errors: list[RuleError] = []
+    parser = _DetectionParser(doc, placeholders or {})
+    detection = doc.data[section]
+    detections: dict[str, SigmaDetection] = {}
+    for name, definition in detection.items():
+        if name in NOT_IDENTIFIERS:
+            continue
+        try:
+            detections[name] = parser.detection(definition, (section, name))
+        except _Located as exc:
+            errors.append(RuleError(source, exc.line, rule_id, f"{section} '{name}': {exc}"))
+    conditions = detection["condition"]
+    conditions = conditions if isinstance(conditions, list) else [conditions]
+    if errors:
+        return [], errors
+    if not detections:
+        return [], [RuleError(source, doc.line_of((section,)), rule_id, f"no search identifiers in {section}")]
+    trees: list[Any] = []
+    sigma_detections = SigmaDetections(detections, conditions)
+    for index, condition in enumerate(conditions):
+        path = (section, "condition", index) if isinstance(detection["condition"], list) else (section, "condition")
+        try:
+            tree = SigmaCondition(condition, sigma_detections).parse()
+        except SigmaError as exc:
+            errors.append(RuleError(source, doc.line_of(path), rule_id, f"condition '{condition}': {_message(exc)}"))
+            continue
+        except Exception as exc:  # pyparsing and other parse failures
+            errors.append(RuleError(source, doc.line_of(path), rule_id, f"condition '{condition}': {exc}"))
+            continue
+        if tree is None:
+            errors.append(RuleError(source, doc.line_of(path), rule_id, f"condition '{condition}' is empty"))
+        else:
+            trees.append(tree)
+    return trees, errors
+
+
+def logsource_of(data: dict[str, Any]) -> dict[str, str]:
+    """The (product, category, service) of a rule document, lower-cased."""
+    return {k: str(v).lower() for k, v in (data.get("logsource") or {}).items()
+            if k in ("product", "category", "service") and v is not None}
+
+
 def parse_rule(doc: Doc, source: str, placeholders: dict[str, list[str]] | None = None
                ) -> tuple[ParsedRule | None, list[RuleError]]:
     """Parse a detection-rule document (already schema-checked); None plus errors if it is broken."""
     data = doc.data
-    rule_id = rule_id_of(data)
-    errors: list[RuleError] = []
-    parser = _DetectionParser(doc, placeholders or {})
-    detection = data["detection"]
-    detections: dict[str, SigmaDetection] = {}
-    for name, definition in detection.items():
-        if name == "condition":
-            continue
-        try:
-            detections[name] = parser.detection(definition, ("detection", name))
-        except _Located as exc:
-            errors.append(RuleError(source, exc.line, rule_id, f"detection '{name}': {exc}"))
-    conditions = detection["condition"]
-    conditions = conditions if isinstance(conditions, list) else [conditions]
-    trees: list[Any] = []
-    if not errors:
-        if not detections:
-            errors.append(RuleError(source, doc.line_of(("detection",)), rule_id, "no search identifiers in detection"))
-        else:
-            sigma_detections = SigmaDetections(detections, conditions)
-            for index, condition in enumerate(conditions):
-                path = ("detection", "condition", index) if isinstance(detection["condition"], list) \
-                    else ("detection", "condition")
-                try:
-                    tree = SigmaCondition(condition, sigma_detections).parse()
-                except SigmaError as exc:
-                    errors.append(RuleError(source, doc.line_of(path), rule_id,
-                                            f"condition '{condition}': {_message(exc)}"))
-                    continue
-                except Exception as exc:  # pyparsing and other parse failures
-                    errors.append(RuleError(source, doc.line_of(path), rule_id,
-                                            f"condition '{condition}': {exc}"))
-                    continue
-                if tree is None:
-                    errors.append(RuleError(source, doc.line_of(path), rule_id, f"condition '{condition}' is empty"))
-                else:
-                    trees.append(tree)
+    trees, errors = parse_detection(doc, source, "detection", placeholders)
     if errors:
         return None, errors
-    logsource = {k: str(v).lower() for k, v in (data.get("logsource") or {}).items()
-                 if k in ("product", "category", "service") and v is not None}
     rule = ParsedRule(
-        id=rule_id or _fallback_id(source, doc),
+        id=rule_id_of(data) or _fallback_id(source, doc),
         title=data["title"],
         name=data.get("name"),
         level=data.get("level"),
         tags=[str(t) for t in data.get("tags") or []],
         description=str(data.get("description") or ""),
-        logsource=logsource,
+        logsource=logsource_of(data),
         source=source,
         line=doc.line,
         conditions=trees,

@@ -113,3 +113,29 @@ def test_rules_validate_command_lists_every_error(tmp_path: Path, capsys: pytest
     assert "2 files, 1 rules loaded, 1 errors" in out
     assert main(["rules", "validate", str(tmp_path / "good.yml")]) == 0
     assert main(["rules", "validate", str(tmp_path / "missing.yml")]) == 2
+
+
+def test_sigma_filter_suppresses_referenced_rules() -> None:
+    from tests.engine.conftest import matched_ids
+
+    rule = _rule("  sel:\n    Image|endswith: '\\rar.exe'\n  condition: sel\n", "6f3e2987-db24-4c78-a860-b4f4095a7095")
+    other = _rule("  sel:\n    Image|endswith: '\\7z.exe'\n  condition: sel\n", "other")
+    sigma_filter = ("title: Filter Administrator account\nlogsource:\n    category: process_creation\n    product: windows\n"
+                    "filter:\n    rules:\n        - 6f3e2987-db24-4c78-a860-b4f4095a7095\n        - missing-rule\n"
+                    "    selection:\n        User|startswith: 'adm_'\n    condition: selection\n")
+    ruleset, errors = load_ruleset([RuleSource("mf_admins.yml", sigma_filter), RuleSource("r.yml", f"{rule}---\n{other}")])
+    assert [(e.file, e.line, e.message) for e in errors] == [("mf_admins.yml", 8, "filter references unknown rule 'missing-rule'")]
+    sysmon = "Microsoft-Windows-Sysmon/Operational"
+
+    def event(image: str, user: str) -> dict:
+        return {"Event": {"System": {"Channel": sysmon, "EventID": 1}, "EventData": {"Image": image, "User": user}}}
+    assert matched_ids(ruleset, [event("C:\\rar.exe", "bob"), event("C:\\rar.exe", "ADM_bob"),
+                                 event("C:\\7z.exe", "adm_bob")]) == ["6f3e2987-db24-4c78-a860-b4f4095a7095", "other"]
+
+
+def test_deprecated_timeframe_is_not_a_search_identifier() -> None:
+    from tests.engine.conftest import matched_ids
+
+    text = "title: T\nid: t\nlogsource: {}\ndetection:\n  sel: {a: b}\n  timeframe: 5m\n  condition: all of them\n"
+    ruleset, errors = load_ruleset([RuleSource("t.yml", text)])
+    assert not errors and matched_ids(ruleset, [{"a": "b"}]) == ["t"]
