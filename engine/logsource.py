@@ -75,17 +75,24 @@ def _evtx_container(container: Any, flat: dict[str, Any]) -> None:
         if key == "Data" and value.__class__ in (list, dict):
             for item in value if value.__class__ is list else (value,):
                 if item.__class__ is dict:
-                    attrs = item.get("#attributes") or item
+                    attrs = item.get("#attributes")
+                    if attrs.__class__ is not dict:
+                        attrs = item
                     name = attrs.get("@Name") or attrs.get("Name")
-                    if name:
+                    if name.__class__ is str and name:
                         flat[name] = item.get("#text")
-        elif key[0] not in "@#":
+        elif key and key[0] not in "@#":
             flat[key] = _evtx_value(value)
+
+
+def _event_of(data: dict[str, Any]) -> dict[str, Any]:
+    event = data.get("Event")
+    return event if event.__class__ is dict else {}
 
 
 def flatten_evtx(data: dict[str, Any]) -> dict[str, Any]:
     """Sigma Windows field names for an EVTX-JSON event (EventData/UserData win over System)."""
-    event = data.get("Event") or {}
+    event = _event_of(data)
     flat: dict[str, Any] = {}
     system = event.get("System")
     if system.__class__ is dict:
@@ -137,7 +144,7 @@ def _system_field(system: dict[str, Any], name: str) -> Any:
 
 def select_evtx(data: dict[str, Any], names: tuple[str, ...]) -> dict[str, Any]:
     """``{name: value}`` of flatten_evtx(data) for ``names`` only, without flattening the event."""
-    event = data.get("Event") or {}
+    event = _event_of(data)
     event_data = event.get("EventData")
     system = event.get("System")
     if not _plain_event_data(event_data) or event.get("UserData") or system.__class__ is not dict:

@@ -169,3 +169,37 @@ def test_fast_time_agrees_with_parse_time() -> None:
     values += [e["Event"]["System"]["TimeCreated"]["@SystemTime"] for e in generate("windows", 500, seed=4)]
     for value in values:
         assert fast_time(value) == parse_time(value), value
+
+
+def test_odd_shaped_events_never_break_the_processor() -> None:
+    """Random nested junk (EVTX-like and generic) goes through every rule without an exception."""
+    import random
+
+    from benchmarks.bench_rules import bench_rules
+    from engine.ruleset import load_ruleset, sources_from_paths
+    from opmas.paths import RULES_DIR
+
+    ruleset, _ = load_ruleset(sources_from_paths([RULES_DIR]) + bench_rules(50))
+    processor = Processor(ruleset)
+    rng = random.Random(1)
+    keys = ["Event", "System", "EventData", "UserData", "Data", "@Name", "Name", "#text", "#attributes", "EventID",
+            "Channel", "", "event", "dataset", "process", "message", "Image", "CommandLine", "eventSource",
+            "eventVersion", "TimeCreated", "@SystemTime", "user", "url", "@timestamp"]
+    values = [None, True, 1, 4688, -1.5, "", "Security", SYSMON, "linux.auth", "web.access", "sshd",
+              "C:\\x\\cmd.exe", "2024-01-01T00:00:00Z", "not-a-time", "10.0.0.1", [], {}, ["a", 1, None]]
+
+    def junk(depth: int = 0) -> object:
+        roll = rng.random()
+        if depth > 4 or roll < 0.3:
+            return rng.choice(values)
+        if roll < 0.45:
+            return [junk(depth + 1) for _ in range(rng.randrange(4))]
+        return {rng.choice(keys): junk(depth + 1) for _ in range(rng.randrange(5))}
+
+    count = 0
+    for _ in range(3000):
+        data = {"Event": {"System": junk(1), "EventData": junk(1), "UserData": junk(1)}} if rng.random() < 0.4 else junk()
+        if isinstance(data, dict):
+            processor.process([event_from_obj(data)])
+            count += 1
+    assert processor.stats.events == count > 1000
