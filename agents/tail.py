@@ -20,17 +20,18 @@ TAIL_DEFAULTS = {"format": "auto", "poll_interval": 0.25, "from_beginning": Fals
 
 
 class TailAgent(SecurityAgent):
-    """Tails the files of its configuration's ``tail.paths`` (or the paths it was given)."""
+    """Tails the files of its configuration's ``tail.paths``; the paths and options it was given
+    apply where management's configuration says nothing."""
 
-    def __init__(self, settings: AgentSettings, paths: list[Path] | None = None):
+    def __init__(self, settings: AgentSettings, paths: list[Path] | None = None, **options: Any):
         super().__init__(settings)
-        self._paths = [str(p) for p in paths or []]
+        self._local = {**TAIL_DEFAULTS, **options, "paths": [str(p) for p in paths or []]}
         self._followers: dict[str, asyncio.Task] = {}
         self.unparsed = 0
 
     @property
     def tail(self) -> dict[str, Any]:
-        return {**TAIL_DEFAULTS, "paths": self._paths, **self.config.get("tail", {})}
+        return {**self._local, **self.config.get("tail", {})}
 
     async def on_start(self) -> None:
         self._sync_followers()

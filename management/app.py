@@ -8,6 +8,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 import nats
+import psycopg
 from fastapi import FastAPI, Request
 from psycopg.rows import dict_row
 from psycopg_pool import AsyncConnectionPool
@@ -27,11 +28,11 @@ log = logging.getLogger("opmas.api")
 
 async def open_state(settings: ApiSettings) -> ApiState:
     """Connect the database (migrating it) and NATS."""
+    async with await psycopg.AsyncConnection.connect(settings.db_url) as conn:
+        await migrate(conn)
     pool = AsyncConnectionPool(settings.db_url, min_size=1, max_size=10, open=False,
                                kwargs={"autocommit": True, "row_factory": dict_row})
     await pool.open(wait=True, timeout=30)
-    async with pool.connection() as conn:
-        await migrate(conn)
     nc = await nats.connect(settings.nats_url, name="opmas-management", max_reconnect_attempts=-1)
     issuer = TokenIssuer(load_jwt_secret(settings.jwt_secret, settings.data_dir), settings.token_ttl)
     return ApiState(settings=settings, pool=pool, nc=nc, js=nc.jetstream(), issuer=issuer)

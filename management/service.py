@@ -3,11 +3,19 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
+import socket
+import sys
 
 import uvicorn
 
-from management.app import create_app
+from management.app import API_PREFIX, create_app
 from management.settings import ApiSettings
+from opmas.config import Config
+from opmas.embedded import free_port
+from opmas.runtime.stack import Stack
+
+log = logging.getLogger("opmas.api")
 
 
 class _EmbeddedServer(uvicorn.Server):
@@ -36,3 +44,27 @@ async def serve(settings: ApiSettings, stop_event: asyncio.Event | None = None) 
     finally:
         if watcher is not None:
             watcher.cancel()
+
+
+def port_or_free(host: str, port: int) -> int:
+    """``port`` if it can be bound on ``host``, else a free one (with a warning)."""
+    with socket.socket() as sock:
+        try:
+            sock.bind((host, port))
+            return port
+        except OSError:
+            chosen = free_port(host)
+            log.warning("API port in use, using another", extra={"wanted": port, "port": chosen})
+            return chosen
+
+
+async def up_service(config: Config, stack: Stack, stop: asyncio.Event) -> None:
+    """The management API as a service of ``opmas up`` (on the stack's NATS and PostgreSQL)."""
+    settings = ApiSettings.from_env(stack.db_url, stack.nats_url, data_dir=config.data_dir)
+    settings.port = port_or_free(settings.host, settings.port)
+    print(f"  API         http://{settings.host}:{settings.port}{API_PREFIX}  (OpenAPI {API_PREFIX}/docs,"
+          f" Prometheus /metrics)", file=sys.stderr, flush=True)
+    try:
+        await serve(settings, stop)
+    except Exception:  # the engine keeps running without its API
+        log.exception("management API stopped")

@@ -4,6 +4,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, Mapping
 
 from opmas.paths import DEFAULT_DATA_DIR
 
@@ -26,8 +27,27 @@ class ApiSettings:
     reload_timeout: float = 5.0        # wait for the engine's reply to opmas.engine.reload
 
     @classmethod
-    def from_env(cls, db_url: str, nats_url: str, **overrides) -> "ApiSettings":
-        """Settings with the secrets taken from OPMAS_JWT_SECRET and OPMAS_ADMIN_TOKEN."""
-        overrides.setdefault("jwt_secret", os.environ.get("OPMAS_JWT_SECRET") or None)
-        overrides.setdefault("admin_token", os.environ.get("OPMAS_ADMIN_TOKEN") or None)
-        return cls(db_url=db_url, nats_url=nats_url, **overrides)
+    def from_env(cls, db_url: str, nats_url: str, env: Mapping[str, str] | None = None,
+                 **overrides: Any) -> "ApiSettings":
+        """Settings from the environment (``ENV_VARS``), then ``overrides``."""
+        env = os.environ if env is None else env
+        values: dict[str, Any] = {}
+        for var, (name, kind) in ENV_VARS.items():
+            if env.get(var):
+                try:
+                    values[name] = kind(env[var])
+                except ValueError as exc:
+                    raise ValueError(f"{var}: {exc}") from exc
+        values.update({k: v for k, v in overrides.items() if v is not None})
+        return cls(db_url=db_url, nats_url=nats_url, **values)
+
+
+ENV_VARS: dict[str, tuple[str, type]] = {
+    "OPMAS_API_HOST": ("host", str),
+    "OPMAS_API_PORT": ("port", int),
+    "OPMAS_JWT_SECRET": ("jwt_secret", str),
+    "OPMAS_ADMIN_TOKEN": ("admin_token", str),
+    "OPMAS_TOKEN_TTL": ("token_ttl", float),
+    "OPMAS_AGENT_STALE_AFTER": ("stale_after", float),
+    "OPMAS_AGENT_OFFLINE_AFTER": ("offline_after", float),
+}

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -46,11 +47,14 @@ class ApiServer:
         self._thread = threading.Thread(target=asyncio.run, args=(main(),), daemon=True)
         self._thread.start()
         ready.wait(10)
-        try:
-            wait_for_port(self.settings.host, self.settings.port, timeout=60)
-        except TimeoutError:
-            raise RuntimeError(f"API did not start: {self._error}") from None
-        return self
+        deadline = time.monotonic() + 60
+        while self._thread.is_alive() and time.monotonic() < deadline:
+            try:
+                wait_for_port(self.settings.host, self.settings.port, timeout=0.5)
+                return self
+            except TimeoutError:
+                pass
+        raise RuntimeError(f"API did not start: {self._error}")
 
     def stop(self) -> None:
         if self._loop is not None and self._thread.is_alive():

@@ -9,6 +9,7 @@ import sys
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
+from management.service import up_service
 from opmas.config import Config, ConfigError, load_config
 from opmas.logs import setup_logging
 from opmas.runtime.pipeline import Pipeline
@@ -18,7 +19,7 @@ log = logging.getLogger("opmas.up")
 
 # Services started next to the engine: ``hook(config, stack, stop) -> awaitable`` run as a task
 # until ``stop`` is set. The management API registers itself here (see management/).
-SERVICES: list[Callable[[Config, Stack, asyncio.Event], Awaitable[None]]] = []
+SERVICES: list[Callable[[Config, Stack, asyncio.Event], Awaitable[None]]] = [up_service]
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:

@@ -201,7 +201,7 @@ async def test_rules_create_validate_update_enable_delete(stack, admin, engine_s
     assert error["file"] == "api:new rule" and error["rule_id"] == "5a6b7c8d-0000-4000-8000-000000000002"
     assert error["line"] and "missing_thing" in error["message"]
     not_yaml = await call(admin.post, "/rules", json={"source": "title: [unclosed"})
-    assert not_yaml.status_code == 422 and not_yaml.json()["detail"]["errors"][0]["line"] == 1
+    assert not_yaml.status_code == 422 and not_yaml.json()["detail"]["errors"][0]["line"] in (1, 2)
 
     created = await call(admin.post, "/rules", json={"source": RULE})
     assert created.status_code == 201, created.text

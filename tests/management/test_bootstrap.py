@@ -1,0 +1,47 @@
+"""Admin bootstrap: a generated secret is printed once on the first start; OPMAS_ADMIN_TOKEN sets it;
+the JWT signing secret is generated once and kept under the data dir."""
+from __future__ import annotations
+
+import httpx
+
+from management.settings import ApiSettings
+from tests.apiserver import ApiServer, api_settings
+
+
+def _token_status(server: ApiServer, secret: str) -> int:
+    return httpx.post(f"{server.url}/api/v1/auth/token", json={"principal_id": "admin", "secret": secret}).status_code
+
+
+def test_admin_bootstrap(nats_server, postgres, tmp_path, capfd):
+    settings = api_settings(postgres.url, nats_server.url, tmp_path / "data", admin_token=None, jwt_secret=None)
+    server = ApiServer(settings).start()
+    try:
+        banner = capfd.readouterr().err
+        assert "secret:" in banner
+        secret = banner.split("secret:", 1)[1].split()[0]
+        assert _token_status(server, secret) == 200
+    finally:
+        server.stop()
+    jwt_secret_file = tmp_path / "data" / "management" / "jwt_secret"
+    assert jwt_secret_file.stat().st_mode & 0o777 == 0o600
+    first_jwt_secret = jwt_secret_file.read_text()
+
+    server = ApiServer(api_settings(postgres.url, nats_server.url, tmp_path / "data",
+                                    admin_token=None, jwt_secret=None)).start()
+    try:
+        assert "secret:" not in capfd.readouterr().err  # printed once only
+        assert _token_status(server, secret) == 200
+    finally:
+        server.stop()
+    assert jwt_secret_file.read_text() == first_jwt_secret
+
+    env = {"OPMAS_ADMIN_TOKEN": "chosen-admin-secret", "OPMAS_API_PORT": str(settings.port + 0)}
+    from_env = ApiSettings.from_env(postgres.url, nats_server.url, env=env, data_dir=tmp_path / "data",
+                                    liveness_interval=1.0)
+    assert from_env.admin_token == "chosen-admin-secret" and from_env.port == settings.port
+    server = ApiServer(from_env).start()
+    try:
+        assert _token_status(server, "chosen-admin-secret") == 200
+        assert _token_status(server, secret) == 401  # the environment's secret replaced the generated one
+    finally:
+        server.stop()
