@@ -203,3 +203,18 @@ def test_odd_shaped_events_never_break_the_processor() -> None:
             processor.process([event_from_obj(data)])
             count += 1
     assert processor.stats.events == count > 1000
+
+
+def test_network_connection_from_sysmon_3_and_security_5156() -> None:
+    ruleset = load_ok(rule_text("  selection:\n    DestinationPort: 4444\n    Image|endswith: '\\powershell.exe'\n"
+                                "  condition: selection\n", "{category: network_connection, product: windows}", "net"))
+    sysmon3 = sysmon(3, Image="C:\\Windows\\System32\\WindowsPowerShell\\v1.0\\powershell.exe", DestinationPort=4444)
+    wfp = {"Event": {"System": {"EventID": 5156, "Channel": "Security"},
+                     "EventData": {"Application": "\\device\\harddiskvolume2\\windows\\system32\\windowspowershell\\v1.0\\"
+                                                  "powershell.exe", "DestPort": "4444", "DestAddress": "203.0.113.9"}}}
+    assert matched_ids(ruleset, [sysmon3, wfp, sysmon(1, Image="x\\powershell.exe", DestinationPort=4444)]) == ["net", "net"]
+    core = {"Event": {"System": {"EventID": 4104, "Channel": "PowerShellCore/Operational"},
+                      "EventData": {"ScriptBlockText": "Invoke-Mimikatz"}}}
+    script = load_ok(rule_text("  s:\n    ScriptBlockText|contains: mimikatz\n  condition: s\n",
+                               "{category: ps_script, product: windows}", "ps"))
+    assert matched_ids(script, [core]) == ["ps"]
