@@ -25,6 +25,7 @@ ENV_VARS: dict[str, str] = {
     "OPMAS_MAPPINGS": "mappings",
     "OPMAS_PARTITIONS": "partitions",
     "OPMAS_PARTITION_KEY": "partition_key",
+    "OPMAS_WORKERS": "workers",
     "OPMAS_BATCH_SIZE": "batch_size",
     "OPMAS_BATCH_WAIT": "batch_wait",
     "OPMAS_MAX_MESSAGE_BYTES": "max_message_bytes",
@@ -55,8 +56,9 @@ class Config:
     rules: tuple[Path, ...] = (RULES_DIR,)
     mappings: tuple[Path, ...] = ()
     partitions: int = 4  # number of partition processors
+    workers: int = 2  # evaluator processes (0: evaluate in the engine process)
     partition_key: str = "agent"  # "agent" (the publishing agent) or a dotted path into the event data
-    batch_size: int = 2000  # max JetStream messages fetched per batch
+    batch_size: int = 100  # max JetStream messages fetched per batch
     batch_wait: float = 0.05  # seconds a fetch waits for a batch to fill
     max_message_bytes: int = 1 << 20  # larger messages are dead-lettered
     checkpoint_interval: float = 1.0  # seconds between processor state snapshots
@@ -118,6 +120,8 @@ def _build(base: Config, values: Mapping[str, Any], origin: str) -> Config:
     config = replace(base, **changes)
     if config.partitions < 1:
         raise ConfigError(f"{origin}: partitions must be >= 1")
+    if config.workers < 0:
+        raise ConfigError(f"{origin}: workers must be >= 0")
     if config.batch_size < 1:
         raise ConfigError(f"{origin}: batch_size must be >= 1")
     return config

@@ -22,7 +22,7 @@ class Decoded:
     """The events of a batch of messages, their archived JSON text, and the rejects."""
 
     events: list[Event] = field(default_factory=list)
-    texts: list[str] = field(default_factory=list)  # event data as JSON text, parallel to events
+    texts: list[bytes] = field(default_factory=list)  # event data as JSON, parallel to events
     seqs: list[int] = field(default_factory=list)  # stream sequence of each event's message
     times: list[float] = field(default_factory=list)  # stream time of each event's message
     dead: list[DeadLetter] = field(default_factory=list)
@@ -85,12 +85,12 @@ class Intake:
                              line_no)
                 return
             event = event_from_obj(obj)
-            text = orjson.dumps(obj["data"]).decode()
+            text = orjson.dumps(obj["data"])
         else:
             own_id = obj.get("id")
             event = Event(id=str(own_id) if own_id is not None else content_id(obj), data=obj,
                           agent_id=agent)
-            text = raw.decode() if raw is not None else orjson.dumps(obj).decode()
+            text = raw.strip() if raw is not None else orjson.dumps(obj)
         out.events.append(event)
         out.texts.append(text)
         out.seqs.append(message.seq)

@@ -31,17 +31,15 @@ import psycopg
 from watchfiles import awatch
 
 from connectors.clickhouse.archive import Archive
-from connectors.nats.publishers import DeadLetter, publish_dead_letters, publish_findings
+from connectors.nats.publishers import publish_dead_letters, publish_findings
 from connectors.nats.source import JetStreamSource, SourceMessage
 from connectors.nats.subjects import RELOAD_SUBJECT, ensure_streams
 from connectors.postgres.sink import Checkpoint, PostgresSink
-from engine.event import Event
-from engine.finding import Finding
 from opmas import metrics
 from opmas.config import Config
-from opmas.runtime.intake import Intake
-from opmas.runtime.partitions import Partitions
+from opmas.runtime.evaluator import Evaluated
 from opmas.runtime.retry import retry
+from opmas.runtime.workers import EvaluatorPool
 from opmas.runtime.rules import RuleFiles, blocking_errors, log_errors
 
 log = logging.getLogger("opmas.pipeline")
@@ -61,11 +59,7 @@ class Batch:
 
     last: SourceMessage | None
     times: list[float]  # stream time of each message (for latency)
-    events: int
-    archive: bytes  # JSONEachRow block
-    findings: list[Finding]
-    referenced: list[Event]  # the batch's events that findings refer to
-    dead: list[DeadLetter]
+    result: Evaluated
     checkpoint: Checkpoint | None
 
 
@@ -78,6 +72,7 @@ class PipelineStats:
     findings: int = 0
     dead_letters: int = 0
     acked_seq: int = 0
+    first_time: float | None = None  # stream time of the first message acked in this run
     latencies: list[float] = field(default_factory=list)  # seconds, stream arrival -> ack
     keep_latencies: bool = False
 
@@ -90,12 +85,11 @@ class Pipeline:
         self.nats_url = nats_url
         self.pg = PostgresSink(db_url)
         self.archive = archive
-        self.rules = RuleFiles(tuple(config.rules), tuple(config.mappings))
-        self.intake = Intake(config.max_message_bytes)
+        self.rules = RuleFiles(tuple(config.rules), tuple(config.mappings), db_url)
         self.stats = PipelineStats()
         self.abort = asyncio.Event()
         self.ready = asyncio.Event()
-        self.partitions: Partitions | None = None
+        self.pool: EvaluatorPool | None = None
         self.rule_count = 0
         self.source: JetStreamSource | None = None
         self._lock = asyncio.Lock()  # processors are used by one batch or one reload at a time
@@ -115,7 +109,7 @@ class Pipeline:
                                      cfg.retry_max_delay, self.abort)
             await retry(lambda: asyncio.to_thread(self.archive.ensure_table), "clickhouse", CH_ERRORS,
                         cfg.retry_max_delay, self.abort)
-            ruleset, errors = await asyncio.to_thread(self.rules.load)
+            sources, ruleset, errors = await asyncio.to_thread(self.rules.load)
             log_errors(errors, "startup")
             state = None
             if checkpoint is not None:
@@ -125,7 +119,9 @@ class Pipeline:
                 else:
                     log.warning("checkpoint layout differs from the configuration: starting with empty state",
                                 extra={"checkpoint_layout": checkpoint.layout, "layout": expected})
-            self.partitions = Partitions(ruleset, cfg.partitions, cfg.partition_key, state)
+            self.pool = EvaluatorPool(cfg.partitions, cfg.partition_key, cfg.workers, sources, cfg.mappings,
+                                      state, cfg.max_message_bytes)
+            await self.pool.start()
             self.rule_count = len(ruleset.rules)
             metrics.RULES_LOADED.set(self.rule_count)
             self.source = JetStreamSource(self.js, cfg.consumer)
@@ -134,6 +130,7 @@ class Pipeline:
             await self.nc.subscribe(RELOAD_SUBJECT, cb=self._on_reload)
             log.info("engine started", extra={
                 "rules": len(ruleset.rules), "rule_errors": len(errors), "partitions": cfg.partitions,
+                "workers": cfg.workers,
                 "partition_key": cfg.partition_key, "resume_after_seq": after,
                 "state_restored": state is not None})
             queue: asyncio.Queue[Batch | None] = asyncio.Queue(maxsize=2)
@@ -150,6 +147,8 @@ class Pipeline:
             await asyncio.gather(*tasks, return_exceptions=True)
             if self.source is not None:
                 await self.source.stop()
+            if self.pool is not None:
+                await asyncio.to_thread(self.pool.close)
             await self.nc.close()  # every publish was already confirmed by JetStream
             await self.pg.close()
             log.info("engine stopped", extra={"acked_seq": self.stats.acked_seq, "events": self.stats.events,
@@ -165,42 +164,22 @@ class Pipeline:
             if not messages:
                 continue
             metrics.MESSAGES_RECEIVED.inc(len(messages))
-            due = time.monotonic() - last_checkpoint >= cfg.checkpoint_interval
+            checkpoint = None
             async with self._lock:
-                batch = await asyncio.to_thread(self._evaluate, messages, due)
-            if due:
-                last_checkpoint = time.monotonic()
-            await queue.put(batch)
+                result = await self.pool.evaluate(messages)
+                if time.monotonic() - last_checkpoint >= cfg.checkpoint_interval:
+                    checkpoint = await self._checkpoint(messages[-1].seq)
+                    last_checkpoint = time.monotonic()
+            await queue.put(Batch(messages[-1], [m.time for m in messages], result, checkpoint))
         if not writer.done():  # a final checkpoint at the last evaluated message
             async with self._lock:
-                final = self._checkpoint(self.source.last_seq)
-            await queue.put(Batch(None, [], 0, b"", [], [], [], final))
+                final = await self._checkpoint(self.source.last_seq)
+            await queue.put(Batch(None, [], Evaluated(), final))
         await queue.put(None)
 
-    def _evaluate(self, messages: list[SourceMessage], checkpoint_due: bool) -> Batch:
-        decoded = self.intake.decode(messages)
-        events = decoded.events
-        findings = self.partitions.process(events) if events else []
-        rows = []
-        for event, text, seq, at in zip(events, decoded.texts, decoded.seqs, decoded.times):
-            rows.append(orjson.dumps({
-                "id": event.id, "timestamp": event.timestamp if event.timestamp is not None else at,
-                "agent_id": event.agent_id or "", "type": event.type or "", "data": text, "stream_seq": seq}))
-        referenced: list[Event] = []
-        if findings:
-            wanted = {event_id for f in findings for event_id in f.event_ids}
-            seen: set[str] = set()
-            for event in events:
-                if event.id in wanted and event.id not in seen:
-                    seen.add(event.id)
-                    referenced.append(event)
-        metrics.BATCH_SIZE.observe(len(events))
-        last = messages[-1]
-        return Batch(last, [m.time for m in messages], len(events), b"\n".join(rows), findings, referenced,
-                     decoded.dead, self._checkpoint(last.seq) if checkpoint_due else None)
-
-    def _checkpoint(self, seq: int) -> Checkpoint:
-        return Checkpoint(self.config.consumer, seq, self.partitions.layout, self.partitions.snapshot())
+    async def _checkpoint(self, seq: int) -> Checkpoint:
+        layout = {"partitions": self.config.partitions, "key": self.config.partition_key}
+        return Checkpoint(self.config.consumer, seq, layout, await self.pool.snapshot())
 
     # -- writer: sinks, then ack ---------------------------------------------------------------
 
@@ -210,55 +189,69 @@ class Pipeline:
 
     async def _sink(self, batch: Batch) -> None:
         cfg = self.config
+        result = batch.result
+        block = b"".join(result.archive)
         writes = []
-        if batch.archive:
-            writes.append(retry(lambda: asyncio.to_thread(self.archive.insert_block, batch.archive),
+        if block:
+            writes.append(retry(lambda: asyncio.to_thread(self.archive.insert_block, block),
                                 "clickhouse", CH_ERRORS, cfg.retry_max_delay, self.abort))
-        if batch.findings:
-            writes.append(retry(lambda: publish_findings(self.js, batch.findings),
+        if result.findings:
+            writes.append(retry(lambda: publish_findings(self.js, result.findings),
                                 "nats-findings", NATS_ERRORS, cfg.retry_max_delay, self.abort))
-        if batch.dead:
-            writes.append(retry(lambda: publish_dead_letters(self.js, batch.dead),
+        if result.dead:
+            writes.append(retry(lambda: publish_dead_letters(self.js, result.dead),
                                 "nats-deadletter", NATS_ERRORS, cfg.retry_max_delay, self.abort))
         await asyncio.gather(*writes)
         # PostgreSQL last: its transaction carries the checkpoint, which must only cover
         # batches that every other sink already holds.
-        await retry(lambda: self.pg.write(batch.findings, batch.referenced, batch.checkpoint),
+        await retry(lambda: self.pg.write(result.findings, result.referenced, batch.checkpoint),
                     "postgres", PG_ERRORS, cfg.retry_max_delay, self.abort)
         if batch.last is not None:
             await retry(lambda: self.source.ack(batch.last), "nats-ack", NATS_ERRORS, cfg.retry_max_delay,
                         self.abort)
             self.stats.acked_seq = batch.last.seq
+        self._account(batch)
+
+    def _account(self, batch: Batch) -> None:
+        """Metrics, logs and totals of a batch that every sink holds."""
+        result = batch.result
         now = time.time()
         for t in batch.times:
             metrics.PROCESSING_LATENCY.observe(now - t)
+        if batch.times and self.stats.first_time is None:
+            self.stats.first_time = batch.times[0]
         if self.stats.keep_latencies:
             self.stats.latencies.extend(now - t for t in batch.times)
-        metrics.ARCHIVED_EVENTS.inc(batch.events)
-        for letter in batch.dead:
+        metrics.ARCHIVED_EVENTS.inc(result.events)
+        if result.events:
+            metrics.BATCH_SIZE.observe(result.events)
+        for p, n in result.per_partition.items():
+            metrics.EVENTS_PROCESSED.labels(str(p)).inc(n)
+        for letter in result.dead:
             metrics.DEAD_LETTERS.labels(letter.reason.split(":", 1)[0]).inc()
             log.warning("dead letter", extra={"reason": letter.reason, "subject": letter.subject,
                                               "seq": letter.seq, "line": letter.line})
-        for finding in batch.findings:
+        for finding in result.findings:
+            metrics.FINDINGS.labels(finding.severity, finding.rule_id).inc()
             log.info("finding", extra={"finding_id": finding.id, "rule_id": finding.rule_id,
                                        "severity": finding.severity, "event_ids": finding.event_ids[:10]})
         self.stats.messages += len(batch.times)
-        self.stats.events += batch.events
-        self.stats.findings += len(batch.findings)
-        self.stats.dead_letters += len(batch.dead)
+        self.stats.events += result.events
+        self.stats.findings += len(result.findings)
+        self.stats.dead_letters += len(result.dead)
 
     # -- rules ---------------------------------------------------------------------------------
 
     async def reload_rules(self) -> dict[str, Any]:
         """Load the rule files again; swap them in only if they have no errors."""
-        ruleset, errors = await asyncio.to_thread(self.rules.load)
+        sources, ruleset, errors = await asyncio.to_thread(self.rules.load)
         fatal = blocking_errors(errors)
         if fatal:
             metrics.RULE_RELOADS.labels("refused").inc()
             log_errors(fatal, "reload refused, the running rule set stays")
             return {"ok": False, "errors": [str(e) for e in fatal], "rules": self.rule_count}
         async with self._lock:
-            self.partitions.replace_rules(ruleset)
+            await self.pool.replace_rules(sources, self.config.mappings)
         metrics.RULE_RELOADS.labels("applied").inc()
         self.rule_count = len(ruleset.rules)
         metrics.RULES_LOADED.set(self.rule_count)
@@ -283,10 +276,20 @@ class Pipeline:
             await self.reload_rules()
 
     async def _gauges(self, stop: asyncio.Event) -> None:
+        late_seen: dict[int, int] = {}
         while not stop.is_set():
             try:
                 metrics.CONSUMER_LAG.set(await self.source.pending())
             except NATS_ERRORS:
                 pass
-            self.partitions.update_gauges()
+            async with self._lock:
+                stats = await self.pool.stats()
+            for p, values in stats.items():
+                label = str(p)
+                metrics.STATE_BYTES.labels(label).set(values["state_bytes"])
+                metrics.ACTIVE_KEYS.labels(label).set(values["active_keys"])
+                late = values["late_events"] - late_seen.get(p, 0)
+                if late > 0:
+                    metrics.LATE_EVENTS.labels(label).inc(late)
+                late_seen[p] = values["late_events"]
             await asyncio.sleep(5)

@@ -7,7 +7,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from engine.errors import RuleError
-from engine.ruleset import RuleSet, load_ruleset, sources_from_paths
+from engine.ruleset import RuleSet, RuleSource, load_ruleset, sources_from_paths
+from management.rule_store import stored_rule_sources
 
 log = logging.getLogger("opmas.rules")
 
@@ -18,10 +19,15 @@ class RuleFiles:
 
     paths: tuple[Path, ...]
     mappings: tuple[Path, ...] = ()
+    db_url: str | None = None  # also the enabled rules added through the management API
 
-    def load(self) -> tuple[RuleSet, list[RuleError]]:
-        """Every good rule, and the errors of the bad ones (never raises for a bad rule)."""
-        return load_ruleset(sources_from_paths(list(self.paths)), list(self.mappings))
+    def load(self) -> tuple[list[RuleSource], RuleSet, list[RuleError]]:
+        """The sources read now, every good rule, and the errors of the bad ones."""
+        sources = sources_from_paths(list(self.paths))
+        if self.db_url:
+            sources += stored_rule_sources(self.db_url)
+        ruleset, errors = load_ruleset(sources, list(self.mappings))
+        return sources, ruleset, errors
 
 
 def blocking_errors(errors: Sequence[RuleError]) -> list[RuleError]:

@@ -1,0 +1,128 @@
+"""Evaluating batches: decode messages, run the owned partition processors, encode archive rows.
+
+An ``Evaluator`` owns the partitions ``p`` with ``p % workers == index`` and runs either
+in the engine process (``workers == 0``) or in a worker process (see workers.py); its
+inputs and outputs are plain picklable data.
+
+Partitioning: with the default key ``agent`` a message's partition is the hash of the
+agent id in its subject (the publishing agent), so the engine routes whole messages
+without reading them. With a data key (e.g. ``host.name``) every evaluator reads every
+message and keeps the events of its partitions; dead letters of such messages are
+reported by the evaluator ``seq % workers``.
+"""
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from connectors.clickhouse.archive import encode_row
+from connectors.nats.publishers import DeadLetter
+from connectors.nats.source import SourceMessage
+from connectors.nats.subjects import agent_of_subject
+from engine.event import Event
+from engine.finding import Finding
+from engine.partition import AGENT_KEY, key_of, partition_of
+from engine.processor import Processor
+from engine.ruleset import RuleSet, RuleSource, load_ruleset
+from opmas.runtime.intake import Intake
+
+
+@dataclass(slots=True)
+class Evaluated:
+    """What a batch produced, ready for the sinks."""
+
+    events: int = 0
+    per_partition: dict[int, int] = field(default_factory=dict)
+    archive: list[bytes] = field(default_factory=list)  # RowBinary blocks (archive.encode_row)
+    findings: list[Finding] = field(default_factory=list)
+    referenced: list[Event] = field(default_factory=list)  # events the findings refer to
+    dead: list[DeadLetter] = field(default_factory=list)
+
+    def merge(self, other: "Evaluated") -> None:
+        self.events += other.events
+        for p, n in other.per_partition.items():
+            self.per_partition[p] = self.per_partition.get(p, 0) + n
+        self.archive.extend(other.archive)
+        self.findings.extend(other.findings)
+        self.referenced.extend(other.referenced)
+        self.dead.extend(other.dead)
+
+
+@dataclass(frozen=True, slots=True)
+class Layout:
+    """How events map to partitions and partitions to evaluators."""
+
+    partitions: int
+    key: str
+    workers: int  # evaluator count (1 when evaluating in the engine process)
+
+    def partition_of_message(self, subject: str) -> int | None:
+        """The partition of a whole message, where the key allows knowing it unread."""
+        return partition_of(agent_of_subject(subject), self.partitions) if self.key == AGENT_KEY else None
+
+    def owner(self, partition: int) -> int:
+        return partition % self.workers
+
+
+def load_rules(sources: Sequence[RuleSource], mappings: Sequence[str]) -> RuleSet:
+    return load_ruleset(list(sources), list(mappings))[0]
+
+
+class Evaluator:
+    """Runs the processors of the partitions it owns."""
+
+    def __init__(self, layout: Layout, index: int, ruleset: RuleSet, state: dict[str, Any] | None,
+                 max_message_bytes: int):
+        self.layout = layout
+        self.index = index
+        self.intake = Intake(max_message_bytes)
+        state = state or {}
+        self.processors = {p: Processor(ruleset, state.get(str(p)))
+                           for p in range(layout.partitions) if layout.owner(p) == index}
+
+    def evaluate(self, messages: Sequence[SourceMessage]) -> Evaluated:
+        out = Evaluated()
+        layout = self.layout
+        routed: dict[int, list[Event]] = {p: [] for p in self.processors}
+        texts: dict[str, tuple[bytes, int, float]] = {}
+        rows = []
+        for message in messages:
+            decoded = self.intake.decode([message])
+            fixed = layout.partition_of_message(message.subject)
+            if fixed is None and message.seq % layout.workers != self.index:
+                decoded.dead = []
+            out.dead.extend(decoded.dead)
+            for event, text in zip(decoded.events, decoded.texts):
+                p = fixed if fixed is not None else partition_of(key_of(event, layout.key), layout.partitions)
+                if p in routed:
+                    routed[p].append(event)
+                    texts[event.id] = (text, message.seq, message.time)
+        for p, events in routed.items():
+            if not events:
+                continue
+            out.per_partition[p] = len(events)
+            out.events += len(events)
+            findings = self.processors[p].process(events)  # fills event times where it can
+            out.findings.extend(findings)
+            for event in events:
+                text, seq, at = texts[event.id]
+                rows.append(encode_row(event.id, event.timestamp if event.timestamp is not None else at,
+                                       event.agent_id or "", event.type or "", text, seq))
+            if findings:
+                wanted = {event_id for f in findings for event_id in f.event_ids}
+                out.referenced.extend(e for e in {e.id: e for e in events if e.id in wanted}.values())
+        if rows:
+            out.archive.append(b"".join(rows))
+        return out
+
+    def snapshot(self) -> dict[str, Any]:
+        return {str(p): processor.snapshot() for p, processor in self.processors.items()}
+
+    def stats(self) -> dict[int, dict[str, int]]:
+        return {p: {"state_bytes": pr.stats.state_bytes, "active_keys": pr.stats.active_keys,
+                    "late_events": pr.stats.late_events} for p, pr in self.processors.items()}
+
+    def replace_rules(self, ruleset: RuleSet) -> None:
+        for processor in self.processors.values():
+            processor.replace_rules(ruleset)
