@@ -147,7 +147,7 @@ class RuleIndex:
         for name in group.fields:
             value = flat.get(name)
             if value is not None:
-                low[name] = _lower(value)
+                low[name] = value.lower() if value.__class__ is str else _lower(value)
         if group.keywords:
             texts = mapping.keyword_texts(flat)
             low[KEYWORDS_RAW] = texts

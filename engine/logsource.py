@@ -248,11 +248,6 @@ def disc_value(value: Any) -> str | None:
     return str(value).lower()
 
 
-@lru_cache(maxsize=1024)
-def _split(path: str) -> tuple[str, ...]:
-    return tuple(path.split("."))
-
-
 @dataclass(frozen=True, slots=True)
 class LogsourceEntry:
     """One logsource of a mapping: its (product, category, service) and the events that belong to it."""
@@ -294,11 +289,15 @@ class Mapping:
     placeholders: dict[str, list[str]] = field(default_factory=dict)
     entries: tuple[LogsourceEntry, ...] = ()
     discriminator_fields: tuple[str, ...] = ()
+    _exists_parts: tuple[tuple[str, tuple[str, ...]], ...] = ()
+
+    def __post_init__(self) -> None:
+        self._exists_parts = tuple((path, tuple(path.split("."))) for path in self.exists)
 
     def recognizes(self, data: dict[str, Any]) -> bool:
         """True where the raw event has this mapping's shape."""
-        for path in self.exists:
-            if _get_path(data, path, _split(path)) is None:
+        for path, parts in self._exists_parts:
+            if _get_path(data, path, parts) is None:
                 return False
         for path, value in self.equals:
             if disc_value(_get_path(data, path)) != value:
