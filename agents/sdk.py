@@ -141,7 +141,13 @@ class SecurityAgent:
             with contextlib.suppress(Exception):
                 await self.flush()
                 await self.heartbeat("stopped")
-            await self.nc.drain()
+            try:
+                await self.nc.drain()
+            except Exception:  # noqa: BLE001 - NATS is away: just close
+                await self.nc.close()
+            if self._buffer:
+                log.warning("events not published at stop", extra={"agent_id": self.agent_id,
+                                                                    "events": len(self._buffer)})
         if self._http is not None:
             await self._http.aclose()
         log.info("agent stopped", extra={"agent_id": self.agent_id, **asdict(self.stats)})
