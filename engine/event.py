@@ -67,10 +67,11 @@ def parse_time(value: Any) -> float | None:
         text = value.strip()
         if not text:
             return None
-        try:
-            return parse_time(float(text))
-        except ValueError:
-            pass
+        if not (text[:4].isdigit() and text[4:5] == "-"):  # "YYYY-..." is ISO 8601, never a number
+            try:
+                return parse_time(float(text))
+            except ValueError:
+                pass
         if text.endswith("Z"):
             text = text[:-1] + "+00:00"
         # EVTX writes up to 9 fractional digits; datetime takes 6.
