@@ -132,7 +132,7 @@ def test_finding_title_placeholders_resolve_on_match_cases(source: RuleSource) -
     assert not errors
     for rule in ruleset.detections:
         template = rule.finding.get("title")
-        if not template or "{" not in template:
+        if not rule.generate or not template or "{" not in template:
             continue
         pattern = _placeholder_pattern(template)
         for case in rule.meta.tests.get("match") or []:
