@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from engine.logsource import Mapping
+from engine.render import field_value
 from engine.ruleset import DetectionRule, RuleSet
 from engine.sigma.compile import KEYWORDS, KEYWORDS_RAW
 from engine.sigma.prefilter import Prefilter
@@ -57,6 +58,7 @@ class EventView:
     low: dict[str, Any]
     group: Group
     partial: bool
+    _full: dict[str, Any] | None = None
 
     def time(self) -> float | None:
         """Event time from the mapping's time fields."""
@@ -69,9 +71,14 @@ class EventView:
         """Every field of the event (for finding templates)."""
         if not self.partial:
             return self.flat
-        flat = self.mapping.flatten(self.data)
-        _apply_renames(flat, self.group.renames)
-        return flat
+        if self._full is None:
+            self._full = self.mapping.flatten(self.data)
+            _apply_renames(self._full, self.group.renames)
+        return self._full
+
+    def field(self, name: str) -> Any:
+        """A field's value by Sigma name (as the mapping names it) or dotted path; None if absent."""
+        return field_value(name, self.full_flat(), self.data)
 
 
 class RuleIndex:

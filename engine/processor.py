@@ -5,7 +5,8 @@ and feeds each detection match to the correlation part of the rule set, if any.
 The correlation part is the object ``ruleset.correlations`` (built by
 ``engine.correlation.compile_correlations``); it must offer
 ``start(state: dict | None) -> correlator`` where a correlator has
-``observe(rule, event) -> list[Finding]``, ``flush() -> list[Finding]``,
+``observe(rule, event, view) -> list[Finding]`` (``view.field(name)`` reads an event
+field by Sigma name or dotted path), ``flush() -> list[Finding]``,
 ``snapshot() -> dict`` and the counters ``late_events`` and ``active_keys``.
 """
 from __future__ import annotations
@@ -88,7 +89,7 @@ class Processor:
                 if rule.generate:
                     findings.append(detection_finding(rule, event, view))
                 if correlator is not None:
-                    findings.extend(correlator.observe(rule, event))
+                    findings.extend(correlator.observe(rule, event, view))
         self.stats.events += len(events)
         self.stats.findings += len(findings)
         self._correlation_stats()

@@ -13,7 +13,8 @@ TACTICS = frozenset({
 })
 
 
-def _lookup(name: str, flat: dict[str, Any], data: dict[str, Any]) -> Any:
+def field_value(name: str, flat: dict[str, Any], data: dict[str, Any]) -> Any:
+    """An event field by Sigma name (``flat``, mapped names) or else by dotted path in ``data``."""
     if name in flat:
         return flat[name]
     node: Any = data
@@ -27,7 +28,7 @@ def _lookup(name: str, flat: dict[str, Any], data: dict[str, Any]) -> Any:
 def render_template(template: str, flat: dict[str, Any], data: dict[str, Any]) -> str:
     """Replace each ``{Name}`` by the event's field (Sigma name, else dotted path); missing -> ``-``."""
     def replace(match: re.Match[str]) -> str:
-        value = _lookup(match.group(1).strip(), flat, data)
+        value = field_value(match.group(1).strip(), flat, data)
         return "-" if value is None else str(value)
     return _PLACEHOLDER.sub(replace, template)
 

@@ -218,3 +218,12 @@ def test_network_connection_from_sysmon_3_and_security_5156() -> None:
     script = load_ok(rule_text("  s:\n    ScriptBlockText|contains: mimikatz\n  condition: s\n",
                                "{category: ps_script, product: windows}", "ps"))
     assert matched_ids(script, [core]) == ["ps"]
+
+
+def test_event_view_field_by_sigma_name_or_path() -> None:
+    from engine.dispatch import RuleIndex
+
+    index = RuleIndex(load_ok(PROC_RULE))
+    view = index.view(security_4688_xml_style(WHOAMI, "alice"))
+    assert view.partial and view.field("Image") == WHOAMI and view.field("User") == "alice"
+    assert view.field("Event.System.Channel") == "Security" and view.field("Nope") is None
