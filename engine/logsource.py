@@ -48,7 +48,6 @@ from opmas.paths import SCHEMAS_DIR
 BUILTIN_DIR = Path(__file__).parent / "mappings"
 _MISSING = object()
 BUILTIN_MAPPINGS = (BUILTIN_DIR / "windows.yml", BUILTIN_DIR / "generic.yml")
-LOGSOURCE_KEYS = ("product", "category", "service")
 
 
 class MappingError(ValueError):

@@ -72,7 +72,6 @@ class Prefilter:
                 self.keyword_search = automaton.iter
             else:
                 self.automata.append((name, automaton.iter))
-        self.size = len(requirements)
 
     def candidates(self, low: dict[str, Any]) -> list[int]:
         """Sorted indices of the rules that may match the event (``low``: lowered fields)."""
