@@ -79,6 +79,7 @@ class AgentStats:
     dropped: int = 0         # events refused while the agent is disabled by its configuration
     publish_errors: int = 0
     pending: int = 0
+    queued: int = 0          # events ever buffered; the first ``published`` of them are in JetStream
 
 
 class SecurityAgent:
@@ -167,6 +168,7 @@ class SecurityAgent:
             self._space.clear()
             await self._space.wait()
         self._buffer.append(orjson.dumps(envelope))
+        self.stats.queued += 1
         self.stats.pending = len(self._buffer)
         if len(self._buffer) >= self.config["batch_size"] and not self._flush_lock.locked():
             await self.flush()

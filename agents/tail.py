@@ -3,17 +3,26 @@
 JSON lines are published as they are; syslog / auth.log lines are parsed to the OPMAS field
 conventions (``agents.parse``); a line neither reads is published with its text in
 ``message``, never dropped. Every event carries ``log.file.path``.
+
+Where a line was read up to is saved (``positions_file``) once its event is in JetStream, so a
+restarted agent resumes there, even into a file rotated meanwhile. An event's id derives from
+the file, offset and text, so lines read twice after a crash are the same events again.
 """
 from __future__ import annotations
 
 import asyncio
 import logging
+import os
+from collections import deque
 from pathlib import Path
 from typing import Any
 
-from agents.follow import FileFollower
+import orjson
+
+from agents.follow import FileFollower, Line, Position
 from agents.parse import parse_line
 from agents.sdk import AgentSettings, SecurityAgent
+from engine.event import content_id
 
 log = logging.getLogger("opmas.agent.tail")
 TAIL_DEFAULTS = {"format": "auto", "poll_interval": 0.25, "from_beginning": False}
@@ -23,10 +32,16 @@ class TailAgent(SecurityAgent):
     """Tails the files of its configuration's ``tail.paths``; the paths and options it was given
     apply where management's configuration says nothing."""
 
-    def __init__(self, settings: AgentSettings, paths: list[Path] | None = None, **options: Any):
+    def __init__(self, settings: AgentSettings, paths: list[Path] | None = None,
+                 positions_file: Path | None = None, **options: Any):
         super().__init__(settings)
         self._local = {**TAIL_DEFAULTS, **options, "paths": [str(p) for p in paths or []]}
         self._followers: dict[str, asyncio.Task] = {}
+        self.positions_file = positions_file or (
+            settings.credentials_file.with_name(settings.credentials_file.stem + ".positions.json")
+            if settings.credentials_file else None)
+        self.positions: dict[str, Position] = self._load_positions()
+        self._unsaved: deque[tuple[int, str, Position]] = deque()  # (queued count, path, position)
         self.unparsed = 0
 
     @property
@@ -45,30 +60,64 @@ class TailAgent(SecurityAgent):
         await asyncio.gather(*self._followers.values(), return_exceptions=True)
         self._followers.clear()
 
+    async def stop(self) -> None:
+        await super().stop()
+        self.save_positions()
+
     def _sync_followers(self) -> None:
         wanted = set(self.tail["paths"])
         for path in set(self._followers) - wanted:
             self._followers.pop(path).cancel()
         for path in wanted - set(self._followers):
-            self._followers[path] = asyncio.create_task(self._follow(Path(path)), name=f"tail {path}")
+            self._followers[path] = asyncio.create_task(self._follow(path), name=f"tail {path}")
 
-    async def _follow(self, path: Path) -> None:
-        follower = FileFollower(path, from_beginning=self.tail["from_beginning"])
+    async def _follow(self, path: str) -> None:
+        follower = FileFollower(Path(path), from_beginning=self.tail["from_beginning"],
+                                resume=self.positions.get(path))
         try:
             while True:
                 lines = await asyncio.to_thread(follower.poll)
                 for line in lines:
-                    if line.strip():
-                        await self.publish(self._event(line, str(path)), type="log")
+                    if line.text.strip():
+                        await self.publish(self._event(line, path), type="log",
+                                           event_id=content_id([path, line.end.inode, line.end.offset, line.text]))
+                if lines:
+                    self._unsaved.append((self.stats.queued, path, lines[-1].end))
+                self.save_positions()
                 if not lines:
                     await asyncio.sleep(float(self.tail["poll_interval"]))
         finally:
             follower.close()
 
-    def _event(self, line: str, path: str) -> dict[str, Any]:
-        data = parse_line(line, self.tail["format"])
+    def _event(self, line: Line, path: str) -> dict[str, Any]:
+        data = parse_line(line.text, self.tail["format"])
         if data is None:
             self.unparsed += 1
-            data = {"message": line}
+            data = {"message": line.text}
         log_field = data.get("log") if isinstance(data.get("log"), dict) else {}
         return {**data, "log": {**log_field, "file": {"path": path}}}
+
+    # -- positions -----------------------------------------------------------------------------
+
+    def save_positions(self) -> None:
+        """Record the positions whose events JetStream has stored (atomically replaced file)."""
+        changed = False
+        while self._unsaved and self._unsaved[0][0] <= self.stats.published:
+            _, path, position = self._unsaved.popleft()
+            self.positions[path] = position
+            changed = True
+        if changed and self.positions_file is not None:
+            tmp = self.positions_file.with_suffix(".tmp")
+            tmp.write_bytes(orjson.dumps({p: [pos.inode, pos.offset] for p, pos in self.positions.items()}))
+            os.replace(tmp, self.positions_file)
+
+    def _load_positions(self) -> dict[str, Position]:
+        if self.positions_file is None or not self.positions_file.exists():
+            return {}
+        try:
+            saved = orjson.loads(self.positions_file.read_bytes())
+            return {path: Position(int(inode), int(offset)) for path, (inode, offset) in saved.items()}
+        except (ValueError, TypeError) as exc:
+            log.warning("ignoring unreadable positions file", extra={"file": str(self.positions_file),
+                                                                    "error": repr(exc)})
+            return {}

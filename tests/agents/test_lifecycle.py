@@ -63,7 +63,8 @@ async def test_agent_whole_life(stack, admin, enroll_token, tmp_path):
         (event,) = await tap.take(1)
         assert event["data"]["labels"] == {"env": "test"} and event["data"]["user"] == {"name": "alice"}
 
-        # The agent dies without a word: it goes stale, then offline.
+        # The agent dies without a word (its read position was saved): it goes stale, then offline.
+        await wait_for(lambda: not agent._unsaved and agent.positions, what="position saved")
         for task in agent._tasks:
             task.cancel()
         await agent.on_stop()
@@ -72,10 +73,16 @@ async def test_agent_whole_life(stack, admin, enroll_token, tmp_path):
         await wait_for(lambda: status()["status"] == "offline", what="offline")
         await agent._http.aclose()
 
-        # It comes back with its stored credentials (no enrollment token), then stops cleanly.
+        with logfile.open("a") as f:
+            f.write("Nov 25 04:12:00 web-1 sshd[9]: Accepted publickey for carol from 10.1.1.1 port 2 ssh2\n")
+
+        # It comes back with its stored credentials (no enrollment token), resumes where it was
+        # (the line written while it was down arrives), then stops cleanly.
         again = TailAgent(settings(stack, tmp_path), [logfile])
         await again.start()
         assert again.agent_id == "life-1"
+        (missed,) = await tap.take(1)
+        assert missed["data"]["user"] == {"name": "carol"}
         await wait_for(lambda: status()["status"] == "online", what="online again")
         await again.stop()
         assert status()["status"] == "offline"
