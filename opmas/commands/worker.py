@@ -74,7 +74,7 @@ def worker_command(args: argparse.Namespace) -> int:
         batch_size=config.batch_size, batch_wait=config.batch_wait,
         session_timeout=config.kafka_session_timeout, replication=config.kafka_replication,
         retry_max_delay=config.retry_max_delay)
-    runtime = WorkerRuntime(settings, RuleFiles(tuple(config.rules), tuple(config.mappings)))
+    runtime = WorkerRuntime(settings, RuleFiles(tuple(config.rules), tuple(config.mappings), config.db_url))
     worker = faust.Worker(runtime.app, loop=loop, loglevel=config.log_level, quiet=True,
                           redirect_stdouts=False, logging_config=_json_logging(config.log_level))
     worker.execute_from_commandline()  # runs until SIGINT/SIGTERM, then exits the process
