@@ -12,8 +12,8 @@ which take precedence). Format (checked against schemas/mapping.schema.json)::
     product: windows           # product of every event of this mapping (optional)
     time: [TimeCreated_SystemTime]   # flat fields holding the event time, first present wins
     keywords: "*"              # fields searched by Sigma keywords; "*" = every string value
-    placeholders:              # values of |expand placeholders, e.g. %Admins%
-      Admins: [admin, "adm_*"]
+    placeholders:              # values of |expand placeholders, e.g. %Admins% (a file may hold
+      Admins: [admin, "adm_*"] #   only name and placeholders: it then describes no events)
     logsources:                # (product/category/service) -> the events that belong to it
       - category: process_creation
         when: {Channel: Security, EventID: 4688}   # field: value | [values] | "*" (present);
@@ -288,6 +288,7 @@ class Mapping:
     placeholders: dict[str, list[str]] = field(default_factory=dict)
     entries: tuple[LogsourceEntry, ...] = ()
     discriminator_fields: tuple[str, ...] = ()
+    placeholders_only: bool = False  # neither recognize nor logsources: only supplies placeholders
     _exists_parts: tuple[tuple[str, tuple[str, ...]], ...] = ()
 
     def __post_init__(self) -> None:
@@ -417,6 +418,7 @@ def mapping_from_dict(data: Any, file: str) -> Mapping:
                       for k, vs in (data.get("placeholders") or {}).items()},
         entries=entries,
         discriminator_fields=tuple(disc),
+        placeholders_only="recognize" not in data and "logsources" not in data,
     )
 
 

@@ -5,7 +5,8 @@ error (file, line, rule id, message) for each bad one. Sigma filter documents
 (``filter: {rules, <selections>, condition}``) make their referenced rules match
 only where the filter's condition does not. Documents with a
 ``correlation:`` key are handed to ``engine.correlation.compile_correlations(docs,
-ruleset) -> list[RuleError]`` when that module exists; it adds its rules' metadata to
+ruleset) -> list[RuleError]`` when that module exists (also for detection rules with an
+OPMAS ``suppress`` section); it adds its rules' metadata to
 ``ruleset.rules`` (kind "correlation") and sets ``ruleset.correlations``.
 """
 from __future__ import annotations
@@ -73,6 +74,7 @@ class DetectionRule:
     severity: str
     finding: dict[str, str]
     generate: bool = True  # False: matches only feed correlations (Sigma correlation ``generate``)
+    suppress: Any = None  # OPMAS ``suppress`` section as written (checked by engine.correlation)
 
     @property
     def id(self) -> str:
@@ -131,10 +133,11 @@ def load_ruleset(sources: Sequence[RuleSource], mappings: Sequence[str | Path] =
             loaded.append(load_mapping(path))
         except MappingError as exc:
             errors.append(RuleError(exc.file, None, None, f"mapping: {exc}"))
-    all_mappings = (*loaded, *builtin_mappings())
     placeholders: dict[str, list[str]] = {}
-    for mapping in reversed(all_mappings):
+    for mapping in reversed((*loaded, *builtin_mappings())):
         placeholders.update(mapping.placeholders)
+    # a file with only placeholders (no recognize, no logsources) describes no events
+    all_mappings = (*(m for m in loaded if not m.placeholders_only), *builtin_mappings())
 
     ruleset = RuleSet([], [], all_mappings)
     correlation_docs: list[RuleDoc] = []
@@ -179,7 +182,7 @@ def load_ruleset(sources: Sequence[RuleSource], mappings: Sequence[str | Path] =
             ruleset.rules.append(rule.meta)
     for filter_doc in filter_docs:
         errors.extend(_apply_filter(filter_doc, ruleset, placeholders))
-    if correlation_docs:
+    if correlation_docs or any(rule.suppress is not None for rule in ruleset.detections):
         compile_correlations = _compile_correlations()
         if compile_correlations is None:
             errors.extend(RuleError(d.source, d.doc.line, rule_id_of(d.doc.data),
@@ -247,4 +250,5 @@ def _detection_rule(doc: Doc, source: str, placeholders: dict[str, list[str]],
         keywords=compiled.keywords,
         severity=parsed.level or DEFAULT_SEVERITY,
         finding=parsed.finding,
+        suppress=doc.data.get("suppress"),
     )

@@ -197,8 +197,7 @@ def test_hour_of_timestamp(matcher) -> None:
 
 def test_expand_placeholders_from_mapping_file(matcher, tmp_path) -> None:
     mapping = tmp_path / "site.yml"
-    mapping.write_text("name: site\nrecognize: {exists: [never.here]}\nplaceholders:\n"
-                       "  Admins: [root, 'adm_*']\n")
+    mapping.write_text("name: site\nplaceholders:\n  Admins: [root, 'adm_*']\n")  # placeholders only
     m = matcher("  sel:\n    user.name|expand: '%Admins%'\n  condition: sel\n", mappings=[mapping])
     assert m({"user": {"name": "root"}}) and m({"user": {"name": "ADM_bob"}}) and not m({"user": {"name": "bob"}})
 
@@ -228,3 +227,12 @@ def test_keywords_search_all_evtx_strings() -> None:
                        "EventData": {"Data": [{"@Name": "Message", "#text": "found MimiKatz.exe"}]}}}
     assert matched_ids(ruleset, [event]) == ["test-rule"]
     assert matched_ids(ruleset, [{"Event": {"System": {"Channel": "Application"}, "EventData": {"x": "clean"}}}]) == []
+
+
+def test_placeholder_only_mapping_describes_no_events(tmp_path) -> None:
+    from tests.engine.conftest import load_ok, rule_text
+
+    mapping = tmp_path / "site.yml"
+    mapping.write_text("name: site\nplaceholders:\n  Admins: root\n")
+    ruleset = load_ok(rule_text("  s:\n    User|expand: '%Admins%'\n  condition: s\n"), mappings=[mapping])
+    assert [m.name for m in ruleset.mappings] == ["windows-evtx", "generic-ecs"]
