@@ -139,3 +139,18 @@ def test_deprecated_timeframe_is_not_a_search_identifier() -> None:
     text = "title: T\nid: t\nlogsource: {}\ndetection:\n  sel: {a: b}\n  timeframe: 5m\n  condition: all of them\n"
     ruleset, errors = load_ruleset([RuleSource("t.yml", text)])
     assert not errors and matched_ids(ruleset, [{"a": "b"}]) == ["t"]
+
+
+def test_multi_document_repeat_and_reset() -> None:
+    text = ("action: global\nlogsource: {product: windows, category: process_creation}\nlevel: high\n---\n"
+            "title: First\nid: first\ndetection:\n  sel:\n    Image: a\n  condition: sel\n---\n"
+            "action: repeat\nid: second\ntitle: Second\n---\n"
+            "action: reset\n---\n"
+            "title: Third\nid: third\nlogsource: {product: linux}\ndetection:\n  sel:\n    x: y\n  condition: sel\n")
+    ruleset, errors = load_ruleset([RuleSource("m.yml", text)])
+    assert not errors
+    by_id = {r.id: r for r in ruleset.rules}
+    assert list(by_id) == ["first", "second", "third"]
+    assert by_id["second"].title == "Second" and by_id["second"].level == "high"
+    assert by_id["second"].logsource == {"product": "windows", "category": "process_creation"}
+    assert by_id["third"].level is None and by_id["third"].logsource == {"product": "linux"}
