@@ -28,6 +28,7 @@ from engine.event import Event, event_from_obj
 
 CHUNK = 1 << 16
 MAX_RECORD = 64 << 20  # a single record larger than this is refused, not buffered forever
+LINE_LIMIT = 1 << 20  # longer lines are read in chunks by the structural scanner
 
 _STRUCT = re.compile(rb'[{}\[\]"]')
 _IN_STRING = re.compile(rb'["\\]')
@@ -69,8 +70,11 @@ def iter_objects(stream: BinaryIO, on_error: OnError | None = None) -> Iterator[
     """Yield each JSON object in ``stream`` (see the module docstring for layouts)."""
     report = on_error or _raise
     line_no = 0
-    for line in stream:
+    while line := stream.readline(LINE_LIMIT):  # bounded: a huge single-line array goes to the scanner
         line_no += 1
+        if len(line) == LINE_LIMIT and not line.endswith(b"\n"):
+            yield from _Scanner(stream, line, line_no, report).objects()
+            return
         text = line.strip()
         if not text:
             continue

@@ -66,3 +66,13 @@ def test_events_keep_own_id_or_get_content_hash(tmp_path: Path) -> None:
     first = [e.id for e in read_events(path)]
     assert first[0] == "e1" and len(first[1]) == 32
     assert [e.id for e in read_events(path)] == first
+
+
+def test_long_single_line_array_is_read_in_chunks(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr("connectors.files.LINE_LIMIT", 64)
+    monkeypatch.setattr("connectors.files.CHUNK", 50)
+    records = [{"i": i, "pad": "y" * 30} for i in range(200)]
+    objs, errors = _read(orjson.dumps(records) + b"\n" + orjson.dumps({"after": 1}))
+    assert objs == records + [{"after": 1}] and errors == []
+    long_line = orjson.dumps({"big": "z" * 500})
+    assert _read(long_line + b"\n{\"x\": 1}\n") == ([{"big": "z" * 500}, {"x": 1}], [])
