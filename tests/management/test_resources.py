@@ -13,6 +13,7 @@ from psycopg.types.json import Jsonb
 
 from connectors.nats.subjects import RELOAD_SUBJECT, ensure_streams
 from management.rule_store import stored_rule_sources
+from opmas.runtime.rules import RuleFiles
 
 RULE = """title: API Test Rule
 id: 5a6b7c8d-0000-4000-8000-000000000001
@@ -218,6 +219,8 @@ async def test_rules_create_validate_update_enable_delete(stack, admin, engine_s
     assert (await call(admin.put, f"/rules/{rule_id}", json={"source": BROKEN_RULE.replace("-000000000002", "-000000000001")})).status_code == 422
 
     assert [s.name for s in stored_rule_sources(stack.db_url)] == [f"rules:{rule_id}"]
+    _, engine_rules, _ = RuleFiles((), (), stack.db_url).load()  # what the engine loads on reload
+    assert [(r.id, r.level) for r in engine_rules.rules] == [(rule_id, "low")]
     assert (await call(admin.post, f"/rules/{rule_id}/disable")).json()["enabled"] is False
     assert stored_rule_sources(stack.db_url) == []
     assert (await call(admin.get, "/rules", params={"enabled": "false"})).json()["total"] == 1
