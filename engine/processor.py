@@ -4,10 +4,11 @@
 and feeds each detection match to the correlation part of the rule set, if any.
 The correlation part is the object ``ruleset.correlations`` (built by
 ``engine.correlation.compile_correlations``); it must offer
-``start(state: dict | None) -> correlator`` where a correlator has
-``observe(rule, event, view) -> list[Finding]`` (``view.field(name)`` reads an event
-field by Sigma name or dotted path), ``flush() -> list[Finding]``,
-``snapshot() -> dict`` and the counters ``late_events`` and ``active_keys``.
+``start(state: dict | None) -> correlator`` where a correlator has ``see(event)`` (event
+time and lateness; every mapped event), ``observe(rule, event, view)`` (each match),
+``hold(rule, finding, view) -> bool`` (takes the findings of rules with ``suppress``),
+``advance() -> list[Finding]`` (after each batch), ``flush() -> list[Finding]``,
+``snapshot() -> dict`` and the counters ``late_events``, ``active_keys``, ``state_bytes``.
 """
 from __future__ import annotations
 
@@ -85,11 +86,17 @@ class Processor:
                 continue
             if event.timestamp is None:
                 event.timestamp = view.time()
+            if correlator is not None:
+                correlator.see(event)
             for rule in index.matches(view):
                 if rule.generate:
-                    findings.append(detection_finding(rule, event, view))
+                    finding = detection_finding(rule, event, view)
+                    if correlator is None or not correlator.hold(rule, finding, view):
+                        findings.append(finding)
                 if correlator is not None:
-                    findings.extend(correlator.observe(rule, event, view))
+                    correlator.observe(rule, event, view)
+        if correlator is not None:
+            findings.extend(correlator.advance())
         self.stats.events += len(events)
         self.stats.findings += len(findings)
         self._correlation_stats()
@@ -125,3 +132,4 @@ class Processor:
         if self.correlator is not None:
             self.stats.late_events = self.correlator.late_events
             self.stats.active_keys = self.correlator.active_keys
+            self.stats.state_bytes = self.correlator.state_bytes

@@ -1,0 +1,367 @@
+"""The running correlation state of one processor (partition): event time, windows, findings.
+
+Event time and the watermark: every event's time (``Event.timestamp``) moves
+``max_time``; the watermark is ``max_time - lateness``. An event older than the
+watermark when it arrives is *late*: counted in ``late_events``, never fed to a
+window (its detection findings are still reported). Detection matches become
+*hits* held per correlation in a heap until the watermark passes them; then they
+are applied to their group's window machine in ``(time, event id)`` order (see
+``engine.correlation.windows``). So the findings and their ids depend only on
+the set of events, not on their arrival order within the lateness, nor on how
+the input was cut into batches; ``flush`` (end of offline input) moves the
+watermark past everything.
+
+A correlation result feeds the correlations that reference it (chains) as a hit
+at its decision time; it is reported unless a referencing correlation says
+``generate: false``. State is partitioned by group key, expired groups are
+dropped, and the whole state is plain data (``snapshot``), restored by
+``CorrelationSet.start(snapshot)``.
+"""
+from __future__ import annotations
+
+import heapq
+import sys
+from collections import OrderedDict
+from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
+
+from engine.correlation.link import LinkedCorrelation
+from engine.correlation.spec import Suppression
+from engine.correlation.suppression import Suppressor
+from engine.correlation.windows import Fire, Machine, machine_for, ordered_value
+from engine.event import Event, format_time
+from engine.finding import Finding, finding_id
+from engine.render import render_template
+
+DEFAULT_LATENESS = 60.0  # seconds
+SNAPSHOT_VERSION = 1
+SEP = "\x1f"
+_SAMPLE = 32  # groups per correlation sampled for the state size estimate
+
+
+def _text(value: Any) -> str:
+    """A field value as a group-key component or a distinct value."""
+    if value.__class__ is str:
+        return value.replace(SEP, " ")
+    if isinstance(value, (list, dict)):
+        return orjson.dumps(value, option=orjson.OPT_SORT_KEYS).decode()
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return str(value)
+
+
+def _deep_size(obj: Any) -> int:
+    size = sys.getsizeof(obj)
+    if isinstance(obj, dict):
+        size += sum(_deep_size(k) + _deep_size(v) for k, v in obj.items())
+    elif isinstance(obj, (list, tuple)):
+        size += sum(_deep_size(v) for v in obj)
+    return size
+
+
+class Track:
+    """One correlation's state: hits waiting for the watermark and the groups' window states."""
+
+    def __init__(self, corr: LinkedCorrelation):
+        spec = corr.spec
+        self.corr = corr
+        self.spec = spec
+        self.machine: Machine = machine_for(spec.type, spec.timespan, spec.condition, len(corr.inputs))
+        self.pending: list[tuple] = []  # heap of (time, event id, group key, value, refs or None)
+        self.groups: OrderedDict[str, list] = OrderedDict()  # ordered by expiry
+        self.fingerprint = orjson.dumps([spec.type, corr.inputs, corr.key_fields, corr.value_fields,
+                                         spec.timespan, spec.condition.to_dict()]).decode()
+        kind = spec.type
+        self._values: list[Any] = [
+            ordered_value(i) if kind == "temporal_ordered" else (i if kind == "temporal" else None)
+            for i in range(len(corr.inputs))
+        ]
+        self.bytes_per_group = 0.0
+
+    def hit(self, index: int, ts: float, eid: str, fields: dict[str, Any], refs: tuple | None = None) -> None:
+        """Queue a hit of input ``index``; events lacking a group-by (or value_count) field are skipped."""
+        key_fields = self.corr.key_fields[index]
+        if len(key_fields) == 1:
+            value = fields.get(key_fields[0])
+            if value is None:
+                return
+            key = _text(value)
+        else:
+            parts = []
+            for name in key_fields:
+                value = fields.get(name)
+                if value is None:
+                    return
+                parts.append(_text(value))
+            key = SEP.join(parts)
+        value_field = self.corr.value_fields[index]
+        if value_field is not None:
+            value = fields.get(value_field)
+            if value is None:
+                return
+            val: Any = _text(value)
+        else:
+            val = self._values[index]
+        heapq.heappush(self.pending, (ts, eid, key, val, refs))
+
+    def advance(self, watermark: float) -> list[tuple[str, Fire]]:
+        """Apply every hit behind the watermark in order, close groups whose windows are over."""
+        fired: list[tuple[str, Fire]] = []
+        pending, groups, machine = self.pending, self.groups, self.machine
+        previous = None
+        while pending and pending[0][0] < watermark:
+            item = heapq.heappop(pending)
+            ts, eid, key, val, refs = item
+            if previous is not None and previous[:4] == item[:4]:
+                continue  # the same event twice (replayed) or one event matching two inputs alike
+            previous = item
+            state = groups.get(key)
+            state, fire, moved = machine.hit(state, ts, refs if refs is not None else eid, val)
+            if moved:
+                groups[key] = state
+                groups.move_to_end(key)
+            if fire is not None:
+                fired.append((key, fire))
+        expiry = machine.expiry
+        while groups:
+            key = next(iter(groups))
+            state = groups[key]
+            if expiry(state) > watermark:
+                break
+            del groups[key]
+            fire = machine.close(state)
+            if fire is not None:
+                fired.append((key, fire))
+        return fired
+
+    def group_values(self, key: str) -> dict[str, str]:
+        """The group-by fields (aliases as named in the rule) and their values of a group key."""
+        names = self.spec.group_by
+        if not names:
+            return {}
+        return dict(zip(names, key.split(SEP) if len(names) > 1 else [key]))
+
+    def sample_size(self) -> None:
+        """Re-estimate the bytes of one group from a sample of the current groups."""
+        if not self.groups:
+            return
+        sample = []
+        for key in self.groups:
+            sample.append(_deep_size(key) + _deep_size(self.groups[key]) + 100)  # + dict slot and links
+            if len(sample) >= _SAMPLE:
+                break
+        self.bytes_per_group = sum(sample) / len(sample)
+
+    def dump(self) -> dict[str, Any]:
+        dump = self.machine.dump
+        return {
+            "fingerprint": self.fingerprint,
+            "pending": [[ts, eid, key, val, list(refs) if refs is not None else None]
+                        for ts, eid, key, val, refs in sorted(self.pending, key=lambda h: h[:2])],
+            "groups": [[key, dump(state)] for key, state in self.groups.items()],
+        }
+
+    def load(self, data: dict[str, Any]) -> None:
+        load = self.machine.load
+        self.pending = [(float(ts), eid, key, val, tuple(refs) if refs is not None else None)
+                        for ts, eid, key, val, refs in data.get("pending", [])]
+        heapq.heapify(self.pending)
+        self.groups = OrderedDict((key, load(state)) for key, state in data.get("groups", []))
+
+
+@dataclass
+class CorrelationSet:
+    """The compiled correlations (dependency order) and suppressions of a rule set;
+    ``ruleset.correlations``. ``lateness`` (seconds) is the allowed out-of-orderness."""
+
+    correlations: list[LinkedCorrelation]
+    suppressions: dict[str, Suppression] = field(default_factory=dict)
+    visible: dict[str, bool] = field(default_factory=dict)  # correlation id -> reported?
+    lateness: float = DEFAULT_LATENESS
+
+    def start(self, state: dict[str, Any] | None = None) -> "Correlator":
+        """A correlator with fresh state, or resuming ``state`` (a snapshot)."""
+        return Correlator(self, state)
+
+
+class Correlator:
+    """Correlation and suppression state of one processor. Driven per event by ``see`` then
+    ``observe`` for each detection match, ``hold`` for detection findings, and ``advance`` per batch."""
+
+    def __init__(self, cset: CorrelationSet, state: dict[str, Any] | None = None):
+        self.cset = cset
+        self.lateness = cset.lateness
+        self.tracks = [Track(c) for c in cset.correlations]
+        self.routes: dict[str, list[tuple[Track, int]]] = {}
+        for track in self.tracks:
+            for index, rule_id in enumerate(track.corr.inputs):
+                self.routes.setdefault(rule_id, []).append((track, index))
+        self.suppressor = Suppressor(cset.suppressions)
+        self.max_time: float | None = None
+        self.frontier = float("-inf")  # watermark of the last advance
+        self.late_events = 0
+        self.untimed_events = 0
+        self._accepted = False
+        self._advances = 0
+        if state:
+            self._restore(state)
+
+    # --- per event -------------------------------------------------------------
+    def see(self, event: Event) -> None:
+        """Move event time with ``event``; decide whether its matches may enter windows."""
+        ts = event.timestamp
+        if ts is None:
+            self.untimed_events += 1
+            self._accepted = False
+            return
+        if self.max_time is None or ts > self.max_time:
+            self.max_time = ts
+        elif ts < self.max_time - self.lateness or ts < self.frontier:
+            self.late_events += 1
+            self._accepted = False
+            return
+        self._accepted = True
+
+    def observe(self, rule: Any, event: Event, view: Any) -> None:
+        """A detection rule matched the event last passed to ``see``. ``view.flat`` holds its Sigma
+        fields, including the ones correlations group by (compile_correlations makes the rule read them)."""
+        if not self._accepted:
+            return
+        routes = self.routes.get(rule.id)
+        if routes:
+            for track, index in routes:
+                track.hit(index, event.timestamp, event.id, view.flat)
+
+    def hold(self, rule: Any, finding: Finding, view: Any) -> bool:
+        """Take a detection finding of a rule with ``suppress`` (True: it is reported by ``advance``)."""
+        if rule.id not in self.cset.suppressions or finding.timestamp is None:
+            return False
+        self.suppressor.offer(finding, finding.timestamp, self.suppressor.by_key(rule.id, view.flat))
+        return True
+
+    # --- per batch -------------------------------------------------------------
+    def advance(self) -> list[Finding]:
+        """Findings the watermark makes final (call after each batch)."""
+        if self.max_time is None:
+            return []
+        return self._advance(self.max_time - self.lateness)
+
+    def flush(self) -> list[Finding]:
+        """End of input: every window closes, every held finding is decided."""
+        return self._advance(float("inf"))
+
+    def _advance(self, watermark: float) -> list[Finding]:
+        watermark = max(watermark, self.frontier)
+        out: list[Finding] = []
+        suppressions = self.cset.suppressions
+        for track in self.tracks:
+            fired = track.advance(watermark)
+            if not fired:
+                continue
+            spec = track.spec
+            visible = self.cset.visible.get(spec.rule_id, True)
+            for key, fire in fired:
+                finding = self._finding(track, key, fire)
+                group = finding.details["group"]
+                for downstream, index in self.routes.get(spec.rule_id, ()):
+                    downstream.hit(index, fire.decision, finding.id, group, tuple(finding.event_ids))
+                if not visible:
+                    continue
+                if spec.rule_id in suppressions:
+                    self.suppressor.offer(finding, fire.decision, self.suppressor.by_key(spec.rule_id, group))
+                else:
+                    out.append(finding)
+        if suppressions:
+            out.extend(self.suppressor.advance(watermark))
+        if watermark != float("inf"):
+            self.frontier = watermark
+        self._advances += 1
+        if self._advances % 64 == 1:
+            for track in self.tracks:
+                track.sample_size()
+        out.sort(key=lambda f: (f.timestamp if f.timestamp is not None else 0.0, f.rule_id, f.id))
+        return out
+
+    def _finding(self, track: Track, key: str, fire: Fire) -> Finding:
+        spec, corr = track.spec, track.corr
+        event_ids: list[str] = []
+        for ref in fire.refs:
+            if ref.__class__ is tuple:
+                event_ids.extend(ref)
+            else:
+                event_ids.append(ref)
+        event_ids = list(dict.fromkeys(event_ids))
+        group = track.group_values(key)
+        details: dict[str, Any] = {
+            "correlation": spec.type,
+            "group": group,
+            "window": {"start": format_time(fire.start), "end": format_time(fire.end)},
+            "count": fire.count,
+            "timespan": spec.timespan,
+            "condition": spec.condition.to_dict(),
+            "rule_source": spec.source,
+        }
+        if spec.type == "value_count":
+            details["field"] = spec.condition.field
+            details["values"] = sorted(fire.values or [])
+        elif spec.type in ("temporal", "temporal_ordered"):
+            details["rules"] = [corr.inputs[i] for i in sorted(fire.values or [])]
+        context = {**group, "count": fire.count}
+        title = render_template(spec.finding["title"], context, {}) if "title" in spec.finding else spec.title
+        description = spec.finding.get("description", spec.description)
+        return Finding(
+            id=finding_id(spec.rule_id, event_ids, f"{key}{SEP}{fire.start!r}"),
+            rule_id=spec.rule_id,
+            rule_title=spec.title,
+            severity=spec.level,
+            tags=list(spec.tags),
+            event_ids=event_ids,
+            timestamp=fire.last,
+            title=title,
+            description=render_template(description, context, {}) if description else "",
+            group_key=", ".join(f"{k}={v}" for k, v in group.items()) or None,
+            details=details,
+        )
+
+    # --- state -----------------------------------------------------------------
+    @property
+    def active_keys(self) -> int:
+        """Groups with an open window, over all correlations."""
+        return sum(len(t.groups) for t in self.tracks)
+
+    @property
+    def state_bytes(self) -> int:
+        """Estimated memory of the correlation state (sampled group sizes, held hits and findings)."""
+        total = sum(len(t.groups) * t.bytes_per_group + len(t.pending) * 200 for t in self.tracks)
+        return int(total + self.suppressor.size * 600)
+
+    def snapshot(self) -> dict[str, Any]:
+        """JSON-serialisable state; ``CorrelationSet.start(snapshot)`` resumes from it."""
+        return {
+            "version": SNAPSHOT_VERSION,
+            "max_time": self.max_time,
+            "frontier": None if self.frontier == float("-inf") else self.frontier,
+            "late_events": self.late_events,
+            "untimed_events": self.untimed_events,
+            "tracks": {t.spec.rule_id: t.dump() for t in self.tracks if t.pending or t.groups},
+            "suppression": self.suppressor.snapshot(),
+        }
+
+    def _restore(self, state: dict[str, Any]) -> None:
+        if state.get("version") != SNAPSHOT_VERSION:
+            raise ValueError(f"correlation snapshot version {state.get('version')!r} is not {SNAPSHOT_VERSION}")
+        self.max_time = state.get("max_time")
+        frontier = state.get("frontier")
+        self.frontier = float("-inf") if frontier is None else float(frontier)
+        self.late_events = int(state.get("late_events", 0))
+        self.untimed_events = int(state.get("untimed_events", 0))
+        saved = state.get("tracks", {})
+        for track in self.tracks:
+            data = saved.get(track.spec.rule_id)
+            # A correlation whose definition changed (hot reload) starts afresh: old windows would lie.
+            if data is not None and data.get("fingerprint") == track.fingerprint:
+                track.load(data)
+                track.sample_size()
+        self.suppressor = Suppressor(self.cset.suppressions, state.get("suppression"))
