@@ -15,6 +15,7 @@ from rich.console import Console
 from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
 from connectors.files import BadRecord, iter_objects, open_source
+from connectors.nats.client import connect
 from connectors.nats.subjects import events_subject, subject_token
 from opmas.config import ConfigError, load_config
 
@@ -58,7 +59,7 @@ async def replay(path: str, nats_url: str, rate: float | None = None, agent: str
     """Publish every object of ``path`` through JetStream; bad records are sent as they are (the
     engine dead-letters them). Returns once JetStream has stored everything."""
     result = ReplayResult()
-    nc = await nats.connect(nats_url)
+    nc = await connect(nats_url, "opmas-replay")
     js = nc.jetstream()
     buffers: dict[str, list[bytes]] = {}
     pending: list[asyncio.Future] = []

@@ -20,6 +20,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         parser.add_argument("--mapping", action="append", default=[], metavar="FILE",
                             help="extra logsource mapping file (repeatable)")
         parser.set_defaults(func=func)
+    reload = sub.add_parser("reload", help="make the running engine reload its rule files (refused if any has errors)")
+    reload.add_argument("--nats", help="NATS URL (default: NATS_URL, else the embedded server of `opmas up`)")
+    reload.set_defaults(func=reload_command)
 
 
 def _sources(paths: list[str]) -> list[RuleSource] | None:
@@ -60,3 +63,28 @@ def test_command(args: argparse.Namespace) -> int:
         print(result)
     print(f"{len(results)} cases, {len(results) - len(failed)} passed, {len(failed)} failed, {failures} rule errors")
     return 1 if failed or failures else 0
+
+
+def reload_command(args: argparse.Namespace) -> int:
+    """Send a reload request on opmas.engine.reload; print the engine's answer; exit 1 if refused."""
+    import asyncio
+
+    import nats.errors
+
+    from connectors.nats.control import request_reload
+    from opmas.config import load_config
+
+    config = load_config()
+    url = args.nats or config.nats_url or f"nats://127.0.0.1:{config.nats_port}"
+    try:
+        answer = asyncio.run(request_reload(url))
+    except (OSError, nats.errors.NoServersError, nats.errors.NoRespondersError, nats.errors.TimeoutError) as exc:
+        print(f"error: no engine answered on {url}: {type(exc).__name__} (is `opmas up` running?)", file=sys.stderr)
+        return 2
+    for error in answer.get("errors", []):
+        print(error)
+    if answer.get("ok"):
+        print(f"reloaded: {answer.get('rules')} rules running")
+        return 0
+    print(f"refused: the running rule set ({answer.get('rules')} rules) stays")
+    return 1

@@ -87,6 +87,8 @@ class PartitionState:
 
     processor: Processor
     source: tuple[int, int]
+    offset: int  # Kafka offset of that record (-1: none yet)
+    restored: bool = True  # no record seen since the restore
 
 
 class WorkerRuntime:
@@ -177,6 +179,7 @@ class WorkerRuntime:
         s = self.settings
         grouped: dict[int, list[Event]] = {}
         last: dict[int, tuple[int, int]] = {}
+        offsets: dict[int, int] = {}  # Kafka offset of each partition's last record in this batch
         states: dict[int, PartitionState] = {}  # held here: a rebalance may drop them from self.states
         dead: list[DeadLetter] = []
         for item in batch:
@@ -185,6 +188,12 @@ class WorkerRuntime:
             state = states.get(p)
             if state is None:
                 state = states[p] = self.states.get(p) or self._restore(p)
+            if state.restored:
+                state.restored = False
+                if state.offset >= 0 and message.offset > state.offset + 1:
+                    log.error("checkpoint is behind the committed offset: records between were never"
+                              " applied to this partition's state", extra={
+                                  "partition": p, "checkpoint_offset": state.offset, "offset": message.offset})
             try:
                 record = decode(item.value)
             except ValueError as exc:
@@ -195,6 +204,7 @@ class WorkerRuntime:
                 continue  # already in this partition's checkpoint
             grouped.setdefault(p, []).append(record.event)
             last[p] = record.source
+            offsets[p] = message.offset
         findings, referenced = await asyncio.to_thread(self._evaluate, states, grouped)
         if findings:
             await retry(lambda: publish_findings(self.js, findings), "nats-findings", NATS_ERRORS,
@@ -204,28 +214,32 @@ class WorkerRuntime:
         if dead:
             await retry(lambda: publish_dead_letters(self.js, dead), "nats-deadletter", NATS_ERRORS,
                         s.retry_max_delay, self.abort)
-        snapshots = await asyncio.to_thread(self._snapshots, states, last)
+        snapshots = await asyncio.to_thread(self._snapshots, states, last, offsets)
         for p, value in snapshots.items():
             self.table[p] = value
-            states[p].source = last[p]
+            states[p].source, states[p].offset = last[p], offsets[p]
+        # One checkpoint record per changelog partition per produce request: Tansu reports a
+        # partition's end offset as the last batch's base offset + 1, which is only right for
+        # single-record batches, and Faust's table recovery reads up to that end offset.
+        await self.app.producer.flush()
 
     def _restore(self, p: int) -> PartitionState:
         """The partition's processor from its checkpoint in the table (empty if none or if it
         belongs to another partition layout)."""
         raw = self.table.get(p)
-        state, source = None, (-1, -1)
+        state, source, offset = None, (-1, -1), -1
         if raw is not None:
             checkpoint = orjson.loads(raw)
             if checkpoint["layout"] == self.layout:
-                state, source = checkpoint["state"], tuple(checkpoint["source"])
+                state, source, offset = checkpoint["state"], tuple(checkpoint["source"]), checkpoint["offset"]
             else:
                 log.warning("checkpoint layout differs from the configuration: starting with empty state",
                             extra={"partition": p, "checkpoint_layout": checkpoint["layout"],
                                    "layout": self.layout})
         assert self.ruleset is not None
-        restored = self.states[p] = PartitionState(Processor(self.ruleset, state), source)
+        restored = self.states[p] = PartitionState(Processor(self.ruleset, state), source, offset)
         log.info("partition assigned", extra={"partition": p, "resume_after": list(source),
-                                              "state_restored": state is not None})
+                                              "checkpoint_offset": offset, "state_restored": state is not None})
         return restored
 
     @staticmethod
@@ -248,8 +262,8 @@ class WorkerRuntime:
                 metrics.FINDINGS.labels(finding.severity, finding.rule_id).inc()
         return findings, referenced
 
-    def _snapshots(self, states: dict[int, PartitionState],
-                   last: dict[int, tuple[int, int]]) -> dict[int, bytes]:
-        return {p: orjson.dumps({"layout": self.layout, "source": list(source),
+    def _snapshots(self, states: dict[int, PartitionState], last: dict[int, tuple[int, int]],
+                   offsets: dict[int, int]) -> dict[int, bytes]:
+        return {p: orjson.dumps({"layout": self.layout, "source": list(source), "offset": offsets[p],
                                  "state": states[p].processor.snapshot()})
                 for p, source in last.items()}

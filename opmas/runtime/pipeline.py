@@ -23,7 +23,6 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import clickhouse_connect.driver.exceptions as ch_errors
-import nats
 import nats.errors
 import nats.js.errors
 import orjson
@@ -31,6 +30,7 @@ import psycopg
 from watchfiles import awatch
 
 from connectors.clickhouse.archive import Archive
+from connectors.nats.client import connect
 from connectors.nats.publishers import publish_dead_letters, publish_findings
 from connectors.nats.source import JetStreamSource, SourceMessage
 from connectors.nats.subjects import RELOAD_SUBJECT, ensure_streams
@@ -47,10 +47,6 @@ log = logging.getLogger("opmas.pipeline")
 PG_ERRORS = (psycopg.OperationalError, psycopg.InterfaceError)
 CH_ERRORS = (ch_errors.OperationalError, ch_errors.DatabaseError, OSError)
 NATS_ERRORS = (nats.errors.Error, nats.js.errors.Error, asyncio.TimeoutError)
-
-
-async def _nats_error(exc: Exception) -> None:
-    log.warning("nats connection problem", extra={"reason": f"{type(exc).__name__}: {exc}"})
 
 
 @dataclass(slots=True)
@@ -98,8 +94,7 @@ class Pipeline:
 
     async def run(self, stop: asyncio.Event) -> None:
         cfg = self.config
-        self.nc = await nats.connect(self.nats_url, max_reconnect_attempts=-1, reconnect_time_wait=0.5,
-                                     name=f"opmas-engine:{cfg.consumer}", error_cb=_nats_error)
+        self.nc = await connect(self.nats_url, f"opmas-engine:{cfg.consumer}", persistent=True)
         self.js = self.nc.jetstream()
         tasks: list[asyncio.Task] = []
         try:

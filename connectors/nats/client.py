@@ -1,0 +1,28 @@
+"""Connecting to NATS the same way everywhere: named, with connection problems logged, not printed."""
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import nats
+from nats.aio.client import Client
+
+log = logging.getLogger("opmas.nats")
+
+
+async def connect(url: str, name: str, persistent: bool = False, **options: Any) -> Client:
+    """A NATS connection. ``persistent`` (servers): reconnect forever, problems logged as warnings;
+    otherwise (command-line tools): fail fast after a couple of tries, problems logged at debug."""
+    level = logging.WARNING if persistent else logging.DEBUG
+
+    async def on_error(exc: Exception) -> None:
+        log.log(level, "nats connection problem", extra={"url": url, "reason": f"{type(exc).__name__}: {exc}"})
+
+    if persistent:
+        options.setdefault("max_reconnect_attempts", -1)
+        options.setdefault("reconnect_time_wait", 0.5)
+    else:
+        options.setdefault("max_reconnect_attempts", 2)
+        options.setdefault("reconnect_time_wait", 0.2)
+        options.setdefault("connect_timeout", 3)
+    return await nats.connect(url, name=name, error_cb=on_error, **options)

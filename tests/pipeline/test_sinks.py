@@ -1,0 +1,72 @@
+"""The sinks are idempotent: a batch written twice changes nothing."""
+from __future__ import annotations
+
+import os
+
+import pytest
+
+from connectors.clickhouse.archive import Archive, connect, encode_row
+from connectors.postgres.sink import Checkpoint, PostgresSink
+from engine.event import Event
+from engine.finding import Finding, finding_id
+
+
+def rows(n: int, start: int = 0) -> bytes:
+    return b"".join(encode_row(f"ev-{i}", 1764043200.0 + i, f"agent-{i % 3}", "linux.auth",
+                               b'{"message": "m%d"}' % i, i) for i in range(start, start + n))
+
+
+def check_archive_dedup(archive: Archive) -> None:
+    archive.ensure_table()
+    archive.insert_block(rows(100))
+    archive.insert_block(rows(100))  # the same batch re-sent after a crash
+    archive.insert_block(rows(50, start=80))  # overlapping with the first
+    assert archive.count() == 130
+    newest = archive.events(limit=1)[0]
+    assert newest["id"] == "ev-129" and newest["data"] == {"message": "m129"}
+    assert archive.count("agent_id = {a:String}", {"a": "agent-0"}) == 44
+
+
+def test_archive_deduplicates_re_sent_rows_embedded(chdb_dir):
+    archive = Archive(connect(None, chdb_dir))
+    try:
+        check_archive_dedup(archive)
+    finally:
+        archive.close()
+
+
+@pytest.mark.skipif(not os.environ.get("OPMAS_TEST_CLICKHOUSE_URL"),
+                    reason="no ClickHouse server can be installed here; set OPMAS_TEST_CLICKHOUSE_URL "
+                           "(e.g. http://default:@localhost:8123/opmas_test) to test the server path")
+def test_archive_deduplicates_re_sent_rows_on_a_server():
+    archive = Archive(connect(os.environ["OPMAS_TEST_CLICKHOUSE_URL"]))
+    try:
+        archive.client.command("DROP TABLE IF EXISTS events")
+        check_archive_dedup(archive)
+    finally:
+        archive.close()
+
+
+def finding(n: int) -> Finding:
+    return Finding(id=finding_id("r1", [f"e{n}"]), rule_id="r1", rule_title="Rule", severity="high",
+                   tags=["attack.t1110"], event_ids=[f"e{n}"], timestamp=1764043200.0 + n, title=f"t{n}",
+                   agent_id="a1", details={"n": n})
+
+
+async def test_postgres_sink_is_idempotent_and_keeps_the_checkpoint(postgres):
+    sink = PostgresSink(postgres.url)
+    await sink.migrate()
+    events = [Event(f"e{n}", {"n": n}, 1764043200.0 + n, "a1", "linux.auth") for n in range(3)]
+    findings = [finding(n) for n in range(3)]
+    await sink.write(findings, events, Checkpoint("c1", 10, {"partitions": 2}, {"0": {"x": 1}}))
+    await sink.write(findings, events, Checkpoint("c1", 12, {"partitions": 2}, {"0": {"x": 2}}))
+    conn = await sink._connection()
+    cur = await conn.execute("SELECT count(*), min(severity), max(details->>'n') FROM findings")
+    assert await cur.fetchone() == (3, "high", "2")
+    cur = await conn.execute("SELECT count(*) FROM events")
+    assert (await cur.fetchone())[0] == 3
+    await conn.commit()
+    checkpoint = await sink.load_checkpoint("c1")
+    assert (checkpoint.seq, checkpoint.state) == (12, {"0": {"x": 2}})
+    assert await sink.load_checkpoint("other") is None
+    await sink.close()
