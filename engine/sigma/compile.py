@@ -344,7 +344,8 @@ class _Compiler:
             return _raw_leaf(name, time_part), None
         if isinstance(value, SigmaNumber):
             number = value.number
-            return _raw_leaf(name, lambda v: _number(v) == number), (frozenset({(name, str(number).lower())}),)
+            # no prefilter literal: 1.0, "1" and "0x1" are all the number 1
+            return _raw_leaf(name, lambda v: _number(v) == number), None
         if isinstance(value, SigmaRegularExpression):
             return self.regex(name, value, _raw_leaf)
         if isinstance(value, SigmaCIDRExpression):

@@ -236,3 +236,10 @@ def test_placeholder_only_mapping_describes_no_events(tmp_path) -> None:
     mapping.write_text("name: site\nplaceholders:\n  Admins: root\n")
     ruleset = load_ok(rule_text("  s:\n    User|expand: '%Admins%'\n  condition: s\n"), mappings=[mapping])
     assert [m.name for m in ruleset.mappings] == ["windows-evtx", "generic-ecs"]
+
+
+def test_numbers_compare_by_value_not_text(matcher) -> None:
+    m = matcher("  sel:\n    Count: 1.0\n  condition: sel\n")
+    assert m({"Count": "1"}) and m({"Count": 1}) and not m({"Count": "10"})
+    hexa = matcher("  sel:\n    Mask: 16\n  condition: sel\n")
+    assert hexa({"Mask": "0x10"}) and hexa({"Mask": "16"}) and not hexa({"Mask": "0x11"})
