@@ -11,13 +11,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from engine.logsource import Mapping
+from engine.logsource import LogsourceEntry, Mapping
 from engine.render import field_value
 from engine.ruleset import DetectionRule, RuleSet
 from engine.sigma.compile import KEYWORDS, KEYWORDS_RAW
 from engine.sigma.prefilter import Prefilter
 
-MAX_GROUPS = 8192  # cache bound: raw discriminator values of one mapping seen so far
+MAX_GROUPS = 8192  # cache bound: raw discriminator values of one mapping seen so far (groups are shared)
 
 
 @dataclass(slots=True)
@@ -87,7 +87,8 @@ class RuleIndex:
     def __init__(self, ruleset: RuleSet):
         self.ruleset = ruleset
         self.mappings = ruleset.mappings
-        self._groups: list[dict[tuple[str | None, ...], Group]] = [{} for _ in self.mappings]
+        self._groups: list[dict[tuple[Any, ...], Group]] = [{} for _ in self.mappings]  # raw discriminator -> group
+        self._by_entries: dict[tuple[int, tuple[LogsourceEntry, ...]], Group] = {}
         # Per mapping, per logsource entry: the rules whose logsource that entry covers.
         self._rules_by_entry = [
             {entry: [i for i, r in enumerate(ruleset.detections) if entry.covers(r.meta.logsource)]
@@ -103,9 +104,16 @@ class RuleIndex:
                 return index
         return -1
 
-    def _build(self, index: int, key: tuple[str | None, ...]) -> Group:
+    def _group(self, index: int, key: tuple[str | None, ...]) -> Group:
+        """The group for a discriminator, shared by every discriminator with the same logsource entries."""
+        entries = tuple(self.mappings[index].entries_for(key))
+        group = self._by_entries.get((index, entries))
+        if group is None:
+            group = self._by_entries[(index, entries)] = self._build(index, entries)
+        return group
+
+    def _build(self, index: int, entries: tuple[LogsourceEntry, ...]) -> Group:
         mapping = self.mappings[index]
-        entries = mapping.entries_for(key)
         chosen = set(self._everywhere)
         renames: dict[str, str] = {}
         for entry in entries:
@@ -142,7 +150,7 @@ class RuleIndex:
         if group is None:
             if len(groups) >= MAX_GROUPS:
                 groups.clear()
-            group = groups[raw_key] = self._build(index, mapping.discriminator(flat))
+            group = groups[raw_key] = self._group(index, mapping.discriminator(flat))
         partial = select is not None and not group.keywords
         if partial:
             flat = select(data, group.sources)

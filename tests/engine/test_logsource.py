@@ -227,3 +227,15 @@ def test_event_view_field_by_sigma_name_or_path() -> None:
     view = index.view(security_4688_xml_style(WHOAMI, "alice"))
     assert view.partial and view.field("Image") == WHOAMI and view.field("User") == "alice"
     assert view.field("Event.System.Channel") == "Security" and view.field("Nope") is None
+
+
+def test_groups_are_shared_by_discriminators_with_the_same_logsources() -> None:
+    from engine.dispatch import RuleIndex
+
+    index = RuleIndex(load_ok(rule_text("  s:\n    Image|endswith: '/nc'\n  condition: s\n",
+                                        "{product: linux, category: process_creation}", "nc")))
+    views = [index.view({"event": {"dataset": "linux.process"}, "process": {"name": f"p{i}", "executable": "/bin/x"}})
+             for i in range(300)]
+    assert len({id(v.group) for v in views}) == 1 and len(views[0].group.rules) == 1
+    sshd = index.view({"event": {"dataset": "linux.auth"}, "process": {"name": "sshd"}})
+    assert sshd.group is not views[0].group and sshd.group.rules == ()
