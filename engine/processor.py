@@ -44,7 +44,8 @@ def detection_finding(rule: DetectionRule, event: Event, view: EventView) -> Fin
     template = rule.finding
     flat = view.full_flat() if template else view.flat
     title = render_template(template["title"], flat, event.data) if "title" in template else rule.meta.title
-    description = template.get("description", rule.meta.description)
+    description = render_template(template["description"], flat, event.data) if "description" in template \
+        else rule.meta.description
     return Finding(
         id=finding_id(rule.id, [event.id]),
         rule_id=rule.id,
@@ -54,7 +55,7 @@ def detection_finding(rule: DetectionRule, event: Event, view: EventView) -> Fin
         event_ids=[event.id],
         timestamp=event.timestamp,
         title=title,
-        description=render_template(description, flat, event.data) if description else "",
+        description=description,
         agent_id=event.agent_id,
         details={
             "event": event.data,

@@ -150,3 +150,10 @@ def test_disabled_rules_do_not_run() -> None:
     ruleset.detections[0].meta.enabled = False
     processor = Processor(ruleset)
     assert processor.process([event_from_obj(e) for e in generate("windows", 50, seed=2)]) == []
+
+
+def test_only_finding_templates_are_rendered() -> None:
+    ruleset = load_ok(rule_text("  s:\n    a: 1\n  condition: s\n",
+                                extra="description: 'Matches {default} literally'\n"))
+    finding = Processor(ruleset).process([event_from_obj({"a": 1})])[0]
+    assert finding.description == "Matches {default} literally" and finding.title == "Test rule"
