@@ -35,8 +35,9 @@ def subject_token(text: str) -> str:
 
 
 async def ensure_streams(js: JetStreamContext, max_age: float = 7 * 24 * 3600.0,
-                         max_bytes: int = 10 << 30) -> None:
-    """Create (or update) the events, findings and dead-letter streams, file-backed.
+                         max_bytes: int = 10 << 30, update: bool = True) -> None:
+    """Create the events, findings and dead-letter streams (file-backed) where missing, and with
+    ``update`` (the engine) bring existing ones to these limits.
 
     Events use limits retention (not work-queue): the engine resumes from its own
     checkpointed sequence, which may be behind its last acknowledgement.
@@ -54,6 +55,8 @@ async def ensure_streams(js: JetStreamContext, max_age: float = 7 * 24 * 3600.0,
             await js.stream_info(config.name)
         except NotFoundError:
             await js.add_stream(config)
+            continue
+        if not update:
             continue
         try:
             await js.update_stream(config)

@@ -16,7 +16,7 @@ from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
 from connectors.files import BadRecord, iter_objects, open_source
 from connectors.nats.client import connect
-from connectors.nats.subjects import events_subject, subject_token
+from connectors.nats.subjects import ensure_streams, events_subject, subject_token
 from opmas.config import ConfigError, load_config
 
 
@@ -61,6 +61,7 @@ async def replay(path: str, nats_url: str, rate: float | None = None, agent: str
     result = ReplayResult()
     nc = await connect(nats_url, "opmas-replay")
     js = nc.jetstream()
+    await ensure_streams(js, update=False)  # replaying before the engine first ran stores the events too
     buffers: dict[str, list[bytes]] = {}
     pending: list[asyncio.Future] = []
     task = progress.add_task("replaying", total=None) if progress else None
@@ -73,34 +74,51 @@ async def replay(path: str, nats_url: str, rate: float | None = None, agent: str
             await _settle(pending)
 
     bad: list[BadRecord] = []
+    fallback = events_subject(subject_token(agent or "replay"))
+
+    async def take(obj: dict[str, Any]) -> None:
+        nonlocal buffers
+        key = agent_of(obj, agent)
+        lines = buffers.setdefault(key, [])
+        lines.append(orjson.dumps(obj))
+        result.events += 1
+        if len(lines) >= batch:
+            await send(events_subject(key), lines)
+            buffers[key] = []
+        if rate:
+            ahead = result.events / rate - (time.monotonic() - start)
+            if ahead > 0.05:
+                for key, lines in buffers.items():  # nothing waits in a buffer while we sleep
+                    if lines:
+                        await send(events_subject(key), lines)
+                buffers = {}
+                await asyncio.sleep(ahead)
+        if progress and result.events % 1000 == 0:
+            progress.update(task, completed=result.events, description=f"replaying {result.events:,} events")
+
+    async def salvage() -> None:
+        """A bad record may span good lines (a broken line read as the start of a multi-line
+        object): take those, forward the rest unchanged for the engine to dead-letter."""
+        while bad:
+            for line in bad.pop(0).raw.split(b"\n"):
+                if not line.strip():
+                    continue
+                try:
+                    obj = orjson.loads(line)
+                except orjson.JSONDecodeError:
+                    obj = None
+                if isinstance(obj, dict):
+                    await take(obj)
+                else:
+                    result.bad_records += 1
+                    await send(fallback, [line])
+
     try:
         with open_source(path) as stream:
             for obj in iter_objects(stream, on_error=bad.append):
-                while bad:  # forward unreadable records unchanged, in order
-                    record = bad.pop(0)
-                    result.bad_records += 1
-                    await send(events_subject(subject_token(agent or "replay")), [record.raw])
-                key = agent_of(obj, agent)
-                lines = buffers.setdefault(key, [])
-                lines.append(orjson.dumps(obj))
-                result.events += 1
-                if len(lines) >= batch:
-                    await send(events_subject(key), lines)
-                    buffers[key] = []
-                if rate:
-                    ahead = result.events / rate - (time.monotonic() - start)
-                    if ahead > 0.05:
-                        for key, lines in buffers.items():  # nothing waits in a buffer while we sleep
-                            if lines:
-                                await send(events_subject(key), lines)
-                        buffers = {}
-                        await asyncio.sleep(ahead)
-                if progress and result.events % 1000 == 0:
-                    progress.update(task, completed=result.events,
-                                    description=f"replaying {result.events:,} events")
-            for record in bad:
-                result.bad_records += 1
-                await send(events_subject(subject_token(agent or "replay")), [record.raw])
+                await salvage()
+                await take(obj)
+            await salvage()
         for key, lines in buffers.items():
             if lines:
                 await send(events_subject(key), lines)
@@ -147,6 +165,9 @@ def replay_command(args: argparse.Namespace) -> int:
             result = asyncio.run(replay(args.file, url, rate, args.agent, max(1, args.batch), progress))
     except (OSError, nats.errors.NoServersError) as exc:
         print(f"error: cannot reach NATS at {url}: {exc} (is `opmas up` running?)", file=sys.stderr)
+        return 1
+    except nats.errors.Error as exc:
+        print(f"error: JetStream did not store the events: {type(exc).__name__}: {exc}", file=sys.stderr)
         return 1
     speed = result.events / result.seconds if result.seconds else 0.0
     console.print(f"replayed {result.events:,} events in {result.messages:,} messages to {url} "

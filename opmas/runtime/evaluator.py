@@ -84,34 +84,32 @@ class Evaluator:
     def evaluate(self, messages: Sequence[SourceMessage]) -> Evaluated:
         out = Evaluated()
         layout = self.layout
-        routed: dict[int, list[Event]] = {p: [] for p in self.processors}
-        texts: dict[str, tuple[bytes, int, float]] = {}
-        rows = []
+        # per owned partition: (event, its JSON, stream seq, stream time), in stream order
+        routed: dict[int, list[tuple[Event, bytes, int, float]]] = {p: [] for p in self.processors}
         for message in messages:
             decoded = self.intake.decode([message])
             fixed = layout.partition_of_message(message.subject)
-            if fixed is None and message.seq % layout.workers != self.index:
-                decoded.dead = []
-            out.dead.extend(decoded.dead)
+            if fixed is not None or message.seq % layout.workers == self.index:
+                out.dead.extend(decoded.dead)
             for event, text in zip(decoded.events, decoded.texts):
                 p = fixed if fixed is not None else partition_of(key_of(event, layout.key), layout.partitions)
                 if p in routed:
-                    routed[p].append(event)
-                    texts[event.id] = (text, message.seq, message.time)
-        for p, events in routed.items():
-            if not events:
+                    routed[p].append((event, text, message.seq, message.time))
+        rows = []
+        for p, items in routed.items():
+            if not items:
                 continue
+            events = [item[0] for item in items]
             out.per_partition[p] = len(events)
             out.events += len(events)
             findings = self.processors[p].process(events)  # fills event times where it can
             out.findings.extend(findings)
-            for event in events:
-                text, seq, at = texts[event.id]
+            for event, text, seq, at in items:
                 rows.append(encode_row(event.id, event.timestamp if event.timestamp is not None else at,
                                        event.agent_id or "", event.type or "", text, seq))
             if findings:
                 wanted = {event_id for f in findings for event_id in f.event_ids}
-                out.referenced.extend(e for e in {e.id: e for e in events if e.id in wanted}.values())
+                out.referenced.extend({e.id: e for e in events if e.id in wanted}.values())
         if rows:
             out.archive.append(b"".join(rows))
         return out

@@ -6,6 +6,7 @@ import asyncio
 import nats
 import orjson
 import psycopg
+import pytest
 
 from connectors.nats.subjects import EVENTS_STREAM
 from opmas.commands.replay import agent_of, replay
@@ -13,7 +14,9 @@ from tests.pipeline.conftest import (SAMPLE, expected_finding_ids, finding_ids_i
                                      sample_objects, wait_until)
 
 
-async def test_replayed_sample_reaches_every_sink(config, archive, rules_dir):
+@pytest.mark.parametrize("key, workers", [("agent", 2), ("host.name", 2), ("agent", 0)])
+async def test_replayed_sample_reaches_every_sink(config, archive, rules_dir, key, workers):
+    config = config.with_overrides(partition_key=key, workers=workers)
     objects = sample_objects()
     expected = expected_finding_ids(objects, rules_dir, lambda o: agent_of(o, None))
     assert expected, "the shipped sample must trigger the shipped rules"

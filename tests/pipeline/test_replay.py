@@ -1,0 +1,60 @@
+"""`opmas replay`: every event published, order kept per agent, unreadable records forwarded."""
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import nats
+import orjson
+import pytest
+
+from connectors.nats.subjects import EVENTS_STREAM, ensure_streams
+from opmas.commands.replay import replay
+
+
+async def stream_events(url: str) -> list[tuple[str, bytes]]:
+    nc = await nats.connect(url)
+    js = nc.jetstream()
+    last = (await js.stream_info(EVENTS_STREAM)).state.last_seq
+    out = []
+    for seq in range(1, last + 1):
+        msg = await js.get_msg(EVENTS_STREAM, seq)
+        out.extend((msg.subject, line) for line in msg.data.split(b"\n"))
+    await nc.close()
+    return out
+
+
+@pytest.mark.parametrize("batch", [1, 4])
+async def test_order_per_agent_is_kept(tmp_path, nats_server, batch):
+    records = [{"id": f"e{i}", "agent_id": f"agent-{i % 3}", "type": "t", "data": {"n": i}} for i in range(60)]
+    raw = [{"id": f"r{i}", "host": {"name": "web-7"}, "message": f"line {i}"} for i in range(10)]
+    path = tmp_path / "log.jsonl"
+    lines = [orjson.dumps(r) for r in records[:30]] + [b"{oops"] + [orjson.dumps(r) for r in records[30:] + raw]
+    path.write_bytes(b"\n".join(lines) + b"\n")
+    nc = await nats.connect(nats_server.url)
+    await ensure_streams(nc.jetstream())
+    await nc.close()
+
+    result = await replay(str(path), nats_server.url, batch=batch)
+    assert (result.events, result.bad_records) == (70, 1)
+    published = await stream_events(nats_server.url)
+    assert (b"{oops" in [line for _, line in published])
+    by_subject: dict[str, list[str]] = {}
+    for subject, line in published:
+        if line != b"{oops":
+            by_subject.setdefault(subject, []).append(orjson.loads(line)["id"])
+    for agent in range(3):
+        assert by_subject[f"opmas.events.agent-{agent}"] == [f"e{i}" for i in range(agent, 60, 3)]
+    assert by_subject["opmas.events.web-7"] == [f"r{i}" for i in range(10)]
+
+
+def test_cli_reports_a_summary_and_refuses_bad_arguments(tmp_path, nats_server):
+    path = tmp_path / "log.jsonl"
+    path.write_bytes(b"\n".join(orjson.dumps({"id": i, "message": "x"}) for i in range(25)))
+    run = subprocess.run([sys.executable, "-m", "opmas.cli", "replay", str(path), "--nats", nats_server.url,
+                          "--rate", "1000", "--agent", "lab.host 1"], capture_output=True, text=True, timeout=60)
+    assert run.returncode == 0, run.stderr
+    assert "replayed 25 events in 1 messages" in run.stderr
+    bad = subprocess.run([sys.executable, "-m", "opmas.cli", "replay", str(path), "--rate", "fast"],
+                         capture_output=True, text=True, timeout=60)
+    assert bad.returncode == 2 and "--rate must be a positive number" in bad.stderr
