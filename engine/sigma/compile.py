@@ -291,7 +291,7 @@ class _Compiler:
         if len(matchers) == 2:
             first, second = matchers
             return (lambda flat, low: first(flat, low) and second(flat, low)), requirement
-        return (lambda flat, low: all(m(flat, low) for m in matchers)), requirement
+        return _all_of(matchers), requirement
 
     def disjunction(self, node: ConditionOR) -> tuple[Matcher, Requirement]:
         args = self._flat_args(node, ConditionOR)
@@ -312,7 +312,7 @@ class _Compiler:
             (frozenset().union(*(min(r, key=clause_cost) for r in requirements if r)),)
         if len(matchers) == 1:
             return matchers[0], requirement
-        return (lambda flat, low: any(m(flat, low) for m in matchers)), requirement
+        return _any_of(matchers), requirement
 
     def string_field(self, name: str, patterns: list[_Pattern], cased: bool) -> tuple[Matcher, Requirement]:
         self.fields.add(name)
@@ -434,6 +434,24 @@ class _Compiler:
                 return needle in text
         requirement = (frozenset({(KEYWORDS, pattern.literal.lower())}),) if pattern.literal else None
         return _any_text_leaf(key, test), requirement
+
+
+def _all_of(matchers: tuple[Matcher, ...]) -> Matcher:
+    def match(flat: dict[str, Any], low: dict[str, Any]) -> bool:
+        for matcher in matchers:
+            if not matcher(flat, low):
+                return False
+        return True
+    return match
+
+
+def _any_of(matchers: tuple[Matcher, ...]) -> Matcher:
+    def match(flat: dict[str, Any], low: dict[str, Any]) -> bool:
+        for matcher in matchers:
+            if matcher(flat, low):
+                return True
+        return False
+    return match
 
 
 def _any_text_leaf(key: str, test: Callable[[Any], bool]) -> Matcher:
