@@ -17,7 +17,7 @@ from dataclasses import dataclass
 import orjson
 from aiokafka import AIOKafkaConsumer
 
-from connectors.clickhouse.archive import Archive
+from connectors.clickhouse.archive import Archive, encode_row
 from connectors.kafka.bridge import KAFKA_ERRORS
 from connectors.kafka.records import decode
 from connectors.kafka.topics import bootstrap
@@ -37,7 +37,7 @@ class ArchiverStats:
 
 
 def archive_block(values: list[bytes]) -> tuple[bytes, int]:
-    """A JSONEachRow block of the archive rows of ``values``, and how many were not event records."""
+    """A RowBinary block of the archive rows of ``values``, and how many were not event records."""
     rows, bad = [], 0
     for value in values:
         try:
@@ -46,11 +46,9 @@ def archive_block(values: list[bytes]) -> tuple[bytes, int]:
             bad += 1
             continue
         event = record.event
-        rows.append(orjson.dumps({
-            "id": event.id, "timestamp": event.timestamp if event.timestamp is not None else record.time,
-            "agent_id": event.agent_id or "", "type": event.type or "",
-            "data": orjson.dumps(event.data).decode(), "stream_seq": record.seq}))
-    return b"\n".join(rows), bad
+        rows.append(encode_row(event.id, event.timestamp if event.timestamp is not None else record.time,
+                               event.agent_id or "", event.type or "", orjson.dumps(event.data), record.seq))
+    return b"".join(rows), bad
 
 
 class Archiver:

@@ -24,7 +24,9 @@ from connectors.kafka.records import EventRecord, encode
 from connectors.kafka.topics import bootstrap
 from connectors.nats.publishers import publish_dead_letters
 from connectors.nats.source import JetStreamSource, SourceMessage
-from engine.partition import key_of, partition_of
+from connectors.nats.subjects import agent_of_subject
+from engine.event import Event
+from engine.partition import AGENT_KEY, key_of, partition_of
 from opmas.runtime.intake import Intake
 from opmas.runtime.pipeline import NATS_ERRORS
 from opmas.runtime.retry import retry
@@ -79,15 +81,21 @@ class Bridge:
             await producer.stop()
             await self.source.stop()
 
+    def key_of(self, event: Event, subject: str) -> str:
+        """The partition key, as the embedded runtime takes it: with the ``agent`` key, the agent of
+        the subject the event was published on; else the event's field."""
+        return agent_of_subject(subject) if self.partition_key == AGENT_KEY else key_of(event, self.partition_key)
+
     async def _forward(self, producer: AIOKafkaProducer, messages: list[SourceMessage]) -> None:
         decoded = self.intake.decode(messages)
         records: list[tuple[bytes, int, bytes]] = []
         idx = 0
         previous = None
+        subjects = {m.seq: m.subject for m in messages}
         for event, seq, at in zip(decoded.events, decoded.seqs, decoded.times):
             idx = idx + 1 if seq == previous else 0
             previous = seq
-            key = key_of(event, self.partition_key)
+            key = self.key_of(event, subjects[seq])
             records.append((key.encode(), _partition(key, self.partitions), encode(EventRecord(event, seq, idx, at))))
 
         async def produce() -> None:

@@ -151,7 +151,7 @@ class WorkerRuntime:
             self.js = self.nc.jetstream()
             await retry(lambda: ensure_streams(self.js), "nats", NATS_ERRORS, s.retry_max_delay, self.abort)
             await retry(self.pg.migrate, "postgres", PG_ERRORS, s.retry_max_delay, self.abort)
-            self.ruleset, errors = await asyncio.to_thread(self.rules.load)
+            _, self.ruleset, errors = await asyncio.to_thread(self.rules.load)
             log_errors(errors, "startup")
             metrics.RULES_LOADED.set(len(self.ruleset.rules))
             self._started = True

@@ -3,51 +3,70 @@ is SIGKILLed mid-stream and its partitions move to the other one."""
 from __future__ import annotations
 
 import asyncio
+import threading
+import time
+from datetime import timedelta
 
 import nats
 import orjson
 import psycopg
 
-from benchmarks.generate import generate
+from benchmarks.generate import START, generate
 from connectors.clickhouse.archive import Archive, connect
 from connectors.nats.source import SourceMessage
 from connectors.nats.subjects import FINDINGS_STREAM, ensure_streams, events_subject
 from opmas.paths import RULES_DIR
-from opmas.runtime.intake import Intake
-from opmas.runtime.partitions import Partitions
+from opmas.runtime.evaluator import Evaluator, Layout
 from opmas.runtime.rules import RuleFiles
 from tests.scaleout.conftest import PARTITIONS, wait_until
 
 AGENTS = 8
+BRUTE_FORCE_SUCCEEDED = "7b6f1e0a-3c2d-4e59-9a51-0c9d2f4e8a10"  # rules/correlation/ssh_brute_force_success.yml
 PER_MESSAGE = 25  # events per NATS message (JSON lines)
 
 
-def event_log(count: int, seed: int) -> list[tuple[str, bytes]]:
-    """(subject, payload) messages of a generated mixed log, spread over AGENTS agents."""
+def event_log(count: int, seed: int, attackers: int = 12) -> list[tuple[str, bytes]]:
+    """(subject, payload) messages of a generated mixed log, spread over AGENTS agents, with SSH brute
+    forces (5 failures then a success from one address, over ~4 minutes of event time) spread along
+    it: the library's correlation rules keep windows open across batches, partitions and workers."""
     events = list(generate("mixed", count, seed))
-    out = []
-    for start in range(0, count, PER_MESSAGE):
-        chunk = events[start:start + PER_MESSAGE]
-        agent = f"agent-{(start // PER_MESSAGE) % AGENTS}"
-        out.append((events_subject(agent), b"\n".join(orjson.dumps(e) for e in chunk)))
-    return out
+    chunks = [events[start:start + PER_MESSAGE] for start in range(0, count, PER_MESSAGE)]
+    for k in range(attackers):
+        ip = f"198.51.100.{k + 1}"
+        first = (count - 1200) * k // attackers
+        for j in range(6):
+            m = (first + 200 * j) // PER_MESSAGE
+            m += (k - m) % AGENTS  # the attacker's events stay with one agent, hence one partition
+            verb = "Accepted" if j == 5 else "Failed"
+            when = START + timedelta(milliseconds=m * PER_MESSAGE * 250)
+            chunks[m].append({
+                "@timestamp": when.strftime("%Y-%m-%dT%H:%M:%S.%fZ"),
+                "event": {"dataset": "linux.auth", "outcome": "success" if j == 5 else "failure"},
+                "host": {"name": "bastion"}, "process": {"name": "sshd", "pid": 4000 + j},
+                "user": {"name": "deploy"}, "source": {"ip": ip, "port": 40000 + j},
+                "message": f"{verb} password for deploy from {ip} port {40000 + j} ssh2"})
+    return [(events_subject(f"agent-{m % AGENTS}"), b"\n".join(orjson.dumps(e) for e in chunk))
+            for m, chunk in enumerate(chunks)]
 
 
-def offline_finding_ids(messages: list[tuple[str, bytes]]) -> set[str]:
-    """The findings of the embedded runtime's partition processors over the same messages, in order."""
-    ruleset, _ = RuleFiles((RULES_DIR,)).load()
-    decoded = Intake(1 << 20).decode([SourceMessage(subject, data, seq, 0.0, None, None)
-                                      for seq, (subject, data) in enumerate(messages, 1)])
-    assert not decoded.dead
-    return {f.id for f in Partitions(ruleset, PARTITIONS, "agent").process(decoded.events)}
+def offline_findings(messages: list[tuple[str, bytes]]) -> dict[str, str]:
+    """id -> rule id of the findings of the embedded runtime's evaluator (all partitions in one
+    process) over the same messages."""
+    _, ruleset, _ = RuleFiles((RULES_DIR,)).load()
+    evaluator = Evaluator(Layout(PARTITIONS, "agent", 1), 0, ruleset, None, 1 << 20)
+    evaluated = evaluator.evaluate([SourceMessage(subject, data, seq, 0.0, None, None)
+                                    for seq, (subject, data) in enumerate(messages, 1)])
+    assert not evaluated.dead
+    return {f.id: f.rule_id for f in evaluated.findings}
 
 
-async def publish(url: str, messages: list[tuple[str, bytes]]) -> None:
+async def publish(url: str, messages: list[tuple[str, bytes]], pause: float = 0.0) -> None:
     nc = await nats.connect(url)
     js = nc.jetstream()
     await ensure_streams(js)
     for subject, data in messages:
         await js.publish(subject, data)
+        await asyncio.sleep(pause)
     await nc.close()
 
 
@@ -68,8 +87,8 @@ def finding_ids(db_url: str) -> list[str]:
 
 def test_workers_find_what_the_embedded_engine_finds(spawn, nats_server, postgres, chdb_dir):
     messages = event_log(3000, seed=11)
-    expected = offline_finding_ids(messages)
-    assert len(expected) > 300  # the log exercises many rules
+    expected = set(offline_findings(messages))
+    assert len(expected) > 80
     bridge = spawn("bridge")
     worker = spawn("worker")
     archiver = spawn("archiver", OPMAS_DATA_DIR=str(chdb_dir.parent), OPMAS_CLICKHOUSE_URL="")
@@ -80,7 +99,7 @@ def test_workers_find_what_the_embedded_engine_finds(spawn, nats_server, postgre
     assert asyncio.run(findings_on_nats(nats_server.url)) == len(expected)
     archiver.stop()
     archive = Archive(connect(None, chdb_dir.parent / "clickhouse"))
-    assert archive.count() == 3000
+    assert archive.count() == sum(data.count(b"\n") + 1 for _, data in messages)
     archive.close()
 
 
@@ -95,7 +114,9 @@ def assigned(proc) -> set[int]:
 
 def test_killed_worker_loses_and_doubles_nothing(spawn, nats_server, postgres):
     messages = event_log(6000, seed=23)
-    expected = offline_finding_ids(messages)
+    offline = offline_findings(messages)
+    expected = set(offline)
+    assert list(offline.values()).count(BRUTE_FORCE_SUCCEEDED) == 12  # windows open across the kill
     third = len(messages) // 3
     bridge = spawn("bridge")
     w1 = spawn("worker", name="w1")
@@ -104,12 +125,16 @@ def test_killed_worker_loses_and_doubles_nothing(spawn, nats_server, postgres):
     asyncio.run(publish(nats_server.url, messages[:third]))
     wait_until(lambda: assigned(w1) and assigned(w2), 60, "both workers to own partitions", procs)
     wait_until(lambda: len(finding_ids(postgres.url)) > 0, 60, "first findings", procs)
-    asyncio.run(publish(nats_server.url, messages[third:2 * third]))
+    middle = threading.Thread(target=asyncio.run, args=(publish(nats_server.url, messages[third:2 * third], 0.02),))
+    middle.start()  # the second third trickles in: w2 is busy with it when it is killed
+    time.sleep(0.6)
     w2.kill()
+    middle.join()
     lost = assigned(w2)
     asyncio.run(publish(nats_server.url, messages[2 * third:]))
     wait_until(lambda: len(finding_ids(postgres.url)) >= len(expected), 120, "all findings", procs)
     assert lost <= assigned(w1)  # the survivor took the killed worker's partitions
+    assert "checkpoint is behind" not in w1.log.read_text()  # it resumed them from their checkpoints
     ids = finding_ids(postgres.url)
     assert len(ids) == len(set(ids))
     assert set(ids) == expected
