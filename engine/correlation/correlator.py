@@ -19,7 +19,7 @@ dropped, and the whole state is plain data (``snapshot``), restored by
 """
 from __future__ import annotations
 
-import heapq
+import bisect
 import sys
 from collections import OrderedDict
 from dataclasses import dataclass, field
@@ -43,9 +43,12 @@ _SAMPLE = 32  # groups per correlation sampled for the state size estimate
 
 def _text(value: Any) -> str:
     """A field value as a group-key component or a distinct value."""
-    if value.__class__ is str:
-        return value.replace(SEP, " ")
-    if isinstance(value, (list, dict)):
+    cls = value.__class__
+    if cls is str:
+        return value if SEP not in value else value.replace(SEP, " ")
+    if cls is int or cls is float:
+        return str(value)
+    if cls is list or cls is dict:
         return orjson.dumps(value, option=orjson.OPT_SORT_KEYS).decode()
     if isinstance(value, bool):
         return "true" if value else "false"
@@ -69,7 +72,8 @@ class Track:
         self.corr = corr
         self.spec = spec
         self.machine: Machine = machine_for(spec.type, spec.timespan, spec.condition, len(corr.inputs))
-        self.pending: list[tuple] = []  # heap of (time, event id, group key, value, refs or None)
+        # Hits waiting for the watermark, by second of event time: (time, event id, group key, value, refs)
+        self.pending: dict[float, list[tuple]] = {}
         self.groups: OrderedDict[str, list] = OrderedDict()  # ordered by expiry
         self.fingerprint = orjson.dumps([spec.type, corr.inputs, corr.key_fields, corr.value_fields,
                                          spec.timespan, spec.condition.to_dict()]).decode()
@@ -104,26 +108,41 @@ class Track:
             val: Any = _text(value)
         else:
             val = self._values[index]
-        heapq.heappush(self.pending, (ts, eid, key, val, refs))
+        self.queue(ts, eid, key, val, refs)
+
+    def queue(self, ts: float, eid: str, key: str, val: Any, refs: tuple | None) -> None:
+        """Hold a hit until the watermark passes it."""
+        bucket = ts // 1.0
+        waiting = self.pending.get(bucket)
+        if waiting is None:
+            self.pending[bucket] = [(ts, eid, key, val, refs)]
+        else:
+            waiting.append((ts, eid, key, val, refs))
 
     def advance(self, watermark: float) -> list[tuple[str, Fire]]:
         """Apply every hit behind the watermark in order, close groups whose windows are over."""
         fired: list[tuple[str, Fire]] = []
         pending, groups, machine = self.pending, self.groups, self.machine
-        previous = None
-        while pending and pending[0][0] < watermark:
-            item = heapq.heappop(pending)
-            ts, eid, key, val, refs = item
-            if previous is not None and previous[:4] == item[:4]:
-                continue  # the same event twice (replayed) or one event matching two inputs alike
-            previous = item
-            state = groups.get(key)
-            state, fire, moved = machine.hit(state, ts, refs if refs is not None else eid, val)
-            if moved:
-                groups[key] = state
-                groups.move_to_end(key)
-            if fire is not None:
-                fired.append((key, fire))
+        hit = machine.hit
+        last_ts = last_eid = last_key = last_val = None
+        for bucket in sorted(b for b in pending if b < watermark):
+            items = pending.pop(bucket)
+            items.sort()
+            if items[-1][0] >= watermark:  # the bucket the watermark is in: keep what is not behind it
+                cut = bisect.bisect_left(items, (watermark,))
+                pending[bucket] = items[cut:]
+                items = items[:cut]
+            for ts, eid, key, val, refs in items:
+                if eid == last_eid and ts == last_ts and key == last_key and val == last_val:
+                    continue  # the same event twice (replayed) or one event matching two inputs alike
+                last_ts, last_eid, last_key, last_val = ts, eid, key, val
+                state = groups.get(key)
+                state, fire, moved = hit(state, ts, refs if refs is not None else eid, val)
+                if moved:
+                    groups[key] = state
+                    groups.move_to_end(key)
+                if fire is not None:
+                    fired.append((key, fire))
         expiry = machine.expiry
         while groups:
             key = next(iter(groups))
@@ -159,15 +178,14 @@ class Track:
         return {
             "fingerprint": self.fingerprint,
             "pending": [[ts, eid, key, val, list(refs) if refs is not None else None]
-                        for ts, eid, key, val, refs in sorted(self.pending, key=lambda h: h[:2])],
+                        for items in self.pending.values() for ts, eid, key, val, refs in items],
             "groups": [[key, dump(state)] for key, state in self.groups.items()],
         }
 
     def load(self, data: dict[str, Any]) -> None:
         load = self.machine.load
-        self.pending = [(float(ts), eid, key, val, tuple(refs) if refs is not None else None)
-                        for ts, eid, key, val, refs in data.get("pending", [])]
-        heapq.heapify(self.pending)
+        for ts, eid, key, val, refs in data.get("pending", []):
+            self.queue(float(ts), eid, key, val, tuple(refs) if refs is not None else None)
         self.groups = OrderedDict((key, load(state)) for key, state in data.get("groups", []))
 
 
@@ -334,7 +352,8 @@ class Correlator:
     @property
     def state_bytes(self) -> int:
         """Estimated memory of the correlation state (sampled group sizes, held hits and findings)."""
-        total = sum(len(t.groups) * t.bytes_per_group + len(t.pending) * 200 for t in self.tracks)
+        total = sum(len(t.groups) * t.bytes_per_group + sum(map(len, t.pending.values())) * 200
+                    for t in self.tracks)
         return int(total + self.suppressor.size * 600)
 
     def snapshot(self) -> dict[str, Any]:
