@@ -154,3 +154,17 @@ def test_multi_document_repeat_and_reset() -> None:
     assert by_id["second"].title == "Second" and by_id["second"].level == "high"
     assert by_id["second"].logsource == {"product": "windows", "category": "process_creation"}
     assert by_id["third"].level is None and by_id["third"].logsource == {"product": "linux"}
+
+
+def test_more_located_errors(tmp_path: Path) -> None:
+    only_condition = "title: T\nid: c\nlogsource: {}\ndetection:\n  condition: sel\n"
+    errors = _errors(only_condition)
+    assert [(e.line, e.rule_id, e.message) for e in errors] == [(4, "c", "no search identifiers in detection")]
+    _, errors = load_ruleset([], [tmp_path / "missing.yml"])
+    assert errors[0].file == str(tmp_path / "missing.yml") and "cannot read mapping" in errors[0].message
+    rule = _rule("  sel:\n    Image: x\n  condition: sel\n", "r")
+    mismatched = ("title: F\nid: f\nlogsource: {product: linux}\nfilter:\n  rules: r\n  sel:\n    User: root\n"
+                  "  condition: sel\n")
+    _, errors = load_ruleset([RuleSource("r.yml", rule), RuleSource("f.yml", mismatched)])
+    assert [(e.file, e.line, e.rule_id, e.severity) for e in errors] == [("f.yml", 5, "f", "warning")]
+    assert "filter logsource {'product': 'linux'} differs from rule 'r'" in errors[0].message
