@@ -1,6 +1,7 @@
 """Principals, permissions, secrets and JWTs (HS256 with expiry, revocable by token id)."""
 from __future__ import annotations
 
+import math
 import secrets
 import time
 import uuid
@@ -89,10 +90,10 @@ class TokenIssuer:
         self.ttl = ttl
 
     def issue(self, principal_id: str, ttl: float | None = None) -> IssuedToken:
-        now = int(time.time())
-        expires = now + int(ttl if ttl is not None else self.ttl)
+        now = time.time()
+        expires = math.ceil(now + (ttl if ttl is not None else self.ttl))
         jti = uuid.uuid4().hex
-        claims = {"sub": principal_id, "jti": jti, "iat": now, "exp": expires}
+        claims = {"sub": principal_id, "jti": jti, "iat": int(now), "exp": expires}
         return IssuedToken(jwt.encode(claims, self._secret, algorithm=ALGORITHM), jti, float(expires))
 
     def decode(self, token: str) -> dict:

@@ -85,7 +85,7 @@ async def test_agent_whole_life(stack, admin, enroll_token, tmp_path):
         assert missed["data"]["user"] == {"name": "carol"}
         await wait_for(lambda: status()["status"] == "online", what="online again")
         await again.stop()
-        assert status()["status"] == "offline"
+        await wait_for(lambda: status()["status"] == "offline", timeout=0.9, what="offline at once on stop")
     assert status()["info"]["type"] == "tail" and status()["info"]["stats"]["publish_errors"] == 0
 
 

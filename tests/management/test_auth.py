@@ -43,10 +43,10 @@ def test_bad_tokens_are_401(stack):
 
 
 def test_a_token_expires(stack):
-    token = stack.token(ttl=1)
+    token = stack.token(ttl=2)
     with stack.client(token) as client:
         assert client.get("/auth/me").status_code == 200
-        time.sleep(2.1)
+        time.sleep(3.1)
         r = client.get("/auth/me")
         assert r.status_code == 401 and r.json()["detail"] == "token expired"
 
