@@ -38,7 +38,7 @@ from faust.types import EventT
 
 from connectors.kafka.records import EventRecord, decode
 from connectors.nats.publishers import DeadLetter, publish_dead_letters, publish_findings
-from connectors.nats.subjects import ensure_streams
+from connectors.nats.subjects import RELOAD_SUBJECT, ensure_streams
 from connectors.postgres.sink import PostgresSink
 from engine.event import Event
 from engine.finding import Finding
@@ -47,7 +47,7 @@ from engine.ruleset import RuleSet
 from opmas import metrics
 from opmas.runtime.pipeline import NATS_ERRORS, PG_ERRORS
 from opmas.runtime.retry import retry
-from opmas.runtime.rules import RuleFiles, log_errors
+from opmas.runtime.rules import RuleFiles, blocking_errors, log_errors
 
 log = logging.getLogger("opmas.worker")
 
@@ -104,6 +104,7 @@ class WorkerRuntime:
         self.abort = asyncio.Event()
         self._started = False
         self._start_lock = asyncio.Lock()
+        self._lock = asyncio.Lock()  # the processors serve one batch or one reload at a time
         self.datadir = tempfile.mkdtemp(prefix="opmas-worker-")
         self.app = self._build_app()
 
@@ -154,9 +155,39 @@ class WorkerRuntime:
             _, self.ruleset, errors = await asyncio.to_thread(self.rules.load)
             log_errors(errors, "startup")
             metrics.RULES_LOADED.set(len(self.ruleset.rules))
+            await self.nc.subscribe(RELOAD_SUBJECT, cb=self._on_reload)
             self._started = True
             log.info("worker ready", extra={"rules": len(self.ruleset.rules), "rule_errors": len(errors),
                                             "topic": s.topic, "partitions": s.partitions})
+
+    # -- rules -----------------------------------------------------------------------------
+
+    async def reload_rules(self) -> dict[str, Any]:
+        """Load the rules again (files and API-managed ones); swap them in only without errors.
+        Every worker answers ``opmas.engine.reload``; a requester sees the first answer."""
+        _, ruleset, errors = await asyncio.to_thread(self.rules.load)
+        fatal = blocking_errors(errors)
+        if fatal:
+            metrics.RULE_RELOADS.labels("refused").inc()
+            log_errors(fatal, "reload refused, the running rule set stays")
+            return {"ok": False, "errors": [str(e) for e in fatal], "rules": len(self.ruleset.rules)}
+        async with self._lock:
+            self.ruleset = ruleset
+            for state in self.states.values():
+                state.processor.replace_rules(ruleset)
+        metrics.RULE_RELOADS.labels("applied").inc()
+        metrics.RULES_LOADED.set(len(ruleset.rules))
+        log.info("rules reloaded", extra={"rules": len(ruleset.rules), "warnings": len(errors)})
+        return {"ok": True, "rules": len(ruleset.rules), "warnings": [str(e) for e in errors]}
+
+    async def _on_reload(self, msg) -> None:
+        try:
+            result = await self.reload_rules()
+        except Exception as exc:  # a reload must never take the worker down
+            log.exception("rule reload failed")
+            result = {"ok": False, "errors": [f"{type(exc).__name__}: {exc}"]}
+        if msg.reply:
+            await msg.respond(orjson.dumps(result))
 
     # -- one batch -------------------------------------------------------------------------
 
@@ -205,7 +236,8 @@ class WorkerRuntime:
             grouped.setdefault(p, []).append(record.event)
             last[p] = record.source
             offsets[p] = message.offset
-        findings, referenced = await asyncio.to_thread(self._evaluate, states, grouped)
+        async with self._lock:
+            findings, referenced = await asyncio.to_thread(self._evaluate, states, grouped)
         if findings:
             await retry(lambda: publish_findings(self.js, findings), "nats-findings", NATS_ERRORS,
                         s.retry_max_delay, self.abort)
