@@ -253,8 +253,7 @@ class SecurityAgent:
             if r.status_code != 200:
                 raise AgentError(f"management refused the agent's credentials: {r.status_code} {r.text}")
             body = r.json()
-            self._token = (body["access_token"], time.time() + 300 if "expires_at" not in body
-                           else _epoch(body["expires_at"]))
+            self._token = (body["access_token"], parse_time(body["expires_at"]) or time.time())
         r = await self._http.request(method, path, headers={"Authorization": f"Bearer {self._token[0]}"}, **kwargs)
         r.raise_for_status()
         return r
@@ -282,10 +281,6 @@ class SecurityAgent:
             s.credentials_file.touch(mode=0o600)
             s.credentials_file.write_bytes(orjson.dumps(asdict(creds)))
         return creds
-
-
-def _epoch(value: str) -> float:
-    return parse_time(value) or time.time() + 300
 
 
 async def run_until_signalled(agent: SecurityAgent) -> None:
