@@ -16,6 +16,7 @@ from psycopg.types.json import Jsonb
 
 from agents.subjects import status_subject
 from management.db import fetch_all, fetch_one
+from management.metrics import AGENT_HEARTBEATS
 from management.routes.agents import AGENT_COLUMNS, agent_state_message
 from management.state import ApiState
 
@@ -67,7 +68,8 @@ class LivenessMonitor:
             if not isinstance(beat, dict):
                 raise ValueError("heartbeat is not a JSON object")
         except ValueError as exc:
-            log.warning("bad heartbeat on %s: %s", msg.subject, exc)
+            AGENT_HEARTBEATS.labels("unreadable").inc()
+            log.warning("unreadable heartbeat", extra={"subject": msg.subject, "error": str(exc)})
             return
         status = "offline" if beat.get("state") == "stopped" else "online"
         version = beat.get("config_version")
@@ -75,11 +77,13 @@ class LivenessMonitor:
             row = await fetch_one(self.state, _HEARTBEAT, (
                 status, Jsonb(beat.get("info") or {}), version if isinstance(version, int) else None, agent_id))
         except Exception:  # noqa: BLE001 - a database hiccup must not kill the subscription
-            log.exception("recording heartbeat of %s failed", agent_id)
+            log.exception("recording a heartbeat failed", extra={"agent_id": agent_id})
             return
         if row is None:
-            log.warning("heartbeat from unknown agent %s", agent_id)
+            AGENT_HEARTBEATS.labels("unknown_agent").inc()
+            log.warning("heartbeat from an unknown agent", extra={"agent_id": agent_id})
             return
+        AGENT_HEARTBEATS.labels("ok").inc()
         await self._announce([row])
 
     async def sweep(self) -> list[dict[str, Any]]:

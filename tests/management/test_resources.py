@@ -244,5 +244,6 @@ def test_metrics_expose_pipeline_and_api_metrics(stack, admin):
     text = httpx.get(f"{stack.url}/metrics", headers=admin.headers).text
     for name in ("opmas_events_processed", "opmas_findings", "opmas_processing_latency_seconds_bucket",
                  "opmas_consumer_lag", "opmas_dead_letters", "opmas_late_events", "opmas_state_bytes",
-                 'opmas_api_requests_total{method="GET",route="/agents",status="200"}'):
+                 'opmas_api_requests_total{method="GET",route="/agents",status="200"}',
+                 "opmas_agent_heartbeats_total"):
         assert name in text, name
