@@ -8,7 +8,7 @@ JetStream to the last ack, every sink written), the replay's own rate, end-to-en
 ack, after every sink) p50/p99, and the engine process's peak RSS.
 
     python -m benchmarks.bench_pipeline [--events 200000] [--rules 100] [--kind windows]
-                                        [--partitions 4] [--workers 2] [--batch 100]
+                                        [--partitions 4] [--workers 2] [--batch 100] [--rate max|N]
 
 The machine's 2 cores are shared (NATS, PostgreSQL, replay and the engine compete,
 and so do other users of the machine): figures vary from run to run.
@@ -64,7 +64,7 @@ async def _run(args: argparse.Namespace, work: Path) -> None:
         started = time.time()
         replay = await asyncio.create_subprocess_exec(
             sys.executable, "-m", "opmas.cli", "replay", str(events_file), "--nats", nats.url,
-            "--batch", str(args.batch), stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+            "--batch", str(args.batch), "--rate", str(args.rate), stdout=subprocess.PIPE, stderr=subprocess.PIPE)
         _, replay_err = await replay.communicate()
         replay_done = time.time()
         if replay.returncode:
@@ -87,7 +87,8 @@ async def _run(args: argparse.Namespace, work: Path) -> None:
     lat = sorted(stats.latencies)
     peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     print(f"pipeline benchmark: {args.events:,} {args.kind} events, {pipeline.rule_count} rules, "
-          f"{args.partitions} partitions, {args.workers} evaluator processes, {args.batch} events/message")
+          f"{args.partitions} partitions, {args.workers} evaluator processes, {args.batch} events/message, "
+          f"replay rate {args.rate}")
     print(f"  end to end:   {stats.events / elapsed:,.0f} events/s ({stats.events:,} events in {elapsed:.2f}s "
           "from the first event's arrival in JetStream to the last ack)")
     print(f"  replay:       {args.events / (replay_done - started):,.0f} events/s published")
@@ -105,6 +106,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--partitions", type=int, default=4)
     parser.add_argument("--workers", type=int, default=2, help="evaluator processes (0: in the engine process)")
     parser.add_argument("--batch", type=int, default=100, help="events per NATS message")
+    parser.add_argument("--rate", default="max", help="replay rate in events/s (latency below saturation), or max")
     args = parser.parse_args(argv)
     with tempfile.TemporaryDirectory(prefix="opmas-bench-") as work:
         asyncio.run(_run(args, Path(work)))

@@ -33,7 +33,7 @@ from connectors.clickhouse.archive import Archive
 from connectors.nats.client import connect
 from connectors.nats.publishers import publish_dead_letters, publish_findings
 from connectors.nats.source import JetStreamSource, SourceMessage
-from connectors.nats.subjects import RELOAD_SUBJECT, ensure_streams
+from connectors.nats.subjects import EVENTS_STREAM, RELOAD_SUBJECT, ensure_streams
 from connectors.postgres.sink import Checkpoint, PostgresSink
 from opmas import metrics
 from opmas.config import Config
@@ -106,8 +106,14 @@ class Pipeline:
                         cfg.retry_max_delay, self.abort)
             sources, ruleset, errors = await asyncio.to_thread(self.rules.load)
             log_errors(errors, "startup")
+            last_seq = (await self.js.stream_info(EVENTS_STREAM)).state.last_seq
+            if checkpoint is not None and checkpoint.seq > last_seq:
+                log.warning("checkpoint is ahead of the events stream (was the stream recreated?): "
+                            "starting from the stream's beginning with empty state",
+                            extra={"checkpoint_seq": checkpoint.seq, "stream_last_seq": last_seq})
+                checkpoint = Checkpoint(cfg.consumer, 0, {}, {})
             state = None
-            if checkpoint is not None:
+            if checkpoint is not None and checkpoint.seq:
                 expected = {"partitions": cfg.partitions, "key": cfg.partition_key}
                 if checkpoint.layout == expected:
                     state = checkpoint.state

@@ -14,6 +14,7 @@ import pytest
 
 from connectors.clickhouse.archive import Archive, connect
 from engine.event import event_from_obj
+from engine.partition import key_of, partition_of
 from engine.processor import Processor
 from engine.ruleset import load_ruleset, sources_from_paths
 from opmas.config import Config
@@ -25,10 +26,9 @@ SAMPLE = SAMPLES_DIR / "security_events.jsonl"
 
 @pytest.fixture
 def rules_dir(tmp_path: Path) -> Path:
-    """A private copy of the shipped Linux, web and cloud rules (tests may edit it)."""
+    """A private copy of the shipped rules, correlations included (tests may edit it)."""
     target = tmp_path / "rules"
-    for part in ("linux", "web", "cloud"):
-        shutil.copytree(RULES_DIR / part, target / part)
+    shutil.copytree(RULES_DIR, target, ignore=shutil.ignore_patterns("__pycache__"))
     return target
 
 
@@ -83,16 +83,19 @@ def sample_objects(path: Path = SAMPLE) -> list[dict]:
     return [orjson.loads(line) for line in path.read_bytes().splitlines() if line.strip()]
 
 
-def expected_finding_ids(objects: list[dict], rules: Path, agent_of: Callable[[dict], str]) -> set[str]:
-    """What the offline engine finds in ``objects`` (raw events wrapped as the pipeline wraps them)."""
+def expected_findings(objects: list[dict], rules: Path, agent_of: Callable[[dict], str],
+                      partitions: int = 1, key: str = "agent") -> dict[str, str]:
+    """What the engine finds in ``objects`` offline, partitioned as the pipeline partitions them
+    (raw events wrapped with the agent they are published as; no end-of-input flush): id -> rule id."""
     ruleset, _ = load_ruleset(sources_from_paths([rules]))
-    processor = Processor(ruleset)
-    events = []
+    processors = [Processor(ruleset) for _ in range(partitions)]
+    found: dict[str, str] = {}
     for obj in objects:
         event = event_from_obj(obj)
         event.agent_id = event.agent_id or agent_of(obj)
-        events.append(event)
-    return {f.id for f in processor.process(events) + processor.flush()}
+        routing = agent_of(obj) if key == "agent" else key_of(event, key)
+        found.update((f.id, f.rule_id) for f in processors[partition_of(routing, partitions)].process([event]))
+    return found
 
 
 async def finding_ids_in_postgres(url: str) -> list[str]:

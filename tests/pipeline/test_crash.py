@@ -1,5 +1,5 @@
 """kill -9 in the middle of a stream: after a restart no finding is lost, none doubled, every event
-archived once."""
+archived once; correlation windows open at the kill (SSH brute force then success) still fire once."""
 from __future__ import annotations
 
 import asyncio
@@ -15,18 +15,40 @@ import pytest
 from nats.js.errors import NotFoundError
 
 from connectors.clickhouse.archive import Archive, connect
+from engine.event import format_time
+from engine.ruleset import load_ruleset, sources_from_paths
 from connectors.nats.subjects import EVENTS_STREAM, FINDINGS_STREAM, ensure_streams
 from opmas.commands.replay import agent_of
-from tests.pipeline.conftest import (expected_finding_ids, finding_ids_in_postgres, sample_objects,
+from tests.pipeline.conftest import (expected_findings, finding_ids_in_postgres, sample_objects,
                                      wait_until)
 
 EVENTS = 2400
 
 
+def brute_force(ip: int) -> list[dict]:
+    """Five failed SSH logins from one address, then a successful one (the shipped correlation)."""
+    base = 1795651200 + ip * 20  # from 2026-11-26T00:00:00Z (after the sample's times), one every 20 s
+    out = []
+    for j in range(6):
+        outcome, verb = ("success", "Accepted") if j == 5 else ("failure", "Failed")
+        out.append({"id": f"ssh-{ip}-{j}", "@timestamp": format_time(base + j * 5),
+                    "event": {"dataset": "linux.auth", "outcome": outcome}, "host": {"name": f"bastion-{ip % 3}"},
+                    "process": {"name": "sshd", "pid": 1000 + j}, "source": {"ip": f"203.0.113.{ip}", "port": 50000 + j},
+                    "user": {"name": "deploy"},
+                    "message": f"{verb} password for deploy from 203.0.113.{ip} port {50000 + j} ssh2"})
+    return out
+
+
 def numbered_events() -> list[dict]:
-    """The sample log cycled to EVENTS events, each with its own id."""
+    """The sample log cycled with its own ids, every third event an SSH brute force step."""
     sample = sample_objects()
-    return [sample[i % len(sample)] | {"id": f"evt-{i:05d}"} for i in range(EVENTS)]
+    attacks = [event for ip in range(EVENTS // 18) for event in brute_force(ip)]
+    out = []
+    for i in range(EVENTS - len(attacks)):
+        out.append(sample[i % len(sample)] | {"id": f"evt-{i:05d}"})
+        if i % 2 == 1 and attacks:
+            out.append(attacks.pop(0))
+    return out + attacks
 
 
 def start_engine(env: dict[str, str], log: Path) -> subprocess.Popen:
@@ -45,7 +67,11 @@ async def acked(js) -> int:
 @pytest.mark.timeout(180)
 async def test_sigkill_mid_stream_loses_and_doubles_nothing(tmp_path, nats_server, postgres, rules_dir):
     events = numbered_events()
-    expected = expected_finding_ids(events, rules_dir, lambda o: agent_of(o, None))
+    assert len(events) == EVENTS
+    expected = expected_findings(events, rules_dir, lambda o: agent_of(o, None), 4)
+    correlation_rules = _correlation_rule_ids(rules_dir)
+    correlated = {f for f, rule in expected.items() if rule in correlation_rules}
+    assert len(correlated) >= 50, "the stream must exercise correlation windows"
     env = os.environ | {
         "NATS_URL": nats_server.url, "OPMAS_DB_URL": postgres.url, "OPMAS_DATA_DIR": str(tmp_path / "data"),
         "OPMAS_RULES": str(rules_dir), "OPMAS_WATCH_RULES": "0", "OPMAS_BATCH_SIZE": "20",
@@ -86,7 +112,9 @@ async def test_sigkill_mid_stream_loses_and_doubles_nothing(tmp_path, nats_serve
 
     in_pg = await finding_ids_in_postgres(postgres.url)
     assert len(in_pg) == len(set(in_pg))
-    assert set(in_pg) == expected, f"lost {len(expected - set(in_pg))}, unexpected {len(set(in_pg) - expected)}"
+    lost, unexpected = set(expected) - set(in_pg), set(in_pg) - set(expected)
+    assert not lost and not unexpected, f"lost {len(lost)}, unexpected {len(unexpected)}"
+    assert correlated <= set(in_pg)
     assert on_nats == len(expected)  # re-published findings were dropped by the NATS duplicate window
     archive = Archive(connect(None, tmp_path / "data" / "clickhouse"))
     try:
@@ -95,6 +123,11 @@ async def test_sigkill_mid_stream_loses_and_doubles_nothing(tmp_path, nats_serve
         assert rows == (EVENTS, EVENTS)
     finally:
         archive.close()
+
+
+def _correlation_rule_ids(rules: Path) -> set[str]:
+    ruleset, _ = load_ruleset(sources_from_paths([rules]))
+    return {r.id for r in ruleset.rules if r.kind == "correlation"}
 
 
 async def _at_least(js, seq: int) -> bool:

@@ -10,7 +10,7 @@ import pytest
 
 from connectors.nats.subjects import EVENTS_STREAM
 from opmas.commands.replay import agent_of, replay
-from tests.pipeline.conftest import (SAMPLE, expected_finding_ids, finding_ids_in_postgres, running,
+from tests.pipeline.conftest import (SAMPLE, expected_findings, finding_ids_in_postgres, running,
                                      sample_objects, wait_until)
 
 
@@ -18,7 +18,7 @@ from tests.pipeline.conftest import (SAMPLE, expected_finding_ids, finding_ids_i
 async def test_replayed_sample_reaches_every_sink(config, archive, rules_dir, key, workers):
     config = config.with_overrides(partition_key=key, workers=workers)
     objects = sample_objects()
-    expected = expected_finding_ids(objects, rules_dir, lambda o: agent_of(o, None))
+    expected = expected_findings(objects, rules_dir, lambda o: agent_of(o, None), config.partitions, key)
     assert expected, "the shipped sample must trigger the shipped rules"
     nc = await nats.connect(config.nats_url)
     on_nats: list[dict] = []
@@ -36,7 +36,7 @@ async def test_replayed_sample_reaches_every_sink(config, archive, rules_dir, ke
     await nc.close()
 
     assert sorted(set(await finding_ids_in_postgres(config.db_url))) == sorted(expected)
-    assert {f["id"] for f in on_nats} == expected
+    assert {f["id"] for f in on_nats} == set(expected)
     assert all(f["subject"] == f"opmas.findings.{f['severity']}" for f in on_nats)
     distinct_ids = len({(o.get("id") or orjson.dumps(o, option=orjson.OPT_SORT_KEYS)) for o in objects})
     assert archive.count() == distinct_ids

