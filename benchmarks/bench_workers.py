@@ -118,8 +118,24 @@ def wait_bridged(nats_url: str, messages: int, timeout: float = 1800) -> float:
     raise TimeoutError("the bridge did not forward every message")
 
 
+async def records_in_topic(broker: TansuBroker, partitions: int) -> int:
+    """Records in the events topic, counted by reading it (Tansu's end offsets are unreliable)."""
+    consumer = AIOKafkaConsumer(bootstrap_servers=broker.url, enable_auto_commit=False)
+    await consumer.start()
+    try:
+        tps = [TopicPartition(TOPIC, p) for p in range(partitions)]
+        consumer.assign(tps)
+        await consumer.seek_to_beginning(*tps)
+        total = 0
+        while batches := await consumer.getmany(timeout_ms=2000, max_records=10_000):
+            total += sum(len(messages) for messages in batches.values())
+        return total
+    finally:
+        await consumer.stop()
+
+
 async def committed(broker: TansuBroker, partitions: int, group: str) -> int:
-    """Sum of ``group``'s committed offsets over the topic (Tansu's end offsets are unreliable)."""
+    """Sum of ``group``'s committed offsets over the topic: records done."""
     consumer = AIOKafkaConsumer(bootstrap_servers=broker.url, group_id=group, enable_auto_commit=False)
     await consumer.start()
     try:
@@ -161,7 +177,8 @@ def run(workers: int, count: int, partitions: int, env: dict[str, str], tmp: Pat
               f" {bridge_cpu:.1f} CPU s")
         procs = [spawn("worker", env, tmp / f"worker-{workers}-{i}.log") for i in range(workers)]
         tansu_cpu0 = Proc(broker.process).cpu_seconds()
-        first, end = wait_committed(broker, partitions, APP_ID, count)
+        records = asyncio.run(records_in_topic(broker, partitions))
+        first, end = wait_committed(broker, partitions, APP_ID, records)
         cpu = sum(p.cpu_seconds() for p in procs)
         rss = max(p.peak_rss_mb() for p in procs)
         tansu_cpu = Proc(broker.process).cpu_seconds() - tansu_cpu0

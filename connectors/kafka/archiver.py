@@ -33,22 +33,24 @@ GROUP = "opmas-archive"
 @dataclass
 class ArchiverStats:
     events: int = 0
-    skipped: int = 0  # records that are not OPMAS event records
+    skipped: int = 0  # records that are not OPMAS events records
 
 
-def archive_block(values: list[bytes]) -> tuple[bytes, int]:
-    """A RowBinary block of the archive rows of ``values``, and how many were not event records."""
+def archive_block(values: list[bytes]) -> tuple[bytes, int, int]:
+    """A RowBinary block of the events in ``values``, their count, and how many values were not
+    events records."""
     rows, bad = [], 0
     for value in values:
         try:
-            record = decode(value)
+            records = decode(value)
         except ValueError:
             bad += 1
             continue
-        event = record.event
-        rows.append(encode_row(event.id, event.timestamp if event.timestamp is not None else record.time,
-                               event.agent_id or "", event.type or "", orjson.dumps(event.data), record.seq))
-    return b"".join(rows), bad
+        for record in records:
+            event = record.event
+            rows.append(encode_row(event.id, event.timestamp if event.timestamp is not None else record.time,
+                                   event.agent_id or "", event.type or "", orjson.dumps(event.data), record.seq))
+    return b"".join(rows), len(rows), bad
 
 
 class Archiver:
@@ -76,15 +78,15 @@ class Archiver:
                 values = [m.value for messages in batches.values() for m in messages]
                 if not values:
                     continue
-                block, bad = await asyncio.to_thread(archive_block, values)
+                block, archived, bad = await asyncio.to_thread(archive_block, values)
                 if block:
                     await retry(lambda: asyncio.to_thread(self.archive.insert_block, block), "clickhouse",
                                 CH_ERRORS, self.retry_max_delay, self.abort)
                 await retry(self.consumer.commit, "kafka", KAFKA_ERRORS, self.retry_max_delay, self.abort)
                 if bad:
                     log.warning("records that are not OPMAS events were not archived", extra={"records": bad})
-                metrics.ARCHIVED_EVENTS.inc(len(values) - bad)
-                self.stats.events += len(values) - bad
+                metrics.ARCHIVED_EVENTS.inc(archived)
+                self.stats.events += archived
                 self.stats.skipped += bad
         finally:
             await self.consumer.stop()

@@ -88,15 +88,18 @@ class Bridge:
 
     async def _forward(self, producer: AIOKafkaProducer, messages: list[SourceMessage]) -> None:
         decoded = self.intake.decode(messages)
-        records: list[tuple[bytes, int, bytes]] = []
+        subjects = {m.seq: m.subject for m in messages}
+        # One record per (message, partition): the events of a message that share a partition.
+        grouped: dict[tuple[int, int], tuple[str, list[EventRecord]]] = {}
         idx = 0
         previous = None
-        subjects = {m.seq: m.subject for m in messages}
         for event, seq, at in zip(decoded.events, decoded.seqs, decoded.times):
             idx = idx + 1 if seq == previous else 0
             previous = seq
             key = self.key_of(event, subjects[seq])
-            records.append((key.encode(), _partition(key, self.partitions), encode(EventRecord(event, seq, idx, at))))
+            group = grouped.setdefault((seq, _partition(key, self.partitions)), (key, []))
+            group[1].append(EventRecord(event, seq, idx, at))
+        records = [(key.encode(), p, value) for (_, p), (key, events) in grouped.items() for value in encode(events)]
 
         async def produce() -> None:
             futures = [await producer.send(self.topic, value, key=key, partition=p) for key, p, value in records]
@@ -114,5 +117,5 @@ class Bridge:
         await retry(lambda: self.source.ack(last), "nats-ack", NATS_ERRORS, self.retry_max_delay, self.abort)
         self.stats.acked_seq = last.seq
         self.stats.messages += len(messages)
-        self.stats.events += len(records)
+        self.stats.events += len(decoded.events)
         self.stats.dead_letters += len(decoded.dead)

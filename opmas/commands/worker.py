@@ -57,7 +57,7 @@ def _config(args: argparse.Namespace, needs: tuple[str, ...]) -> Config | None:
 
 
 def worker_command(args: argparse.Namespace) -> int:
-    from connectors.kafka.topics import ensure_topic
+    from connectors.kafka.topics import TopicLayoutError, ensure_topic
     from opmas.runtime.faust_worker import WorkerRuntime, WorkerSettings
     from opmas.runtime.rules import RuleFiles
 
@@ -66,8 +66,12 @@ def worker_command(args: argparse.Namespace) -> int:
         return 2
     loop = asyncio.new_event_loop()
     asyncio.set_event_loop(loop)
-    loop.run_until_complete(ensure_topic(config.kafka_url, config.kafka_topic, config.partitions,
-                                         config.kafka_replication))
+    try:
+        loop.run_until_complete(ensure_topic(config.kafka_url, config.kafka_topic, config.partitions,
+                                             config.kafka_replication))
+    except TopicLayoutError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     settings = WorkerSettings(
         kafka_url=config.kafka_url, topic=config.kafka_topic, partitions=config.partitions,
         partition_key=config.partition_key, nats_url=config.nats_url, db_url=config.db_url,
@@ -101,10 +105,14 @@ async def _run_bridge(config: Config) -> int:
     import nats
 
     from connectors.kafka.bridge import Bridge
-    from connectors.kafka.topics import ensure_topic
+    from connectors.kafka.topics import TopicLayoutError, ensure_topic
     from connectors.nats.subjects import ensure_streams
 
-    await ensure_topic(config.kafka_url, config.kafka_topic, config.partitions, config.kafka_replication)
+    try:
+        await ensure_topic(config.kafka_url, config.kafka_topic, config.partitions, config.kafka_replication)
+    except TopicLayoutError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     nc = await nats.connect(config.nats_url, max_reconnect_attempts=-1, reconnect_time_wait=0.5,
                             name="opmas-bridge")
     try:

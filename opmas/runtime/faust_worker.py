@@ -4,7 +4,7 @@ Kafka does the partition assignment and rebalancing; each worker runs one engine
 ``Processor`` per events-topic partition it is assigned (the same processor the
 embedded pipeline runs). For each batch of records:
 
-1. records at or below the partition's checkpointed source position are dropped
+1. events at or below the partition's checkpointed source position are dropped
    (Kafka redeliveries after a rebalance, copies re-sent by the bridge);
 2. the processors evaluate the rest; findings go to NATS (``opmas.findings.<severity>``,
    deduplicated by id) and to PostgreSQL (idempotent), retried while a server is away;
@@ -36,7 +36,7 @@ import nats
 import orjson
 from faust.types import EventT
 
-from connectors.kafka.records import EventRecord, decode
+from connectors.kafka.records import decode
 from connectors.nats.publishers import DeadLetter, publish_dead_letters, publish_findings
 from connectors.nats.subjects import RELOAD_SUBJECT, ensure_streams
 from connectors.postgres.sink import PostgresSink
@@ -226,16 +226,18 @@ class WorkerRuntime:
                               " applied to this partition's state", extra={
                                   "partition": p, "checkpoint_offset": state.offset, "offset": message.offset})
             try:
-                record = decode(item.value)
+                records = decode(item.value)
             except ValueError as exc:
                 dead.append(DeadLetter(reason=f"kafka record: {exc}", subject=f"kafka:{message.topic}",
                                        payload=item.value or b"", seq=message.offset))
                 continue
-            if record.source <= last.get(p, state.source):
-                continue  # already in this partition's checkpoint
-            grouped.setdefault(p, []).append(record.event)
-            last[p] = record.source
-            offsets[p] = message.offset
+            events = grouped.setdefault(p, [])
+            for record in records:
+                if record.source <= last.get(p, state.source):
+                    continue  # already in this partition's checkpoint
+                events.append(record.event)
+                last[p] = record.source
+                offsets[p] = message.offset
         async with self._lock:
             findings, referenced = await asyncio.to_thread(self._evaluate, states, grouped)
         if findings:
