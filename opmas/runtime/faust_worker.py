@@ -135,9 +135,9 @@ class WorkerRuntime:
 
         @app.on_partitions_revoked.connect
         async def on_revoked(app_: faust.App, revoked: set, **_: Any) -> None:
-            for tp in revoked:
-                if tp.topic == s.topic:
-                    self.states.pop(tp.partition, None)
+            dropped = sorted(tp.partition for tp in revoked
+                             if tp.topic == s.topic and self.states.pop(tp.partition, None) is not None)
+            log.info("partitions revoked", extra={"partitions": dropped})
 
         return app
 
