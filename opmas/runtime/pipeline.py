@@ -39,8 +39,8 @@ from opmas import metrics
 from opmas.config import Config
 from opmas.runtime.evaluator import Evaluated
 from opmas.runtime.retry import retry
-from opmas.runtime.workers import EvaluatorPool
 from opmas.runtime.rules import RuleFiles, blocking_errors, log_errors
+from opmas.runtime.workers import EvaluatorPool
 
 log = logging.getLogger("opmas.pipeline")
 
@@ -161,7 +161,13 @@ class Pipeline:
         cfg = self.config
         last_checkpoint = time.monotonic()
         while not stop.is_set() and not writer.done():
-            messages = await self.source.fetch(cfg.batch_size, cfg.batch_wait)
+            try:
+                messages = await retry(lambda: self.source.fetch(cfg.batch_size, cfg.batch_wait), "nats-fetch",
+                                       NATS_ERRORS, cfg.retry_max_delay, stop)
+            except NATS_ERRORS:
+                if stop.is_set():  # stopping while NATS is away: nothing fetched, nothing to lose
+                    break
+                raise
             if not messages:
                 continue
             metrics.MESSAGES_RECEIVED.inc(len(messages))
