@@ -78,37 +78,43 @@ class Track:
         self.fingerprint = orjson.dumps([spec.type, corr.inputs, corr.key_fields, corr.value_fields,
                                          spec.timespan, spec.condition.to_dict()]).decode()
         kind = spec.type
-        self._values: list[Any] = [
-            ordered_value(i) if kind == "temporal_ordered" else (i if kind == "temporal" else None)
-            for i in range(len(corr.inputs))
+        # Per input: (the one group-by field or None, all group-by fields, value_count field, fixed value)
+        self._inputs = [
+            (keys[0] if len(keys) == 1 else None, keys, value_field,
+             ordered_value(i) if kind == "temporal_ordered" else (i if kind == "temporal" else None))
+            for i, (keys, value_field) in enumerate(zip(corr.key_fields, corr.value_fields))
         ]
         self.bytes_per_group = 0.0
 
     def hit(self, index: int, ts: float, eid: str, fields: dict[str, Any], refs: tuple | None = None) -> None:
         """Queue a hit of input ``index``; events lacking a group-by (or value_count) field are skipped."""
-        key_fields = self.corr.key_fields[index]
-        if len(key_fields) == 1:
-            value = fields.get(key_fields[0])
+        single, names, value_field, val = self._inputs[index]
+        if single is not None:
+            value = fields.get(single)
             if value is None:
                 return
-            key = _text(value)
-        else:
+            key = value if value.__class__ is str else _text(value)
+        elif names:
             parts = []
-            for name in key_fields:
+            for name in names:
                 value = fields.get(name)
                 if value is None:
                     return
                 parts.append(_text(value))
             key = SEP.join(parts)
-        value_field = self.corr.value_fields[index]
+        else:
+            key = ""
         if value_field is not None:
             value = fields.get(value_field)
             if value is None:
                 return
-            val: Any = _text(value)
+            val = _text(value)
+        item = (ts, eid, key, val, refs)
+        waiting = self.pending.get(ts // 1.0)
+        if waiting is None:
+            self.pending[ts // 1.0] = [item]
         else:
-            val = self._values[index]
-        self.queue(ts, eid, key, val, refs)
+            waiting.append(item)
 
     def queue(self, ts: float, eid: str, key: str, val: Any, refs: tuple | None) -> None:
         """Hold a hit until the watermark passes it."""

@@ -70,7 +70,8 @@ def _consumed_out(value: float) -> float | None:
 
 
 class Sliding:
-    """event_count with lower bounds. State: [last_ts, consumed_until, times, refs]."""
+    """event_count with lower bounds. State: [last_ts, consumed_until, t0, ref0, t1, ref1, ...]
+    (one flat list per group: few objects for the cyclic GC to walk)."""
 
     distinct = False
 
@@ -81,26 +82,24 @@ class Sliding:
     def hit(self, st: list | None, ts: float, ref: Ref, val: Any) -> tuple[list, Fire | None, bool]:
         """Take one hit; returns (state, result or None, whether the group's expiry moved)."""
         if st is None:
-            st = [ts, NO_CONSUMPTION, [], []]
+            st = [ts, NO_CONSUMPTION]
         elif ts < st[1]:
             return st, None, False
         st[0] = ts
-        times, refs = st[2], st[3]
         low = ts - self.timespan
-        drop = 0
-        for t in times:
-            if t > low:
-                break
-            drop += 1
-        if drop:
-            del times[:drop], refs[:drop]
-        times.append(ts)
-        refs.append(ref)
-        if self.holds(len(times)):
-            start = times[0]
-            fire = Fire(start, start + self.timespan, ts, len(times), _unique(refs), None, ts)
+        end, size = 2, len(st)
+        while end < size and st[end] <= low:
+            end += 2
+        if end > 2:
+            del st[2:end]
+        st.append(ts)
+        st.append(ref)
+        count = (len(st) - 2) >> 1
+        if self.holds(count):
+            start = st[2]
+            fire = Fire(start, start + self.timespan, ts, count, _unique(st[3::2]), None, ts)
             st[1] = start + self.timespan
-            st[2], st[3] = [], []
+            del st[2:]
             return st, fire, True
         return st, None, True
 
@@ -111,12 +110,15 @@ class Sliding:
     def close(self, st: list) -> Fire | None:
         return None
 
-
     def dump(self, st: list) -> list:
-        return [st[0], _consumed_out(st[1]), st[2], [_ref_out(r) for r in st[3]]]
+        return [st[0], _consumed_out(st[1]), st[2::2], [_ref_out(r) for r in st[3::2]]]
 
     def load(self, data: list) -> list:
-        return [float(data[0]), _consumed(data[1]), [float(t) for t in data[2]], [_ref_in(r) for r in data[3]]]
+        st = [float(data[0]), _consumed(data[1])]
+        for t, r in zip(data[2], data[3]):
+            st.append(float(t))
+            st.append(_ref_in(r))
+        return st
 
 
 class SlidingDistinct(Sliding):
@@ -161,7 +163,7 @@ class SlidingDistinct(Sliding):
 
 
 class Tumbling:
-    """Any condition with an upper bound. State: [anchor, last_ts, n_events, refs, {value: ref} | None]."""
+    """Any condition with an upper bound. State: [anchor, last_ts, n_events, {value: ref} | None, ref0, ...]."""
 
     def __init__(self, timespan: float, condition: Condition, distinct: bool):
         self.timespan = timespan
@@ -178,15 +180,15 @@ class Tumbling:
             st = None
         moved = st is None
         if st is None:
-            st = [ts, ts, 0, [], {} if self.distinct else None]
+            st = [ts, ts, 0, {} if self.distinct else None]
         st[1] = ts
         st[2] += 1
         if self.distinct:
-            seen = st[4]
+            seen = st[3]
             if val not in seen and len(seen) < self.cap:
                 seen[val] = ref
-        elif len(st[3]) < self.cap:
-            st[3].append(ref)
+        elif len(st) - 4 < self.cap:
+            st.append(ref)
         return st, fire, moved
 
     def expiry(self, st: list) -> float:
@@ -195,26 +197,25 @@ class Tumbling:
     def close(self, st: list) -> Fire | None:
         """Evaluate a complete window."""
         if self.distinct:
-            count, refs, values = len(st[4]), _unique(list(st[4].values())), list(st[4])
+            count, refs, values = len(st[3]), _unique(list(st[3].values())), list(st[3])
         else:
-            count, refs, values = st[2], st[3], None
+            count, refs, values = st[2], st[4:], None
         if not self.holds(count):
             return None
         end = st[0] + self.timespan
         return Fire(st[0], end, st[1], count, refs, values, end)
 
-
     def dump(self, st: list) -> list:
-        seen = [[v, _ref_out(r)] for v, r in st[4].items()] if self.distinct else None
-        return [st[0], st[1], st[2], [_ref_out(r) for r in st[3]], seen]
+        seen = [[v, _ref_out(r)] for v, r in st[3].items()] if self.distinct else None
+        return [st[0], st[1], st[2], [_ref_out(r) for r in st[4:]], seen]
 
     def load(self, data: list) -> list:
         seen = {v: _ref_in(r) for v, r in data[4]} if self.distinct else None
-        return [float(data[0]), float(data[1]), int(data[2]), [_ref_in(r) for r in data[3]], seen]
+        return [float(data[0]), float(data[1]), int(data[2]), seen, *(_ref_in(r) for r in data[3])]
 
 
 class Ordered(Sliding):
-    """temporal_ordered. State: [last_ts, consumed_until, partials]; partials[k] = [start, refs] of the
+    """temporal_ordered. State: [last_ts, consumed_until, p0, p1, ...]; ``pk`` = (start, refs) of the
     match of steps 0..k with the latest start (the one with most room left), or None."""
 
     distinct = True
@@ -225,40 +226,39 @@ class Ordered(Sliding):
 
     def hit(self, st: list | None, ts: float, ref: Ref, val: Any) -> tuple[list, Fire | None, bool]:
         if st is None:
-            st = [ts, NO_CONSUMPTION, [None] * self.steps]
+            st = [ts, NO_CONSUMPTION, *([None] * self.steps)]
         elif ts < st[1]:
             return st, None, False
         st[0] = ts
         step = -1 - val  # see ordered_value(): later steps of one event sort first
         if step >= self.steps:
             return st, None, True
-        partials = st[2]
         if step == 0:
-            candidate = [ts, (ref,)]
+            candidate = (ts, (ref,))
         else:
-            before = partials[step - 1]
+            before = st[1 + step]
             if before is None or before[0] <= ts - self.timespan:
                 return st, None, True
-            candidate = [before[0], before[1] + (ref,)]
-        current = partials[step]
+            candidate = (before[0], before[1] + (ref,))
+        current = st[2 + step]
         if current is None or candidate[0] >= current[0]:
-            partials[step] = candidate
+            st[2 + step] = candidate
         if step == self.steps - 1:
-            start, refs = partials[step]
+            start, refs = st[2 + step]
             fire = Fire(start, start + self.timespan, ts, self.steps, _unique(list(refs)),
                         list(range(self.steps)), ts)
             st[1] = start + self.timespan
-            st[2] = [None] * self.steps
+            st[2:] = [None] * self.steps
             return st, fire, True
         return st, None, True
 
     def dump(self, st: list) -> list:
-        parts = [None if p is None else [p[0], [_ref_out(r) for r in p[1]]] for p in st[2]]
+        parts = [None if p is None else [p[0], [_ref_out(r) for r in p[1]]] for p in st[2:]]
         return [st[0], _consumed_out(st[1]), parts]
 
     def load(self, data: list) -> list:
-        parts = [None if p is None else [float(p[0]), tuple(_ref_in(r) for r in p[1])] for p in data[2]]
-        return [float(data[0]), _consumed(data[1]), parts]
+        parts = [None if p is None else (float(p[0]), tuple(_ref_in(r) for r in p[1])) for p in data[2]]
+        return [float(data[0]), _consumed(data[1]), *parts]
 
 
 def ordered_value(step: int) -> int:

@@ -233,3 +233,40 @@ def test_multi_field_group_by_and_title_template():
     found = of_rule(run(rs, events), "many-fail")
     assert [f.title for f in found] == ["3 failures from 203.0.113.7 as a"]
     assert found[0].group_key == "source.ip=203.0.113.7, user.name=a"
+
+
+ANY_SSHD = """
+title: Any sshd event
+id: ssh-any
+name: ssh_any
+logsource: {product: linux, service: sshd}
+detection:
+    selection: {process.name: sshd}
+    condition: selection
+"""
+TWO_STEPS = """
+title: Failure then any sshd event
+id: fail-then-any
+correlation:
+    type: temporal_ordered
+    rules: [ssh_fail, ssh_any]
+    group-by: [source.ip]
+    timespan: 1m
+---
+title: Failures counted once per event
+id: count-once
+correlation:
+    type: event_count
+    rules: [ssh_fail, ssh_any]
+    group-by: [source.ip]
+    timespan: 1m
+    condition: {gte: 2}
+"""
+
+
+def test_one_event_matching_two_referenced_rules():
+    rs = ruleset(AUTH_RULES, ANY_SSHD, TWO_STEPS)
+    single = run(rs, [auth(0)])  # matches ssh_fail and ssh_any: one event is not a sequence, nor two events
+    assert of_rule(single, "fail-then-any") == [] and of_rule(single, "count-once") == []
+    pair = run(rs, [auth(0), auth(5)])
+    assert len(of_rule(pair, "fail-then-any")) == 1 and len(of_rule(pair, "count-once")) == 1
