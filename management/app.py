@@ -10,6 +10,7 @@ from contextlib import asynccontextmanager
 import nats
 import psycopg
 from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse
 from psycopg.rows import dict_row
 from psycopg_pool import AsyncConnectionPool
 
@@ -30,7 +31,7 @@ async def open_state(settings: ApiSettings) -> ApiState:
     """Connect the database (migrating it) and NATS."""
     async with await psycopg.AsyncConnection.connect(settings.db_url) as conn:
         await migrate(conn)
-    pool = AsyncConnectionPool(settings.db_url, min_size=1, max_size=10, open=False,
+    pool = AsyncConnectionPool(settings.db_url, min_size=1, max_size=10, open=False, timeout=5,
                                kwargs={"autocommit": True, "row_factory": dict_row})
     await pool.open(wait=True, timeout=30)
     nc = await nats.connect(settings.nats_url, name="opmas-management", max_reconnect_attempts=-1)
@@ -70,6 +71,12 @@ def create_app(settings: ApiSettings) -> FastAPI:
     for module in (auth, agents, events, findings, rules, ws):
         app.include_router(module.router, prefix=API_PREFIX)
     app.include_router(metrics.router)
+
+    @app.exception_handler(psycopg.OperationalError)
+    async def database_unavailable(request: Request, exc: psycopg.OperationalError) -> JSONResponse:
+        log.error("database unavailable", extra={"path": request.url.path, "error": str(exc)})
+        return JSONResponse({"detail": "database unavailable, retry later"}, status_code=503,
+                            headers={"Retry-After": "5"})
 
     @app.middleware("http")
     async def observe(request: Request, call_next):

@@ -1,11 +1,14 @@
 """Agents: register (with credentials), list, get, update (config pushed on opmas.control.<id>), delete."""
 from __future__ import annotations
 
+import asyncio
+import logging
 import uuid
 from typing import Any
 
 import orjson
 from fastapi import APIRouter, Depends, HTTPException, Query, status
+from nats.errors import Error as NatsError
 from psycopg.types.json import Jsonb
 from pydantic import BaseModel, Field, field_validator
 
@@ -18,6 +21,7 @@ from management.deps import Paging, current_principal, get_state, paging, requir
 from management.state import ApiState
 
 router = APIRouter(tags=["agents"])
+log = logging.getLogger("opmas.api")
 
 AGENT_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$"
 AGENT_COLUMNS = ("id, name, type, status, config, config_version, applied_config_version, last_seen,"
@@ -49,11 +53,17 @@ class AgentUpdate(BaseModel):
     _check_config = field_validator("config")(classmethod(lambda cls, v: _config(v)))
 
 
-async def push_config(state: ApiState, agent: dict[str, Any]) -> None:
-    """Send an agent its configuration on its control subject."""
+async def push_config(state: ApiState, agent: dict[str, Any]) -> bool:
+    """Send an agent its configuration on its control subject; False if NATS is away (the agent
+    reads the stored configuration when it next starts)."""
     message = {"type": "config", "version": agent["config_version"], "config": agent["config"]}
-    await state.nc.publish(control_subject(agent["id"]), orjson.dumps(message))
-    await state.nc.flush()
+    try:
+        await state.nc.publish(control_subject(agent["id"]), orjson.dumps(message))
+        await state.nc.flush(timeout=5)
+    except (NatsError, asyncio.TimeoutError) as exc:
+        log.warning("config not pushed", extra={"agent_id": agent["id"], "error": repr(exc)})
+        return False
+    return True
 
 
 async def get_agent_row(state: ApiState, agent_id: str) -> dict[str, Any]:
@@ -120,9 +130,7 @@ async def update_agent(agent_id: str, body: AgentUpdate, state: ApiState = Depen
     )
     if row is None:
         raise HTTPException(status.HTTP_404_NOT_FOUND, detail=f"no agent {agent_id}")
-    if config_changed:
-        await push_config(state, row)
-    return row
+    return {**row, "config_pushed": await push_config(state, row) if config_changed else None}
 
 
 @router.delete("/agents/{agent_id}", status_code=status.HTTP_204_NO_CONTENT,

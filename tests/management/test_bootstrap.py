@@ -2,9 +2,12 @@
 the JWT signing secret is generated once and kept under the data dir."""
 from __future__ import annotations
 
+import time
+
 import httpx
 
 from management.settings import ApiSettings
+from opmas.embedded import start_postgres
 from tests.apiserver import ApiServer, api_settings
 
 
@@ -43,5 +46,26 @@ def test_admin_bootstrap(nats_server, postgres, tmp_path, capfd):
     try:
         assert _token_status(server, "chosen-admin-secret") == 200
         assert _token_status(server, secret) == 401  # the environment's secret replaced the generated one
+    finally:
+        server.stop()
+
+
+def test_database_outage_is_503_then_recovers(nats_server, postgres, tmp_path):
+    server = ApiServer(api_settings(postgres.url, nats_server.url, tmp_path / "data")).start()
+    try:
+        with server.client(server.token()) as client:
+            assert client.get("/agents").status_code == 200
+            postgres.stop()
+            r = client.get("/agents")
+            assert r.status_code == 503 and r.json()["detail"] == "database unavailable, retry later"
+            restarted = start_postgres(postgres.data_dir)
+            try:
+                for _ in range(100):
+                    if (r := client.get("/agents")).status_code == 200:
+                        break
+                    time.sleep(0.1)
+                assert r.status_code == 200
+            finally:
+                restarted.stop()
     finally:
         server.stop()

@@ -67,7 +67,7 @@ async def test_config_change_is_pushed_on_the_control_subject(stack, admin):
     sub = await nc.subscribe("opmas.control.push-1")
     await nc.flush()
     r = await asyncio.to_thread(admin.put, "/agents/push-1", json={"config": {"heartbeat_interval": 2}})
-    assert r.json()["config_version"] == 1
+    assert r.json()["config_version"] == 1 and r.json()["config_pushed"] is True
     msg = orjson.loads((await sub.next_msg(timeout=5)).data)
     assert msg == {"type": "config", "version": 1, "config": {"heartbeat_interval": 2}}
     await nc.close()
