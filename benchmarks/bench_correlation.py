@@ -13,7 +13,7 @@ Two figures, one core each (the machine is shared: expect noise):
 Peak memory (tracemalloc) and bytes per active key come from a separate correlation-only run.
 events/s are per CPU second of this process (``time.process_time``).
 
-    python -m benchmarks.bench_correlation [--events 1000000] [--keys 100000] [--e2e-events 200000]
+    python -m benchmarks.bench_correlation [--events 1000000] [--keys 100000] [--e2e-events N]
 """
 from __future__ import annotations
 
@@ -158,7 +158,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--events", type=int, default=1_000_000)
     parser.add_argument("--keys", type=int, default=100_000)
-    parser.add_argument("--e2e-events", type=int, default=200_000)
+    parser.add_argument("--e2e-events", type=int, default=0, help="events for the end-to-end run (0: all)")
     args = parser.parse_args(argv)
 
     ruleset, errors = load_ruleset(bench_rules())
@@ -182,7 +182,7 @@ def main(argv: list[str] | None = None) -> int:
           f"= {held / max(keys, 1):.0f} bytes per active key (estimate reported by stats: "
           f"{correlator_estimate(ruleset, events, matches, views, keys)})")
 
-    sample = [Event(id=e.id, data=e.data) for e in events[:args.e2e_events]]  # time from the mapping
+    sample = [Event(id=e.id, data=e.data) for e in events[:args.e2e_events or None]]  # time from the mapping
     gc.freeze()
     seconds, findings, processor = end_to_end(ruleset, sample)
     print(f"end to end (Processor, {len(sample):,} events): {len(sample) / seconds:,.0f} events/s "
