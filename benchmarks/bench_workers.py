@@ -68,6 +68,13 @@ class Proc:
                 self.process.wait()
 
 
+def cpu_ticks() -> tuple[int, int]:
+    """(busy, total) jiffies of the whole machine so far (/proc/stat)."""
+    values = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    idle = values[3] + values[4]  # idle + iowait
+    return sum(values) - idle, sum(values)
+
+
 def spawn(command: str, env: dict[str, str], log: Path) -> Proc:
     return Proc(subprocess.Popen([sys.executable, "-m", "opmas.cli", command], cwd=PROJECT_ROOT, env=env,
                                  stdout=open(log, "ab"), stderr=subprocess.STDOUT))
@@ -178,7 +185,9 @@ def run(workers: int, count: int, partitions: int, env: dict[str, str], tmp: Pat
         procs = [spawn("worker", env, tmp / f"worker-{workers}-{i}.log") for i in range(workers)]
         tansu_cpu0 = Proc(broker.process).cpu_seconds()
         records = asyncio.run(records_in_topic(broker, partitions))
+        busy0, total0 = cpu_ticks()
         first, end = wait_committed(broker, partitions, APP_ID, records)
+        busy1, total1 = cpu_ticks()
         cpu = sum(p.cpu_seconds() for p in procs)
         rss = max(p.peak_rss_mb() for p in procs)
         tansu_cpu = Proc(broker.process).cpu_seconds() - tansu_cpu0
@@ -188,7 +197,9 @@ def run(workers: int, count: int, partitions: int, env: dict[str, str], tmp: Pat
             findings = conn.execute("SELECT count(*) FROM findings").fetchone()[0]
         print(f"  {workers} worker(s): {count / (end - first):,.0f} events/s"
               f" ({count:,} events, {findings:,} findings in {end - first:.1f} s between first and last commit);"
-              f" CPU s: workers {cpu:.1f} (incl. start-up), tansu {tansu_cpu:.1f}; worker peak RSS {rss:.0f} MB")
+              f" CPU s: workers {cpu:.1f} (incl. start-up), tansu {tansu_cpu:.1f}; machine CPU busy"
+              f" {100 * (busy1 - busy0) / max(1, total1 - total0):.0f}% (all processes, all users);"
+              f" worker peak RSS {rss:.0f} MB")
     finally:
         broker.stop()
 

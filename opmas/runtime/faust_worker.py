@@ -24,8 +24,10 @@ connectors/kafka/archiver.py).
 from __future__ import annotations
 
 import asyncio
+import atexit
 import logging
 import os
+import shutil
 import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -105,7 +107,8 @@ class WorkerRuntime:
         self._started = False
         self._start_lock = asyncio.Lock()
         self._lock = asyncio.Lock()  # the processors serve one batch or one reload at a time
-        self.datadir = tempfile.mkdtemp(prefix="opmas-worker-")
+        self.datadir = tempfile.mkdtemp(prefix="opmas-worker-")  # Faust wants one; tables stay in memory
+        atexit.register(shutil.rmtree, self.datadir, True)
         self.app = self._build_app()
 
     # -- the Faust app ---------------------------------------------------------------------
@@ -120,6 +123,8 @@ class WorkerRuntime:
             broker_session_timeout=s.session_timeout, broker_rebalance_timeout=s.session_timeout,
             broker_heartbeat_interval=max(0.5, s.session_timeout / 6), table_standby_replicas=1,
             stream_buffer_maxsize=max(4096, 2 * s.batch_size),
+            consumer_max_fetch_size=16 << 20,  # per partition per fetch: records carry many events
+            broker_commit_interval=1.0,  # less to replay after a crash
         )
         events = app.topic(s.topic, partitions=s.partitions, key_type=bytes, value_type=bytes,
                            key_serializer="raw", value_serializer="raw")
@@ -228,8 +233,8 @@ class WorkerRuntime:
             try:
                 records = decode(item.value)
             except ValueError as exc:
-                dead.append(DeadLetter(reason=f"kafka record: {exc}", subject=f"kafka:{message.topic}",
-                                       payload=item.value or b"", seq=message.offset))
+                dead.append(DeadLetter(reason=f"kafka record {p}:{message.offset}: {exc}",
+                                       subject=f"kafka:{message.topic}", payload=item.value or b""))
                 continue
             events = grouped.setdefault(p, [])
             for record in records:

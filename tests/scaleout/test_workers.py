@@ -10,11 +10,13 @@ from datetime import timedelta
 import nats
 import orjson
 import psycopg
+from aiokafka import AIOKafkaProducer
 
 from benchmarks.generate import START, generate
 from connectors.clickhouse.archive import Archive, connect
 from connectors.nats.source import SourceMessage
-from connectors.nats.subjects import FINDINGS_STREAM, ensure_streams, events_subject
+from connectors.nats.subjects import (DEADLETTER_STREAM, DEADLETTER_SUBJECT, FINDINGS_STREAM, ensure_streams,
+                                      events_subject)
 from opmas.paths import RULES_DIR
 from opmas.runtime.evaluator import Evaluator, Layout
 from opmas.runtime.rules import RuleFiles
@@ -85,7 +87,26 @@ def finding_ids(db_url: str) -> list[str]:
         return []
 
 
-def test_workers_find_what_the_embedded_engine_finds(spawn, nats_server, postgres, chdb_dir):
+async def produce(kafka_url: str, value: bytes) -> None:
+    producer = AIOKafkaProducer(bootstrap_servers=kafka_url)
+    await producer.start()
+    await producer.send_and_wait("opmas-events", value, partition=0)
+    await producer.stop()
+
+
+async def dead_letters(url: str) -> list[dict]:
+    nc = await nats.connect(url)
+    js = nc.jetstream()
+    sub = await js.pull_subscribe(DEADLETTER_SUBJECT, stream=DEADLETTER_STREAM)
+    try:
+        return [orjson.loads(m.data) for m in await sub.fetch(10, timeout=1)]
+    except nats.errors.TimeoutError:
+        return []
+    finally:
+        await nc.close()
+
+
+def test_workers_find_what_the_embedded_engine_finds(spawn, nats_server, postgres, tansu, chdb_dir):
     messages = event_log(3000, seed=11)
     expected = set(offline_findings(messages))
     assert len(expected) > 80
@@ -97,6 +118,10 @@ def test_workers_find_what_the_embedded_engine_finds(spawn, nats_server, postgre
     wait_until(lambda: len(finding_ids(postgres.url)) >= len(expected), 90, "findings in PostgreSQL", procs)
     assert set(finding_ids(postgres.url)) == expected
     assert asyncio.run(findings_on_nats(nats_server.url)) == len(expected)
+    asyncio.run(produce(tansu.url, b"not an OPMAS record"))  # a foreign producer on the topic
+    wait_until(lambda: asyncio.run(dead_letters(nats_server.url)), 30, "the dead letter", procs)
+    [letter] = asyncio.run(dead_letters(nats_server.url))
+    assert letter["reason"].startswith("kafka record 0:") and letter["payload"] == "not an OPMAS record"
     archiver.stop()
     archive = Archive(connect(None, chdb_dir.parent / "clickhouse"))
     assert archive.count() == sum(data.count(b"\n") + 1 for _, data in messages)
