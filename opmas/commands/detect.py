@@ -30,6 +30,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--mapping", action="append", default=[], metavar="FILE",
                         help="extra logsource mapping file (repeatable)")
     parser.add_argument("--batch-size", type=int, default=1000, help="events per processor batch")
+    parser.add_argument("--lateness", type=float, default=None, metavar="SECONDS",
+                        help="how far behind the newest event time an event may arrive and still count "
+                             "in correlation windows (default 60)")
     parser.set_defaults(func=detect_command)
 
 
@@ -73,6 +76,8 @@ def detect_command(args: argparse.Namespace) -> int:
         bad_records.append(record)
         print(f"{args.events}:{record.line}: skipped record: {record.reason}", file=sys.stderr)
 
+    if args.lateness is not None and ruleset.correlations is not None:
+        ruleset.correlations.lateness = args.lateness
     processor = Processor(ruleset)
     gc.freeze()  # the rule set lives as long as the run: keep the cyclic GC from rescanning it per batch
     started = time.perf_counter()

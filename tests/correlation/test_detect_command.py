@@ -60,3 +60,14 @@ def test_detect_reports_each_correlation_and_is_order_independent(tmp_path: Path
         streamed.extend(processor.process([event_from_obj(event)]))
     streamed.extend(processor.flush())
     assert sorted((f.to_dict() for f in streamed), key=lambda f: f["id"]) == offline
+
+
+def test_detect_lateness_option(tmp_path: Path) -> None:
+    events = _case_events()
+    ssh = [e for e in events if str(e["id"]).startswith("ssh_brute")]
+    late_first = ssh[1:] + ssh[:1]  # the first failure arrives last: 62 s behind the newest event
+    assert not any("SSH Brute Force" in f["rule_title"] for f in _detect(tmp_path, late_first, "late"))
+    log, out = tmp_path / "late.jsonl", tmp_path / "late-120.out"
+    assert main(["detect", str(CORRELATION_RULES), "--events", str(log), "--output", str(out),
+                 "--lateness", "120"]) == 0
+    assert b"SSH Brute Force" in out.read_bytes()
