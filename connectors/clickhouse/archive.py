@@ -7,7 +7,10 @@ talks to a server. The client is synchronous: call it from a thread.
 Deduplication: the table is a ``ReplacingMergeTree`` whose sorting key ends with the
 event id, so rows re-sent after a crash (same id, agent, type and time) collapse into
 one. Merges happen in the background; queries that must not see a re-sent batch twice
-read with ``FINAL`` (``count()``/``events()`` below do).
+read with ``FINAL`` (``count()``/``events()`` below do). An event without a time of its
+own is archived at its message's JetStream time, which redeliveries keep, so it dedups too.
+Partitioned by day; the sorting key serves the common queries (one agent, one type, a
+time range).
 """
 from __future__ import annotations
 
