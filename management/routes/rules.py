@@ -12,7 +12,7 @@ from pydantic import BaseModel, Field
 from connectors.nats.subjects import RELOAD_SUBJECT
 from engine.ruleset import RuleSource, load_ruleset
 from management.auth import Principal
-from management.db import fetch_all, fetch_one, fetch_page
+from management.db import execute, fetch_all, fetch_one, fetch_page
 from management.deps import Paging, get_state, paging, require
 from management.rule_store import stored_name
 from management.state import ApiState
@@ -64,6 +64,26 @@ async def request_reload(state: ApiState, reason: str) -> dict[str, Any]:
         return {"status": "reply", "text": reply.data.decode(errors="replace")}
 
 
+async def reload_or_undo(state: ApiState, reason: str, rule_id: str, before: dict[str, Any] | None) -> dict[str, Any]:
+    """Reload the engine; if it refuses the new rule set (it keeps running the old one), put the
+    rule back as it was (``before``; None: it did not exist) and answer 422 with the engine's errors,
+    so the stored rules never hold a set the engine will not load."""
+    reload = await request_reload(state, reason)
+    if reload.get("ok") is not False:
+        return reload
+    if before is None:
+        await execute(state, "DELETE FROM rules WHERE id = %s", (rule_id,))
+    else:
+        await execute(
+            state,
+            "INSERT INTO rules (id, title, kind, level, enabled, source, path) VALUES (%s, %s, %s, %s, %s, %s, %s)"
+            " ON CONFLICT (id) DO UPDATE SET title = EXCLUDED.title, kind = EXCLUDED.kind, level = EXCLUDED.level,"
+            " enabled = EXCLUDED.enabled, source = EXCLUDED.source, path = EXCLUDED.path, updated_at = now()",
+            tuple(before[c] for c in ("id", "title", "kind", "level", "enabled", "source", "path")))
+    raise _invalid("the engine refused the resulting rule set (it keeps running the previous one); "
+                   "the change was undone", [{"message": str(e)} for e in reload.get("errors", [])])
+
+
 async def _get(state: ApiState, rule_id: str) -> dict[str, Any]:
     row = await fetch_one(state, f"SELECT {RULE_COLUMNS} FROM rules WHERE id = %s", (rule_id,))
     if row is None:
@@ -98,13 +118,13 @@ async def create_rule(body: RuleIn, state: ApiState = Depends(get_state),
     )
     if row is None:
         raise HTTPException(status.HTTP_409_CONFLICT, detail=f"rule {meta['id']} exists; PUT /rules/{meta['id']}")
-    return {**row, "reload": await request_reload(state, f"rule {meta['id']} created")}
+    return {**row, "reload": await reload_or_undo(state, f"rule {meta['id']} created", meta["id"], None)}
 
 
 @router.put("/rules/{rule_id}", summary="Replace a rule's YAML (validated; its id must stay), then reload")
 async def update_rule(rule_id: str, body: RuleIn, state: ApiState = Depends(get_state),
                       _: Principal = Depends(require("rules:write"))) -> dict:
-    await _get(state, rule_id)
+    before = await _get(state, rule_id)
     meta = await validate_rule(state, body.source, stored_name(rule_id))
     if meta["id"] != rule_id:
         raise _invalid(f"the YAML's id {meta['id']} differs from {rule_id}")
@@ -114,16 +134,17 @@ async def update_rule(rule_id: str, body: RuleIn, state: ApiState = Depends(get_
         f" WHERE id = %s RETURNING {RULE_COLUMNS}",
         (meta["title"], meta["kind"], meta["level"], body.source, rule_id),
     )
-    return {**row, "reload": await request_reload(state, f"rule {rule_id} updated")}
+    return {**row, "reload": await reload_or_undo(state, f"rule {rule_id} updated", rule_id, before)}
 
 
 async def _set_enabled(state: ApiState, rule_id: str, enabled: bool) -> dict:
+    before = await _get(state, rule_id)
     row = await fetch_one(state, "UPDATE rules SET enabled = %s, updated_at = now()"
                                  f" WHERE id = %s RETURNING {RULE_COLUMNS}", (enabled, rule_id))
     if row is None:
         raise HTTPException(status.HTTP_404_NOT_FOUND, detail=f"no rule {rule_id}")
     verb = "enabled" if enabled else "disabled"
-    return {**row, "reload": await request_reload(state, f"rule {rule_id} {verb}")}
+    return {**row, "reload": await reload_or_undo(state, f"rule {rule_id} {verb}", rule_id, before)}
 
 
 @router.post("/rules/{rule_id}/enable", summary="Enable a rule, then reload")
@@ -141,6 +162,7 @@ async def disable_rule(rule_id: str, state: ApiState = Depends(get_state),
 @router.delete("/rules/{rule_id}", summary="Delete a rule, then reload")
 async def delete_rule(rule_id: str, state: ApiState = Depends(get_state),
                       _: Principal = Depends(require("rules:write"))) -> dict:
-    if await fetch_one(state, "DELETE FROM rules WHERE id = %s RETURNING id", (rule_id,)) is None:
-        raise HTTPException(status.HTTP_404_NOT_FOUND, detail=f"no rule {rule_id}")
-    return {"id": rule_id, "deleted": True, "reload": await request_reload(state, f"rule {rule_id} deleted")}
+    before = await _get(state, rule_id)
+    await execute(state, "DELETE FROM rules WHERE id = %s", (rule_id,))
+    return {"id": rule_id, "deleted": True,
+            "reload": await reload_or_undo(state, f"rule {rule_id} deleted", rule_id, before)}

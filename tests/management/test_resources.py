@@ -170,6 +170,7 @@ def test_findings_filters_get_and_triage(stack, admin):
 def engine_stub(stack):
     """Something answering opmas.engine.reload (as the running engine does), recording requests."""
     requests: list[dict] = []
+    reply = {"ok": True, "rules": 1}
     ready, stop = asyncio.Event(), None
 
     async def answer() -> None:
@@ -179,7 +180,7 @@ def engine_stub(stack):
 
         async def on_reload(msg) -> None:
             requests.append(orjson.loads(msg.data))
-            await msg.respond(orjson.dumps({"ok": True, "rules": 1}))
+            await msg.respond(orjson.dumps(reply))
 
         await nc.subscribe(RELOAD_SUBJECT, cb=on_reload)
         await nc.flush()
@@ -187,11 +188,11 @@ def engine_stub(stack):
         await stop.wait()
         await nc.close()
 
-    return requests, answer, ready, lambda: stop.set()
+    return requests, answer, ready, lambda: stop.set(), reply
 
 
 async def test_rules_create_validate_update_enable_delete(stack, admin, engine_stub):
-    requests, answer, ready, done = engine_stub
+    requests, answer, ready, done, _ = engine_stub
     task = asyncio.create_task(answer())
     await ready.wait()
     call = asyncio.to_thread
@@ -231,6 +232,32 @@ async def test_rules_create_validate_update_enable_delete(stack, admin, engine_s
     assert [r["reason"] for r in requests] == [
         f"rule {rule_id} created", f"rule {rule_id} updated", f"rule {rule_id} disabled",
         f"rule {rule_id} enabled", f"rule {rule_id} deleted"]
+    done()
+    await task
+
+
+async def test_a_change_the_engine_refuses_is_undone(stack, admin, engine_stub):
+    requests, answer, ready, done, reply = engine_stub
+    call = asyncio.to_thread
+    kept = RULE.replace("-000000000001", "-000000000004")
+    assert (await call(admin.post, "/rules", json={"source": kept})).status_code == 201  # no engine yet
+    kept_id = "5a6b7c8d-0000-4000-8000-000000000004"
+    task = asyncio.create_task(answer())
+    await ready.wait()
+    reply.clear()
+    reply.update({"ok": False, "errors": ["rules:x:3: [x] error: duplicate rule id"]})
+
+    refused = await call(admin.post, "/rules", json={"source": RULE.replace("-000000000001", "-000000000005")})
+    assert refused.status_code == 422 and "change was undone" in refused.json()["detail"]["message"]
+    assert refused.json()["detail"]["errors"] == [{"message": "rules:x:3: [x] error: duplicate rule id"}]
+    assert (await call(admin.get, "/rules/5a6b7c8d-0000-4000-8000-000000000005")).status_code == 404
+    assert (await call(admin.put, f"/rules/{kept_id}", json={"source": kept.replace("level: high", "level: low")})
+            ).status_code == 422
+    assert (await call(admin.post, f"/rules/{kept_id}/disable")).status_code == 422
+    assert (await call(admin.delete, f"/rules/{kept_id}")).status_code == 422
+    after = (await call(admin.get, f"/rules/{kept_id}")).json()
+    assert (after["source"], after["enabled"], after["level"]) == (kept, True, "high")
+    assert len(requests) == 4
     done()
     await task
 
