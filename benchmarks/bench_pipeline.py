@@ -11,7 +11,10 @@ ack, after every sink) p50/p99, and the engine process's peak RSS.
                                         [--partitions 4] [--workers 2] [--batch 100] [--rate max|N]
 
 The machine's 2 cores are shared (NATS, PostgreSQL, replay and the engine compete,
-and so do other users of the machine): figures vary from run to run.
+and so do other users of the machine): events/s vary from run to run with the load.
+The CPU line does not: it sums the CPU time the pipeline's processes (engine with its
+in-process ClickHouse, evaluators, nats-server, replay; not PostgreSQL, which only
+receives findings) spent per event, and the throughput two idle cores would give.
 """
 from __future__ import annotations
 
@@ -26,6 +29,7 @@ import time
 from pathlib import Path
 
 import orjson
+import psutil
 
 from benchmarks.bench_rules import bench_rules
 from benchmarks.generate import generate
@@ -34,6 +38,16 @@ from connectors.nats.subjects import EVENTS_STREAM
 from opmas.config import Config
 from opmas.embedded import start_nats, start_postgres
 from opmas.runtime.pipeline import Pipeline
+
+
+def _cpu(processes: list[psutil.Process]) -> float:
+    """User + system CPU seconds of ``processes`` so far (threads included)."""
+    return sum(sum(p.cpu_times()[:2]) for p in processes)
+
+
+def _children_cpu() -> float:
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
 
 
 def _percentile(values: list[float], q: float) -> float:
@@ -61,12 +75,17 @@ async def _run(args: argparse.Namespace, work: Path) -> None:
     engine = asyncio.create_task(pipeline.run(stop))
     try:
         await asyncio.wait_for(pipeline.ready.wait(), 120)
+        processes = [psutil.Process(), psutil.Process(nats.process.pid)] + [
+            psutil.Process(proc.pid) for proc in pipeline.pool._procs]
+        cpu_before = _cpu(processes)
+        children_before = _children_cpu()
         started = time.time()
         replay = await asyncio.create_subprocess_exec(
             sys.executable, "-m", "opmas.cli", "replay", str(events_file), "--nats", nats.url,
             "--batch", str(args.batch), "--rate", str(args.rate), stdout=subprocess.PIPE, stderr=subprocess.PIPE)
         _, replay_err = await replay.communicate()
         replay_done = time.time()
+        replay_cpu = _children_cpu() - children_before
         if replay.returncode:
             raise SystemExit(f"replay failed: {replay_err.decode()}")
         last = (await pipeline.js.stream_info(EVENTS_STREAM)).state.last_seq
@@ -75,6 +94,7 @@ async def _run(args: argparse.Namespace, work: Path) -> None:
                 engine.result()
             await asyncio.sleep(0.02)
         finished = time.time()
+        pipeline_cpu = _cpu(processes) - cpu_before
         archived = await asyncio.to_thread(archive.count)
     finally:
         stop.set()
@@ -95,6 +115,10 @@ async def _run(args: argparse.Namespace, work: Path) -> None:
     print(f"  latency:      p50 {_percentile(lat, 0.50) * 1000:.0f} ms, p99 {_percentile(lat, 0.99) * 1000:.0f} ms "
           f"(per message, JetStream arrival -> ack after all sinks)")
     print(f"  findings:     {stats.findings:,}; archived events (FINAL): {archived:,}")
+    cpu = pipeline_cpu + replay_cpu
+    print(f"  CPU:          {cpu:.1f} core-s in all ({pipeline_cpu:.1f} engine + evaluators + nats-server, "
+          f"{replay_cpu:.1f} replay) = {cpu / stats.events * 1e6:.0f} us per event, i.e. "
+          f"{2 * stats.events / cpu:,.0f} events/s on 2 idle cores")
     print(f"  peak memory:  {peak_mb:,.0f} MiB RSS (engine process, incl. in-process ClickHouse)")
 
 
