@@ -107,6 +107,9 @@ class WorkerRuntime:
         self._started = False
         self._start_lock = asyncio.Lock()
         self._lock = asyncio.Lock()  # the processors serve one batch or one reload at a time
+        # A record holds the events of one NATS message (often many): batches and the fetch
+        # buffer count records, so bound them well below ``batch_size`` to bound memory.
+        self.records_per_batch = max(50, settings.batch_size // 10)
         self.datadir = tempfile.mkdtemp(prefix="opmas-worker-")  # Faust wants one; tables stay in memory
         atexit.register(shutil.rmtree, self.datadir, True)
         self.app = self._build_app()
@@ -122,7 +125,7 @@ class WorkerRuntime:
             processing_guarantee="at_least_once", consumer_auto_offset_reset="earliest",
             broker_session_timeout=s.session_timeout, broker_rebalance_timeout=s.session_timeout,
             broker_heartbeat_interval=max(0.5, s.session_timeout / 6), table_standby_replicas=1,
-            stream_buffer_maxsize=max(4096, 2 * s.batch_size),
+            stream_buffer_maxsize=2 * self.records_per_batch,
             consumer_max_fetch_size=16 << 20,  # per partition per fetch: records carry many events
             broker_commit_interval=1.0,  # less to replay after a crash
         )
@@ -135,7 +138,7 @@ class WorkerRuntime:
         @app.agent(events, name="opmas-processors")
         async def processors(stream):
             await self.start()
-            async for batch in stream.take_events(s.batch_size, within=s.batch_wait):
+            async for batch in stream.take_events(self.records_per_batch, within=s.batch_wait):
                 await self.handle_uncancelled(batch)
 
         @app.on_partitions_revoked.connect
