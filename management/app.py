@@ -1,6 +1,7 @@
 """The FastAPI application: lifespan (database, migrations, admin bootstrap, NATS, liveness) and routes."""
 from __future__ import annotations
 
+import asyncio
 import logging
 import sys
 import time
@@ -19,6 +20,7 @@ from management.auth import TokenIssuer, load_jwt_secret
 from management.bootstrap import admin_banner, bootstrap_admin
 from management.liveness import LivenessMonitor
 from management.metrics import API_LATENCY, API_REQUESTS
+from management.rule_store import file_rule_rows, sync_file_rules
 from management.routes import agents, auth, events, findings, metrics, rules, ws
 from management.settings import ApiSettings
 from management.state import ApiState
@@ -31,6 +33,8 @@ async def open_state(settings: ApiSettings) -> ApiState:
     """Connect the database (migrating it) and NATS."""
     async with await psycopg.AsyncConnection.connect(settings.db_url) as conn:
         await migrate(conn)
+        if settings.rule_paths:
+            await sync_file_rules(conn, await asyncio.to_thread(file_rule_rows, settings.rule_paths))
     pool = AsyncConnectionPool(settings.db_url, min_size=1, max_size=10, open=False, timeout=5,
                                kwargs={"autocommit": True, "row_factory": dict_row})
     await pool.open(wait=True, timeout=30)

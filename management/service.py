@@ -60,7 +60,8 @@ def port_or_free(host: str, port: int) -> int:
 
 async def up_service(config: Config, stack: Stack, stop: asyncio.Event) -> None:
     """The management API as a service of ``opmas up`` (on the stack's NATS and PostgreSQL)."""
-    settings = ApiSettings.from_env(stack.db_url, stack.nats_url, data_dir=config.data_dir)
+    settings = ApiSettings.from_env(stack.db_url, stack.nats_url, data_dir=config.data_dir,
+                                    rule_paths=tuple(config.rules))
     settings.port = port_or_free(settings.host, settings.port)
     print(f"  API         http://{settings.host}:{settings.port}{API_PREFIX}  (OpenAPI {API_PREFIX}/docs,"
           f" Prometheus /metrics)", file=sys.stderr, flush=True)

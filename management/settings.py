@@ -25,6 +25,7 @@ class ApiSettings:
     offline_after: float = 120.0       # no heartbeat for this long: offline
     liveness_interval: float = 1.0     # how often liveness is re-evaluated
     reload_timeout: float = 5.0        # wait for the engine's reply to opmas.engine.reload
+    rule_paths: tuple[Path, ...] = ()  # the engine's rule files, listed read-only by /rules
 
     @classmethod
     def from_env(cls, db_url: str, nats_url: str, env: Mapping[str, str] | None = None,

@@ -34,9 +34,11 @@ def _invalid(message: str, errors: list[dict[str, Any]] | None = None) -> HTTPEx
 async def validate_rule(state: ApiState, source: str, name: str) -> dict[str, Any]:
     """Load ``source`` with the engine (beside the other stored rules, so correlations resolve);
     returns the rule's metadata or raises 422 listing each error with file, line and rule id."""
-    others = await fetch_all(state, "SELECT id, source FROM rules WHERE enabled")
-    sources = [RuleSource(name, source)] + [RuleSource(stored_name(r["id"]), r["source"]) for r in others
-                                            if stored_name(r["id"]) != name]
+    others = await fetch_all(state, "SELECT DISTINCT ON (COALESCE(path, id)) id, source, path FROM rules"
+                                    " WHERE enabled ORDER BY COALESCE(path, id)")
+    sources = [RuleSource(r["path"] or stored_name(r["id"]), r["source"])
+               for r in others if stored_name(r["id"]) != name]
+    sources.append(RuleSource(name, source))  # last: a clash of ids is reported on it
     ruleset, errors = load_ruleset(sources)
     own = [e for e in errors if e.file == name and e.severity == "error"]
     if own:
@@ -91,12 +93,23 @@ async def _get(state: ApiState, rule_id: str) -> dict[str, Any]:
     return row
 
 
-@router.get("/rules", summary="List rules")
+async def _get_changeable(state: ApiState, rule_id: str) -> dict[str, Any]:
+    row = await _get(state, rule_id)
+    if row["path"] is not None:
+        raise HTTPException(status.HTTP_409_CONFLICT,
+                            detail=f"rule {rule_id} comes from the file {row['path']}: change the file "
+                                   "(the engine reloads it), or add a rule with another id")
+    return row
+
+
+@router.get("/rules", summary="List rules: the API's and (``path`` set, read-only) those of the rule files")
 async def list_rules(state: ApiState = Depends(get_state), page: Paging = Depends(paging),
                      enabled: bool | None = None, level: str | None = None,
                      kind: str | None = Query(None, pattern="^(detection|correlation)$"),
+                     origin: str | None = Query(None, pattern="^(api|file)$"),
                      _: Principal = Depends(require("rules:read"))) -> dict:
-    filters = [("enabled = %s", enabled), ("level = %s", level), ("kind = %s", kind)]
+    filters = [("enabled = %s", enabled), ("level = %s", level), ("kind = %s", kind),
+               ("(path IS NULL) = %s", None if origin is None else origin == "api")]
     return await fetch_page(state, RULE_COLUMNS, "rules", filters, "id", page)
 
 
@@ -124,7 +137,7 @@ async def create_rule(body: RuleIn, state: ApiState = Depends(get_state),
 @router.put("/rules/{rule_id}", summary="Replace a rule's YAML (validated; its id must stay), then reload")
 async def update_rule(rule_id: str, body: RuleIn, state: ApiState = Depends(get_state),
                       _: Principal = Depends(require("rules:write"))) -> dict:
-    before = await _get(state, rule_id)
+    before = await _get_changeable(state, rule_id)
     meta = await validate_rule(state, body.source, stored_name(rule_id))
     if meta["id"] != rule_id:
         raise _invalid(f"the YAML's id {meta['id']} differs from {rule_id}")
@@ -138,7 +151,7 @@ async def update_rule(rule_id: str, body: RuleIn, state: ApiState = Depends(get_
 
 
 async def _set_enabled(state: ApiState, rule_id: str, enabled: bool) -> dict:
-    before = await _get(state, rule_id)
+    before = await _get_changeable(state, rule_id)
     row = await fetch_one(state, "UPDATE rules SET enabled = %s, updated_at = now()"
                                  f" WHERE id = %s RETURNING {RULE_COLUMNS}", (enabled, rule_id))
     if row is None:
@@ -162,7 +175,7 @@ async def disable_rule(rule_id: str, state: ApiState = Depends(get_state),
 @router.delete("/rules/{rule_id}", summary="Delete a rule, then reload")
 async def delete_rule(rule_id: str, state: ApiState = Depends(get_state),
                       _: Principal = Depends(require("rules:write"))) -> dict:
-    before = await _get(state, rule_id)
+    before = await _get_changeable(state, rule_id)
     await execute(state, "DELETE FROM rules WHERE id = %s", (rule_id,))
     return {"id": rule_id, "deleted": True,
             "reload": await reload_or_undo(state, f"rule {rule_id} deleted", rule_id, before)}

@@ -1,5 +1,5 @@
-"""Admin bootstrap: a generated secret is printed once on the first start; OPMAS_ADMIN_TOKEN sets it;
-the JWT signing secret is generated once and kept under the data dir."""
+"""API starts on fresh servers: admin bootstrap (a generated secret printed once, or OPMAS_ADMIN_TOKEN),
+the JWT signing secret kept under the data dir, rule files listed read-only, a database outage."""
 from __future__ import annotations
 
 import time
@@ -7,8 +7,10 @@ import time
 import httpx
 
 from management.settings import ApiSettings
+from management.rule_store import stored_rule_sources
 from opmas.embedded import start_postgres
 from tests.apiserver import ApiServer, api_settings
+from tests.management.test_resources import RULE
 
 
 def _token_status(server: ApiServer, secret: str) -> int:
@@ -69,3 +71,26 @@ def test_database_outage_is_503_then_recovers(nats_server, postgres, tmp_path):
                 restarted.stop()
     finally:
         server.stop()
+
+
+def test_rule_files_are_listed_read_only(nats_server, postgres, tmp_path):
+    rules = tmp_path / "rules"
+    rules.mkdir()
+    file_rule = RULE.replace("-000000000001", "-0000000000f1")
+    (rules / "file_rule.yml").write_text(file_rule)
+    server = ApiServer(api_settings(postgres.url, nats_server.url, tmp_path / "data", rule_paths=(rules,))).start()
+    try:
+        with server.client(server.token()) as client:
+            listed = client.get("/rules", params={"origin": "file"}).json()
+            assert listed["total"] == 1 and listed["items"][0]["path"] == str(rules / "file_rule.yml")
+            rule_id = listed["items"][0]["id"]
+            assert client.put(f"/rules/{rule_id}", json={"source": file_rule}).status_code == 409
+            assert client.post(f"/rules/{rule_id}/disable").status_code == 409
+            duplicate = client.post("/rules", json={"source": file_rule})
+            assert duplicate.status_code == 422 and "duplicate rule id" in duplicate.text
+            assert client.post("/rules", json={"source": RULE}).status_code == 201
+            assert client.get("/rules", params={"origin": "api"}).json()["total"] == 1
+            assert client.get("/rules").json()["total"] == 2
+    finally:
+        server.stop()
+    assert [s.name for s in stored_rule_sources(postgres.url)] == ["rules:5a6b7c8d-0000-4000-8000-000000000001"]
