@@ -15,7 +15,9 @@ A correlation result feeds the correlations that reference it (chains) as a hit
 at its decision time; it is reported unless a referencing correlation says
 ``generate: false``. State is partitioned by group key, expired groups are
 dropped, and the whole state is plain data (``snapshot``), restored by
-``CorrelationSet.start(snapshot)``.
+``CorrelationSet.start(snapshot)``. ``max_keys`` bounds the groups of one
+correlation even under a flood of new keys (the stalest group is dropped and
+counted in ``evicted_keys``).
 """
 from __future__ import annotations
 
@@ -36,6 +38,7 @@ from engine.finding import Finding, finding_id
 from engine.render import render_template
 
 DEFAULT_LATENESS = 60.0  # seconds
+DEFAULT_MAX_KEYS = 1_000_000
 SNAPSHOT_VERSION = 1
 SEP = "\x1f"
 _SAMPLE = 32  # groups per correlation sampled for the state size estimate
@@ -67,8 +70,10 @@ def _deep_size(obj: Any) -> int:
 class Track:
     """One correlation's state: hits waiting for the watermark and the groups' window states."""
 
-    def __init__(self, corr: LinkedCorrelation):
+    def __init__(self, corr: LinkedCorrelation, max_keys: int):
         spec = corr.spec
+        self.max_keys = max_keys
+        self.evicted_keys = 0  # groups dropped unfinished to respect max_keys
         self.corr = corr
         self.spec = spec
         self.machine: Machine = machine_for(spec.type, spec.timespan, spec.condition, len(corr.inputs))
@@ -142,11 +147,16 @@ class Track:
                 if eid == last_eid and ts == last_ts and key == last_key and val == last_val:
                     continue  # the same event twice (replayed) or one event matching two inputs alike
                 last_ts, last_eid, last_key, last_val = ts, eid, key, val
-                state = groups.get(key)
-                state, fire, moved = hit(state, ts, refs if refs is not None else eid, val)
+                old = groups.get(key)
+                state, fire, moved = hit(old, ts, refs if refs is not None else eid, val)
                 if moved:
-                    groups[key] = state
-                    groups.move_to_end(key)
+                    if state is not old:
+                        groups[key] = state
+                    if old is not None:
+                        groups.move_to_end(key)
+                    elif len(groups) > self.max_keys:  # a flood of new keys: drop the stalest group
+                        groups.popitem(last=False)
+                        self.evicted_keys += 1
                 if fire is not None:
                     fired.append((key, fire))
         expiry = machine.expiry
@@ -204,6 +214,7 @@ class CorrelationSet:
     suppressions: dict[str, Suppression] = field(default_factory=dict)
     visible: dict[str, bool] = field(default_factory=dict)  # correlation id -> reported?
     lateness: float = DEFAULT_LATENESS
+    max_keys: int = DEFAULT_MAX_KEYS  # per correlation: beyond it the stalest group is dropped
 
     def start(self, state: dict[str, Any] | None = None) -> "Correlator":
         """A correlator with fresh state, or resuming ``state`` (a snapshot)."""
@@ -217,7 +228,7 @@ class Correlator:
     def __init__(self, cset: CorrelationSet, state: dict[str, Any] | None = None):
         self.cset = cset
         self.lateness = cset.lateness
-        self.tracks = [Track(c) for c in cset.correlations]
+        self.tracks = [Track(c, cset.max_keys) for c in cset.correlations]
         self.routes: dict[str, list[tuple[Track, int]]] = {}
         for track in self.tracks:
             for index, rule_id in enumerate(track.corr.inputs):
@@ -354,6 +365,11 @@ class Correlator:
     def active_keys(self) -> int:
         """Groups with an open window, over all correlations."""
         return sum(len(t.groups) for t in self.tracks)
+
+    @property
+    def evicted_keys(self) -> int:
+        """Groups dropped unfinished because a correlation held ``max_keys`` groups."""
+        return sum(t.evicted_keys for t in self.tracks)
 
     @property
     def state_bytes(self) -> int:

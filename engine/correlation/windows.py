@@ -73,8 +73,6 @@ class Sliding:
     """event_count with lower bounds. State: [last_ts, consumed_until, t0, ref0, t1, ref1, ...]
     (one flat list per group: few objects for the cyclic GC to walk)."""
 
-    distinct = False
-
     def __init__(self, timespan: float, condition: Condition):
         self.timespan = timespan
         self.holds = condition.holds
@@ -125,8 +123,6 @@ class SlidingDistinct(Sliding):
     """value_count / temporal with lower bounds. State: [last_ts, consumed_until, {value: (ts, ref)}].
 
     The dict is kept in order of last occurrence, so expired values leave from its front."""
-
-    distinct = True
 
     def hit(self, st: list | None, ts: float, ref: Ref, val: Any) -> tuple[list, Fire | None, bool]:
         if st is None:
@@ -217,8 +213,6 @@ class Tumbling:
 class Ordered(Sliding):
     """temporal_ordered. State: [last_ts, consumed_until, p0, p1, ...]; ``pk`` = (start, refs) of the
     match of steps 0..k with the latest start (the one with most room left), or None."""
-
-    distinct = True
 
     def __init__(self, timespan: float, steps: int):
         self.timespan = timespan

@@ -94,3 +94,16 @@ def test_memory_is_bounded_expired_groups_are_dropped():
     # timespan 60 s, one event per 10 s: only the last few addresses can still be in a window
     assert processor.stats.active_keys <= 8
     assert 0 < processor.stats.state_bytes < 50_000
+
+
+def test_a_flood_of_new_keys_is_capped():
+    rs = ruleset(AUTH_RULES, COUNT, lateness=0)
+    rs.correlations.max_keys = 3
+    processor = Processor(rs)
+    processor.process([auth(i * 0.1, ip=f"10.0.0.{i}") for i in range(10)])
+    processor.process([auth(5.0, ip="10.9.9.9")])  # moves the watermark past the first ten
+    assert processor.stats.active_keys <= 3
+    assert processor.correlator.evicted_keys == 7
+    # the survivors are the newest groups, and they still count
+    assert of_rule(processor.process([auth(6.0, ip="10.0.0.9"), auth(7.0, ip="10.0.0.9")]) + processor.flush(),
+                   "many-fail") != []
