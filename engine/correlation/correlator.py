@@ -266,8 +266,9 @@ class Correlator:
             return
         routes = self.routes.get(rule.id)
         if routes:
+            ts, eid, flat = event.timestamp, event.id, view.flat
             for track, index in routes:
-                track.hit(index, event.timestamp, event.id, view.flat)
+                track.hit(index, ts, eid, flat)
 
     def hold(self, rule: Any, finding: Finding, view: Any) -> bool:
         """Take a detection finding of a rule with ``suppress`` (True: it is reported by ``advance``)."""
