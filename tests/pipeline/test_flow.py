@@ -9,6 +9,7 @@ import psycopg
 import pytest
 
 from connectors.nats.subjects import EVENTS_STREAM
+from opmas import metrics
 from opmas.commands.replay import agent_of, replay
 from tests.pipeline.conftest import (SAMPLE, expected_findings, finding_ids_in_postgres, running,
                                      sample_objects, wait_until)
@@ -20,6 +21,8 @@ async def test_replayed_sample_reaches_every_sink(config, archive, rules_dir, ke
     objects = sample_objects()
     expected = expected_findings(objects, rules_dir, lambda o: agent_of(o, None), config.partitions, key)
     assert expected, "the shipped sample must trigger the shipped rules"
+    findings_before = _total(metrics.FINDINGS)
+    events_before = _total(metrics.EVENTS_PROCESSED)
     nc = await nats.connect(config.nats_url)
     on_nats: list[dict] = []
 
@@ -38,6 +41,8 @@ async def test_replayed_sample_reaches_every_sink(config, archive, rules_dir, ke
     assert sorted(set(await finding_ids_in_postgres(config.db_url))) == sorted(expected)
     assert {f["id"] for f in on_nats} == set(expected)
     assert all(f["subject"] == f"opmas.findings.{f['severity']}" for f in on_nats)
+    assert _total(metrics.FINDINGS) - findings_before == len(expected)
+    assert _total(metrics.EVENTS_PROCESSED) - events_before == len(objects)
     distinct_ids = len({(o.get("id") or orjson.dumps(o, option=orjson.OPT_SORT_KEYS)) for o in objects})
     assert archive.count() == distinct_ids
     async with await psycopg.AsyncConnection.connect(config.db_url) as conn:
@@ -58,6 +63,7 @@ async def test_bad_input_goes_to_dead_letters_and_the_stream_goes_on(config, arc
         letters.append(orjson.loads(msg.data))
 
     await nc.subscribe("opmas.deadletter", cb=collect)
+    counted_before = _dead_letters_counted()
     good = {"id": "ok-1", "agent_id": "web-1", "type": "web.access", "timestamp": "2026-11-25T04:00:00Z",
             "data": {"message": "hello"}}
     async with running(config, archive) as pipeline:
@@ -74,6 +80,7 @@ async def test_bad_input_goes_to_dead_letters_and_the_stream_goes_on(config, arc
         await wait_until(lambda: len(letters) >= 8, 10, "dead letters")
         assert pipeline.stats.dead_letters == 8
     await nc.close()
+    assert _dead_letters_counted() - counted_before == 8
     reasons = sorted(letter["reason"].split(":")[0] for letter in letters)
     assert reasons == sorted(["malformed JSON", "malformed JSON", "schema", "schema", "not a JSON object",
                               "not a JSON object", "oversized", "malformed JSON"])
@@ -83,3 +90,12 @@ async def test_bad_input_goes_to_dead_letters_and_the_stream_goes_on(config, arc
     assert broken["payload"] == "{broken"
     assert archive.count() == 2  # the two good events of the last message
     assert {e["id"] for e in archive.events()} == {"ok-1", "ok-2"}
+
+
+def _total(counter) -> float:
+    return sum(sample.value for metric in counter.collect() for sample in metric.samples
+               if sample.name.endswith("_total"))
+
+
+def _dead_letters_counted() -> float:
+    return _total(metrics.DEAD_LETTERS)
