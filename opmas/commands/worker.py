@@ -15,6 +15,7 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 import faust
+import prometheus_client
 
 from opmas.config import Config, ConfigError, load_config
 from opmas.logs import setup_logging
@@ -36,6 +37,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         if name == "worker":
             parser.add_argument("--rules", action="append", type=Path, metavar="PATH",
                                 help="rule files or directories (repeatable; default rules/)")
+            parser.add_argument("--metrics-port", type=int, metavar="PORT",
+                                help="serve Prometheus metrics on http://0.0.0.0:PORT/metrics")
         parser.set_defaults(func=func)
 
 
@@ -78,6 +81,8 @@ def worker_command(args: argparse.Namespace) -> int:
         batch_size=config.batch_size, batch_wait=config.batch_wait,
         session_timeout=config.kafka_session_timeout, replication=config.kafka_replication,
         retry_max_delay=config.retry_max_delay)
+    if args.metrics_port:
+        prometheus_client.start_http_server(args.metrics_port)
     runtime = WorkerRuntime(settings, RuleFiles(tuple(config.rules), tuple(config.mappings), config.db_url))
     worker = faust.Worker(runtime.app, loop=loop, loglevel=config.log_level, quiet=True,
                           redirect_stdouts=False, logging_config=_json_logging(config.log_level))

@@ -69,13 +69,13 @@ def scaleout_env(nats_server, postgres, tansu, tmp_path: Path) -> dict[str, str]
 
 @pytest.fixture
 def spawn(scaleout_env: dict[str, str], tmp_path: Path) -> Iterator[Callable[..., Proc]]:
-    """``spawn("worker", name="w1", **env)`` starts ``opmas worker``; every process is stopped after."""
+    """``spawn("worker", *args, name="w1", **env)`` starts ``opmas worker``; every process is stopped after."""
     procs: list[Proc] = []
 
-    def start(command: str, name: str | None = None, **env: str) -> Proc:
+    def start(command: str, *args: str, name: str | None = None, **env: str) -> Proc:
         name = name or command
         log = tmp_path / f"{name}.log"
-        process = subprocess.Popen([sys.executable, "-m", "opmas.cli", command], cwd=PROJECT_ROOT,
+        process = subprocess.Popen([sys.executable, "-m", "opmas.cli", command, *args], cwd=PROJECT_ROOT,
                                    env={**scaleout_env, **env}, stdout=open(log, "ab"),
                                    stderr=subprocess.STDOUT)
         proc = Proc(name, process, log)

@@ -9,6 +9,7 @@ from datetime import timedelta
 
 import nats
 import orjson
+import httpx
 import psycopg
 from aiokafka import AIOKafkaProducer
 
@@ -17,6 +18,7 @@ from connectors.clickhouse.archive import Archive, connect
 from connectors.nats.source import SourceMessage
 from connectors.nats.subjects import (DEADLETTER_STREAM, DEADLETTER_SUBJECT, FINDINGS_STREAM, ensure_streams,
                                       events_subject)
+from opmas.embedded import free_port
 from opmas.paths import RULES_DIR
 from opmas.runtime.evaluator import Evaluator, Layout
 from opmas.runtime.rules import RuleFiles
@@ -87,6 +89,11 @@ def finding_ids(db_url: str) -> list[str]:
         return []
 
 
+def events_processed(metrics: str) -> float:
+    return sum(float(line.rsplit(" ", 1)[1]) for line in metrics.splitlines()
+               if line.startswith("opmas_events_processed_total{"))
+
+
 async def produce(kafka_url: str, value: bytes) -> None:
     producer = AIOKafkaProducer(bootstrap_servers=kafka_url)
     await producer.start()
@@ -111,13 +118,16 @@ def test_workers_find_what_the_embedded_engine_finds(spawn, nats_server, postgre
     expected = set(offline_findings(messages))
     assert len(expected) > 80
     bridge = spawn("bridge")
-    worker = spawn("worker")
+    metrics_port = free_port()
+    worker = spawn("worker", "--metrics-port", str(metrics_port))
     archiver = spawn("archiver", OPMAS_DATA_DIR=str(chdb_dir.parent), OPMAS_CLICKHOUSE_URL="")
     asyncio.run(publish(nats_server.url, messages))
     procs = (bridge, worker, archiver)
     wait_until(lambda: len(finding_ids(postgres.url)) >= len(expected), 90, "findings in PostgreSQL", procs)
     assert set(finding_ids(postgres.url)) == expected
     assert asyncio.run(findings_on_nats(nats_server.url)) == len(expected)
+    metrics = httpx.get(f"http://127.0.0.1:{metrics_port}/metrics").text
+    assert events_processed(metrics) == sum(data.count(b"\n") + 1 for _, data in messages)
     asyncio.run(produce(tansu.url, b"not an OPMAS record"))  # a foreign producer on the topic
     wait_until(lambda: asyncio.run(dead_letters(nats_server.url)), 30, "the dead letter", procs)
     [letter] = asyncio.run(dead_letters(nats_server.url))
