@@ -86,6 +86,20 @@ class Config:
     def clickhouse_dir(self) -> Path:
         return self.data_dir / "clickhouse"
 
+    @property
+    def nats_url_file(self) -> Path:
+        """Where a running ``opmas up`` writes its embedded NATS URL (its port may differ)."""
+        return self.data_dir / "nats.url"
+
+    def client_nats_url(self) -> str:
+        """The NATS URL command-line tools use: the configured one, else the running embedded
+        server's, else the default port."""
+        if self.nats_url:
+            return self.nats_url
+        if self.nats_url_file.exists():
+            return self.nats_url_file.read_text().strip()
+        return f"nats://127.0.0.1:{self.nats_port}"
+
     def with_overrides(self, **values: Any) -> "Config":
         """A copy with the given fields (None values ignored), type-checked."""
         return _build(self, {k: v for k, v in values.items() if v is not None}, "overrides")

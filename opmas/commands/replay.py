@@ -24,7 +24,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser("replay", help="publish a recorded event log (JSON lines, EVTX-JSON) to NATS")
     parser.add_argument("file", help="event file (.json, .jsonl, .gz) or - for stdin")
     parser.add_argument("--rate", default="max", help="events per second, or 'max' (default)")
-    parser.add_argument("--nats", help="NATS URL (default: NATS_URL, else the embedded server of `opmas up`)")
+    parser.add_argument("--nats", help="NATS URL (default: NATS_URL, else the running `opmas up` of the data dir)")
     parser.add_argument("--agent", help="agent id for raw events (default: the event's host, else 'replay')")
     parser.add_argument("--batch", type=int, default=100,
                         help="events per message, as JSON lines (default 100; 1 = one event per message)")
@@ -157,7 +157,7 @@ def replay_command(args: argparse.Namespace) -> int:
     if args.file != "-" and not Path(args.file).exists():
         print(f"error: no such file: {args.file}", file=sys.stderr)
         return 2
-    url = args.nats or config.nats_url or f"nats://127.0.0.1:{config.nats_port}"
+    url = args.nats or config.client_nats_url()
     console = Console(stderr=True)
     columns = (SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn())
     try:

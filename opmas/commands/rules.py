@@ -21,7 +21,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                             help="extra logsource mapping file (repeatable)")
         parser.set_defaults(func=func)
     reload = sub.add_parser("reload", help="make the running engine reload its rule files (refused if any has errors)")
-    reload.add_argument("--nats", help="NATS URL (default: NATS_URL, else the embedded server of `opmas up`)")
+    reload.add_argument("--nats", help="NATS URL (default: NATS_URL, else the running `opmas up` of the data dir)")
     reload.set_defaults(func=reload_command)
 
 
@@ -75,7 +75,7 @@ def reload_command(args: argparse.Namespace) -> int:
     from opmas.config import load_config
 
     config = load_config()
-    url = args.nats or config.nats_url or f"nats://127.0.0.1:{config.nats_port}"
+    url = args.nats or config.client_nats_url()
     try:
         answer = asyncio.run(request_reload(url))
     except (OSError, nats.errors.NoServersError, nats.errors.NoRespondersError, nats.errors.TimeoutError) as exc:

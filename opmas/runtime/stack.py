@@ -57,6 +57,9 @@ def start_stack(config: Config) -> Stack:
                 log.warning("NATS port in use, using another", extra={"wanted": config.nats_port, "port": port})
             nats = start_nats(config.nats_dir, port=port, log_file=config.data_dir / "nats.log")
             stops.append(nats.stop)
+            url_file = config.nats_url_file
+            url_file.write_text(nats.url + "\n")
+            stops.append(lambda: url_file.unlink(missing_ok=True))
             embedded.append("nats")
             nats_url = nats.url
         db_url = config.db_url

@@ -51,9 +51,9 @@ def test_up_replay_ctrl_c_restart(tmp_path):
         wait_for_line(log, r"OPMAS is up", up)
         db_url = wait_for_line(log, r"PostgreSQL  (\S+)", up).group(1)
         assert f"nats://127.0.0.1:{port}" in log.read_text()
-        replay = subprocess.run([sys.executable, "-m", "opmas.cli", "replay", str(SAMPLE),
-                                 "--nats", f"nats://127.0.0.1:{port}"], env=env, capture_output=True,
-                                text=True, timeout=60)
+        tools_env = {k: v for k, v in env.items() if k != "OPMAS_NATS_PORT"}  # they find it via the data dir
+        replay = subprocess.run([sys.executable, "-m", "opmas.cli", "replay", str(SAMPLE)], env=tools_env,
+                                capture_output=True, text=True, timeout=60)
         assert replay.returncode == 0, replay.stderr
         assert re.search(r"replayed 272 events in \d+ messages", replay.stderr), replay.stderr
         deadline = time.monotonic() + 60
@@ -62,9 +62,13 @@ def test_up_replay_ctrl_c_restart(tmp_path):
         time.sleep(2)
         found = findings_in(db_url)
         assert found > 0
+        reload = subprocess.run([sys.executable, "-m", "opmas.cli", "rules", "reload"], env=tools_env,
+                                capture_output=True, text=True, timeout=60)
+        assert reload.returncode == 0 and "reloaded:" in reload.stdout, reload.stdout + reload.stderr
         up.send_signal(signal.SIGINT)
         assert up.wait(60) == 0
         assert "opmas stopped" in log.read_text()
+        assert not (tmp_path / "data" / "nats.url").exists()
         stopped = log.read_text()
 
         up = start_up(env, log)
