@@ -8,15 +8,24 @@ from pathlib import Path
 
 import pytest
 
-from opmas.embedded import start_nats, start_postgres
+from opmas.embedded import Postgres, start_nats, start_postgres
 from tests.apiserver import ApiServer, api_settings
+
+
+@pytest.fixture
+def postgres() -> Iterator[Postgres]:
+    """As tests/conftest.py's, but not under pytest's basetemp: a pytest run starting meanwhile
+    resets that folder to 0700, which the embedded PostgreSQL (run as another user) cannot traverse."""
+    base = Path(tempfile.mkdtemp(prefix="opmas-pg-"))
+    server = start_postgres(base / "pg")
+    yield server
+    server.stop()
+    shutil.rmtree(base, ignore_errors=True)
 
 
 @pytest.fixture(scope="module")
 def stack() -> Iterator[ApiServer]:
-    # Not under pytest's basetemp: another pytest run starting meanwhile resets its parent to 0700,
-    # which the embedded PostgreSQL (run as another user) then cannot traverse.
-    base = Path(tempfile.mkdtemp(prefix="opmas-stack-"))
+    base = Path(tempfile.mkdtemp(prefix="opmas-stack-"))  # not under basetemp: see ``postgres``
     nats_server = start_nats(base / "nats")
     postgres = start_postgres(base / "pg")
     server = ApiServer(api_settings(postgres.url, nats_server.url, base / "data")).start()

@@ -1,6 +1,10 @@
 """opmas db backup / restore round-trip on a real embedded PostgreSQL (pg_dump/pg_restore of the package)."""
 from __future__ import annotations
 
+import shutil
+import tempfile
+from pathlib import Path
+
 import psycopg
 
 from opmas.cli import main
@@ -13,7 +17,7 @@ def _count(url: str, sql: str):
 
 
 def test_backup_then_restore_round_trip(tmp_path, monkeypatch):
-    data_dir = tmp_path / "data"
+    data_dir = Path(tempfile.mkdtemp(prefix="opmas-backup-")) / "data"  # not under basetemp: see conftest
     server = start_postgres(data_dir / "postgres")
     try:
         with psycopg.connect(server.url, autocommit=True) as conn:
@@ -34,6 +38,7 @@ def test_backup_then_restore_round_trip(tmp_path, monkeypatch):
         server.stop()
     # with the server stopped, the command starts it for itself and stops it again
     assert main(["db", "restore", str(dump), "--data-dir", str(data_dir)]) == 0
+    shutil.rmtree(data_dir.parent, ignore_errors=True)
 
 
 def test_restore_of_a_missing_file_is_a_clear_error(tmp_path, capsys):
