@@ -41,6 +41,7 @@ from engine.event import format_time, parse_time
 
 log = logging.getLogger("opmas.agent")
 
+MAX_BATCH_BYTES = 512 * 1024  # JSON-lines payload of one message (NATS' default max is 1 MiB)
 DEFAULTS = {"enabled": True, "heartbeat_interval": 10.0, "batch_size": 500, "flush_interval": 0.5}
 
 
@@ -80,6 +81,7 @@ class AgentStats:
     publish_errors: int = 0
     pending: int = 0
     queued: int = 0          # events ever buffered; the first ``published`` of them are in JetStream
+    oversized: int = 0       # events larger than a NATS message, dropped
 
 
 class SecurityAgent:
@@ -178,7 +180,9 @@ class SecurityAgent:
         (its Nats-Msg-Id makes a resent batch a duplicate JetStream drops)."""
         async with self._flush_lock:
             while self._buffer:
-                batch = self._buffer[: self.config["batch_size"]]
+                batch = self._next_batch()
+                if not batch:
+                    continue
                 payload = b"\n".join(batch)
                 try:
                     await self._js.publish(events_subject(self.agent_id), payload, timeout=5,
@@ -193,6 +197,30 @@ class SecurityAgent:
                 self.stats.pending = len(self._buffer)
                 self._space.set()
         return True
+
+    def _next_batch(self) -> list[bytes]:
+        """Up to ``batch_size`` events within the server's message size; an event too large to send
+        at all is dropped (and counted) rather than blocking the ones behind it."""
+        limit = min(MAX_BATCH_BYTES, self.nc.max_payload)
+        if len(self._buffer[0]) > limit:
+            log.error("event larger than a NATS message dropped", extra={"agent_id": self.agent_id,
+                                                                         "bytes": len(self._buffer.pop(0))})
+            self.stats.oversized += 1
+            self.stats.pending = len(self._buffer)
+            return []
+        batch, size = [], 0
+        for item in self._buffer[: self.config["batch_size"]]:
+            if size + len(item) + 1 > limit:
+                break
+            batch.append(item)
+            size += len(item) + 1
+        return batch
+
+    @property
+    def settled(self) -> int:
+        """How many of the events ever queued are done with: stored by JetStream or dropped as oversized
+        (they settle in queue order)."""
+        return self.stats.published + self.stats.oversized
 
     # -- control and status --------------------------------------------------------------------
 

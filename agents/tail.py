@@ -102,7 +102,7 @@ class TailAgent(SecurityAgent):
     def save_positions(self) -> None:
         """Record the positions whose events JetStream has stored (atomically replaced file)."""
         changed = False
-        while self._unsaved and self._unsaved[0][0] <= self.stats.published:
+        while self._unsaved and self._unsaved[0][0] <= self.settled:
             _, path, position = self._unsaved.popleft()
             self.positions[path] = position
             changed = True

@@ -102,6 +102,17 @@ async def test_an_invalid_pushed_config_is_refused_and_reported(stack, admin, en
     agent = TailAgent(settings(stack, tmp_path, agent_id="life-2", enroll_token=enroll_token), [])
     await agent.start()
     try:
+        async with EventTap(stack.nats_url) as tap:  # an event over NATS' size is dropped, not blocking
+            await agent.publish({"message": "x" * 2_000_000})
+            await agent.publish({"message": "small"})
+            assert await agent.flush()
+            (event,) = await tap.take(1)
+            batches = agent.stats.batches
+            for _ in range(3):  # batches stay within a message's size
+                await agent.publish({"message": "y" * 300_000})
+            assert await agent.flush()
+            assert len(await tap.take(3)) == 3 and agent.stats.batches - batches == 3
+        assert event["data"] == {"message": "small"} and agent.stats.oversized == 1 and agent.settled == 5
         await agent.nc.publish("opmas.control.life-2", orjson.dumps(
             {"type": "config", "version": 7, "config": {"batch_size": "many"}}))
         await wait_for(lambda: agent.config_problems, what="config refused")
