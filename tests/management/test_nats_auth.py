@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import shutil
+import signal
 import subprocess
 
 import nats
@@ -33,18 +34,31 @@ def secured_nats(stack, admin, tmp_path_factory):
     tmp_path = tmp_path_factory.mktemp("secured-nats")
     port = free_port()
     conf = tmp_path / "nats.conf"
-    conf.write_text(f'listen: "127.0.0.1:{port}"\njetstream {{ store_dir: "{tmp_path / "js"}" }}\n'
-                    + asyncio.run(render()))
+
+    def write_config() -> None:
+        conf.write_text(f'listen: "127.0.0.1:{port}"\njetstream {{ store_dir: "{tmp_path / "js"}" }}\n'
+                        + asyncio.run(render()))
+
+    write_config()
     process = subprocess.Popen([shutil.which("nats-server"), "-c", str(conf)],
                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     wait_for_port("127.0.0.1", port)
-    yield f"nats://127.0.0.1:{port}", secrets
+
+    def register_and_reload(agent_id: str) -> str:
+        """Register an agent, regenerate the config and have the running server reload it (SIGHUP)."""
+        secret = admin.post("/agents", json={"id": agent_id, "name": agent_id, "type": "t"}).json()[
+            "credentials"]["secret"]
+        write_config()
+        process.send_signal(signal.SIGHUP)
+        return secret
+
+    yield f"nats://127.0.0.1:{port}", secrets, register_and_reload
     process.terminate()
     process.wait(10)
 
 
 async def test_an_agent_publishes_only_under_its_own_subjects(secured_nats):
-    url, secrets = secured_nats
+    url, secrets, _ = secured_nats
     errors: list[Exception] = []
 
     async def on_error(exc: Exception) -> None:
@@ -88,7 +102,29 @@ async def test_an_agent_publishes_only_under_its_own_subjects(secured_nats):
 
 
 async def test_a_wrong_password_is_refused(secured_nats):
-    url, _ = secured_nats
+    url, _, _ = secured_nats
     with pytest.raises((NoServersError, nats.errors.Error, OSError)):
-        await nats.connect(url, user="sec-a1", password="wrong", max_reconnect_attempts=0,
-                           allow_reconnect=False, connect_timeout=2)
+        await connect_once(url, "sec-a1", "wrong")
+
+
+async def connect_once(url: str, user: str, password: str):
+    return await nats.connect(url, user=user, password=password, max_reconnect_attempts=0,
+                              allow_reconnect=False, connect_timeout=2)
+
+
+async def test_an_agent_registered_later_gets_in_after_a_reload(secured_nats):
+    url, _, register_and_reload = secured_nats
+    with pytest.raises((NoServersError, nats.errors.Error, OSError)):
+        await connect_once(url, "sec-a3", "not registered yet")
+    secret = await asyncio.to_thread(register_and_reload, "sec-a3")
+    for _ in range(50):  # the server reloads its configuration asynchronously
+        try:
+            nc = await connect_once(url, "sec-a3", secret)
+            break
+        except (NoServersError, nats.errors.Error, OSError):
+            await asyncio.sleep(0.1)
+    else:
+        raise AssertionError("the reloaded server did not let the new agent in")
+    await nc.publish("opmas.status.sec-a3", b"{}")
+    await nc.flush()
+    await nc.close()
