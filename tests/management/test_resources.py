@@ -274,3 +274,23 @@ def test_metrics_expose_pipeline_and_api_metrics(stack, admin):
                  'opmas_api_requests_total{method="GET",route="/agents",status="200"}',
                  "opmas_agent_heartbeats_total"):
         assert name in text, name
+
+
+CASES = """tests:
+    match:
+        - {event: {dataset: linux.auth}, process: {name: sshd}, message: "Failed password for root"}
+        - {event: {dataset: linux.auth}, process: {name: sshd}, message: "Accepted password for root"}
+    no_match:
+        - {event: {dataset: linux.auth}, process: {name: sudo}, message: "Failed password for root"}
+"""
+
+
+def test_a_rule_whose_tests_fail_is_refused(admin):
+    rule = RULE.replace("-000000000001", "-000000000006") + CASES
+    refused = admin.post("/rules", json={"source": rule})
+    assert refused.status_code == 422
+    assert refused.json()["detail"]["errors"] == [{
+        "file": "api:new rule", "line": 1, "rule_id": "5a6b7c8d-0000-4000-8000-000000000006",
+        "message": "tests.match case #2: expected a finding, got none"}]
+    fixed = "\n".join(line for line in rule.splitlines() if "Accepted password" not in line)
+    assert admin.post("/rules", json={"source": fixed}).status_code == 201
