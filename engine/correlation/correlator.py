@@ -90,6 +90,7 @@ class Track:
             for i, (keys, value_field) in enumerate(zip(corr.key_fields, corr.value_fields))
         ]
         self.bytes_per_group = 0.0
+        self.condition = spec.condition.to_dict()  # as reported in findings
 
     def hit(self, index: int, ts: float, eid: str, fields: dict[str, Any], refs: tuple | None = None) -> None:
         """Queue a hit of input ``index``; events lacking a group-by (or value_count) field are skipped."""
@@ -336,7 +337,7 @@ class Correlator:
             "window": {"start": format_time(fire.start), "end": format_time(fire.end)},
             "count": fire.count,
             "timespan": spec.timespan,
-            "condition": spec.condition.to_dict(),
+            "condition": track.condition,
             "rule_source": spec.source,
         }
         if spec.type == "value_count":
