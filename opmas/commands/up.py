@@ -8,18 +8,26 @@ import signal
 import sys
 from collections.abc import Awaitable, Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from management.service import up_service
 from opmas.config import Config, ConfigError, load_config
 from opmas.logs import setup_logging
-from opmas.runtime.pipeline import Pipeline
-from opmas.runtime.stack import Stack, start_stack
+
+if TYPE_CHECKING:
+    from opmas.runtime.stack import Stack
 
 log = logging.getLogger("opmas.up")
 
-# Services started next to the engine: ``hook(config, stack, stop) -> awaitable`` run as a task
-# until ``stop`` is set. The management API registers itself here (see management/).
-SERVICES: list[Callable[[Config, Stack, asyncio.Event], Awaitable[None]]] = [up_service]
+Service = Callable[[Config, "Stack", asyncio.Event], Awaitable[None]]
+
+
+def services() -> list[Service]:
+    """Services started next to the engine: ``hook(config, stack, stop) -> awaitable``, run as tasks
+    until ``stop`` is set. The management API is one (see management/). Imported here, when ``up``
+    runs, so that every other ``opmas`` command starts without loading them."""
+    from management.service import up_service
+
+    return [up_service]
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -45,6 +53,9 @@ def up_command(args: argparse.Namespace) -> int:
 
 async def run_up(config: Config) -> int:
     """Start the servers and the engine; on SIGINT/SIGTERM stop the engine, then the servers."""
+    from opmas.runtime.pipeline import Pipeline
+    from opmas.runtime.stack import start_stack
+
     stop = asyncio.Event()
     stack = await asyncio.to_thread(start_stack, config)
     pipeline = Pipeline(config, stack.nats_url, stack.db_url, stack.archive)
@@ -57,7 +68,7 @@ async def run_up(config: Config) -> int:
 
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, on_signal)
-    services = [asyncio.create_task(service(config, stack, stop)) for service in SERVICES]
+    service_tasks = [asyncio.create_task(service(config, stack, stop)) for service in services()]
     engine = asyncio.create_task(pipeline.run(stop))
     try:
         await asyncio.wait([engine, asyncio.create_task(pipeline.ready.wait())],
@@ -71,12 +82,12 @@ async def run_up(config: Config) -> int:
         return 1
     finally:
         stop.set()
-        await asyncio.gather(*services, return_exceptions=True)
+        await asyncio.gather(*service_tasks, return_exceptions=True)
         await asyncio.to_thread(stack.stop)
         print("opmas stopped", file=sys.stderr, flush=True)
 
 
-def _print_where(config: Config, stack: Stack) -> None:
+def _print_where(config: Config, stack: "Stack") -> None:
     kind = {True: "embedded", False: "external"}
     lines = [
         f"OPMAS is up (data dir {config.data_dir})",
