@@ -77,7 +77,7 @@ class Credentials:
 class AgentStats:
     published: int = 0
     batches: int = 0
-    dropped: int = 0         # events refused while the agent is disabled by its configuration
+    dropped: int = 0         # events refused: agent disabled by its configuration, receive queue full
     publish_errors: int = 0
     pending: int = 0
     queued: int = 0          # events ever buffered; the first ``published`` of them are in JetStream

@@ -11,7 +11,7 @@ import logging
 from typing import Any
 
 from agents.parse import parse_syslog
-from agents.sdk import AgentSettings, SecurityAgent
+from agents.sdk import AgentSettings, AgentStats, SecurityAgent
 
 log = logging.getLogger("opmas.agent.syslog")
 SYSLOG_DEFAULTS = {"host": "0.0.0.0", "port": 5514, "protocols": ["udp", "tcp"]}
@@ -26,15 +26,15 @@ def syslog_event(text: str, peer: Any) -> dict[str, Any]:
 
 
 class _Udp(asyncio.DatagramProtocol):
-    def __init__(self, queue: asyncio.Queue):
+    def __init__(self, queue: asyncio.Queue, stats: AgentStats):
         self.queue = queue
-        self.dropped = 0  # datagrams that came while the queue was full (UDP has no backpressure)
+        self.stats = stats
 
     def datagram_received(self, data: bytes, addr) -> None:
         try:
             self.queue.put_nowait((data.decode(errors="replace"), addr))
-        except asyncio.QueueFull:
-            self.dropped += 1
+        except asyncio.QueueFull:  # UDP has no backpressure: count what the full queue refuses
+            self.stats.dropped += 1
 
 
 async def read_frames(reader: asyncio.StreamReader):
@@ -92,7 +92,7 @@ class SyslogAgent(SecurityAgent):
         cfg = self.listen
         loop = asyncio.get_running_loop()
         if "udp" in cfg["protocols"]:
-            self._udp, _ = await loop.create_datagram_endpoint(lambda: _Udp(self._queue),
+            self._udp, _ = await loop.create_datagram_endpoint(lambda: _Udp(self._queue, self.stats),
                                                                local_addr=(cfg["host"], cfg["port"]))
             self.bound["udp"] = self._udp.get_extra_info("sockname")[1]
         if "tcp" in cfg["protocols"]:
