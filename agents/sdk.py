@@ -120,9 +120,15 @@ class SecurityAgent:
         """Register (if needed), authenticate, take the configuration, connect, start monitoring."""
         self._http = httpx.AsyncClient(base_url=self.settings.management_url.rstrip("/") + "/api/v1",
                                        timeout=15)
-        self._creds = await self._credentials()
-        self.agent_id = self._creds.agent_id
-        record = (await self.api("GET", f"/agents/{self.agent_id}")).json()
+        try:
+            self._creds = await self._credentials()
+            self.agent_id = self._creds.agent_id
+            record = (await self.api("GET", f"/agents/{self.agent_id}")).json()
+        except BaseException as exc:
+            await self._http.aclose()
+            if isinstance(exc, httpx.HTTPError):
+                raise AgentError(f"management at {self.settings.management_url}: {exc}") from exc
+            raise
         await self._apply_config(record["config"], record["config_version"])
         self.nc = await nats.connect(self.settings.nats_url, user=self.agent_id, password=self._creds.secret,
                                      name=f"opmas-agent-{self.agent_id}", inbox_prefix=inbox_prefix(self.agent_id),

@@ -92,6 +92,10 @@ async def test_agent_whole_life(stack, admin, enroll_token, tmp_path):
 async def test_registration_needs_a_token_with_agents_register(stack, admin, tmp_path):
     with pytest.raises(AgentError, match="no credentials"):
         await TailAgent(settings(stack, tmp_path), []).start()
+    unreachable = AgentSettings(management_url="http://127.0.0.1:9", nats_url=stack.nats_url, name="x",
+                                type="tail", enroll_token="t")
+    with pytest.raises(AgentError, match="management at http://127.0.0.1:9"):
+        await TailAgent(unreachable, []).start()
     p = admin.post("/principals", json={"name": "reader", "permissions": ["agents:read"]}).json()
     weak = stack.token(p["id"], p["secret"])
     with pytest.raises(AgentError, match="registration refused: 403"):
