@@ -8,7 +8,6 @@ skips redeliveries of messages it already processed in this run.
 from __future__ import annotations
 
 import asyncio
-import time
 from dataclasses import dataclass
 
 from nats.aio.msg import Msg
@@ -67,16 +66,13 @@ class JetStreamSource:
         self.last_seq = after_seq
         return after_seq
 
-    async def fetch(self, max_messages: int, wait: float, idle_wait: float = 1.0) -> list[SourceMessage]:
-        """Up to ``max_messages`` new messages: waits up to ``idle_wait`` s for the first, then up to
-        ``wait`` s more for the batch to fill (fewer, larger batches for the sinks)."""
-        msgs = await self._pull(max_messages, idle_wait)
-        deadline = time.monotonic() + wait
-        while msgs and len(msgs) < max_messages and (left := deadline - time.monotonic()) > 0.001:
-            more = await self._pull(max_messages - len(msgs), left)
-            if not more:
-                break
-            msgs.extend(more)
+    async def fetch(self, max_messages: int, wait: float) -> list[SourceMessage]:
+        """Up to ``max_messages`` new messages, waiting at most ``wait`` s for the first."""
+        assert self._sub is not None, "start() first"
+        try:
+            msgs = await self._sub.fetch(max_messages, timeout=wait)
+        except (asyncio.TimeoutError, TimeoutError):
+            return []
         out: list[SourceMessage] = []
         for msg in msgs:
             meta = msg.metadata
@@ -89,13 +85,6 @@ class JetStreamSource:
         if not out and msgs:
             await msgs[-1].ack()  # only redeliveries: acknowledge them again
         return out
-
-    async def _pull(self, count: int, timeout: float) -> list[Msg]:
-        assert self._sub is not None, "start() first"
-        try:
-            return await self._sub.fetch(count, timeout=timeout)
-        except (asyncio.TimeoutError, TimeoutError):
-            return []
 
     async def ack(self, message: SourceMessage) -> None:
         """Acknowledge ``message`` and every message delivered before it."""
