@@ -124,8 +124,12 @@ def _compile_correlations() -> Any:
     return getattr(module, "compile_correlations", None)
 
 
-def load_ruleset(sources: Sequence[RuleSource], mappings: Sequence[str | Path] = ()) -> tuple[RuleSet, list[RuleError]]:
-    """Parse and compile every rule of ``sources``; user ``mappings`` take precedence over built-ins."""
+def load_ruleset(sources: Sequence[RuleSource], mappings: Sequence[str | Path] = (),
+                 lateness: float | None = None) -> tuple[RuleSet, list[RuleError]]:
+    """Parse and compile every rule of ``sources``; user ``mappings`` take precedence over built-ins.
+
+    ``lateness`` (seconds) is how far out of order events may arrive and still count in
+    correlation windows (default ``engine.correlation.DEFAULT_LATENESS``)."""
     errors: list[RuleError] = []
     loaded: list[Mapping] = []
     for path in mappings:
@@ -188,7 +192,7 @@ def load_ruleset(sources: Sequence[RuleSource], mappings: Sequence[str | Path] =
             errors.extend(RuleError(d.source, d.doc.line, rule_id_of(d.doc.data),
                                     "correlation rules are not supported by this build") for d in correlation_docs)
         else:
-            errors.extend(compile_correlations(correlation_docs, ruleset))
+            errors.extend(compile_correlations(correlation_docs, ruleset, lateness))
     return ruleset, errors
 
 

@@ -13,6 +13,7 @@ from typing import Any, Mapping
 
 import yaml
 
+from engine.correlation import DEFAULT_LATENESS
 from opmas.paths import DEFAULT_DATA_DIR, RULES_DIR
 
 # Environment variable -> Config field.
@@ -32,6 +33,7 @@ ENV_VARS: dict[str, str] = {
     "OPMAS_CHECKPOINT_INTERVAL": "checkpoint_interval",
     "OPMAS_NATS_PORT": "nats_port",
     "OPMAS_LOG_LEVEL": "log_level",
+    "OPMAS_LATENESS": "lateness",
     "OPMAS_WATCH_RULES": "watch_rules",
     "OPMAS_KAFKA_URL": "kafka_url",
     "OPMAS_KAFKA_TOPIC": "kafka_topic",
@@ -62,6 +64,7 @@ class Config:
     batch_wait: float = 0.05  # seconds a fetch waits for a batch to fill
     max_message_bytes: int = 1 << 20  # larger messages are dead-lettered
     checkpoint_interval: float = 1.0  # seconds between processor state snapshots
+    lateness: float = DEFAULT_LATENESS  # seconds events may arrive out of order and still count in windows
     retry_max_delay: float = 10.0  # backoff ceiling while a database is away
     stream_max_age: float = 7 * 24 * 3600.0  # seconds JetStream keeps events
     stream_max_bytes: int = 10 << 30
@@ -138,6 +141,8 @@ def _build(base: Config, values: Mapping[str, Any], origin: str) -> Config:
         raise ConfigError(f"{origin}: workers must be >= 0")
     if config.batch_size < 1:
         raise ConfigError(f"{origin}: batch_size must be >= 1")
+    if config.lateness < 0:
+        raise ConfigError(f"{origin}: lateness must be >= 0")
     return config
 
 

@@ -26,7 +26,7 @@ __all__ = [
 ]
 
 
-def compile_correlations(docs: list[Any], ruleset: Any) -> list[RuleError]:
+def compile_correlations(docs: list[Any], ruleset: Any, lateness: float | None = None) -> list[RuleError]:
     """Compile correlation documents (``engine.ruleset.RuleDoc``) into ``ruleset.correlations``.
 
     Also takes the ``suppress`` sections of detection rules. Returns the errors; bad
@@ -91,5 +91,6 @@ def compile_correlations(docs: list[Any], ruleset: Any) -> list[RuleError]:
             correlations=linked,
             suppressions=suppressions,
             visible={c.rule_id: visible.get(c.rule_id, True) for c in linked},
+            lateness=DEFAULT_LATENESS if lateness is None else lateness,
         )
     return errors

@@ -83,7 +83,7 @@ def worker_command(args: argparse.Namespace) -> int:
         retry_max_delay=config.retry_max_delay)
     if args.metrics_port:
         prometheus_client.start_http_server(args.metrics_port)
-    runtime = WorkerRuntime(settings, RuleFiles(tuple(config.rules), tuple(config.mappings), config.db_url))
+    runtime = WorkerRuntime(settings, RuleFiles(tuple(config.rules), tuple(config.mappings), config.db_url, config.lateness))
     worker = faust.Worker(runtime.app, loop=loop, loglevel=config.log_level, quiet=True,
                           redirect_stdouts=False, logging_config=_json_logging(config.log_level))
     worker.execute_from_commandline()  # runs until SIGINT/SIGTERM, then exits the process

@@ -65,8 +65,9 @@ class Layout:
         return partition % self.workers
 
 
-def load_rules(sources: Sequence[RuleSource], mappings: Sequence[str]) -> RuleSet:
-    return load_ruleset(list(sources), list(mappings))[0]
+def load_rules(sources: Sequence[RuleSource], mappings: Sequence[str], lateness: float | None) -> RuleSet:
+    """The good rules of ``sources`` (the engine process has already reported the errors)."""
+    return load_ruleset(list(sources), list(mappings), lateness)[0]
 
 
 class Evaluator:

@@ -47,6 +47,7 @@ from engine.finding import Finding
 from engine.processor import Processor
 from engine.ruleset import RuleSet
 from opmas import metrics
+from opmas.gc_tuning import tune_gc_for_rules
 from opmas.runtime.pipeline import NATS_ERRORS, PG_ERRORS
 from opmas.runtime.retry import retry
 from opmas.runtime.rules import RuleFiles, blocking_errors, log_errors
@@ -161,6 +162,7 @@ class WorkerRuntime:
             await retry(lambda: ensure_streams(self.js), "nats", NATS_ERRORS, s.retry_max_delay, self.abort)
             await retry(self.pg.migrate, "postgres", PG_ERRORS, s.retry_max_delay, self.abort)
             _, self.ruleset, errors = await asyncio.to_thread(self.rules.load)
+            tune_gc_for_rules()
             log_errors(errors, "startup")
             metrics.RULES_LOADED.set(len(self.ruleset.rules))
             await self.nc.subscribe(RELOAD_SUBJECT, cb=self._on_reload)

@@ -81,7 +81,7 @@ class Pipeline:
         self.nats_url = nats_url
         self.pg = PostgresSink(db_url)
         self.archive = archive
-        self.rules = RuleFiles(tuple(config.rules), tuple(config.mappings), db_url)
+        self.rules = RuleFiles(tuple(config.rules), tuple(config.mappings), db_url, config.lateness)
         self.stats = PipelineStats()
         self.abort = asyncio.Event()
         self.ready = asyncio.Event()
@@ -121,7 +121,7 @@ class Pipeline:
                     log.warning("checkpoint layout differs from the configuration: starting with empty state",
                                 extra={"checkpoint_layout": checkpoint.layout, "layout": expected})
             self.pool = EvaluatorPool(cfg.partitions, cfg.partition_key, cfg.workers, sources, cfg.mappings,
-                                      state, cfg.max_message_bytes)
+                                      cfg.lateness, state, cfg.max_message_bytes)
             await self.pool.start()
             self.rule_count = len(ruleset.rules)
             metrics.RULES_LOADED.set(self.rule_count)
@@ -258,7 +258,7 @@ class Pipeline:
             log_errors(fatal, "reload refused, the running rule set stays")
             return {"ok": False, "errors": [str(e) for e in fatal], "rules": self.rule_count}
         async with self._lock:
-            await self.pool.replace_rules(sources, self.config.mappings)
+            await self.pool.replace_rules(sources, self.config.mappings, self.config.lateness)
         metrics.RULE_RELOADS.labels("applied").inc()
         self.rule_count = len(ruleset.rules)
         metrics.RULES_LOADED.set(self.rule_count)

@@ -20,13 +20,14 @@ class RuleFiles:
     paths: tuple[Path, ...]
     mappings: tuple[Path, ...] = ()
     db_url: str | None = None  # also the enabled rules added through the management API
+    lateness: float | None = None  # allowed out-of-orderness of correlation windows, seconds
 
     def load(self) -> tuple[list[RuleSource], RuleSet, list[RuleError]]:
         """The sources read now, every good rule, and the errors of the bad ones."""
         sources = sources_from_paths(list(self.paths))
         if self.db_url:
             sources += stored_rule_sources(self.db_url)
-        ruleset, errors = load_ruleset(sources, list(self.mappings))
+        ruleset, errors = load_ruleset(sources, list(self.mappings), self.lateness)
         return sources, ruleset, errors
 
 

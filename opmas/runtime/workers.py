@@ -19,6 +19,7 @@ from typing import Any
 
 from connectors.nats.source import SourceMessage
 from engine.ruleset import RuleSource
+from opmas.gc_tuning import tune_gc_for_rules
 from opmas.runtime.evaluator import Evaluated, Evaluator, Layout, load_rules
 
 
@@ -27,11 +28,12 @@ class WorkerError(RuntimeError):
 
 
 def _worker_main(conn: Connection, layout: Layout, index: int, sources: list[RuleSource],
-                 mappings: list[str], state: dict[str, Any] | None, max_bytes: int) -> None:
+                 mappings: list[str], lateness: float, state: dict[str, Any] | None, max_bytes: int) -> None:
     # The engine process handles Ctrl-C and SIGTERM and stops its workers in order.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
-    evaluator = Evaluator(layout, index, load_rules(sources, mappings), state, max_bytes)
+    evaluator = Evaluator(layout, index, load_rules(sources, mappings, lateness), state, max_bytes)
+    tune_gc_for_rules()
     conn.send(("ok", None))
     while True:
         try:
@@ -59,25 +61,26 @@ class EvaluatorPool:
     """The evaluators of one engine; every method is called between batches, never concurrently."""
 
     def __init__(self, partitions: int, key: str, workers: int, sources: Sequence[RuleSource],
-                 mappings: Sequence[str], state: dict[str, Any] | None, max_message_bytes: int):
+                 mappings: Sequence[str], lateness: float, state: dict[str, Any] | None,
+                 max_message_bytes: int):
         self.layout = Layout(partitions, key, max(1, workers))
         self.in_process = workers == 0
-        self._args = (list(sources), [str(m) for m in mappings], state, max_message_bytes)
+        self._args = (list(sources), [str(m) for m in mappings], lateness, state, max_message_bytes)
         self._inline: Evaluator | None = None
         self._conns: list[Connection] = []
         self._procs: list[multiprocessing.Process] = []
 
     async def start(self) -> None:
-        sources, mappings, state, max_bytes = self._args
+        sources, mappings, lateness, state, max_bytes = self._args
         if self.in_process:
-            ruleset = await asyncio.to_thread(load_rules, sources, mappings)
+            ruleset = await asyncio.to_thread(load_rules, sources, mappings, lateness)
             self._inline = Evaluator(self.layout, 0, ruleset, state, max_bytes)
             return
         ctx = multiprocessing.get_context("spawn")
         for index in range(self.layout.workers):
             parent, child = ctx.Pipe()
             proc = ctx.Process(target=_worker_main, name=f"opmas-evaluator-{index}", daemon=True,
-                               args=(child, self.layout, index, sources, mappings, state, max_bytes))
+                               args=(child, self.layout, index, sources, mappings, lateness, state, max_bytes))
             proc.start()
             child.close()
             self._conns.append(parent)
@@ -138,12 +141,12 @@ class EvaluatorPool:
             out.update(part)
         return out
 
-    async def replace_rules(self, sources: Sequence[RuleSource], mappings: Sequence[str]) -> None:
+    async def replace_rules(self, sources: Sequence[RuleSource], mappings: Sequence[str], lateness: float) -> None:
         if self._inline is not None:
-            ruleset = await asyncio.to_thread(load_rules, sources, mappings)
+            ruleset = await asyncio.to_thread(load_rules, sources, mappings, lateness)
             self._inline.replace_rules(ruleset)
             return
-        arg = (list(sources), [str(m) for m in mappings])
+        arg = (list(sources), [str(m) for m in mappings], lateness)
         await self._all("rules", [arg] * len(self._conns))
 
     def close(self) -> None:

@@ -30,10 +30,8 @@ AUTH_RULES = _sshd_rule("ssh-fail", "ssh_fail", "failure") + "---" + _sshd_rule(
 def ruleset(*texts: str, lateness: float | None = None) -> RuleSet:
     """A rule set of YAML texts (one source each); fails the test on any load error."""
     sources = [RuleSource(f"rules{i}.yml", text) for i, text in enumerate(texts)]
-    rs, errors = load_ruleset(sources)
+    rs, errors = load_ruleset(sources, lateness=lateness)
     assert not [e for e in errors if e.severity == "error"], errors
-    if lateness is not None:
-        rs.correlations.lateness = lateness
     return rs
 
 

@@ -31,6 +31,7 @@ def test_file_then_environment(tmp_path):
     ("partitionz: 3\n", "unknown setting 'partitionz'"),
     ("partitions: many\n", "partitions"),
     ("partitions: 0\n", "partitions must be >= 1"),
+    ("lateness: -1\n", "lateness must be >= 0"),
     ("- a list\n", "expected a mapping"),
 ])
 def test_bad_settings_are_reported(tmp_path, text, message):
@@ -38,3 +39,14 @@ def test_bad_settings_are_reported(tmp_path, text, message):
     path.write_text(text)
     with pytest.raises(ConfigError, match=message):
         load_config(path, env={})
+
+
+def test_lateness_reaches_the_loaded_correlations():
+    """OPMAS_LATENESS is the allowed out-of-orderness of the rule set the runtimes load."""
+    from opmas.paths import RULES_DIR
+    from opmas.runtime.rules import RuleFiles
+
+    config = load_config(env={"OPMAS_LATENESS": "7.5"})
+    assert config.lateness == 7.5
+    _, ruleset, _ = RuleFiles((RULES_DIR,), lateness=config.lateness).load()
+    assert ruleset.correlations.lateness == 7.5
