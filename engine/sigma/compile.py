@@ -373,7 +373,10 @@ class _Compiler:
         for flag in value.flags:
             flags |= SigmaRegularExpression.sigma_to_python_flags[flag]
         source = str(value.regexp)
-        search = re.compile(source, flags).search
+        try:
+            search = re.compile(source, flags).search
+        except re.error as exc:  # pySigma validates with RE2, whose dialect differs (\z, \pL, \x{41})
+            raise CompileError(f"regular expression '{source}' is not supported by Python's re: {exc}") from None
 
         def test(v: Any) -> bool:
             return search(v if isinstance(v, str) else str(v)) is not None

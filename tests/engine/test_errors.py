@@ -73,6 +73,16 @@ def test_broken_rule_does_not_stop_the_others_in_the_same_file() -> None:
     assert [(e.rule_id, e.line) for e in errors] == [("bad-2", 18)]
 
 
+@pytest.mark.parametrize("regex", ["evil\\z", "\\pL", "\\x{41}"])
+def test_regex_valid_for_pysigma_but_not_python_is_a_rule_error(regex: str) -> None:
+    bad = _rule(f"  sel:\n    a|re: '{regex}'\n  condition: sel\n", "bad-1")
+    good = _rule("  sel:\n    Image: y\n  condition: sel\n", "good-2")
+    ruleset, errors = load_ruleset([RuleSource("re.yml", f"{bad}---\n{good}")])
+    assert [r.id for r in ruleset.rules] == ["good-2"]
+    assert [(e.file, e.line, e.rule_id, e.severity) for e in errors] == [("re.yml", 6, "bad-1", "error")]
+    assert regex in errors[0].message
+
+
 def test_duplicate_id_duplicate_key_and_unmapped_logsource() -> None:
     first = _rule("  sel:\n    Image: x\n  condition: sel\n", "same")
     ruleset, errors = load_ruleset([RuleSource("a.yml", first), RuleSource("b.yml", first)])
