@@ -101,12 +101,15 @@ class RuleSet:
 def sources_from_paths(paths: Iterable[str | Path]) -> list[RuleSource]:
     """RuleSources of files and directories (``*.yml``/``*.yaml``, recursively, sorted).
 
+    Files and folders under a directory whose name starts with a dot are skipped (a Kubernetes
+    ConfigMap volume holds each file twice: ``x.yml -> ..data/x.yml`` and ``..2024_.../x.yml``).
     Raises FileNotFoundError for a path that does not exist.
     """
     files: list[Path] = []
     for path in map(Path, paths):
         if path.is_dir():
-            files.extend(sorted(p for p in path.rglob("*") if p.suffix in (".yml", ".yaml") and p.is_file()))
+            files.extend(sorted(p for p in path.rglob("*") if p.suffix in (".yml", ".yaml") and p.is_file()
+                                and not any(part.startswith(".") for part in p.relative_to(path).parts)))
         elif path.exists():
             files.append(path)
         else:
