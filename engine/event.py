@@ -57,19 +57,35 @@ def event_from_obj(obj: dict[str, Any]) -> Event:
     return Event(id=str(event_id) if event_id is not None else content_id(obj), data=obj)
 
 
+# datetime's range in epoch seconds: 0001-01-01T00:00:00Z up to (excluding) 10000-01-01T00:00:00Z
+_FIRST_EPOCH = -62135596800.0
+_END_EPOCH = 253402300800.0
+
+
 def parse_time(value: Any) -> float | None:
-    """Epoch seconds from an ISO 8601 string, epoch seconds or epoch milliseconds."""
+    """Epoch seconds from an ISO 8601 string, epoch seconds or epoch milliseconds.
+
+    None for anything else, including NaN, infinities and times outside datetime's range.
+    """
+    epoch = _epoch(value)
+    return epoch if epoch is not None and _FIRST_EPOCH <= epoch < _END_EPOCH else None
+
+
+def _epoch(value: Any) -> float | None:
     if value is None or isinstance(value, bool):
         return None
     if isinstance(value, (int, float)):
-        return float(value) / 1000.0 if value > 1e11 else float(value)
+        try:
+            return float(value) / 1000.0 if value > 1e11 else float(value)
+        except OverflowError:  # an int beyond float
+            return None
     if isinstance(value, str):
         text = value.strip()
         if not text:
             return None
         if not (text[:4].isdigit() and text[4:5] == "-"):  # "YYYY-..." is ISO 8601, never a number
             try:
-                return parse_time(float(text))
+                return _epoch(float(text))
             except ValueError:
                 pass
         if text.endswith("Z"):
@@ -91,7 +107,10 @@ def parse_time(value: Any) -> float | None:
 
 
 def format_time(epoch: float | None) -> str | None:
-    """ISO 8601 (UTC, microseconds, ``Z``) for an epoch time."""
+    """ISO 8601 (UTC, microseconds, ``Z``) for an epoch time; None for None or a time datetime cannot hold."""
     if epoch is None:
         return None
-    return datetime.fromtimestamp(epoch, tz=timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    try:
+        return datetime.fromtimestamp(epoch, tz=timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    except (OverflowError, OSError, ValueError):
+        return None

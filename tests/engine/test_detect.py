@@ -13,7 +13,7 @@ import pytest
 from benchmarks.bench_rules import bench_rules
 from benchmarks.generate import PROGRAMS, generate
 from engine.dispatch import RuleIndex
-from engine.event import event_from_obj
+from engine.event import event_from_obj, format_time, parse_time
 from engine.processor import Processor
 from engine.rule_tests import run_rule_tests
 from engine.ruleset import RuleSource, load_ruleset
@@ -62,6 +62,29 @@ def test_detect_writes_findings_deterministically(tmp_path: Path, capsys: pytest
     assert finding["details"]["attack"] == {"tactics": ["discovery"], "techniques": ["T1033"]}
     assert finding["title"].startswith("whoami on ") and "{" not in finding["title"]
     assert finding["details"]["event"] in events and finding["timestamp"].endswith("Z")
+
+
+def test_detect_survives_timestamps_datetime_cannot_hold(tmp_path: Path) -> None:
+    rules = tmp_path / "any.yml"
+    rules.write_text(rule_text("  sel:\n    msg: x\n  condition: sel\n"))
+    stamps = ["nan", "inf", 1e20, "-1e20", "1e400", "0001-01-01T00:00:00+01:00", "2024-05-01T03:15:00Z"]
+    events = tmp_path / "events.jsonl"
+    events.write_text("".join(json.dumps({"@timestamp": s, "msg": "x"}) + "\n" for s in stamps))
+    out = tmp_path / "findings.jsonl"
+    assert main(["detect", str(rules), "--events", str(events), "--output", str(out)]) == 0
+    findings = [orjson.loads(line) for line in out.read_bytes().splitlines()]
+    assert [f["timestamp"] for f in findings][-1] == "2024-05-01T03:15:00.000000Z"
+    assert len(findings) == len(stamps)
+
+
+def test_parse_time_and_format_time_reject_what_datetime_cannot_hold() -> None:
+    for value in ["nan", float("nan"), "inf", float("-inf"), 1e20, "1e20", -1e15, 10**400,
+                  "0001-01-01T00:00:00+01:00"]:
+        assert parse_time(value) is None, value
+    assert parse_time("0001-01-01T00:00:00Z") == -62135596800 and parse_time(253402300799) == 253402300.799
+    for epoch in [float("nan"), float("inf"), 1e20, -1e15]:
+        assert format_time(epoch) is None, epoch
+    assert format_time(0) == "1970-01-01T00:00:00.000000Z"
 
 
 def test_event_ids_are_kept_or_content_hashes(tmp_path: Path) -> None:

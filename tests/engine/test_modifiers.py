@@ -195,6 +195,13 @@ def test_hour_of_timestamp(matcher) -> None:
     assert m({"Time": "2024-05-01T03:15:00Z"}) and not m({"Time": "2024-05-01T04:15:00Z"})
 
 
+def test_hour_of_an_out_of_range_timestamp_is_no_match(matcher) -> None:
+    m = matcher("  sel:\n    T|hour: 3\n  condition: sel\n")
+    for value in ["inf", "-inf", "nan", 1e20, "1e20", -1e15]:
+        assert not m({"T": value}), value
+    assert m({"T": 3 * 3600 + 5})
+
+
 def test_expand_placeholders_from_mapping_file(matcher, tmp_path) -> None:
     mapping = tmp_path / "site.yml"
     mapping.write_text("name: site\nplaceholders:\n  Admins: [root, 'adm_*']\n")  # placeholders only
