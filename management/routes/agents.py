@@ -18,6 +18,7 @@ from engine.event import format_time
 from management.auth import AGENT_PERMISSIONS, Principal, hash_secret, new_secret
 from management.db import execute, fetch_one, fetch_page
 from management.deps import Paging, current_principal, get_state, paging, require
+from management.nats_auth import SERVICE_USER
 from management.state import ApiState
 
 router = APIRouter(tags=["agents"])
@@ -27,6 +28,9 @@ AGENT_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$"
 AGENT_COLUMNS = ("id, name, type, status, config, config_version, applied_config_version, last_seen,"
                  " info, created_at, updated_at")
 STATUSES = ("online", "stale", "offline")
+API_AGENT_ID = "api"  # the agent id of events users submit through the API
+RESERVED_AGENT_IDS = {SERVICE_USER: "the NATS user of the OPMAS services",
+                      API_AGENT_ID: "the agent id of events users submit"}
 
 
 def _config(value: dict[str, Any] | None) -> dict[str, Any] | None:
@@ -37,12 +41,20 @@ def _config(value: dict[str, Any] | None) -> dict[str, Any] | None:
 
 class AgentIn(BaseModel):
     id: str | None = Field(None, pattern=AGENT_ID_PATTERN,
-                           description="letters, digits, _ and - (it becomes a NATS subject token)")
+                           description="letters, digits, _ and - (it becomes a NATS subject token and user "
+                                       f"name); not {' or '.join(sorted(RESERVED_AGENT_IDS))}")
     name: str = Field(min_length=1, max_length=200)
     type: str = Field(min_length=1, max_length=100)
     config: dict[str, Any] = Field(default_factory=dict)
 
     _check_config = field_validator("config")(classmethod(lambda cls, v: _config(v)))
+
+    @field_validator("id")
+    @classmethod
+    def not_reserved(cls, value: str | None) -> str | None:
+        if value in RESERVED_AGENT_IDS:
+            raise ValueError(f"agent id {value!r} is reserved: {RESERVED_AGENT_IDS[value]}")
+        return value
 
 
 class AgentUpdate(BaseModel):

@@ -20,14 +20,13 @@ from engine.event import content_id, format_time, parse_time
 from management.auth import Principal
 from management.db import fetch_one, fetch_page
 from management.deps import Paging, get_state, paging, require
-from management.routes.agents import AGENT_ID_PATTERN
+from management.routes.agents import AGENT_ID_PATTERN, API_AGENT_ID
 from management.state import ApiState
 
 router = APIRouter(tags=["events"])
 
 MAX_EVENTS_PER_REQUEST = 1000
 EVENT_COLUMNS = "id, agent_id, timestamp, type, data"
-API_AGENT_ID = "api"
 
 
 class EventIn(BaseModel):

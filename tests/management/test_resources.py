@@ -54,6 +54,10 @@ def test_agent_crud_and_pagination(stack, admin):
 def test_agent_input_is_validated(admin):
     bad_id = admin.post("/agents", json={"id": "has.dot", "name": "x", "type": "tail"})
     assert bad_id.status_code == 422 and bad_id.json()["detail"][0]["loc"] == ["body", "id"]
+    for reserved, why in (("opmas", "the NATS user of the OPMAS services"), ("api", "events users submit")):
+        r = admin.post("/agents", json={"id": reserved, "name": "x", "type": "tail"})
+        assert r.status_code == 422 and f"agent id '{reserved}' is reserved" in r.json()["detail"][0]["msg"]
+        assert why in r.json()["detail"][0]["msg"] and admin.get(f"/agents/{reserved}").status_code == 404
     bad_config = admin.post("/agents", json={"name": "x", "type": "tail", "config": {"heartbeat_interval": -1}})
     assert bad_config.status_code == 422
     assert "heartbeat_interval" in bad_config.json()["detail"][0]["msg"]
