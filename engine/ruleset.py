@@ -151,12 +151,7 @@ def load_ruleset(sources: Sequence[RuleSource], mappings: Sequence[str | Path] =
     filter_docs: list[RuleDoc] = []
     first_seen: dict[str, str] = {}
     for source in sources:
-        try:
-            docs = list(rule_documents(source.text))
-        except YamlError as exc:
-            errors.append(RuleError(source.name, exc.line, None, str(exc)))
-            continue
-        for doc in docs:
+        for doc in _documents(source, errors):
             if not isinstance(doc.data, dict):
                 errors.append(RuleError(source.name, doc.line, None, "a rule document must be a mapping"))
                 continue
@@ -197,6 +192,17 @@ def load_ruleset(sources: Sequence[RuleSource], mappings: Sequence[str | Path] =
         else:
             errors.extend(compile_correlations(correlation_docs, ruleset, lateness))
     return ruleset, errors
+
+
+def _documents(source: RuleSource, errors: list[RuleError]) -> list[Doc]:
+    """The documents of ``source`` before its first YAML error, which is added to ``errors``."""
+    docs: list[Doc] = []
+    try:
+        for doc in rule_documents(source.text):
+            docs.append(doc)
+    except YamlError as exc:
+        errors.append(RuleError(source.name, exc.line, None, str(exc)))
+    return docs
 
 
 def _apply_filter(rule_doc: RuleDoc, ruleset: RuleSet, placeholders: dict[str, list[str]]) -> list[RuleError]:

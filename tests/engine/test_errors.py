@@ -59,6 +59,16 @@ def test_bad_yaml_reports_the_line() -> None:
     assert len(errors) == 1 and errors[0].line == 5 and "bad YAML" in errors[0].message and errors[0].rule_id is None
 
 
+def test_bad_yaml_in_a_later_document_keeps_the_rules_before_it() -> None:
+    first = _rule("  sel:\n    Image: x\n  condition: sel\n", "good-1")
+    second = _rule("  sel:\n    Image: y\n  condition: sel\n", "good-2")
+    broken = "title: T\nid: bad-3\ndetection:\n  sel: [unclosed\n  condition: sel\n"
+    ruleset, errors = load_ruleset([RuleSource("multi.yml", f"{first}---\n{second}---\n{broken}")])
+    assert [r.id for r in ruleset.rules] == ["good-1", "good-2"]
+    assert [(e.file, e.line, e.rule_id) for e in errors] == [("multi.yml", 25, None)]
+    assert "bad YAML" in errors[0].message
+
+
 def test_document_must_be_a_mapping() -> None:
     errors = _errors("- just\n- a list\n")
     assert errors[0].message == "a rule document must be a mapping" and errors[0].line == 1
