@@ -45,6 +45,16 @@ MAX_BATCH_BYTES = 512 * 1024  # JSON-lines payload of one message (NATS' default
 DEFAULTS = {"enabled": True, "heartbeat_interval": 10.0, "batch_size": 500, "flush_interval": 0.5}
 
 
+def envelope(agent_id: str, data: dict[str, Any], type: str, event_id: str) -> dict[str, Any]:
+    """The OPMAS envelope of one event. Its ``timestamp`` is the data's ``@timestamp`` where that is a
+    valid time, else left out: the engine takes the event time from the data (EVTX ``TimeCreated``,
+    CloudTrail ``eventTime``...) through its mapping, never from the agent's clock."""
+    out = {"id": event_id, "agent_id": agent_id, "type": type, "data": data}
+    if parse_time(data.get("@timestamp")) is not None:
+        out["timestamp"] = data["@timestamp"]
+    return out
+
+
 class AgentError(Exception):
     """The agent cannot start: no credentials, refused registration, unreachable management."""
 
@@ -170,12 +180,11 @@ class SecurityAgent:
             return
         if self.config.get("labels"):
             data = {**data, "labels": {**self.config["labels"], **data.get("labels", {})}}
-        envelope = {"id": event_id or uuid.uuid4().hex, "agent_id": self.agent_id, "type": type,
-                    "timestamp": data.get("@timestamp") or format_time(time.time()), "data": data}
+        event = orjson.dumps(envelope(self.agent_id, data, type, event_id or uuid.uuid4().hex))
         while len(self._buffer) >= self.settings.max_buffer:
             self._space.clear()
             await self._space.wait()
-        self._buffer.append(orjson.dumps(envelope))
+        self._buffer.append(event)
         self.stats.queued += 1
         self.stats.pending = len(self._buffer)
         if len(self._buffer) >= self.config["batch_size"] and not self._flush_lock.locked():

@@ -77,7 +77,8 @@ class Processor:
         self.correlator = correlations.start((state or {}).get("correlation")) if correlations else None
 
     def process(self, events: Sequence[Event]) -> list[Finding]:
-        """Findings of a batch; fills ``Event.timestamp`` from the mapping when it is None."""
+        """Findings of a batch. ``Event.timestamp`` becomes the mapping's event time (EVTX
+        ``System.TimeCreated``, ``@timestamp``...) where it has one; the envelope's is the fallback."""
         findings: list[Finding] = []
         index, correlator = self.index, self.correlator
         for event in events:
@@ -85,8 +86,9 @@ class Processor:
             if view is None:
                 self.stats.unmapped_events += 1
                 continue
-            if event.timestamp is None:
-                event.timestamp = view.time()
+            ts = view.time()
+            if ts is not None:
+                event.timestamp = ts
             if correlator is not None:
                 correlator.see(event)
             for rule in index.matches(view):

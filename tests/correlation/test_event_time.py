@@ -5,8 +5,10 @@ import random
 
 import pytest
 
-from engine.event import format_time
+from agents.sdk import envelope
+from engine.event import Event, event_from_obj, format_time, parse_time
 from engine.processor import Processor
+from opmas.runtime.envelope import envelope_error
 from tests.correlation.helpers import BASE, AUTH_RULES, auth, of_rule, ruleset, run, shuffled_within
 from tests.correlation.test_types import CHAIN, COUNT, ORDERED, RANGE, TEMPORAL, VALUE_COUNT
 
@@ -97,3 +99,63 @@ def test_events_without_time_never_crash():
     processor = Processor(rs)
     processor.process([event, event])
     assert processor.flush() == []
+
+
+WIN_FAIL = """
+title: Failed logon
+id: win-fail
+name: win_fail
+logsource: {product: windows, service: security}
+detection:
+    selection: {EventID: 4625}
+    condition: selection
+level: low
+---
+title: Failed logons of one user
+id: win-many-fail
+correlation:
+    type: event_count
+    rules: [win_fail]
+    group-by: [User]
+    timespan: 60s
+    condition: {gte: 3}
+level: high
+"""
+
+
+def _shipped_evtx(i: int, created: str, shipped: str) -> Event:
+    """An EVTX failed logon created at ``created``, in an envelope an agent stamped ``shipped``."""
+    data = {"Event": {"System": {"Provider": {"@Name": "Microsoft-Windows-Security-Auditing"}, "EventID": 4625,
+                                 "Channel": "Security", "TimeCreated": {"@SystemTime": created}},
+                      "EventData": {"User": "bob"}}}
+    return event_from_obj({"id": f"w{i}", "agent_id": "tail-1", "type": "log", "timestamp": shipped, "data": data})
+
+
+def test_the_events_own_time_wins_over_the_envelope():
+    rs = ruleset(WIN_FAIL)
+    # created seconds apart in 2020, shipped hours apart in 2026 (the agent's clock)
+    events = [_shipped_evtx(i, f"2020-03-01T10:00:0{i}Z", f"2026-01-01T0{i}:00:00Z") for i in range(3)]
+    processor = Processor(rs)
+    findings = processor.process(events) + processor.flush()
+    assert [e.timestamp for e in events] == [parse_time(f"2020-03-01T10:00:0{i}Z") for i in range(3)]
+    [found] = of_rule(findings, "win-many-fail")
+    assert found.timestamp == parse_time("2020-03-01T10:00:02Z")
+    assert found.details["window"] == {"start": "2020-03-01T10:00:00.000000Z", "end": "2020-03-01T10:01:00.000000Z"}
+
+
+def test_the_envelope_time_is_the_fallback():
+    event = auth(0)
+    del event.data["@timestamp"]
+    enveloped = event_from_obj({"id": "e1", "agent_id": "a", "type": "log", "timestamp": format_time(BASE + 5),
+                                "data": event.data})
+    Processor(ruleset(AUTH_RULES)).process([enveloped])
+    assert enveloped.timestamp == BASE + 5
+
+
+def test_the_agent_sdk_stamps_only_a_time_the_data_has():
+    timed = envelope("a", {"@timestamp": "2020-03-01T10:00:00Z"}, "log", "e1")
+    untimed = envelope("a", {"message": "x"}, "log", "e2")
+    garbled = envelope("a", {"@timestamp": "yesterday", "message": "x"}, "log", "e3")
+    assert timed["timestamp"] == "2020-03-01T10:00:00Z"
+    assert "timestamp" not in untimed and "timestamp" not in garbled
+    assert [envelope_error(e) for e in (timed, untimed, garbled)] == [None, None, None]
