@@ -4,6 +4,10 @@ A plain consumer group (``opmas-archive``) next to the workers' group: offsets a
 committed only after the batch's insert returned, so a crash re-inserts at most the
 last batches, which the archive's ReplacingMergeTree collapses (same event id).
 
+Each row's timestamp is the event time as the partition processors resolve it (the logsource
+mapping's time field, else the envelope's timestamp), else the time the message entered the
+stream: what the embedded runtime archives for the same event.
+
 Workers do not archive: with a ClickHouse server (``OPMAS_CLICKHOUSE_URL``) run as
 many archivers as you like (they share the topic's partitions); with the embedded
 chdb archive (one process per directory) run exactly one.
@@ -12,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import orjson
@@ -21,6 +26,10 @@ from connectors.clickhouse.archive import Archive, encode_row
 from connectors.kafka.bridge import KAFKA_ERRORS
 from connectors.kafka.records import decode
 from connectors.kafka.topics import bootstrap
+from engine.dispatch import RuleIndex
+from engine.event import Event
+from engine.logsource import Mapping
+from engine.ruleset import RuleSet
 from opmas import metrics
 from opmas.runtime.pipeline import CH_ERRORS
 from opmas.runtime.retry import retry
@@ -36,7 +45,20 @@ class ArchiverStats:
     skipped: int = 0  # records that are not OPMAS events records
 
 
-def archive_block(values: list[bytes]) -> tuple[bytes, int, int]:
+class EventTimes:
+    """Event times as the partition processors resolve them, from the logsource mappings alone."""
+
+    def __init__(self, mappings: Sequence[Mapping]):
+        self.index = RuleIndex(RuleSet([], [], tuple(mappings)))
+
+    def of(self, event: Event) -> float | None:
+        """The mapping's event time if found, else the envelope's timestamp (None: neither)."""
+        view = self.index.view(event.data)
+        found = view.time() if view is not None else None
+        return found if found is not None else event.timestamp
+
+
+def archive_block(values: list[bytes], times: EventTimes) -> tuple[bytes, int, int]:
     """A RowBinary block of the events in ``values``, their count, and how many values were not
     events records."""
     rows, bad = [], 0
@@ -48,7 +70,8 @@ def archive_block(values: list[bytes]) -> tuple[bytes, int, int]:
             continue
         for record in records:
             event = record.event
-            rows.append(encode_row(event.id, event.timestamp if event.timestamp is not None else record.time,
+            at = times.of(event)
+            rows.append(encode_row(event.id, at if at is not None else record.time,
                                    event.agent_id or "", event.type or "", orjson.dumps(event.data), record.seq))
     return b"".join(rows), len(rows), bad
 
@@ -56,9 +79,11 @@ def archive_block(values: list[bytes]) -> tuple[bytes, int, int]:
 class Archiver:
     """Consumes the events topic into ``archive`` until ``stop`` is set."""
 
-    def __init__(self, archive: Archive, kafka_url: str, topic: str, batch_size: int = 5000,
-                 session_timeout: float = 10.0, retry_max_delay: float = 10.0, group: str = GROUP):
+    def __init__(self, archive: Archive, kafka_url: str, topic: str, mappings: Sequence[Mapping],
+                 batch_size: int = 5000, session_timeout: float = 10.0, retry_max_delay: float = 10.0,
+                 group: str = GROUP):
         self.archive = archive
+        self.times = EventTimes(mappings)
         self.consumer = AIOKafkaConsumer(
             topic, bootstrap_servers=bootstrap(kafka_url), group_id=group, enable_auto_commit=False,
             auto_offset_reset="earliest", session_timeout_ms=int(session_timeout * 1000),
@@ -78,7 +103,7 @@ class Archiver:
                 values = [m.value for messages in batches.values() for m in messages]
                 if not values:
                     continue
-                block, archived, bad = await asyncio.to_thread(archive_block, values)
+                block, archived, bad = await asyncio.to_thread(archive_block, values, self.times)
                 if block:
                     await retry(lambda: asyncio.to_thread(self.archive.insert_block, block), "clickhouse",
                                 CH_ERRORS, self.retry_max_delay, self.abort)

@@ -139,11 +139,15 @@ def archiver_command(args: argparse.Namespace) -> int:
 async def _run_archiver(config: Config) -> int:
     from connectors.clickhouse.archive import Archive, connect
     from connectors.kafka.archiver import Archiver
+    from engine.ruleset import load_ruleset
+    from opmas.runtime.rules import log_errors
 
+    no_rules, errors = load_ruleset([], list(config.mappings))  # the mappings: event times as workers read them
+    log_errors(errors, "startup")
     archive = Archive(await asyncio.to_thread(connect, config.clickhouse_url, config.clickhouse_dir))
     try:
-        archiver = Archiver(archive, config.kafka_url, config.kafka_topic, max(config.batch_size, 5000),
-                            config.kafka_session_timeout, config.retry_max_delay)
+        archiver = Archiver(archive, config.kafka_url, config.kafka_topic, no_rules.mappings,
+                            max(config.batch_size, 5000), config.kafka_session_timeout, config.retry_max_delay)
         return await _until_signal(archiver.run, archiver.abort)
     finally:
         archive.close()

@@ -11,16 +11,19 @@ import nats
 import orjson
 import httpx
 import psycopg
+import pytest
 from aiokafka import AIOKafkaProducer
 
 from benchmarks.generate import START, generate
 from connectors.clickhouse.archive import Archive, connect
 from connectors.nats.source import SourceMessage
+from engine.processor import Processor
 from connectors.nats.subjects import (DEADLETTER_STREAM, DEADLETTER_SUBJECT, FINDINGS_STREAM, ensure_streams,
                                       events_subject)
 from opmas.embedded import free_port
 from opmas.paths import RULES_DIR
 from opmas.runtime.evaluator import Evaluator, Layout
+from opmas.runtime.intake import Intake
 from opmas.runtime.rules import RuleFiles
 from tests.scaleout.conftest import PARTITIONS, wait_until
 
@@ -62,6 +65,15 @@ def offline_findings(messages: list[tuple[str, bytes]]) -> dict[str, str]:
                                     for seq, (subject, data) in enumerate(messages, 1)])
     assert not evaluated.dead
     return {f.id: f.rule_id for f in evaluated.findings}
+
+
+def offline_event_times(messages: list[tuple[str, bytes]]) -> dict[str, float]:
+    """id -> event time of every event, as the embedded runtime archives it (the processor's)."""
+    _, ruleset, _ = RuleFiles((RULES_DIR,)).load()
+    events = Intake(1 << 20).decode([SourceMessage(subject, data, seq, 0.0, None, None)
+                                     for seq, (subject, data) in enumerate(messages, 1)]).events
+    Processor(ruleset).process(events)
+    return {e.id: e.timestamp for e in events}
 
 
 async def publish(url: str, messages: list[tuple[str, bytes]], pause: float = 0.0) -> None:
@@ -134,8 +146,12 @@ def test_workers_find_what_the_embedded_engine_finds(spawn, nats_server, postgre
     assert letter["reason"].startswith("kafka record 0:") and letter["payload"] == "not an OPMAS record"
     archiver.stop()
     archive = Archive(connect(None, chdb_dir.parent / "clickhouse"))
-    assert archive.count() == sum(data.count(b"\n") + 1 for _, data in messages)
+    archived = {e["id"]: e["timestamp"].timestamp() for e in archive.events(limit=1_000_000)}
     archive.close()
+    expected_times = offline_event_times(messages)
+    assert len(archived) == len(expected_times) == sum(data.count(b"\n") + 1 for _, data in messages)
+    assert None not in expected_times.values()
+    assert archived == pytest.approx(expected_times, abs=1e-6)  # event time, not arrival time
 
 
 def assigned(proc) -> set[int]:
