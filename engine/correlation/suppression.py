@@ -22,6 +22,7 @@ event time are not suppressed.
 from __future__ import annotations
 
 import heapq
+import itertools
 from collections import OrderedDict
 from typing import Any
 
@@ -42,7 +43,10 @@ class Suppressor:
 
     def __init__(self, configs: dict[str, Suppression], state: dict[str, Any] | None = None):
         self.configs = configs
-        self.pending: list[tuple[float, str, str, Finding]] = []
+        # (time, finding id, key, arrival number, finding): the arrival number only keeps heapq from
+        # comparing two findings (one event id twice); it is not part of snapshots.
+        self.pending: list[tuple[float, str, str, int, Finding]] = []
+        self._arrivals = itertools.count()
         # rule id -> by key -> [start, until, suppressed count, last time, event ids, first finding dict]
         self.windows: dict[str, OrderedDict[str, list]] = {rule_id: OrderedDict() for rule_id in configs}
         if state:
@@ -54,15 +58,15 @@ class Suppressor:
 
     def offer(self, finding: Finding, at: float, key: str) -> None:
         """Hold a finding decided at event time ``at`` until the watermark passes it."""
-        heapq.heappush(self.pending, (at, finding.id, key, finding))
+        heapq.heappush(self.pending, (at, finding.id, key, next(self._arrivals), finding))
 
     def advance(self, watermark: float) -> list[Finding]:
         """Findings (first of a window, or summaries) that the watermark makes final."""
         out: list[Finding] = []
         pending, previous = self.pending, None
         while pending and pending[0][0] < watermark:
-            at, fid, key, finding = heapq.heappop(pending)
-            if fid == previous:  # the same finding offered twice (a replayed event)
+            at, fid, key, _, finding = heapq.heappop(pending)
+            if fid == previous:  # the same finding offered twice (a replayed event, or one event id reused)
                 continue
             previous = fid
             out.extend(self._take(at, key, finding))
@@ -128,7 +132,7 @@ class Suppressor:
     def snapshot(self) -> dict[str, Any]:
         """JSON-serialisable state."""
         return {
-            "pending": [[at, key, f.to_dict()] for at, _, key, f in sorted(self.pending, key=lambda p: p[:2])],
+            "pending": [[at, key, f.to_dict()] for at, _, key, _, f in sorted(self.pending, key=lambda p: p[:4])],
             "windows": {rule_id: [[key, *window] for key, window in windows.items()]
                         for rule_id, windows in self.windows.items() if windows},
         }
@@ -137,7 +141,7 @@ class Suppressor:
         for at, key, data in state.get("pending", []):
             finding = finding_from_dict(data)
             if finding.rule_id in self.configs:
-                heapq.heappush(self.pending, (float(at), finding.id, key, finding))
+                self.offer(finding, float(at), key)
         for rule_id, rows in state.get("windows", {}).items():
             if rule_id in self.windows:
                 for key, start, until, count, last, ids, first in rows:

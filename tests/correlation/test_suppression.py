@@ -64,3 +64,15 @@ def test_correlation_findings_can_be_suppressed():
                        "many-fail")
     assert len(findings) == 2
     assert findings[1].details["suppressed"]["count"] == 2
+
+
+def test_one_event_id_reused_by_different_events_is_taken_once():
+    # same id, time and ip: two findings with one id and one suppression key (once a TypeError in the heap)
+    alice, bob = auth(0, user="alice", eid="dup"), auth(0, user="bob", eid="dup")
+    processor = Processor(ruleset(FLOOD))
+    assert processor.process([alice, bob]) == []  # held until the watermark passes them
+    resumed = Processor(ruleset(FLOOD), processor.snapshot())
+    for p in (processor, resumed):
+        findings = p.process([auth(100, ip="9.9.9.9", eid="later")]) + p.flush()
+        assert [f.event_ids for f in findings if f.timestamp == BASE] == [["dup"]]
+        assert not [f for f in findings if "suppressed" in f.details]
