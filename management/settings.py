@@ -25,6 +25,7 @@ class ApiSettings:
     offline_after: float = 120.0       # no heartbeat for this long: offline
     liveness_interval: float = 1.0     # how often liveness is re-evaluated
     reload_timeout: float = 5.0        # wait for the engine's reply to opmas.engine.reload
+    ws_recheck_interval: float = 30.0  # how often an open WebSocket's token is checked again
     rule_paths: tuple[Path, ...] = ()  # the engine's rule files, listed read-only by /rules
 
     @classmethod
@@ -51,4 +52,5 @@ ENV_VARS: dict[str, tuple[str, type]] = {
     "OPMAS_TOKEN_TTL": ("token_ttl", float),
     "OPMAS_AGENT_STALE_AFTER": ("stale_after", float),
     "OPMAS_AGENT_OFFLINE_AFTER": ("offline_after", float),
+    "OPMAS_WS_RECHECK_INTERVAL": ("ws_recheck_interval", float),
 }

@@ -73,9 +73,9 @@ class ApiServer:
 
 
 def api_settings(db_url: str, nats_url: str, data_dir: Path, **overrides) -> ApiSettings:
-    """Test settings: known secrets, fast liveness."""
+    """Test settings: known secrets, fast liveness and WebSocket token re-checks."""
     values = dict(db_url=db_url, nats_url=nats_url, data_dir=data_dir, port=free_port(),
                   jwt_secret=JWT_SECRET, admin_token=ADMIN_SECRET, stale_after=1.0, offline_after=2.0,
-                  liveness_interval=0.2, reload_timeout=2.0)
+                  liveness_interval=0.2, reload_timeout=2.0, ws_recheck_interval=0.5)
     values.update(overrides)
     return ApiSettings(**values)

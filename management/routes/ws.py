@@ -2,20 +2,23 @@
 
 Authentication as for REST: a ``token`` query parameter, an ``Authorization: Bearer`` header,
 or (when neither is given) a first message ``{"token": "..."}`` within 10 s. Failures close
-the socket with 4401 (not authenticated) or 4403 (missing permission). Each message sent is
-``{"stream", "subject", "data"}``; a slow client loses the oldest messages (counted in
-``dropped`` of the next message) rather than slowing the API.
+the socket with 4401 (not authenticated) or 4403 (missing permission); so does the check repeated
+every ``ws_recheck_interval`` seconds and when the token expires (a revoked token, a deleted
+principal or agent). Each message sent is ``{"stream", "subject", "data"}``; a slow client loses
+the oldest messages (counted in ``dropped`` of the next message) rather than slowing the API.
 """
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 from typing import Any
 
 import orjson
+import psycopg
 from fastapi import APIRouter, Query, WebSocket, WebSocketDisconnect
 
-from management.auth import AuthError, Principal
+from management.auth import AuthError
 from management.deps import authenticate
 from management.liveness import agents_subject
 from management.routes.agents import AGENT_ID_PATTERN
@@ -25,7 +28,7 @@ router = APIRouter(tags=["live"])
 
 FIRST_MESSAGE_TIMEOUT = 10.0
 QUEUE_SIZE = 1000
-UNAUTHENTICATED, FORBIDDEN = 4401, 4403
+UNAUTHENTICATED, FORBIDDEN, UNAVAILABLE = 4401, 4403, 1011
 
 
 async def _token(ws: WebSocket, query_token: str | None) -> str | None:
@@ -45,23 +48,42 @@ async def _token(ws: WebSocket, query_token: str | None) -> str | None:
     return message.get("token") if isinstance(message, dict) else None
 
 
-async def _authorize(ws: WebSocket, query_token: str | None, permission: str) -> Principal | None:
-    """Accept, then authenticate; closes the socket and returns None on failure."""
-    await ws.accept()
-    state: ApiState = ws.app.state.opmas
-    token = await _token(ws, query_token)
-    if not token:
-        await ws.close(UNAUTHENTICATED, "missing token")
-        return None
+async def _denial(state: ApiState, token: str, permission: str) -> tuple[int, str] | None:
+    """Why ``token`` may not stream what ``permission`` guards (close code, reason); None if it may."""
     try:
         principal = await authenticate(state, token)
     except AuthError as exc:
-        await ws.close(UNAUTHENTICATED, str(exc)[:120])
-        return None
+        return UNAUTHENTICATED, str(exc)[:120]
     if not principal.can(permission):
-        await ws.close(FORBIDDEN, f"missing permission {permission}")
+        return FORBIDDEN, f"missing permission {permission}"
+    return None
+
+
+async def _authorize(ws: WebSocket, query_token: str | None, permission: str) -> str | None:
+    """Accept, then authenticate; the token, or None after closing the socket."""
+    await ws.accept()
+    token = await _token(ws, query_token)
+    denial = await _denial(ws.app.state.opmas, token, permission) if token else (UNAUTHENTICATED, "missing token")
+    if denial:
+        await ws.close(*denial)
         return None
-    return principal
+    return token
+
+
+async def _recheck(ws: WebSocket, token: str, permission: str) -> None:
+    """Authenticate again every ``ws_recheck_interval`` seconds and when the token expires; returns
+    after closing the socket once the token no longer holds (expired, revoked, principal gone)."""
+    state: ApiState = ws.app.state.opmas
+    expires = state.issuer.decode(token)["exp"]
+    while True:
+        await asyncio.sleep(min(state.settings.ws_recheck_interval, max(0.0, expires - time.time())))
+        try:
+            denial = await _denial(state, token, permission)
+        except psycopg.OperationalError:
+            denial = (UNAVAILABLE, "database unavailable, retry later")
+        if denial:
+            await ws.close(*denial)
+            return
 
 
 def _records(stream: str, subject: str, payload: bytes) -> list[dict[str, Any]]:
@@ -76,8 +98,12 @@ def _records(stream: str, subject: str, payload: bytes) -> list[dict[str, Any]]:
     return out
 
 
-async def _pump(ws: WebSocket, stream: str, subject: str) -> None:
-    """Forward NATS messages on ``subject`` to the socket until the client goes away."""
+async def _stream(ws: WebSocket, query_token: str | None, permission: str, stream: str, subject: str) -> None:
+    """Authorize, then forward NATS messages on ``subject`` to the socket until the client goes away
+    or the token stops holding."""
+    token = await _authorize(ws, query_token, permission)
+    if token is None:
+        return
     state: ApiState = ws.app.state.opmas
     queue: asyncio.Queue = asyncio.Queue(QUEUE_SIZE)
     dropped = 0
@@ -106,7 +132,8 @@ async def _pump(ws: WebSocket, stream: str, subject: str) -> None:
         while (await ws.receive())["type"] != "websocket.disconnect":
             pass
 
-    tasks = [asyncio.create_task(send_forever()), asyncio.create_task(until_disconnect())]
+    tasks = [asyncio.create_task(send_forever()), asyncio.create_task(until_disconnect()),
+             asyncio.create_task(_recheck(ws, token, permission))]
     try:
         await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
     finally:
@@ -121,8 +148,7 @@ async def _pump(ws: WebSocket, stream: str, subject: str) -> None:
 async def ws_events(ws: WebSocket, token: str | None = None,
                     agent_id: str | None = Query(None, pattern=AGENT_ID_PATTERN)) -> None:
     """Events as agents publish them (optionally of one agent); needs events:read."""
-    if await _authorize(ws, token, "events:read"):
-        await _pump(ws, "events", f"opmas.events.{agent_id or '>'}")
+    await _stream(ws, token, "events:read", "events", f"opmas.events.{agent_id or '>'}")
 
 
 @router.websocket("/ws/findings")
@@ -130,13 +156,11 @@ async def ws_findings(ws: WebSocket, token: str | None = None,
                       severity: str | None = Query(None, pattern="^(informational|low|medium|high|critical)$")
                       ) -> None:
     """Findings as the engine publishes them (optionally of one severity); needs findings:read."""
-    if await _authorize(ws, token, "findings:read"):
-        await _pump(ws, "findings", f"opmas.findings.{severity or '>'}")
+    await _stream(ws, token, "findings:read", "findings", f"opmas.findings.{severity or '>'}")
 
 
 @router.websocket("/ws/agents")
 async def ws_agents(ws: WebSocket, token: str | None = None,
                     agent_id: str | None = Query(None, pattern=AGENT_ID_PATTERN)) -> None:
     """Agent liveness changes and heartbeats; needs agents:read."""
-    if await _authorize(ws, token, "agents:read"):
-        await _pump(ws, "agents", agents_subject(agent_id or "*"))
+    await _stream(ws, token, "agents:read", "agents", agents_subject(agent_id or "*"))

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 
 import nats
 import pytest
@@ -74,3 +75,38 @@ def test_ws_missing_permission_closes_with_4403(stack, admin):
         with pytest.raises(ConnectionClosed) as closed:
             ws.recv(timeout=10)
     assert closed.value.rcvd.code == 4403 and closed.value.rcvd.reason == "missing permission events:read"
+
+
+def closed_within(ws, seconds: float):
+    """The close frame the server sends within ``seconds`` (messages before it are skipped)."""
+    deadline = time.monotonic() + seconds
+    with pytest.raises(ConnectionClosed) as closed:
+        while True:
+            ws.recv(timeout=max(0.01, deadline - time.monotonic()))
+    return closed.value.rcvd
+
+
+def test_ws_closes_when_its_token_expires(stack):
+    with connect(f"{stack.ws_url}/ws/findings?token={stack.token(ttl=2)}") as ws:
+        assert subscribed(ws)["subscribed"] == "opmas.findings.>"
+        opened = time.monotonic()
+        closed = closed_within(ws, 5)
+    assert (closed.code, closed.reason) == (4401, "token expired") and time.monotonic() - opened > 0.5
+
+
+def test_ws_closes_when_its_token_is_revoked_or_its_principal_deleted(stack, admin):
+    sockets = {}
+    for name in ("revoked", "deleted"):
+        p = admin.post("/principals", json={"name": name, "permissions": ["events:read"]}).json()
+        token = stack.token(p["id"], p["secret"])
+        sockets[name] = connect(f"{stack.ws_url}/ws/events?token={token}")
+        assert subscribed(sockets[name])["subscribed"] == "opmas.events.>"
+        if name == "revoked":
+            with stack.client(token) as client:
+                assert client.post("/auth/revoke").status_code == 204
+        else:
+            assert admin.delete(f"/principals/{p['id']}").status_code == 204
+    for ws in sockets.values():
+        with ws:
+            closed = closed_within(ws, 5)
+            assert (closed.code, closed.reason) == (4401, "token revoked or principal disabled")
