@@ -159,15 +159,18 @@ class SlidingDistinct(Sliding):
 
 
 class Tumbling:
-    """Any condition with an upper bound. State: [anchor, last_ts, n_events, {value: ref} | None, ref0, ...]."""
+    """Any condition with an upper bound. State: [anchor, last_ts, n_events, {value: ref | None} | None, ref0, ...]
+    (the refs of distinct values past the first ``MAX_REFS`` are None)."""
 
     def __init__(self, timespan: float, condition: Condition, distinct: bool):
         self.timespan = timespan
         self.holds = condition.holds
         self.distinct = distinct
         upper = min(limit for op, limit in condition.bounds if op in ("lt", "lte", "eq"))
-        # Past the upper bound a window can no longer fire: keep no more references than that.
-        self.cap = min(int(upper) + 1, MAX_REFS)
+        # Past the upper bound a window can no longer fire: count no more distinct values than that,
+        # keep no more references than that (nor than MAX_REFS).
+        self.cap = int(upper) + 1
+        self.max_refs = min(self.cap, MAX_REFS)
 
     def hit(self, st: list | None, ts: float, ref: Ref, val: Any) -> tuple[list, Fire | None, bool]:
         fire = None
@@ -182,8 +185,8 @@ class Tumbling:
         if self.distinct:
             seen = st[3]
             if val not in seen and len(seen) < self.cap:
-                seen[val] = ref
-        elif len(st) - 4 < self.cap:
+                seen[val] = ref if len(seen) < MAX_REFS else None
+        elif len(st) - 4 < self.max_refs:
             st.append(ref)
         return st, fire, moved
 
@@ -193,7 +196,7 @@ class Tumbling:
     def close(self, st: list) -> Fire | None:
         """Evaluate a complete window."""
         if self.distinct:
-            count, refs, values = len(st[3]), _unique(list(st[3].values())), list(st[3])
+            count, refs, values = len(st[3]), _unique([r for r in st[3].values() if r is not None]), list(st[3])
         else:
             count, refs, values = st[2], st[4:], None
         if not self.holds(count):

@@ -1,7 +1,9 @@
 """Each correlation type through load_ruleset + Processor: windows open, slide, fire, expire."""
 from __future__ import annotations
 
+from engine.correlation.windows import MAX_REFS
 from engine.event import format_time
+from engine.processor import Processor
 from tests.correlation.helpers import AUTH_RULES, BASE, auth, of_rule, ruleset, run
 
 COUNT = """
@@ -270,3 +272,17 @@ def test_one_event_matching_two_referenced_rules():
     assert of_rule(single, "fail-then-any") == [] and of_rule(single, "count-once") == []
     pair = run(rs, [auth(0), auth(5)])
     assert len(of_rule(pair, "fail-then-any")) == 1 and len(of_rule(pair, "count-once")) == 1
+
+
+def test_value_count_upper_bound_counts_past_the_kept_references():
+    def spray(condition: str):
+        return ruleset(AUTH_RULES, VALUE_COUNT.replace("gte: 3", condition))
+    events = [auth(i * 0.1, user=f"u{i}", eid=f"e{i}") for i in range(2000)]  # 2000 users in 200 s
+    processor = Processor(spray("gt: 1000, lte: 5000"))
+    processor.process(events[:1500])
+    resumed = Processor(processor.ruleset, processor.snapshot())
+    [found] = of_rule(resumed.process(events[1500:]) + resumed.flush(), "spray")
+    assert found.details["count"] == 2000 and len(found.details["values"]) == 2000
+    assert found.event_ids == [e.id for e in events[:MAX_REFS]]
+    assert of_rule(run(spray("lt: 1500"), events), "spray") == []
+    assert [f.details["count"] for f in of_rule(run(spray("lt: 2001"), events), "spray")] == [2000]
