@@ -163,7 +163,8 @@ def select_evtx(data: dict[str, Any], names: tuple[str, ...]) -> dict[str, Any]:
 def flatten_dotted(data: dict[str, Any]) -> dict[str, Any]:
     """Nested objects as dotted paths; keys that already contain dots are kept as they are.
 
-    Objects inside lists are flattened too: ``a.b`` of ``{"a": [{"b": 1}, {"b": 2}]}`` is
+    An object is also kept under its own name (``a`` of ``{"a": {"b": 1}}`` exists; string
+    tests never match an object). Objects inside lists are flattened too: ``a.b`` of ``{"a": [{"b": 1}, {"b": 2}]}`` is
     the list ``[1, 2]`` (a rule value matches if it matches any element).
     """
     flat: dict[str, Any] = {}
@@ -176,8 +177,7 @@ def _flatten_into(node: dict[str, Any], prefix: str, flat: dict[str, Any], in_li
         name = prefix + key
         if value.__class__ is dict and value:
             _flatten_into(value, name + ".", flat, in_list)
-            continue
-        if value.__class__ is list:
+        elif value.__class__ is list:
             for item in value:
                 if item.__class__ is dict:
                     _flatten_into(item, name + ".", flat, True)

@@ -176,6 +176,13 @@ def _text_of(value: Any, cased: bool) -> str | None:
     return text if cased else text.lower()
 
 
+def _texts(value: Any) -> list[str]:
+    """The texts of a lower-cased value (each element of a list) as string tests see them."""
+    items = value if isinstance(value, list) else [value]
+    texts = (item if isinstance(item, str) else _text_of(item, False) for item in items)
+    return [text for text in texts if text is not None]
+
+
 def _string_leaf(name: str, test: Callable[[str], bool], cased: bool) -> Matcher:
     """Apply a string test to a field (lists: any element; numbers: their text)."""
 
@@ -213,17 +220,20 @@ def _raw_leaf(name: str, test: Callable[[Any], bool]) -> Matcher:
     return match
 
 
+# numeric text: plain decimal or float notation, or hex (no "inf", "nan", "1_000")
+_NUMERIC = re.compile(r"(?P<hex>0[xX][0-9a-fA-F]+)|[+-]?(?:[0-9]+\.?[0-9]*|\.[0-9]+)(?:[eE][+-]?[0-9]+)?")
+
+
 def _number(value: Any) -> float | None:
     if isinstance(value, bool) or value is None:
         return None
     if isinstance(value, (int, float)):
         return value
     if isinstance(value, str):
-        text = value.strip()
-        try:
-            return int(text, 0) if text.lower().startswith("0x") else float(text)
-        except ValueError:
+        found = _NUMERIC.fullmatch(value.strip())
+        if found is None:
             return None
+        return int(found["hex"], 16) if found["hex"] else float(found[0])
     return None
 
 
@@ -347,7 +357,7 @@ class _Compiler:
             # no prefilter literal: 1.0, "1" and "0x1" are all the number 1
             return _raw_leaf(name, lambda v: _number(v) == number), None
         if isinstance(value, SigmaRegularExpression):
-            return self.regex(name, value, _raw_leaf)
+            return self.regex(name, value, lambda key, test: _string_leaf(key, test, True))
         if isinstance(value, SigmaCIDRExpression):
             network = value.network
 
@@ -367,7 +377,7 @@ class _Compiler:
         raise CompileError(f"unsupported value type {type(value).__name__} for field {name}")
 
     def regex(self, name: str, value: SigmaRegularExpression,
-              leaf: Callable[[str, Callable[[Any], bool]], Matcher],
+              leaf: Callable[[str, Callable[[str], bool]], Matcher],
               prefilter_name: str | None = None) -> tuple[Matcher, Requirement]:
         flags = 0
         for flag in value.flags:
@@ -378,8 +388,8 @@ class _Compiler:
         except re.error as exc:  # pySigma validates with RE2, whose dialect differs (\z, \pL, \x{41})
             raise CompileError(f"regular expression '{source}' is not supported by Python's re: {exc}") from None
 
-        def test(v: Any) -> bool:
-            return search(v if isinstance(v, str) else str(v)) is not None
+        def test(text: str) -> bool:
+            return search(text) is not None
         literals = regex_literals(source, flags)
         key = prefilter_name or name
         requirement = (frozenset((key, lit) for lit in literals),) if literals else None
@@ -404,7 +414,7 @@ class _Compiler:
                 return False
             if a.__class__ is str and b.__class__ is str:
                 return relation(a, b)
-            return a == b or _text_of(a, False) == _text_of(b, False) is not None
+            return a == b or any(relation(x, y) for x in _texts(a) for y in _texts(b))
         return match
 
     def keyword(self, value: Any) -> tuple[Matcher, Requirement]:

@@ -101,6 +101,12 @@ def test_regex_is_case_sensitive_unanchored_with_flags(matcher) -> None:
         {"Script": "begin\n\nend"})
 
 
+def test_regex_sees_booleans_as_plain_matching_does(matcher) -> None:
+    m = matcher("  sel:\n    Enabled|re: '^true$'\n  condition: sel\n")
+    assert m({"Enabled": True}) and m({"Enabled": [False, True]}) and not m({"Enabled": False})
+    assert not matcher("  sel:\n    Enabled|re: '^True$'\n  condition: sel\n")({"Enabled": True})
+
+
 def test_regex_contains_and_numbers(matcher) -> None:
     m = matcher("  sel:\n    Port|re: '^44[0-9]$'\n  condition: sel\n")
     assert m({"Port": 443}) and not m({"Port": 4430})
@@ -152,6 +158,17 @@ def test_exists(matcher) -> None:
     assert absent({}) and not absent({"PasswordLastSet": ""})
 
 
+def test_exists_and_null_of_an_object_valued_field(matcher) -> None:
+    present = matcher("  sel:\n    process|exists: true\n  condition: sel\n")
+    assert present({"process": {"pid": 4}}) and present({"process": [{"pid": 4}]}) and not present({"proc": 1})
+    null = matcher("  sel:\n    process: null\n  condition: sel\n")
+    assert not null({"process": {"pid": 4}}) and null({"other": 1})
+    text = matcher("  sel:\n    process|contains: pid\n  condition: sel\n")
+    assert not text({"process": {"pid": 4}})
+    child = matcher("  sel:\n    process.pid: 4\n  condition: sel\n")
+    assert child({"process": {"pid": 4}})
+
+
 @pytest.mark.parametrize("modifier,value,yes,no", [
     ("gt", 10, [11, "12", 10.5], [10, 9, "abc"]),
     ("gte", 10, [10, "10"], [9.99]),
@@ -164,6 +181,14 @@ def test_numeric_comparisons(matcher, modifier: str, value: int, yes: list, no: 
     assert not m({})
 
 
+def test_only_decimal_float_or_hex_text_is_a_number(matcher) -> None:
+    m = matcher("  sel:\n    Count|gt: 10\n  condition: sel\n")
+    assert m({"Count": "1e3"}) and m({"Count": " 11.5 "}) and m({"Count": "0x1F"})
+    assert not any(m({"Count": v}) for v in ["inf", "Infinity", "nan", "1_000", "0x", "12abc"])
+    eq = matcher("  sel:\n    Count: 1000\n  condition: sel\n")
+    assert eq({"Count": "1000.0"}) and not eq({"Count": "1_000"})
+
+
 def test_fieldref(matcher) -> None:
     same = matcher("  sel:\n    TargetUserName|fieldref: SubjectUserName\n  condition: sel\n")
     assert same({"TargetUserName": "Bob", "SubjectUserName": "bob"})
@@ -172,6 +197,14 @@ def test_fieldref(matcher) -> None:
     assert contained({"CommandLine": "net user BOB /add", "User": "bob"}) and not contained({"CommandLine": "x", "User": "bob"})
     numbers = matcher("  sel:\n    ProcessId|fieldref: ParentProcessId\n  condition: sel\n")
     assert numbers({"ProcessId": 4, "ParentProcessId": 4}) and not numbers({"ProcessId": 4, "ParentProcessId": 5})
+
+
+def test_fieldref_matches_any_element_of_a_list(matcher) -> None:
+    same = matcher("  sel:\n    a|fieldref: b\n  condition: sel\n")
+    assert same({"a": ["x", "Y"], "b": "y"}) and same({"a": "y", "b": ["x", "y"]}) and same({"a": [1, 2], "b": 2})
+    assert not same({"a": ["x", "z"], "b": "y"}) and not same({"a": [], "b": "y"})
+    contained = matcher("  sel:\n    a|fieldref|contains: b\n  condition: sel\n")
+    assert contained({"a": ["net user bob", "x"], "b": "BOB"}) and not contained({"a": ["x"], "b": "bob"})
 
 
 def test_cased(matcher) -> None:
