@@ -65,6 +65,7 @@ class SyslogAgent(SecurityAgent):
         self._queue: asyncio.Queue = asyncio.Queue(maxsize=100_000)
         self._udp: asyncio.DatagramTransport | None = None
         self._tcp: asyncio.base_events.Server | None = None
+        self._connections: dict[asyncio.Task, asyncio.StreamWriter] = {}  # handler task -> its writer
         self._pump: asyncio.Task | None = None
         self.bound: dict[str, int] = {}
 
@@ -105,19 +106,26 @@ class SyslogAgent(SecurityAgent):
             self._udp.close()
             self._udp = None
         if self._tcp is not None:
-            self._tcp.close()
-            await self._tcp.wait_closed()
+            self._tcp.close()  # no new connections
+            await asyncio.sleep(0)  # take in what the open connections have sent so far
+            for writer in self._connections.values():
+                writer.close()  # its handler queues the frames already received, then sees the end
+            await asyncio.gather(*self._connections, return_exceptions=True)
+            await self._tcp.wait_closed()  # (since Python 3.12 it waits for every connection)
             self._tcp = None
         self.bound.clear()
 
     async def _on_tcp(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         peer = writer.get_extra_info("peername")
+        task = asyncio.current_task()
+        self._connections[task] = writer
         try:
             async for text in read_frames(reader):
                 await self._queue.put((text, peer))
         except (asyncio.IncompleteReadError, asyncio.LimitOverrunError, ValueError) as exc:
             log.warning("closing a syslog connection", extra={"peer": str(peer), "error": repr(exc)})
         finally:
+            del self._connections[task]
             writer.close()
 
     async def _publish_forever(self) -> None:

@@ -44,3 +44,24 @@ async def test_syslog_over_udp_and_tcp(stack, enroll_token, tmp_path):
     assert first["log"]["syslog"]["facility"]["name"] == "authpriv"
     assert second["message"] == "plain newline framing" and second["process"] == {"name": "kernel"}
     assert third["message"] == "not syslog at all" and "event" not in third
+
+
+async def test_stop_with_a_tcp_sender_still_connected(stack, enroll_token, tmp_path):
+    """Senders keep their connection open: stopping closes it (promptly, on every Python) after taking
+    in what was sent."""
+    agent = SyslogAgent(AgentSettings(management_url=stack.url, nats_url=stack.nats_url, name="syslog", type="syslog",
+                                      agent_id="syslog-2", enroll_token=enroll_token,
+                                      credentials_file=tmp_path / "c.json"),
+                        host="127.0.0.1", port=0, protocols=["tcp"])
+    async with EventTap(stack.nats_url) as tap:
+        await agent.start()
+        try:
+            reader, writer = await asyncio.open_connection("127.0.0.1", agent.bound["tcp"])
+            writer.write(b"Nov 25 04:20:00 web-4 sshd[1]: first\nNov 25 04:20:01 web-4 sshd[1]: second\n")
+            await writer.drain()
+        finally:
+            await asyncio.wait_for(agent.stop(), 5)
+        assert await asyncio.wait_for(reader.read(), 5) == b""  # the agent closed the connection
+        writer.close()
+        events = await tap.take(2)
+    assert [e["data"]["message"] for e in events] == ["first", "second"]
