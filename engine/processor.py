@@ -4,11 +4,12 @@
 and feeds each detection match to the correlation part of the rule set, if any.
 The correlation part is the object ``ruleset.correlations`` (built by
 ``engine.correlation.compile_correlations``); it must offer
-``start(state: dict | None) -> correlator`` where a correlator has ``see(event)`` (event
-time and lateness; every mapped event), ``observe(rule, event, view)`` (each match),
+``start(state: dict | None) -> correlator`` where a correlator has ``see(event, horizon)``
+(event time, lateness and clock skew; every mapped event), ``observe(rule, event, view)`` (each match),
 ``hold(rule, finding, view) -> bool`` (takes the findings of rules with ``suppress``),
 ``advance() -> list[Finding]`` (after each batch), ``flush() -> list[Finding]``,
-``snapshot() -> dict`` and the counters ``late_events``, ``active_keys``, ``state_bytes``.
+``snapshot() -> dict`` and the counters ``late_events``, ``future_events``, ``untimed_events``,
+``evicted_keys``, ``active_keys``, ``state_bytes``.
 """
 from __future__ import annotations
 
@@ -18,6 +19,7 @@ from typing import Any
 
 import orjson
 
+from engine.correlation import DEFAULT_MAX_FUTURE
 from engine.dispatch import EventView, RuleIndex
 from engine.event import Event
 from engine.finding import Finding, finding_id
@@ -33,7 +35,10 @@ class ProcessorStats:
 
     events: int = 0
     findings: int = 0
-    late_events: int = 0
+    late_events: int = 0  # behind the watermark: kept out of correlation windows
+    future_events: int = 0  # dated more than max_future after the runtime's clock: kept out too
+    untimed_events: int = 0  # without an event time: kept out too
+    evicted_keys: int = 0  # correlation groups dropped unfinished (max_keys)
     active_keys: int = 0
     state_bytes: int = 0
     unmapped_events: int = 0
@@ -69,18 +74,24 @@ def detection_finding(rule: DetectionRule, event: Event, view: EventView) -> Fin
 class Processor:
     """Evaluate a RuleSet over batches of events; deterministic for the same input."""
 
-    def __init__(self, ruleset: RuleSet, state: dict[str, Any] | None = None):
+    def __init__(self, ruleset: RuleSet, state: dict[str, Any] | None = None,
+                 max_future: float = DEFAULT_MAX_FUTURE):
         self.stats = ProcessorStats()
+        self.max_future = max_future
         self.ruleset = ruleset
         self.index = RuleIndex(ruleset)
         correlations = ruleset.correlations
         self.correlator = correlations.start((state or {}).get("correlation")) if correlations else None
 
-    def process(self, events: Sequence[Event]) -> list[Finding]:
+    def process(self, events: Sequence[Event], now: float | None = None) -> list[Finding]:
         """Findings of a batch. ``Event.timestamp`` becomes the mapping's event time (EVTX
-        ``System.TimeCreated``, ``@timestamp``...) where it has one; the envelope's is the fallback."""
+        ``System.TimeCreated``, ``@timestamp``...) where it has one; the envelope's is the fallback.
+        ``now`` (epoch seconds; streaming runtimes pass their clock, offline input none): events
+        dated more than ``max_future`` after it still give their detection findings but do not
+        move correlation event time (``stats.future_events``)."""
         findings: list[Finding] = []
         index, correlator = self.index, self.correlator
+        horizon = None if now is None else now + self.max_future
         for event in events:
             view = index.view(event.data)
             if view is None:
@@ -90,7 +101,7 @@ class Processor:
             if ts is not None:
                 event.timestamp = ts
             if correlator is not None:
-                correlator.see(event)
+                correlator.see(event, horizon)
             for rule in index.matches(view):
                 if rule.generate:
                     finding = detection_finding(rule, event, view)
@@ -134,5 +145,8 @@ class Processor:
     def _correlation_stats(self) -> None:
         if self.correlator is not None:
             self.stats.late_events = self.correlator.late_events
+            self.stats.future_events = self.correlator.future_events
+            self.stats.untimed_events = self.correlator.untimed_events
+            self.stats.evicted_keys = self.correlator.evicted_keys
             self.stats.active_keys = self.correlator.active_keys
             self.stats.state_bytes = self.correlator.state_bytes

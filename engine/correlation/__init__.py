@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from engine.correlation.correlator import DEFAULT_LATENESS, CorrelationSet, Correlator
+from engine.correlation.correlator import DEFAULT_LATENESS, DEFAULT_MAX_FUTURE, CorrelationSet, Correlator
 from engine.correlation.link import LinkedCorrelation, link_correlations
 from engine.correlation.spec import CorrelationSpec, Suppression, parse_correlation, parse_suppression
 from engine.errors import RuleError
@@ -21,7 +21,7 @@ from engine.render import attack_from_tags
 from engine.ruleset import RuleMeta
 
 __all__ = [
-    "DEFAULT_LATENESS", "CorrelationSet", "CorrelationSpec", "Correlator", "LinkedCorrelation",
+    "DEFAULT_LATENESS", "DEFAULT_MAX_FUTURE", "CorrelationSet", "CorrelationSpec", "Correlator", "LinkedCorrelation",
     "Suppression", "compile_correlations",
 ]
 

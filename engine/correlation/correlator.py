@@ -18,6 +18,11 @@ dropped, and the whole state is plain data (``snapshot``), restored by
 ``CorrelationSet.start(snapshot)``. ``max_keys`` bounds the groups of one
 correlation even under a flood of new keys (the stalest group is dropped and
 counted in ``evicted_keys``).
+
+Clock skew: a streaming runtime passes ``see`` a *horizon* (its wall clock plus an
+allowed skew); an event dated after it is counted in ``future_events`` and, like a
+late event, neither moves event time nor enters windows (else one event from a
+skewed clock would make every later event late). Offline input has no horizon.
 """
 from __future__ import annotations
 
@@ -39,6 +44,7 @@ from engine.render import render_template
 
 DEFAULT_LATENESS = 60.0  # seconds
 DEFAULT_MAX_KEYS = 1_000_000
+DEFAULT_MAX_FUTURE = 3600.0  # seconds an event may be dated ahead of a streaming runtime's clock
 SNAPSHOT_VERSION = 1
 SEP = "\x1f"
 _SAMPLE = 32  # groups per correlation sampled for the state size estimate
@@ -239,17 +245,26 @@ class Correlator:
         self.frontier = float("-inf")  # watermark of the last advance
         self.late_events = 0
         self.untimed_events = 0
+        self.future_events = 0
         self._accepted = False
+        self._future = False
         self._advances = 0
         if state:
             self._restore(state)
 
     # --- per event -------------------------------------------------------------
-    def see(self, event: Event) -> None:
-        """Move event time with ``event``; decide whether its matches may enter windows."""
+    def see(self, event: Event, horizon: float | None = None) -> None:
+        """Move event time with ``event`` unless it is dated after ``horizon``; decide whether its
+        matches may enter windows."""
         ts = event.timestamp
+        self._future = False
         if ts is None:
             self.untimed_events += 1
+            self._accepted = False
+            return
+        if horizon is not None and ts > horizon:
+            self.future_events += 1
+            self._future = True
             self._accepted = False
             return
         if self.max_time is None or ts > self.max_time:
@@ -272,8 +287,9 @@ class Correlator:
                 track.hit(index, ts, eid, flat)
 
     def hold(self, rule: Any, finding: Finding, view: Any) -> bool:
-        """Take a detection finding of a rule with ``suppress`` (True: it is reported by ``advance``)."""
-        if rule.id not in self.cset.suppressions or finding.timestamp is None:
+        """Take a detection finding of a rule with ``suppress`` (True: it is reported by ``advance``).
+        Findings of untimed or future events are not suppressed (the watermark may never pass them)."""
+        if rule.id not in self.cset.suppressions or finding.timestamp is None or self._future:
             return False
         self.suppressor.offer(finding, finding.timestamp, self.suppressor.by_key(rule.id, view.flat))
         return True
@@ -388,6 +404,7 @@ class Correlator:
             "frontier": None if self.frontier == float("-inf") else self.frontier,
             "late_events": self.late_events,
             "untimed_events": self.untimed_events,
+            "future_events": self.future_events,
             "tracks": {t.spec.rule_id: t.dump() for t in self.tracks if t.pending or t.groups},
             "suppression": self.suppressor.snapshot(),
         }
@@ -400,6 +417,7 @@ class Correlator:
         self.frontier = float("-inf") if frontier is None else float(frontier)
         self.late_events = int(state.get("late_events", 0))
         self.untimed_events = int(state.get("untimed_events", 0))
+        self.future_events = int(state.get("future_events", 0))
         saved = state.get("tracks", {})
         for track in self.tracks:
             data = saved.get(track.spec.rule_id)

@@ -10,6 +10,7 @@ from engine.event import Event, event_from_obj, format_time, parse_time
 from engine.processor import Processor
 from opmas.runtime.envelope import envelope_error
 from tests.correlation.helpers import BASE, AUTH_RULES, auth, of_rule, ruleset, run, shuffled_within
+from tests.correlation.test_suppression import FLOOD
 from tests.correlation.test_types import CHAIN, COUNT, ORDERED, RANGE, TEMPORAL, VALUE_COUNT
 
 LATENESS = 60.0
@@ -93,12 +94,14 @@ def test_out_of_order_within_lateness_counts():
 
 
 def test_events_without_time_never_crash():
-    rs = ruleset(AUTH_RULES, COUNT)
-    event = auth(0)
+    rs = ruleset(AUTH_RULES, COUNT, FLOOD)
+    event = auth(0, eid="untimed")
     del event.data["@timestamp"]
     processor = Processor(rs)
-    processor.process([event, event])
-    assert processor.flush() == []
+    findings = processor.process([event, event, event])
+    assert processor.stats.untimed_events == 3
+    assert [f.event_ids for f in findings if f.rule_id == "fail-sup"] == [["untimed"]] * 3  # not suppressed
+    assert of_rule(findings + processor.flush(), "many-fail") == []  # three, but kept out of windows
 
 
 WIN_FAIL = """
@@ -159,3 +162,21 @@ def test_the_agent_sdk_stamps_only_a_time_the_data_has():
     assert timed["timestamp"] == "2020-03-01T10:00:00Z"
     assert "timestamp" not in untimed and "timestamp" not in garbled
     assert [envelope_error(e) for e in (timed, untimed, garbled)] == [None, None, None]
+
+
+def test_an_event_from_a_skewed_clock_does_not_move_event_time():
+    rs = ruleset(AUTH_RULES, COUNT, FLOOD, lateness=10)
+    skewed = auth(2 * 3600, ip="9.9.9.9", eid="skewed")  # two hours ahead of the runtime's clock
+    events = [[auth(0, eid="a"), auth(1, eid="b")], [skewed], [auth(2, eid="c")]]
+    streamed, offline = Processor(rs), Processor(rs)
+    out = []
+    for batch in events:
+        out += streamed.process(batch, now=BASE + 5)
+        offline.process(batch)
+    assert [f.event_ids for f in out if f.rule_id == "fail-sup" and f.timestamp == BASE + 7200] == [["skewed"]]
+    assert (streamed.stats.future_events, streamed.stats.late_events) == (1, 0)
+    assert (offline.stats.future_events, offline.stats.late_events) == (0, 1)  # without a clock: "c" is late
+    resumed = Processor(rs, streamed.snapshot())
+    out += resumed.flush()
+    assert resumed.stats.future_events == 1
+    assert [f.event_ids for f in of_rule(out, "many-fail")] == [["a", "b", "c"]]
