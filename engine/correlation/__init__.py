@@ -7,7 +7,7 @@ only feed correlations (Sigma ``generate: false``), makes the referenced rules r
 the fields the correlations group by, and sets ``ruleset.correlations`` to a
 ``CorrelationSet``, whose ``start(state)`` gives the per-processor ``Correlator``.
 Window semantics: ``windows``; event time, lateness and determinism: ``correlator``;
-``suppress``: ``suppression``.
+``suppress``: ``suppression``; what partitioned runtimes miss: ``partitioning``.
 """
 from __future__ import annotations
 
@@ -15,6 +15,7 @@ from typing import Any
 
 from engine.correlation.correlator import DEFAULT_LATENESS, DEFAULT_MAX_FUTURE, CorrelationSet, Correlator
 from engine.correlation.link import LinkedCorrelation, link_correlations
+from engine.correlation.partitioning import split_by_partitioning
 from engine.correlation.spec import CorrelationSpec, Suppression, parse_correlation, parse_suppression
 from engine.errors import RuleError
 from engine.render import attack_from_tags
@@ -22,7 +23,7 @@ from engine.ruleset import RuleMeta
 
 __all__ = [
     "DEFAULT_LATENESS", "DEFAULT_MAX_FUTURE", "CorrelationSet", "CorrelationSpec", "Correlator", "LinkedCorrelation",
-    "Suppression", "compile_correlations",
+    "Suppression", "compile_correlations", "split_by_partitioning",
 ]
 
 
