@@ -42,6 +42,8 @@ ORDER BY (agent_id, type, timestamp, id)
 
 _INT64 = struct.Struct("<q").pack
 _UINT64 = struct.Struct("<Q").pack
+# DateTime64's range, 1900-01-01 to 2299-12-31 (UTC), in epoch microseconds
+_MIN_MICROS, _MAX_MICROS = -2_208_988_800_000_000, 10_413_791_999_999_999
 
 
 def _string(value: bytes) -> bytes:
@@ -63,9 +65,13 @@ def encode_row(event_id: str, timestamp: float, agent_id: str, type_: str, data:
 
     RowBinary needs no escaping of the event JSON and is the cheapest format for
     ClickHouse to read; rows are built where events are evaluated and joined into
-    one block per insert.
+    one block per insert. A time outside DateTime64's range (or not a number) is
+    clamped to its ends, so an absurd event time never fails a batch.
     """
-    return b"".join((_string(event_id.encode()), _INT64(round(timestamp * 1_000_000)),
+    micros = timestamp * 1_000_000
+    if not _MIN_MICROS <= micros <= _MAX_MICROS:
+        micros = _MAX_MICROS if micros > _MAX_MICROS else _MIN_MICROS
+    return b"".join((_string(event_id.encode()), _INT64(round(micros)),
                      _string(agent_id.encode()), _string(type_.encode()), _string(data),
                      _UINT64(stream_seq)))
 

@@ -8,7 +8,8 @@ Partitioning: with the default key ``agent`` a message's partition is the hash o
 agent id in its subject (the publishing agent), so the engine routes whole messages
 without reading them. With a data key (e.g. ``host.name``) every evaluator reads every
 message and keeps the events of its partitions; dead letters of such messages are
-reported by the evaluator ``seq % workers``.
+reported by the evaluator ``seq % workers``, an evaluation failure by the evaluator it
+happened in.
 """
 from __future__ import annotations
 
@@ -84,30 +85,44 @@ class Evaluator:
 
     def evaluate(self, messages: Sequence[SourceMessage]) -> Evaluated:
         out = Evaluated()
-        layout = self.layout
-        # per owned partition: (event, its JSON, stream seq, stream time), in stream order
-        routed: dict[int, list[tuple[Event, bytes, int, float]]] = {p: [] for p in self.processors}
         for message in messages:
-            decoded = self.intake.decode([message])
-            fixed = layout.partition_of_message(message.subject)
-            if fixed is not None or message.seq % layout.workers == self.index:
-                out.dead.extend(decoded.dead)
-            for event, text in zip(decoded.events, decoded.texts):
-                p = fixed if fixed is not None else partition_of(key_of(event, layout.key), layout.partitions)
-                if p in routed:
-                    routed[p].append((event, text, message.seq, message.time))
+            try:
+                out.merge(self._evaluate_message(message))
+            except Exception as exc:  # one bad message never stops the batch
+                out.dead.append(DeadLetter(reason=f"evaluation failed: {type(exc).__name__}: {exc}",
+                                           subject=message.subject, payload=message.data,
+                                           headers=message.headers, seq=message.seq))
+        return out
+
+    def _evaluate_message(self, message: SourceMessage) -> Evaluated:
+        """One message's share of the work, each owned partition's events in one ``process`` call.
+
+        If evaluation fails the whole message becomes a dead letter (the caller's job) and none
+        of its output is kept; what its events before the failing one fed into correlation windows
+        stays, as rolling back would need a copy of the state per message. Evaluation is
+        deterministic, so a replay after a restart rebuilds the same state.
+        """
+        out = Evaluated()
+        layout = self.layout
+        decoded = self.intake.decode([message])
+        fixed = layout.partition_of_message(message.subject)
+        if fixed is not None or message.seq % layout.workers == self.index:
+            out.dead.extend(decoded.dead)
+        routed: dict[int, list[tuple[Event, bytes]]] = {}
+        for event, text in zip(decoded.events, decoded.texts):
+            p = fixed if fixed is not None else partition_of(key_of(event, layout.key), layout.partitions)
+            if p in self.processors:
+                routed.setdefault(p, []).append((event, text))
         rows = []
         for p, items in routed.items():
-            if not items:
-                continue
             events = [item[0] for item in items]
             out.per_partition[p] = len(events)
             out.events += len(events)
             findings = self.processors[p].process(events)  # fills event times where it can
             out.findings.extend(findings)
-            for event, text, seq, at in items:
-                rows.append(encode_row(event.id, event.timestamp if event.timestamp is not None else at,
-                                       event.agent_id or "", event.type or "", text, seq))
+            for event, text in items:
+                rows.append(encode_row(event.id, event.timestamp if event.timestamp is not None else message.time,
+                                       event.agent_id or "", event.type or "", text, message.seq))
             if findings:
                 wanted = {event_id for f in findings for event_id in f.event_ids}
                 out.referenced.extend({e.id: e for e in events if e.id in wanted}.values())

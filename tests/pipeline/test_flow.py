@@ -92,6 +92,29 @@ async def test_bad_input_goes_to_dead_letters_and_the_stream_goes_on(config, arc
     assert {e["id"] for e in archive.events()} == {"ok-1", "ok-2"}
 
 
+POISON = [{"agent_id": "a", "type": "t", "timestamp": 1e17, "data": {}},
+          {"id": "absurd-time", "@timestamp": 1e17, "event": {"dataset": "linux.auth"}, "host": {"name": "app-03"},
+           "process": {"name": "groupadd", "pid": 7504}, "message": "new group: name=wheel2, GID=1005"}]
+
+
+async def test_absurd_event_times_do_not_stop_the_stream(config, archive, rules_dir):
+    objects = sample_objects()
+    expected = expected_findings(POISON + objects, rules_dir, lambda o: "poison" if o in POISON else agent_of(o, None),
+                                 config.partitions)
+    assert expected
+    nc = await nats.connect(config.nats_url)
+    js = nc.jetstream()
+    async with running(config, archive) as pipeline:
+        for obj in POISON:
+            await js.publish("opmas.events.poison", orjson.dumps(obj))
+        await replay(str(SAMPLE), config.nats_url, batch=7)
+        last = (await js.stream_info(EVENTS_STREAM)).state.last_seq
+        await wait_until(lambda: pipeline.stats.acked_seq >= last, what="every message acked")
+    await nc.close()
+    assert sorted(set(await finding_ids_in_postgres(config.db_url))) == sorted(expected)
+    assert archive.count("id = 'absurd-time'") == 1  # archived at the end of the archive's time range
+
+
 def _total(counter) -> float:
     return sum(sample.value for metric in counter.collect() for sample in metric.samples
                if sample.name.endswith("_total"))
