@@ -6,6 +6,7 @@ import secrets
 import time
 import uuid
 from dataclasses import dataclass
+from functools import lru_cache
 from pathlib import Path
 
 import bcrypt
@@ -55,15 +56,25 @@ def new_secret() -> str:
 
 
 def hash_secret(secret: str) -> str:
-    """bcrypt hash of a secret (the form nats-server also accepts as a password)."""
+    """bcrypt hash of a secret (the form nats-server also accepts as a password); slow: call it off
+    the event loop."""
     return bcrypt.hashpw(secret.encode(), bcrypt.gensalt(rounds=10)).decode()
 
 
-def verify_secret(secret: str, secret_hash: str) -> bool:
+@lru_cache(maxsize=1)
+def _no_principal_hash() -> str:
+    return hash_secret(new_secret())
+
+
+def verify_secret(secret: str, secret_hash: str | None) -> bool:
+    """Whether ``secret`` matches ``secret_hash``. Without a hash (no such principal) a dummy hash is
+    checked, so that the answer takes as long and does not tell which principals exist. Slow (bcrypt):
+    call it off the event loop."""
     try:
-        return bcrypt.checkpw(secret.encode(), secret_hash.encode())
+        matches = bcrypt.checkpw(secret.encode(), (secret_hash or _no_principal_hash()).encode())
     except ValueError:
         return False
+    return matches and bool(secret_hash)
 
 
 def load_jwt_secret(configured: str | None, data_dir: Path) -> str:

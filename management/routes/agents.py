@@ -90,7 +90,7 @@ async def get_agent_row(state: ApiState, agent_id: str) -> dict[str, Any]:
 async def create_agent(body: AgentIn, state: ApiState = Depends(get_state),
                        _: Principal = Depends(require("agents:register"))) -> dict:
     agent_id, secret = body.id or uuid.uuid4().hex, new_secret()
-    principal_id = f"agent:{agent_id}"
+    principal_id, secret_hash = f"agent:{agent_id}", await asyncio.to_thread(hash_secret, secret)
     async with state.pool.connection() as conn, conn.transaction():
         cur = await conn.execute(
             "INSERT INTO agents (id, name, type, config) VALUES (%s, %s, %s, %s)"
@@ -103,7 +103,7 @@ async def create_agent(body: AgentIn, state: ApiState = Depends(get_state),
         await conn.execute(
             "INSERT INTO principals (id, name, kind, agent_id, permissions, secret_hash)"
             " VALUES (%s, %s, 'agent', %s, %s, %s)",
-            (principal_id, body.name, agent_id, list(AGENT_PERMISSIONS), hash_secret(secret)),
+            (principal_id, body.name, agent_id, list(AGENT_PERMISSIONS), secret_hash),
         )
     return {**agent, "credentials": {"principal_id": principal_id, "secret": secret,
                                      "nats_user": agent_id, "nats_password": secret}}

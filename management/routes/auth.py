@@ -1,6 +1,7 @@
 """Token exchange (credentials -> JWT), the caller's identity, and principal administration."""
 from __future__ import annotations
 
+import asyncio
 import uuid
 from datetime import datetime, timezone
 
@@ -50,7 +51,8 @@ async def issue_token(state: ApiState, principal_id: str, ttl: float | None = No
 async def token(body: TokenRequest, state: ApiState = Depends(get_state)) -> dict:
     row = await fetch_one(state, "SELECT secret_hash, disabled FROM principals WHERE id = %s",
                           (body.principal_id,))
-    if row is None or row["disabled"] or not verify_secret(body.secret, row["secret_hash"]):
+    valid = await asyncio.to_thread(verify_secret, body.secret, row["secret_hash"] if row else None)
+    if not valid or row["disabled"]:
         raise unauthorized("unknown principal or wrong secret")
     return await issue_token(state, body.principal_id, body.ttl)
 
@@ -70,7 +72,7 @@ async def create_principal(body: PrincipalIn, state: ApiState = Depends(get_stat
         state,
         "INSERT INTO principals (id, name, kind, permissions, secret_hash) VALUES (%s, %s, 'user', %s, %s)"
         " RETURNING id, name, kind, permissions, created_at",
-        (principal_id, body.name, body.permissions, hash_secret(secret)),
+        (principal_id, body.name, body.permissions, await asyncio.to_thread(hash_secret, secret)),
     )
     return {**row, "secret": secret}
 

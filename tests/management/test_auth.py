@@ -1,6 +1,7 @@
 """Authentication and authorization: token exchange, 401 (missing, bad, expired, revoked), 403, 422."""
 from __future__ import annotations
 
+import statistics
 import time
 
 import httpx
@@ -56,6 +57,20 @@ def test_wrong_secret_is_401(stack):
     assert r.status_code == 401
     r = httpx.post(f"{stack.url}/api/v1/auth/token", json={"principal_id": "nobody", "secret": "nope"})
     assert r.status_code == 401
+
+
+def test_an_unknown_principal_takes_as_long_as_a_wrong_secret(stack):
+    """Both answers run a bcrypt check, so response times do not tell which principal ids exist."""
+    def took(client: httpx.Client, principal_id: str) -> float:
+        started = time.perf_counter()
+        r = client.post("/auth/token", json={"principal_id": principal_id, "secret": "nope"})
+        assert r.status_code == 401 and r.json()["detail"] == "unknown principal or wrong secret"
+        return time.perf_counter() - started
+
+    with stack.client() as client:
+        times = [(took(client, "nobody-at-all"), took(client, "admin")) for _ in range(5)]
+    unknown, known = (statistics.median(t) for t in zip(*times))
+    assert unknown > 0.5 * known, (unknown, known)
 
 
 def test_token_request_validation_is_422(stack):
