@@ -14,7 +14,7 @@ from __future__ import annotations
 from typing import Any
 
 from engine.correlation.correlator import DEFAULT_LATENESS, DEFAULT_MAX_FUTURE, CorrelationSet, Correlator
-from engine.correlation.link import LinkedCorrelation, link_correlations
+from engine.correlation.link import LinkedCorrelation, RuleRef, link_correlations
 from engine.correlation.partitioning import split_by_partitioning
 from engine.correlation.spec import CorrelationSpec, Suppression, parse_correlation, parse_suppression
 from engine.errors import RuleError
@@ -57,12 +57,8 @@ def compile_correlations(docs: list[Any], ruleset: Any, lateness: float | None =
             continue
         rule.fields = rule.fields | set(suppressions[rule.id].by)
 
-    detection_refs: dict[str, str] = {}
-    for rule in ruleset.detections:
-        detection_refs[rule.id] = rule.id
-        if rule.meta.name:
-            detection_refs.setdefault(rule.meta.name, rule.id)
-    linked, problems = link_correlations(specs, detection_refs)
+    referable = [RuleRef(r.id, r.meta.name, r.meta.source, r.meta.line) for r in ruleset.detections]
+    linked, problems = link_correlations(specs, referable)
     errors.extend(problems)
 
     detections = {rule.id: rule for rule in ruleset.detections}

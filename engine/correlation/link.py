@@ -3,7 +3,8 @@
 ``rules`` entries and alias keys name other rules by id or by ``name``; they may
 live in the same multi-document file or in any other file of the rule set, and
 may be correlations themselves (chains). ``link_correlations`` resolves them,
-refuses unknown references and cycles, and orders correlations so that every
+refuses unknown or ambiguous references (a name several rules have), a correlation
+named like an earlier rule, and cycles, and orders correlations so that every
 correlation comes after the correlations it consumes.
 """
 from __future__ import annotations
@@ -12,6 +13,19 @@ from dataclasses import dataclass
 
 from engine.correlation.spec import CorrelationSpec
 from engine.errors import RuleError
+
+
+@dataclass(frozen=True, slots=True)
+class RuleRef:
+    """A rule correlations may reference: its id, its name and where it is defined."""
+
+    rule_id: str
+    name: str | None
+    source: str
+    line: int | None
+
+    def __str__(self) -> str:
+        return f"{self.rule_id} ({self.source}:{self.line})" if self.line else f"{self.rule_id} ({self.source})"
 
 
 @dataclass(slots=True)
@@ -29,25 +43,41 @@ class LinkedCorrelation:
 
 
 def link_correlations(
-    specs: list[CorrelationSpec], detection_refs: dict[str, str]
+    specs: list[CorrelationSpec], detections: list[RuleRef]
 ) -> tuple[list[LinkedCorrelation], list[RuleError]]:
-    """Resolve references. ``detection_refs`` maps each detection rule's id and name to its id.
+    """Resolve references to the ``detections`` and to each other.
 
     Returns the correlations that link, in dependency order, and the errors of the others."""
-    refs: dict[str, str] = dict(detection_refs)
-    for spec in specs:
-        refs[spec.rule_id] = spec.rule_id
-        if spec.name:
-            refs.setdefault(spec.name, spec.rule_id)
+    ids = {rule.rule_id for rule in detections} | {spec.rule_id for spec in specs}
+    named: dict[str, list[RuleRef]] = {}  # name -> the rules that have it, detections first
+    for rule in [*detections, *(RuleRef(s.rule_id, s.name, s.source, s.line) for s in specs)]:
+        if rule.name:
+            named.setdefault(rule.name, []).append(rule)
+
+    def resolve(ref: str) -> str | None:
+        """The rule id ``ref`` names; ValueError where several rules have that name."""
+        if ref in ids:
+            return ref
+        rules = named.get(ref)
+        if rules is not None and len(rules) > 1:
+            raise ValueError(f"{ref!r} is ambiguous: it is the name of {', '.join(map(str, rules))}")
+        return rules[0].rule_id if rules else None
+
     by_id = {spec.rule_id: spec for spec in specs}
     errors: list[RuleError] = []
     linked: dict[str, LinkedCorrelation] = {}
     for spec in specs:
         problems: list[tuple[str, int | None]] = []
+        if spec.name and named[spec.name][0].rule_id != spec.rule_id:
+            problems.append((f"duplicate name {spec.name!r}: {named[spec.name][0]} has it too", spec.line))
         inputs = []
         for ref in spec.rules:
-            target = refs.get(ref)
             where = spec.ref_lines.get(ref, spec.line)
+            try:
+                target = resolve(ref)
+            except ValueError as exc:
+                problems.append((f"references {exc}", where))
+                continue
             if target is None:
                 problems.append((f"references unknown rule {ref!r} (no rule in the rule set has this id or name)",
                                  where))
@@ -61,7 +91,11 @@ def link_correlations(
         for alias, mapping in spec.aliases.items():
             resolved = {}
             for ref, fieldname in mapping.items():
-                target = refs.get(ref)
+                try:
+                    target = resolve(ref)
+                except ValueError as exc:
+                    problems.append((f"alias {alias!r}: {exc}", spec.line))
+                    continue
                 if target is None or target not in inputs:
                     problems.append((f"alias {alias!r} names {ref!r}, which is not one of the correlation's rules",
                                      spec.line))

@@ -97,3 +97,29 @@ def test_alias_naming_a_rule_outside_the_correlation():
             "    aliases:\n        ip: {ssh_fail: source.ip, other: source.ip}\n")
     ruleset, errors = load_ruleset([RuleSource("auth.yml", AUTH_RULES), RuleSource("bad.yml", _bad(body))])
     assert any("alias 'ip' names 'other'" in e.message and e.rule_id == "bad" for e in errors), errors
+
+
+def test_a_duplicate_correlation_name_is_refused_with_both_locations():
+    first = GOOD.replace("id: good\n", "id: burst-1\nname: burst\n")
+    second = GOOD.replace("id: good\n", "id: burst-2\nname: burst\n")
+    chained = GOOD.replace("id: good", "id: chained").replace("[ssh_fail]", "[burst]")
+    ruleset, errors = load_ruleset([RuleSource("auth.yml", AUTH_RULES), RuleSource("one.yml", first),
+                                    RuleSource("two.yml", second + "---" + chained)])
+    by_rule = {e.rule_id: e for e in errors}
+    assert set(by_rule) == {"burst-2", "chained"}, errors
+    assert (by_rule["burst-2"].file, by_rule["burst-2"].line) == ("two.yml", 2)
+    assert "duplicate name 'burst': burst-1 (one.yml:2) has it too" in by_rule["burst-2"].message
+    assert "'burst' is ambiguous: it is the name of burst-1 (one.yml:2), burst-2 (two.yml:2)" \
+        in by_rule["chained"].message
+    assert [c.rule_id for c in ruleset.correlations.correlations] == ["burst-1"]
+
+
+def test_a_correlation_naming_a_detection_name_two_rules_have_is_refused():
+    twin = AUTH_RULES.split("---")[0].replace("id: ssh-fail", "id: ssh-fail-twin")
+    ruleset, errors = load_ruleset([RuleSource("auth.yml", AUTH_RULES), RuleSource("twin.yml", twin),
+                                    RuleSource("good.yml", GOOD)])
+    lines = {m.id: m.line for m in ruleset.rules}
+    assert [(e.file, e.line, e.rule_id) for e in errors] == [("good.yml", 6, "good")]
+    assert (f"'ssh_fail' is ambiguous: it is the name of ssh-fail (auth.yml:{lines['ssh-fail']}), "
+            f"ssh-fail-twin (twin.yml:{lines['ssh-fail-twin']})") in errors[0].message
+    assert ruleset.correlations is None
