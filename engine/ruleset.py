@@ -2,8 +2,8 @@
 
 ``load_ruleset`` never raises for a bad rule: it returns every good rule plus an
 error (file, line, rule id, message) for each bad one. Sigma filter documents
-(``filter: {rules, <selections>, condition}``) make their referenced rules match
-only where the filter's condition does not. Documents with a
+(``filter: {rules, <selections>, condition}``) make the rules they apply to match
+only where the filter's condition holds too (a filter excludes with ``not``). Documents with a
 ``correlation:`` key are handed to ``engine.correlation.compile_correlations(docs,
 ruleset) -> list[RuleError]`` when that module exists (also for detection rules with an
 OPMAS ``suppress`` section); it adds its rules' metadata to
@@ -206,7 +206,9 @@ def _documents(source: RuleSource, errors: list[RuleError]) -> list[Doc]:
 
 
 def _apply_filter(rule_doc: RuleDoc, ruleset: RuleSet, placeholders: dict[str, list[str]]) -> list[RuleError]:
-    """A Sigma filter: each referenced rule matches only where the filter's condition does not."""
+    """A Sigma filter (pySigma ``SigmaFilter.apply_on_rule``): each rule it applies to matches only where
+    its own condition and the filter's condition hold. It applies to the listed rules (``rules: any`` or
+    an empty list: every rule) whose logsource has every logsource field the filter specifies."""
     doc, source = rule_doc.doc, rule_doc.source
     filter_id = rule_id_of(doc.data)
     trees, errors = parse_detection(doc, source, "filter", placeholders)
@@ -216,23 +218,29 @@ def _apply_filter(rule_doc: RuleDoc, ruleset: RuleSet, placeholders: dict[str, l
         compiled = compile_conditions(trees)
     except (CompileError, ValueError) as exc:
         return [RuleError(source, doc.line_of(("filter",)), filter_id, f"filter: {exc}")]
-    refs = doc.data["filter"]["rules"]
-    refs = refs if isinstance(refs, list) else [refs]
     logsource = logsource_of(doc.data)
-    for index, ref in enumerate(refs):
-        line = doc.line_of(("filter", "rules", index) if isinstance(doc.data["filter"]["rules"], list)
-                           else ("filter", "rules"))
-        rule = ruleset.detection(str(ref))
-        if rule is None:
-            errors.append(RuleError(source, line, filter_id, f"filter references unknown rule '{ref}'"))
-            continue
-        if any(rule.meta.logsource.get(key) != value for key, value in logsource.items()):
-            errors.append(RuleError(source, line, filter_id, f"filter logsource {logsource} differs from rule '{ref}' "
-                                    f"logsource {rule.meta.logsource}", severity="warning"))
 
+    def applies(rule: DetectionRule) -> bool:
+        return all(rule.meta.logsource.get(key) == value for key, value in logsource.items())
+    refs = doc.data["filter"]["rules"]
+    if refs == [] or (isinstance(refs, str) and refs.lower() == "any"):
+        targets = [rule for rule in ruleset.detections if applies(rule)]
+    else:
+        targets = []
+        for index, ref in enumerate(refs if isinstance(refs, list) else [refs]):
+            line = doc.line_of(("filter", "rules", index) if isinstance(refs, list) else ("filter", "rules"))
+            rule = ruleset.detection(str(ref))
+            if rule is None:
+                errors.append(RuleError(source, line, filter_id, f"filter references unknown rule '{ref}'"))
+            elif not applies(rule):
+                errors.append(RuleError(source, line, filter_id, f"filter logsource {logsource} differs from rule "
+                                        f"'{ref}' logsource {rule.meta.logsource}: not applied", severity="warning"))
+            else:
+                targets.append(rule)
+    for rule in targets:
         def filtered(flat: dict[str, Any], low: dict[str, Any], keep: Matcher = rule.match,
-                     drop: Matcher = compiled.match) -> bool:
-            return keep(flat, low) and not drop(flat, low)
+                     also: Matcher = compiled.match) -> bool:
+            return keep(flat, low) and also(flat, low)
         rule.match = filtered
         rule.fields = rule.fields | compiled.fields
         rule.keywords = rule.keywords or compiled.keywords

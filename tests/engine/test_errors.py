@@ -135,22 +135,46 @@ def test_rules_validate_command_lists_every_error(tmp_path: Path, capsys: pytest
     assert main(["rules", "validate", str(tmp_path / "missing.yml")]) == 2
 
 
-def test_sigma_filter_suppresses_referenced_rules() -> None:
+_SYSMON = "Microsoft-Windows-Sysmon/Operational"
+
+
+def _process(image: str, user: str = "bob", computer: str = "WS-1") -> dict:
+    return {"Event": {"System": {"Channel": _SYSMON, "EventID": 1},
+                      "EventData": {"Image": image, "User": user, "ComputerName": computer}}}
+
+
+def test_sigma_filter_applies_its_condition_to_referenced_rules() -> None:
+    """pySigma SigmaFilter.apply_on_rule: the rule's condition ``and (filter condition)``."""
     from tests.engine.conftest import matched_ids
 
     rule = _rule("  sel:\n    Image|endswith: '\\rar.exe'\n  condition: sel\n", "6f3e2987-db24-4c78-a860-b4f4095a7095")
     other = _rule("  sel:\n    Image|endswith: '\\7z.exe'\n  condition: sel\n", "other")
-    sigma_filter = ("title: Filter Administrator account\nlogsource:\n    category: process_creation\n    product: windows\n"
-                    "filter:\n    rules:\n        - 6f3e2987-db24-4c78-a860-b4f4095a7095\n        - missing-rule\n"
-                    "    selection:\n        User|startswith: 'adm_'\n    condition: selection\n")
-    ruleset, errors = load_ruleset([RuleSource("mf_admins.yml", sigma_filter), RuleSource("r.yml", f"{rule}---\n{other}")])
-    assert [(e.file, e.line, e.message) for e in errors] == [("mf_admins.yml", 8, "filter references unknown rule 'missing-rule'")]
-    sysmon = "Microsoft-Windows-Sysmon/Operational"
+    sigma_filter = ("title: Filter Out Domain Controllers\nid: f-dc\nlogsource:\n    category: process_creation\n"
+                    "    product: windows\nfilter:\n    rules:\n        - 6f3e2987-db24-4c78-a860-b4f4095a7095\n"
+                    "        - missing-rule\n    selection:\n        ComputerName|startswith: 'DC-'\n"
+                    "    condition: not selection\n")
+    ruleset, errors = load_ruleset([RuleSource("mf_dc.yml", sigma_filter), RuleSource("r.yml", f"{rule}---\n{other}")])
+    assert [(e.file, e.line, e.rule_id, e.message) for e in errors] == [
+        ("mf_dc.yml", 9, "f-dc", "filter references unknown rule 'missing-rule'")]
+    assert matched_ids(ruleset, [_process("C:\\rar.exe", computer="DC-01")]) == []
+    assert matched_ids(ruleset, [_process("C:\\rar.exe")]) == ["6f3e2987-db24-4c78-a860-b4f4095a7095"]
+    assert matched_ids(ruleset, [_process("C:\\7z.exe", computer="DC-01")]) == ["other"]
 
-    def event(image: str, user: str) -> dict:
-        return {"Event": {"System": {"Channel": sysmon, "EventID": 1}, "EventData": {"Image": image, "User": user}}}
-    assert matched_ids(ruleset, [event("C:\\rar.exe", "bob"), event("C:\\rar.exe", "ADM_bob"),
-                                 event("C:\\7z.exe", "adm_bob")]) == ["6f3e2987-db24-4c78-a860-b4f4095a7095", "other"]
+
+@pytest.mark.parametrize("rules", ["any", "ANY", "[]"])
+def test_sigma_filter_for_any_rule_applies_where_the_logsource_is_contained(rules: str) -> None:
+    from tests.engine.conftest import matched_ids
+
+    windows = _rule("  sel:\n    Image|endswith: '\\rar.exe'\n  condition: sel\n", "windows")
+    generic = ("title: G\nid: generic\nlogsource: {category: process_creation}\n"
+               "detection:\n  sel:\n    Image|endswith: '\\rar.exe'\n  condition: sel\n")
+    sigma_filter = (f"title: F\nid: f\nlogsource: {{product: Windows}}\nfilter:\n  rules: {rules}\n"
+                    "  selection:\n    User: adm_bob\n  condition: not selection\n")
+    ruleset, errors = load_ruleset([RuleSource("r.yml", f"{windows}---\n{generic}"), RuleSource("f.yml", sigma_filter)])
+    assert not errors, errors
+    # the filter applies to the windows rule only: the generic rule does not name product windows
+    assert matched_ids(ruleset, [_process("C:\\rar.exe", user="adm_bob")]) == ["generic"]
+    assert matched_ids(ruleset, [_process("C:\\rar.exe")]) == ["windows", "generic"]
 
 
 def test_deprecated_timeframe_is_not_a_search_identifier() -> None:
@@ -185,6 +209,7 @@ def test_more_located_errors(tmp_path: Path) -> None:
     rule = _rule("  sel:\n    Image: x\n  condition: sel\n", "r")
     mismatched = ("title: F\nid: f\nlogsource: {product: linux}\nfilter:\n  rules: r\n  sel:\n    User: root\n"
                   "  condition: sel\n")
-    _, errors = load_ruleset([RuleSource("r.yml", rule), RuleSource("f.yml", mismatched)])
+    ruleset, errors = load_ruleset([RuleSource("r.yml", rule), RuleSource("f.yml", mismatched)])
     assert [(e.file, e.line, e.rule_id, e.severity) for e in errors] == [("f.yml", 5, "f", "warning")]
     assert "filter logsource {'product': 'linux'} differs from rule 'r'" in errors[0].message
+    assert "not applied" in errors[0].message and "User" not in ruleset.detection("r").fields
