@@ -1,5 +1,6 @@
 """The API in front of the running engine: a rule added through the API is hot-reloaded, an event
-submitted through the API yields a finding on /ws/findings and in /findings, which is then triaged."""
+submitted through the API yields a finding on /ws/findings, in /findings and in the Prometheus
+metrics, and is then triaged."""
 from __future__ import annotations
 
 import asyncio
@@ -10,8 +11,8 @@ from websockets.asyncio.client import connect
 
 from opmas.config import Config
 from tests.apiserver import ADMIN_SECRET, ApiServer, api_settings
-from tests.management.test_resources import RULE
-from tests.pipeline.conftest import archive, running  # noqa: F401 - the archive fixture
+from tests.management.test_resources import RULE, metric
+from tests.pipeline.conftest import archive, running, wait_until  # noqa: F401 - the archive fixture
 
 
 async def test_rule_event_finding_through_the_api(tmp_path, nats_server, postgres, archive):
@@ -25,6 +26,7 @@ async def test_rule_event_finding_through_the_api(tmp_path, nats_server, postgre
         async with running(config, archive), httpx.AsyncClient(base_url=f"{server.url}/api/v1", timeout=30) as api:
             token = (await api.post("/auth/token", json={"principal_id": "admin", "secret": ADMIN_SECRET})).json()
             api.headers["Authorization"] = f"Bearer {token['access_token']}"
+            metrics_before = (await api.get(f"{server.url}/metrics")).text
             created = await api.post("/rules", json={"source": RULE})
             assert created.status_code == 201 and created.json()["reload"]["ok"] is True
             async with connect(f"{server.ws_url}/ws/findings?token={token['access_token']}") as ws:
@@ -41,6 +43,14 @@ async def test_rule_event_finding_through_the_api(tmp_path, nats_server, postgre
                     break
                 await asyncio.sleep(0.1)
             assert found["items"][0]["id"] == live["data"]["id"] and found["items"][0]["agent_id"] == "web-9"
+
+            async def counted() -> bool:  # the engine counts a batch once every sink holds it
+                text = (await api.get(f"{server.url}/metrics")).text
+                return all(metric(text, name, **labels) > metric(metrics_before, name, **labels) for name, labels in (
+                    ("opmas_findings_total", {"severity": "high", "rule_id": created.json()["id"]}),
+                    ("opmas_processing_latency_seconds_count", {}),
+                    ("opmas_events_processed_total", {"partition": "0"})))
+            await wait_until(counted, 10, "the finding and its event in the metrics")
             triaged = await api.patch(f"/findings/{live['data']['id']}", json={"status": "resolved", "note": "test"})
             assert triaged.json()["status"] == "resolved"
     finally:

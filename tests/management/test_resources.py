@@ -9,6 +9,7 @@ import nats
 import orjson
 import psycopg
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 from psycopg.types.json import Jsonb
 
 from connectors.nats.subjects import RELOAD_SUBJECT, ensure_streams
@@ -271,13 +272,33 @@ def test_rule_change_without_an_engine_says_so(admin):
     assert r.status_code == 201 and r.json()["reload"] == {"status": "no engine listening"}
 
 
+def metric(text: str, name: str, **labels: str) -> float:
+    """The sum of the samples ``name`` (with these labels) of a Prometheus exposition; 0 if none."""
+    return sum(sample.value for family in text_string_to_metric_families(text) for sample in family.samples
+               if sample.name == name and labels.items() <= sample.labels.items())
+
+
+def scrape(stack, client: httpx.Client) -> str:
+    r = httpx.get(f"{stack.url}/metrics", headers=client.headers)
+    assert r.status_code == 200 and r.headers["content-type"].startswith("text/plain")
+    return r.text
+
+
 def test_metrics_expose_pipeline_and_api_metrics(stack, admin):
-    text = httpx.get(f"{stack.url}/metrics", headers=admin.headers).text
-    for name in ("opmas_events_processed", "opmas_findings", "opmas_processing_latency_seconds_bucket",
-                 "opmas_consumer_lag", "opmas_dead_letters", "opmas_late_events", "opmas_state_bytes",
-                 'opmas_api_requests_total{method="GET",route="/agents",status="200"}',
-                 "opmas_agent_heartbeats_total"):
-        assert name in text, name
+    before = scrape(stack, admin)
+    for _ in range(3):
+        assert admin.get("/rules").status_code == 200
+    assert admin.get("/agents/no-such-agent").status_code == 404
+    after = scrape(stack, admin)
+    ok = {"method": "GET", "route": "/rules", "status": "200"}
+    assert metric(after, "opmas_api_requests_total", **ok) - metric(before, "opmas_api_requests_total", **ok) == 3
+    missing = {"method": "GET", "route": "/agents/{agent_id}", "status": "404"}
+    assert metric(after, "opmas_api_requests_total", **missing) - metric(before, "opmas_api_requests_total",
+                                                                         **missing) == 1
+    assert metric(after, "opmas_api_request_seconds_count", route="/rules") >= 3
+    families = {family.name for family in text_string_to_metric_families(after)}
+    assert {"opmas_events_processed", "opmas_findings", "opmas_processing_latency_seconds", "opmas_consumer_lag",
+            "opmas_dead_letters", "opmas_late_events", "opmas_state_bytes", "opmas_agent_heartbeats"} <= families
 
 
 CASES = """tests:
