@@ -2,12 +2,18 @@
 
 Writes are idempotent: findings and events are keyed by id (``ON CONFLICT (id) DO
 NOTHING``), the checkpoint row is replaced. A batch written twice changes nothing.
+PostgreSQL text and JSONB cannot hold the NUL character: it is dropped; a time
+beyond PostgreSQL's range is NULL. A row PostgreSQL still refuses for its content
+would be refused on every retry: the batch is then written row by row, without the
+checkpoint, and the refused rows are returned; the caller records them (dead letters)
+and then saves the checkpoint alone, so no refused row is lost to a crash in between.
 """
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import MAXYEAR, MINYEAR, datetime, timezone
 from typing import Any
 
 import orjson
@@ -44,8 +50,49 @@ class Checkpoint:
     state: dict[str, Any]
 
 
+@dataclass(slots=True)
+class Rejected:
+    """A finding or event PostgreSQL refused for its content, and why."""
+
+    item: Finding | Event
+    reason: str
+
+
+# errors of a row's content: writing it again fails again
+CONTENT_ERRORS = (psycopg.DataError, psycopg.IntegrityError, ValueError, TypeError)
+_MIN_EPOCH = datetime(MINYEAR, 1, 2, tzinfo=timezone.utc).timestamp()
+_MAX_EPOCH = datetime(MAXYEAR, 12, 30, tzinfo=timezone.utc).timestamp()
+_NUL = re.compile(rb"(?<!\\)((?:\\\\)*)\\u0000")  # an escaped NUL in JSON text, not an escaped backslash
+
+
 def _time(epoch: float | None) -> datetime | None:
-    return None if epoch is None else datetime.fromtimestamp(epoch, tz=timezone.utc)
+    """A timestamp, or None for no time or one beyond what datetime (and PostgreSQL) can hold."""
+    if epoch is None or not _MIN_EPOCH <= epoch <= _MAX_EPOCH:  # NaN too
+        return None
+    return datetime.fromtimestamp(epoch, tz=timezone.utc)
+
+
+def _text(value: str | None) -> str | None:
+    return value.replace("\x00", "") if value and "\x00" in value else value
+
+
+def _dumps(value: Any) -> bytes:
+    text = orjson.dumps(value, option=orjson.OPT_NON_STR_KEYS)
+    return _NUL.sub(rb"\1", text) if b"\\u0000" in text else text
+
+
+def _jsonb(value: Any) -> Jsonb:
+    return Jsonb(value, dumps=_dumps)
+
+
+def _finding_row(f: Finding) -> tuple:
+    return (f.id, _text(f.rule_id), _text(f.rule_title), _text(f.severity), _text(f.title), _text(f.description),
+            [_text(t) for t in f.tags], [_text(e) for e in f.event_ids], _text(f.agent_id), _text(f.group_key),
+            _jsonb(f.details), _time(f.timestamp))
+
+
+def _event_row(e: Event) -> tuple:
+    return (_text(e.id), _text(e.agent_id), _time(e.timestamp), _text(e.type), _jsonb(e.data))
 
 
 class PostgresSink:
@@ -66,30 +113,50 @@ class PostgresSink:
             return await migrate(conn)
 
     async def write(self, findings: Sequence[Finding], events: Sequence[Event],
-                    checkpoint: Checkpoint | None = None) -> None:
-        """Findings, their events and (optionally) the checkpoint, committed together."""
+                    checkpoint: Checkpoint | None = None) -> list[Rejected]:
+        """Findings, their events and (optionally) the checkpoint, committed together. Returns the
+        rows refused for their content: then the others are written but not the checkpoint."""
         if not findings and not events and checkpoint is None:
-            return
+            return []
         conn = await self._connection()
         try:
-            async with conn.transaction():
-                async with conn.cursor() as cur:
-                    if findings:
-                        await cur.executemany(_INSERT_FINDING, [
-                            (f.id, f.rule_id, f.rule_title, f.severity, f.title, f.description,
-                             list(f.tags), list(f.event_ids), f.agent_id, f.group_key,
-                             Jsonb(f.details), _time(f.timestamp))
-                            for f in findings])
-                    if events:
-                        await cur.executemany(_INSERT_EVENT, [
-                            (e.id, e.agent_id, _time(e.timestamp), e.type, Jsonb(e.data)) for e in events])
-                    if checkpoint is not None:
-                        await cur.execute(_SAVE_CHECKPOINT, (
-                            checkpoint.consumer, checkpoint.seq, Jsonb(checkpoint.layout),
-                            orjson.dumps(checkpoint.state)))
+            try:
+                async with conn.transaction():
+                    async with conn.cursor() as cur:
+                        if findings:
+                            await cur.executemany(_INSERT_FINDING, [_finding_row(f) for f in findings])
+                        if events:
+                            await cur.executemany(_INSERT_EVENT, [_event_row(e) for e in events])
+                        await self._save(cur, checkpoint)
+                return []
+            except CONTENT_ERRORS:
+                return await self._write_rows(conn, findings, events)
         except psycopg.Error:
             await self.close()
             raise
+
+    @staticmethod
+    async def _write_rows(conn: psycopg.AsyncConnection, findings: Sequence[Finding],
+                          events: Sequence[Event]) -> list[Rejected]:
+        """The slow way, after a content error: each row on its own savepoint."""
+        rejected: list[Rejected] = []
+        rows = [(_INSERT_FINDING, _finding_row, f) for f in findings] + \
+            [(_INSERT_EVENT, _event_row, e) for e in events]
+        async with conn.transaction():
+            async with conn.cursor() as cur:
+                for sql, row, item in rows:
+                    try:
+                        async with conn.transaction():
+                            await cur.execute(sql, row(item))
+                    except CONTENT_ERRORS as exc:
+                        rejected.append(Rejected(item, f"{type(exc).__name__}: {exc}".strip()))
+        return rejected
+
+    @staticmethod
+    async def _save(cur: psycopg.AsyncCursor, checkpoint: Checkpoint | None) -> None:
+        if checkpoint is not None:
+            await cur.execute(_SAVE_CHECKPOINT, (checkpoint.consumer, checkpoint.seq, Jsonb(checkpoint.layout),
+                                                 orjson.dumps(checkpoint.state)))
 
     async def load_checkpoint(self, consumer: str) -> Checkpoint | None:
         """The last checkpoint of ``consumer``, if any."""

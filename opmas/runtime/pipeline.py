@@ -31,10 +31,11 @@ from watchfiles import awatch
 
 from connectors.clickhouse.archive import Archive
 from connectors.nats.client import connect
-from connectors.nats.publishers import publish_dead_letters, publish_findings
+from connectors.nats.publishers import DeadLetter, publish_dead_letters, publish_findings
 from connectors.nats.source import JetStreamSource, SourceMessage
-from connectors.nats.subjects import EVENTS_STREAM, RELOAD_SUBJECT, ensure_streams
-from connectors.postgres.sink import Checkpoint, PostgresSink
+from connectors.nats.subjects import EVENTS_STREAM, RELOAD_SUBJECT, ensure_streams, events_subject, findings_subject
+from connectors.postgres.sink import Checkpoint, PostgresSink, Rejected
+from engine.finding import Finding
 from opmas import metrics
 from opmas.config import Config
 from opmas.runtime.evaluator import Evaluated
@@ -211,8 +212,15 @@ class Pipeline:
         await asyncio.gather(*writes)
         # PostgreSQL last: its transaction carries the checkpoint, which must only cover
         # batches that every other sink already holds.
-        await retry(lambda: self.pg.write(result.findings, result.referenced, batch.checkpoint),
-                    "postgres", PG_ERRORS, cfg.retry_max_delay, self.abort)
+        rejected = await retry(lambda: self.pg.write(result.findings, result.referenced, batch.checkpoint),
+                               "postgres", PG_ERRORS, cfg.retry_max_delay, self.abort)
+        if rejected:  # rows PostgreSQL refuses for their content: dead letters, then the checkpoint
+            letters = [_rejected_letter(r) for r in rejected]
+            await retry(lambda: publish_dead_letters(self.js, letters), "nats-deadletter", NATS_ERRORS,
+                        cfg.retry_max_delay, self.abort)
+            result.dead.extend(letters)
+            await retry(lambda: self.pg.write((), (), batch.checkpoint), "postgres", PG_ERRORS,
+                        cfg.retry_max_delay, self.abort)
         if batch.last is not None:
             await retry(lambda: self.source.ack(batch.last), "nats-ack", NATS_ERRORS, cfg.retry_max_delay,
                         self.abort)
@@ -300,3 +308,14 @@ class Pipeline:
                     metrics.LATE_EVENTS.labels(label).inc(late)
                 late_seen[p] = values["late_events"]
             await asyncio.sleep(5)
+
+
+def _rejected_letter(rejected: Rejected) -> DeadLetter:
+    """A dead letter for a finding or event PostgreSQL refused, with the item as JSON."""
+    item = rejected.item
+    if isinstance(item, Finding):
+        kind, subject = "finding", findings_subject(item.severity)
+    else:
+        kind, subject = "event", events_subject(item.agent_id or "")
+    return DeadLetter(reason=f"postgres: {kind} {item.id} refused: {rejected.reason}", subject=subject,
+                      payload=orjson.dumps(item, option=orjson.OPT_NON_STR_KEYS))

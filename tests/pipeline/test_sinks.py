@@ -70,3 +70,31 @@ async def test_postgres_sink_is_idempotent_and_keeps_the_checkpoint(postgres):
     assert (checkpoint.seq, checkpoint.state) == (12, {"0": {"x": 2}})
     assert await sink.load_checkpoint("other") is None
     await sink.close()
+
+
+async def test_postgres_sink_takes_nul_and_absurd_times_and_refuses_only_the_bad_row(postgres):
+    sink = PostgresSink(postgres.url)
+    await sink.migrate()
+    nul = Event("e\x00nul", {"message": "a\x00b", "k\x00": ["\x00", "\\u0000 stays"]}, 1e14, "a1", "linux.auth")
+    absurd = finding(1)
+    absurd.title, absurd.event_ids, absurd.timestamp = "t\x00itle", [nul.id], float("inf")
+    absurd.details = {"event": nul.data}
+    assert await sink.write([absurd], [nul], Checkpoint("c1", 5, {}, {})) == []
+    conn = await sink._connection()
+    cur = await conn.execute("SELECT id, timestamp, data FROM events")
+    assert await cur.fetchall() == [("enul", None, {"message": "ab", "k": ["", "\\u0000 stays"]})]
+    cur = await conn.execute("SELECT title, event_ids, event_time, details FROM findings")
+    assert await cur.fetchall() == [("title", ["enul"], None, {"event": {"message": "ab", "k": ["", "\\u0000 stays"]}})]
+    await conn.commit()
+
+    not_a_uuid = finding(2)
+    not_a_uuid.id = "not-a-uuid"
+    rejected = await sink.write([finding(3), not_a_uuid], [Event("e4", {"n": 4})], Checkpoint("c1", 9, {}, {}))
+    assert [(r.item.id, r.reason.split(":")[0]) for r in rejected] == [("not-a-uuid", "InvalidTextRepresentation")]
+    cur = await conn.execute("SELECT count(*) FROM findings")
+    assert (await cur.fetchone())[0] == 2  # the good rows of the batch are written
+    cur = await conn.execute("SELECT count(*) FROM events WHERE id = 'e4'")
+    assert (await cur.fetchone())[0] == 1
+    await conn.commit()
+    assert (await sink.load_checkpoint("c1")).seq == 5  # the caller saves it once the rejects are recorded
+    await sink.close()
