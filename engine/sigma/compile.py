@@ -3,7 +3,8 @@
 ``flat`` maps field names to the event's values (see engine/logsource.py); ``low``
 holds the same values with strings lower-cased once per event (lists element-wise),
 plus the keyword texts under :data:`KEYWORDS` / :data:`KEYWORDS_RAW`. Case folding of
-rule values, wildcard translation and regex compilation all happen here, once.
+rule values, wildcard translation and regex compilation (``|re``: engine/sigma/regex.py) all happen
+here, once.
 
 Alongside the matcher, :func:`compile_condition` derives the rule's *requirement*
 for the prefilter (see engine/sigma/prefilter.py), in conjunctive form: clauses,
@@ -51,6 +52,7 @@ from sigma.types import (
 
 from engine.event import parse_time
 from engine.sigma.literals import regex_literals
+from engine.sigma.regex import compile_search
 
 Matcher = Callable[[dict[str, Any], dict[str, Any]], bool]
 Clause = frozenset[tuple[str, str]]
@@ -384,9 +386,9 @@ class _Compiler:
             flags |= SigmaRegularExpression.sigma_to_python_flags[flag]
         source = str(value.regexp)
         try:
-            search = re.compile(source, flags).search
-        except re.error as exc:  # pySigma validates with RE2, whose dialect differs (\z, \pL, \x{41})
-            raise CompileError(f"regular expression '{source}' is not supported by Python's re: {exc}") from None
+            search = compile_search(source, flags)
+        except ValueError as exc:
+            raise CompileError(str(exc)) from None
 
         def test(text: str) -> bool:
             return search(text) is not None

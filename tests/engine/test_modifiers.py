@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import base64
+import re
 
 import pytest
 
@@ -99,6 +100,32 @@ def test_regex_is_case_sensitive_unanchored_with_flags(matcher) -> None:
     dotall = matcher("  sel:\n    Script|re|s: 'begin.+end'\n  condition: sel\n")
     assert dotall({"Script": "begin\n\nend"}) and not matcher("  sel:\n    Script|re: 'begin.+end'\n  condition: sel\n")(
         {"Script": "begin\n\nend"})
+
+
+@pytest.mark.timeout(20)
+@pytest.mark.parametrize("pattern", ["^(a|aa)+$", "^(a+)+$", "^(?:a|a)*$", "^((a+)c?){2,}$"])
+def test_regex_that_backtracks_exponentially_runs_in_linear_time(matcher, pattern: str) -> None:
+    m = matcher(f"  sel:\n    CommandLine|re: '{pattern}'\n  condition: sel\n")
+    assert not m({"CommandLine": "a" * 5000 + "b"}) and m({"CommandLine": "aaaa"})
+
+
+def test_regex_engine_choice_and_flags_with_re2(matcher) -> None:
+    from engine.sigma.regex import backtracks_badly, compile_search
+
+    assert not backtracks_badly("evil$") and not backtracks_badly("(a|b)+x") and not backtracks_badly("(ab+)?c")
+    assert backtracks_badly("(x(a+))+") and backtracks_badly("(?:ab|cd){2,5}")
+    assert compile_search("evil$").__self__.__class__ is re.Pattern
+    assert compile_search("(a+)+").__self__.__class__ is not re.Pattern
+    m = matcher("  sel:\n    Script|re|i|m|s: '^(?:evil|bad)+.end$'\n  condition: sel\n")
+    assert m({"Script": "ok\nEVILbad\nEND"}) and not m({"Script": "ok\nEVILbad\nENDx"})
+
+
+def test_regex_that_backtracks_exponentially_and_re2_cannot_run_is_refused() -> None:
+    from engine.sigma.regex import compile_search
+
+    with pytest.raises(ValueError, match=r"'\^\(a\+\)\+\\1\$' nests repeats .* RE2 cannot run it: invalid escape"):
+        compile_search(r"^(a+)+\1$")
+    assert compile_search(r"^(a)\1$")("aa")  # back-references are fine where nothing backtracks badly
 
 
 def test_regex_sees_booleans_as_plain_matching_does(matcher) -> None:
