@@ -10,6 +10,8 @@ The correlation part is the object ``ruleset.correlations`` (built by
 ``advance() -> list[Finding]`` (after each batch), ``flush() -> list[Finding]``,
 ``snapshot() -> dict`` and the counters ``late_events``, ``future_events``, ``untimed_events``,
 ``evicted_keys``, ``active_keys``, ``state_bytes``.
+After each ``process`` call, ``correlated`` lists the events of that call with a match handed
+to the correlator (a later correlation finding may cite them; runtimes store them on arrival).
 """
 from __future__ import annotations
 
@@ -82,6 +84,7 @@ class Processor:
         self.index = RuleIndex(ruleset)
         correlations = ruleset.correlations
         self.correlator = correlations.start((state or {}).get("correlation")) if correlations else None
+        self.correlated: list[Event] = []
 
     def process(self, events: Sequence[Event], now: float | None = None) -> list[Finding]:
         """Findings of a batch. ``Event.timestamp`` becomes the mapping's event time (EVTX
@@ -90,6 +93,7 @@ class Processor:
         dated more than ``max_future`` after it still give their detection findings but do not
         move correlation event time (``stats.future_events``)."""
         findings: list[Finding] = []
+        correlated: list[Event] = []
         index, correlator = self.index, self.correlator
         horizon = None if now is None else now + self.max_future
         for event in events:
@@ -109,8 +113,11 @@ class Processor:
                         findings.append(finding)
                 if correlator is not None:
                     correlator.observe(rule, event, view)
+                    if not correlated or correlated[-1] is not event:
+                        correlated.append(event)
         if correlator is not None:
             findings.extend(correlator.advance())
+        self.correlated = correlated
         self.stats.events += len(events)
         self.stats.findings += len(findings)
         self._correlation_stats()

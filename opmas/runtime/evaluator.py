@@ -37,7 +37,7 @@ class Evaluated:
     per_partition: dict[int, int] = field(default_factory=dict)
     archive: list[bytes] = field(default_factory=list)  # RowBinary blocks (archive.encode_row)
     findings: list[Finding] = field(default_factory=list)
-    referenced: list[Event] = field(default_factory=list)  # events the findings refer to
+    referenced: list[Event] = field(default_factory=list)  # events findings refer to or may refer to
     dead: list[DeadLetter] = field(default_factory=list)
 
     def merge(self, other: "Evaluated") -> None:
@@ -123,9 +123,11 @@ class Evaluator:
             for event, text in items:
                 rows.append(encode_row(event.id, event.timestamp if event.timestamp is not None else message.time,
                                        event.agent_id or "", event.type or "", text, message.seq))
+            referenced = {e.id: e for e in self.processors[p].correlated}  # later findings may cite them
             if findings:
                 wanted = {event_id for f in findings for event_id in f.event_ids}
-                out.referenced.extend({e.id: e for e in events if e.id in wanted}.values())
+                referenced.update((e.id, e) for e in events if e.id in wanted)
+            out.referenced.extend(referenced.values())
         if rows:
             out.archive.append(b"".join(rows))
         return out

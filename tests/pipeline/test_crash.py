@@ -11,6 +11,7 @@ from pathlib import Path
 
 import nats
 import orjson
+import psycopg
 import pytest
 from nats.js.errors import NotFoundError
 
@@ -115,6 +116,10 @@ async def test_sigkill_mid_stream_loses_and_doubles_nothing(tmp_path, nats_serve
     lost, unexpected = set(expected) - set(in_pg), set(in_pg) - set(expected)
     assert not lost and not unexpected, f"lost {len(lost)}, unexpected {len(unexpected)}"
     assert correlated <= set(in_pg)
+    async with await psycopg.AsyncConnection.connect(postgres.url) as conn:  # every cited event is stored
+        cur = await conn.execute("SELECT count(*) FROM findings f, unnest(f.event_ids) x"
+                                 " WHERE NOT EXISTS (SELECT 1 FROM events e WHERE e.id = x)")
+        assert (await cur.fetchone())[0] == 0
     assert on_nats == len(expected)  # re-published findings were dropped by the NATS duplicate window
     archive = Archive(connect(None, tmp_path / "data" / "clickhouse"))
     try:

@@ -13,6 +13,7 @@ from opmas import metrics
 from opmas.commands.replay import agent_of, replay
 from tests.pipeline.conftest import (SAMPLE, expected_findings, finding_ids_in_postgres, running,
                                      sample_objects, wait_until)
+from tests.pipeline.test_crash import _correlation_rule_ids, brute_force
 
 
 @pytest.mark.parametrize("key, workers", [("agent", 2), ("host.name", 2), ("agent", 0)])
@@ -113,6 +114,26 @@ async def test_absurd_event_times_do_not_stop_the_stream(config, archive, rules_
     await nc.close()
     assert sorted(set(await finding_ids_in_postgres(config.db_url))) == sorted(expected)
     assert archive.count("id = 'absurd-time'") == 1  # archived at the end of the archive's time range
+
+
+async def test_events_of_a_correlation_finding_are_stored_when_it_fires_batches_later(config, archive, rules_dir):
+    config = config.with_overrides(batch_size=1)  # every event in a batch of its own
+    events = [event for ip in range(8) for event in brute_force(ip)]
+    expected = expected_findings(events, rules_dir, lambda o: agent_of(o, None), config.partitions)
+    correlated = {f for f, rule in expected.items() if rule in _correlation_rule_ids(rules_dir)}
+    assert correlated
+    nc = await nats.connect(config.nats_url)
+    async with running(config, archive) as pipeline:
+        for event in events:
+            await nc.jetstream().publish(f"opmas.events.{agent_of(event, None)}", orjson.dumps(event))
+        last = (await nc.jetstream().stream_info(EVENTS_STREAM)).state.last_seq
+        await wait_until(lambda: pipeline.stats.acked_seq >= last, what="every message acked")
+    await nc.close()
+    async with await psycopg.AsyncConnection.connect(config.db_url) as conn:
+        cur = await conn.execute("SELECT f.id::text, x FROM findings f, unnest(f.event_ids) x"
+                                 " WHERE NOT EXISTS (SELECT 1 FROM events e WHERE e.id = x)")
+        assert await cur.fetchall() == []
+    assert correlated <= set(await finding_ids_in_postgres(config.db_url))
 
 
 def _total(counter) -> float:
