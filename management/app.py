@@ -15,9 +15,11 @@ from fastapi.responses import JSONResponse
 from psycopg.rows import dict_row
 from psycopg_pool import AsyncConnectionPool
 
+from connectors.clickhouse.archive import Archive, connect
 from connectors.postgres.migrations import migrate
 from management.auth import TokenIssuer, load_jwt_secret
 from management.bootstrap import admin_banner, bootstrap_admin
+from management.event_archive import EventArchive
 from management.liveness import LivenessMonitor
 from management.metrics import API_LATENCY, API_REQUESTS
 from management.rule_store import file_rule_rows, sync_file_rules
@@ -29,8 +31,9 @@ API_PREFIX = "/api/v1"
 log = logging.getLogger("opmas.api")
 
 
-async def open_state(settings: ApiSettings) -> ApiState:
-    """Connect the database (migrating it) and NATS."""
+async def open_state(settings: ApiSettings, archive: Archive | None = None) -> ApiState:
+    """Connect the database (migrating it), NATS, and the event archive: ``archive`` (the engine's,
+    when the API runs in its process), else a client of the server at ``settings.clickhouse_url``."""
     async with await psycopg.AsyncConnection.connect(settings.db_url) as conn:
         await migrate(conn)
         if settings.rule_paths:
@@ -40,20 +43,29 @@ async def open_state(settings: ApiSettings) -> ApiState:
     await pool.open(wait=True, timeout=30)
     nc = await nats.connect(settings.nats_url, name="opmas-management", max_reconnect_attempts=-1)
     issuer = TokenIssuer(load_jwt_secret(settings.jwt_secret, settings.data_dir), settings.token_ttl)
-    return ApiState(settings=settings, pool=pool, nc=nc, js=nc.jetstream(), issuer=issuer)
+    if archive is not None:
+        events = EventArchive(archive, owned=False)
+    elif settings.clickhouse_url:
+        events = EventArchive(Archive(await asyncio.to_thread(connect, settings.clickhouse_url)), owned=True)
+    else:
+        events = None
+    return ApiState(settings=settings, pool=pool, nc=nc, js=nc.jetstream(), issuer=issuer, archive=events)
 
 
 async def close_state(state: ApiState) -> None:
     await state.nc.drain()
     await state.pool.close()
+    if state.archive is not None:
+        state.archive.close()
 
 
-def create_app(settings: ApiSettings) -> FastAPI:
-    """The API as an ASGI app; serving it connects everything it needs and stops it on shutdown."""
+def create_app(settings: ApiSettings, archive: Archive | None = None) -> FastAPI:
+    """The API as an ASGI app; serving it connects everything it needs and stops it on shutdown
+    (``archive``: the engine's event archive, see ``open_state``)."""
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        state = await open_state(settings)
+        state = await open_state(settings, archive)
         app.state.opmas = state
         secret = await bootstrap_admin(state)
         if secret:

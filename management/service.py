@@ -9,6 +9,7 @@ import sys
 
 import uvicorn
 
+from connectors.clickhouse.archive import Archive
 from management.app import API_PREFIX, create_app
 from management.settings import ApiSettings
 from opmas.config import Config
@@ -25,10 +26,11 @@ class _EmbeddedServer(uvicorn.Server):
         return contextlib.nullcontext()
 
 
-async def serve(settings: ApiSettings, stop_event: asyncio.Event | None = None) -> None:
+async def serve(settings: ApiSettings, stop_event: asyncio.Event | None = None,
+                archive: Archive | None = None) -> None:
     """Serve the API on ``settings.host:port`` until ``stop_event`` is set (or, without one,
-    until SIGINT/SIGTERM)."""
-    config = uvicorn.Config(create_app(settings), host=settings.host, port=settings.port,
+    until SIGINT/SIGTERM); ``archive``: the engine's event archive, when in its process."""
+    config = uvicorn.Config(create_app(settings, archive), host=settings.host, port=settings.port,
                             log_config=None, access_log=False, lifespan="on", ws="websockets-sansio")
     server = (_EmbeddedServer if stop_event is not None else uvicorn.Server)(config)
     watcher = None
@@ -59,13 +61,14 @@ def port_or_free(host: str, port: int) -> int:
 
 
 async def up_service(config: Config, stack: Stack, stop: asyncio.Event) -> None:
-    """The management API as a service of ``opmas up`` (on the stack's NATS and PostgreSQL)."""
+    """The management API as a service of ``opmas up`` (on the stack's NATS and PostgreSQL; reading
+    the stack's embedded chdb archive, or with a client of its own the ClickHouse server)."""
     settings = ApiSettings.from_env(stack.db_url, stack.nats_url, data_dir=config.data_dir,
-                                    rule_paths=tuple(config.rules))
+                                    rule_paths=tuple(config.rules), clickhouse_url=config.clickhouse_url)
     settings.port = port_or_free(settings.host, settings.port)
     print(f"  API         http://{settings.host}:{settings.port}{API_PREFIX}  (OpenAPI {API_PREFIX}/docs,"
           f" Prometheus /metrics)", file=sys.stderr, flush=True)
     try:
-        await serve(settings, stop)
+        await serve(settings, stop, stack.archive if "clickhouse" in stack.embedded else None)
     except Exception:  # the engine keeps running without its API
         log.exception("management API stopped")

@@ -27,6 +27,7 @@ class ApiSettings:
     reload_timeout: float = 5.0        # wait for the engine's reply to opmas.engine.reload
     ws_recheck_interval: float = 30.0  # how often an open WebSocket's token is checked again
     rule_paths: tuple[Path, ...] = ()  # the engine's rule files, listed read-only by /rules
+    clickhouse_url: str | None = None  # a ClickHouse server holding the event archive (GET /events)
 
     @classmethod
     def from_env(cls, db_url: str, nats_url: str, env: Mapping[str, str] | None = None,

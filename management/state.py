@@ -8,6 +8,7 @@ from nats.js import JetStreamContext
 from psycopg_pool import AsyncConnectionPool
 
 from management.auth import TokenIssuer
+from management.event_archive import EventArchive
 from management.settings import ApiSettings
 
 
@@ -18,3 +19,4 @@ class ApiState:
     nc: nats.aio.client.Client
     js: JetStreamContext
     issuer: TokenIssuer
+    archive: EventArchive | None = None  # every raw event; None: the API reads PostgreSQL only

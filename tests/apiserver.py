@@ -9,6 +9,7 @@ from pathlib import Path
 
 import httpx
 
+from connectors.clickhouse.archive import Archive
 from management.service import serve
 from management.settings import ApiSettings
 from opmas.embedded import free_port, wait_for_port
@@ -20,6 +21,7 @@ JWT_SECRET = "test-jwt-secret-of-enough-length-for-hs256"
 @dataclass
 class ApiServer:
     settings: ApiSettings
+    archive: Archive | None = None  # the engine's event archive (as in ``opmas up``)
     _loop: asyncio.AbstractEventLoop | None = None
     _stop: asyncio.Event | None = None
     _thread: threading.Thread | None = None
@@ -40,7 +42,7 @@ class ApiServer:
             self._loop, self._stop = asyncio.get_running_loop(), asyncio.Event()
             ready.set()
             try:
-                await serve(self.settings, self._stop)
+                await serve(self.settings, self._stop, self.archive)
             except BaseException as exc:  # noqa: BLE001 - reported by start()
                 self._error.append(exc)
 

@@ -1,7 +1,8 @@
 """Events: submit (published to JetStream on opmas.events.<agent_id>), get and list the stored ones.
 
-PostgreSQL holds the events that findings refer to (raw events are archived in ClickHouse);
-``GET`` reads those.
+PostgreSQL holds the events that findings refer to, the ClickHouse archive every event the engine
+took in. ``GET`` reads the archive when the API has one (``management.event_archive``: inside
+``opmas up``, or given a ClickHouse server URL), else PostgreSQL only.
 """
 from __future__ import annotations
 
@@ -81,21 +82,27 @@ async def submit_events(body: EventIn | list[EventIn] = Body(...), state: ApiSta
     return {"accepted": len(envelopes), "ids": [e["id"] for e in envelopes]}
 
 
-@router.get("/events", summary="List stored events by agent, type and time range")
+@router.get("/events", summary="List events by agent, type and time range: every archived event when the API "
+                                "reads the ClickHouse archive, else only those findings refer to")
 async def list_events(state: ApiState = Depends(get_state), page: Paging = Depends(paging),
                       agent_id: str | None = None, type_: str | None = Query(None, alias="type"),
                       since: datetime | None = Query(None, description="event time >= (ISO 8601)"),
                       until: datetime | None = Query(None, description="event time < (ISO 8601)"),
                       _: Principal = Depends(require("events:read"))) -> dict:
+    if state.archive is not None:
+        return await state.archive.page(page, agent_id, type_, since, until)
     filters = [("agent_id = %s", agent_id), ("type = %s", type_),
                ("timestamp >= %s", since), ("timestamp < %s", until)]
     return await fetch_page(state, EVENT_COLUMNS, "events", filters, "timestamp DESC NULLS LAST, id", page)
 
 
-@router.get("/events/{event_id}", summary="One stored event")
+@router.get("/events/{event_id}", summary="One event: one a finding refers to, or (when the API reads the "
+                                           "ClickHouse archive) any archived event")
 async def get_event(event_id: str, state: ApiState = Depends(get_state),
                     _: Principal = Depends(require("events:read"))) -> dict:
     row = await fetch_one(state, f"SELECT {EVENT_COLUMNS} FROM events WHERE id = %s", (event_id,))
+    if row is None and state.archive is not None:
+        row = await state.archive.get(event_id)
     if row is None:
         raise HTTPException(status.HTTP_404_NOT_FOUND, detail=f"no stored event {event_id}")
     return row

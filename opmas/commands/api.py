@@ -43,7 +43,7 @@ def api_command(args: argparse.Namespace) -> int:
     try:
         config, db_url, nats_url = _urls(args.config)
         settings = ApiSettings.from_env(db_url, nats_url, data_dir=config.data_dir, host=args.host, port=args.port,
-                                        rule_paths=tuple(config.rules))
+                                        rule_paths=tuple(config.rules), clickhouse_url=config.clickhouse_url)
     except (ConfigError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
