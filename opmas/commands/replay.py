@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import logging
 import sys
 import time
 from dataclasses import dataclass
@@ -18,6 +19,8 @@ from connectors.files import BadRecord, iter_objects, open_source
 from connectors.nats.client import connect
 from connectors.nats.subjects import ensure_streams, events_subject, subject_token
 from opmas.config import ConfigError, load_config
+
+log = logging.getLogger("opmas.replay")
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -37,6 +40,7 @@ class ReplayResult:
     events: int = 0
     messages: int = 0
     bad_records: int = 0
+    oversized: int = 0  # events larger than the server's max_payload, skipped
     seconds: float = 0.0
 
 
@@ -57,12 +61,17 @@ def agent_of(obj: dict[str, Any], default: str | None) -> str:
 async def replay(path: str, nats_url: str, rate: float | None = None, agent: str | None = None,
                  batch: int = 100, progress: Progress | None = None) -> ReplayResult:
     """Publish every object of ``path`` through JetStream; bad records are sent as they are (the
-    engine dead-letters them). Returns once JetStream has stored everything."""
+    engine dead-letters them). A message never exceeds the server's max_payload; an event that
+    alone would is skipped with a warning (``oversized``). Returns once JetStream has stored
+    everything."""
     result = ReplayResult()
     nc = await connect(nats_url, "opmas-replay")
     js = nc.jetstream()
     await ensure_streams(js, update=False)  # replaying before the engine first ran stores the events too
+    limit = nc.max_payload
     buffers: dict[str, list[bytes]] = {}
+    sizes: dict[str, int] = {}  # per buffer: its lines' bytes plus one separator each
+    records = 0  # objects and unreadable lines read so far
     pending: list[asyncio.Future] = []
     task = progress.add_task("replaying", total=None) if progress else None
     start = time.monotonic()
@@ -76,11 +85,28 @@ async def replay(path: str, nats_url: str, rate: float | None = None, agent: str
     bad: list[BadRecord] = []
     fallback = events_subject(subject_token(agent or "replay"))
 
+    def fits(line: bytes) -> bool:
+        nonlocal records
+        records += 1
+        if len(line) <= limit:
+            return True
+        result.oversized += 1
+        log.warning(f"record {records} of the input has {len(line):,} bytes, more than the NATS server's "
+                    f"max_payload of {limit:,}: skipped", extra={"record": records})
+        return False
+
     async def take(obj: dict[str, Any]) -> None:
-        nonlocal buffers
+        nonlocal buffers, sizes
+        line = orjson.dumps(obj)
+        if not fits(line):
+            return
         key = agent_of(obj, agent)
         lines = buffers.setdefault(key, [])
-        lines.append(orjson.dumps(obj))
+        if lines and sizes[key] + len(line) > limit:  # joined with this line the message would be too large
+            await send(events_subject(key), lines)
+            buffers[key] = lines = []
+        sizes[key] = (sizes[key] if lines else 0) + len(line) + 1
+        lines.append(line)
         result.events += 1
         if len(lines) >= batch:
             await send(events_subject(key), lines)
@@ -91,7 +117,7 @@ async def replay(path: str, nats_url: str, rate: float | None = None, agent: str
                 for key, lines in buffers.items():  # nothing waits in a buffer while we sleep
                     if lines:
                         await send(events_subject(key), lines)
-                buffers = {}
+                buffers, sizes = {}, {}
                 await asyncio.sleep(ahead)
         if progress and result.events % 1000 == 0:
             progress.update(task, completed=result.events, description=f"replaying {result.events:,} events")
@@ -109,7 +135,7 @@ async def replay(path: str, nats_url: str, rate: float | None = None, agent: str
                     obj = None
                 if isinstance(obj, dict):
                     await take(obj)
-                else:
+                elif fits(line):
                     result.bad_records += 1
                     await send(fallback, [line])
 
@@ -173,5 +199,7 @@ def replay_command(args: argparse.Namespace) -> int:
     console.print(f"replayed {result.events:,} events in {result.messages:,} messages to {url} "
                   f"in {result.seconds:.2f}s ({speed:,.0f} events/s)"
                   + (f"; {result.bad_records} unreadable records forwarded for dead-lettering"
-                     if result.bad_records else ""))
+                     if result.bad_records else "")
+                  + (f"; {result.oversized} events larger than the server's max_payload skipped"
+                     if result.oversized else ""))
     return 0

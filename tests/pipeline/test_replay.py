@@ -48,6 +48,23 @@ async def test_order_per_agent_is_kept(tmp_path, nats_server, batch):
     assert by_subject["opmas.events.web-7"] == [f"r{i}" for i in range(10)]
 
 
+async def test_messages_stay_within_max_payload_and_a_too_large_event_is_skipped(tmp_path, nats_server, caplog):
+    nc = await nats.connect(nats_server.url)
+    limit = nc.max_payload
+    await nc.close()
+    records = [{"id": f"e{i}", "message": "x" * (limit // 8)} for i in range(20)]
+    records.insert(5, {"id": "huge", "message": "x" * limit})
+    path = tmp_path / "log.jsonl"
+    path.write_bytes(b"\n".join(orjson.dumps(r) for r in records))
+
+    result = await replay(str(path), nats_server.url, agent="a1", batch=100)
+    assert (result.events, result.oversized) == (20, 1)
+    assert result.messages > 2  # 20 events of an eighth of the limit need at least three messages
+    assert [orjson.loads(line)["id"] for _, line in await stream_events(nats_server.url)] == \
+        [r["id"] for r in records if r["id"] != "huge"]
+    assert "record 6 of the input" in caplog.text
+
+
 def test_cli_reports_a_summary_and_refuses_bad_arguments(tmp_path, nats_server):
     path = tmp_path / "log.jsonl"
     path.write_bytes(b"\n".join(orjson.dumps({"id": i, "message": "x"}) for i in range(25)))
