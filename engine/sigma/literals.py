@@ -5,16 +5,30 @@ string the regex matches (searching) contains at least one of them, or ``None``
 where no useful set is found. Only constructs that must match are used: literal
 runs of the top-level sequence, groups, mandatory repeats and alternations whose
 every branch yields a set.
+
+Case-insensitive regexes match some characters that ``str.lower()`` (how the prefilter
+folds event text) keeps apart: ``ı``/``İ`` match ``i``, ``ſ`` matches ``s``, ``ς``
+matches ``σ`` (``re._casefix``). Literal runs of such regexes are split at those
+characters, so every literal is still necessary.
 """
 from __future__ import annotations
 
 import re
 from typing import Any
 
+from re import _casefix
 from re import _constants as _c  # Python >= 3.11
 from re import _parser as _p
 
 _MIN_LEN = 2
+# lower-case characters that case-insensitive matching equates with a character str.lower() does not map to them
+_FOLDED = frozenset(chr(c) for key, extra in _casefix._EXTRA_CASES.items() for c in (key, *extra))
+
+
+def _folds_safely(char: str) -> bool:
+    """Whether ``char`` matches, ignoring case, only what lower-cases to ``char.lower()``."""
+    lowered = char.lower()
+    return len(lowered) == 1 and lowered not in _FOLDED
 
 
 def _score(literals: set[str]) -> tuple[int, int]:
@@ -26,7 +40,7 @@ def _best(candidates: list[set[str]]) -> set[str] | None:
     return max(good, key=_score) if good else None
 
 
-def _sequence(items: Any) -> set[str] | None:
+def _sequence(items: Any, fold: bool) -> set[str] | None:
     candidates: list[set[str]] = []
     run: list[str] = []
 
@@ -37,18 +51,21 @@ def _sequence(items: Any) -> set[str] | None:
 
     for op, arg in items:
         if op is _c.LITERAL:
-            run.append(chr(arg))
+            if fold and not _folds_safely(chr(arg)):
+                close()
+            else:
+                run.append(chr(arg))
             continue
         close()
         if op is _c.SUBPATTERN:
-            found = _sequence(arg[-1])
+            found = _sequence(arg[-1], (fold or bool(arg[1] & re.IGNORECASE)) and not arg[2] & re.IGNORECASE)
         elif op in (_c.MAX_REPEAT, _c.MIN_REPEAT, _c.POSSESSIVE_REPEAT) and arg[0] >= 1:
-            found = _sequence(arg[2])
+            found = _sequence(arg[2], fold)
         elif op is _c.BRANCH:
-            branches = [_sequence(branch) for branch in arg[1]]
+            branches = [_sequence(branch, fold) for branch in arg[1]]
             found = None if any(b is None for b in branches) else set().union(*branches)  # type: ignore[arg-type]
         elif op is _c.ATOMIC_GROUP:
-            found = _sequence(arg)
+            found = _sequence(arg, fold)
         else:
             found = None
         if found:
@@ -63,4 +80,4 @@ def regex_literals(source: str, flags: int = 0) -> set[str] | None:
         parsed = _p.parse(source, flags & ~re.IGNORECASE)
     except re.error:
         return None
-    return _sequence(parsed.data)
+    return _sequence(parsed.data, bool((flags | parsed.state.flags) & re.IGNORECASE))

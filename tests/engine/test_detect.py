@@ -130,6 +130,20 @@ def test_prefilter_never_drops_a_matching_rule() -> None:
     assert total > 3000  # the check saw real matches
 
 
+@pytest.mark.parametrize("text", ["mımıkatz.exe", "MİMİKATZ.EXE", "ſekurlſa::logonpaſſwords", "sekurlsa::logonpaſswords",
+                                  "mimi\u212aatz", "sekurlsa::σ logonpasswords"])
+def test_prefilter_keeps_case_insensitive_regexes_whose_case_folding_str_lower_does_not_share(text: str) -> None:
+    rules = [RuleSource("r.yml", rule_text(f"  s:\n    CommandLine|re|i: '{pattern}'\n  condition: s\n", rule_id=rule_id))
+             for rule_id, pattern in [("mimikatz", "mimikatz"), ("sekurlsa", "sekurlsa::logonpasswords"),
+                                      ("sigma", "sekurlsa::ς")]]
+    ruleset, errors = load_ruleset(rules)
+    assert not errors, errors
+    index = RuleIndex(ruleset)
+    view = index.view({"CommandLine": text})
+    everything = [r.id for r in view.group.rules if r.match(view.flat, view.low)]
+    assert everything and [r.id for r in index.matches(view)] == everything
+
+
 def test_rule_tests_runner_reports_each_failing_case(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     ok = rule_text("  s:\n    process.name: sshd\n  condition: s\n", "{product: linux, service: auth}", "ok", extra=(
         "tests:\n  match:\n    - {event: {dataset: linux.auth}, process: {name: sshd}}\n"
