@@ -33,7 +33,8 @@ EVENT_COLUMNS = "id, agent_id, timestamp, type, data"
 class EventIn(BaseModel):
     id: str | None = Field(None, min_length=1, max_length=256)
     agent_id: str | None = Field(None, pattern=AGENT_ID_PATTERN,
-                                 description="defaults to the calling agent, or 'api' for users")
+                                 description="defaults to the calling agent, or 'api' for users (another "
+                                             "one needs agents:admin)")
     timestamp: float | str | None = Field(None, description="ISO 8601 or epoch seconds/ms; default now")
     type: str = Field("event", min_length=1, max_length=256)
     data: dict[str, Any]
@@ -47,13 +48,18 @@ class EventIn(BaseModel):
 
 
 def envelope(event: EventIn, principal: Principal) -> dict[str, Any]:
-    """The OPMAS envelope for a submitted event, its agent fixed by who submits it."""
+    """The OPMAS envelope for a submitted event, its agent fixed by who submits it: an agent's own,
+    else ``api``, or another one chosen by a principal holding agents:admin."""
     agent_id = event.agent_id
     if principal.kind == "agent":
         if agent_id not in (None, principal.agent_id):
             raise HTTPException(status.HTTP_403_FORBIDDEN,
                                 detail=f"agent {principal.agent_id} may publish only its own events")
         agent_id = principal.agent_id
+    elif agent_id not in (None, API_AGENT_ID) and not principal.can("agents:admin"):
+        raise HTTPException(status.HTTP_403_FORBIDDEN,
+                            detail=f"publishing as agent {agent_id} needs agents:admin (leave agent_id out: "
+                                   f"'{API_AGENT_ID}')")
     agent_id = agent_id or API_AGENT_ID
     timestamp = format_time(parse_time(event.timestamp) if event.timestamp is not None else time.time())
     out = {"agent_id": agent_id, "timestamp": timestamp, "type": event.type, "data": event.data}
@@ -69,17 +75,21 @@ async def submit_events(body: EventIn | list[EventIn] = Body(...), state: ApiSta
     if not 1 <= len(events) <= MAX_EVENTS_PER_REQUEST:
         raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT,
                             detail=f"send between 1 and {MAX_EVENTS_PER_REQUEST} events per request")
-    envelopes = [envelope(e, principal) for e in events]
+    payloads = [(env, orjson.dumps(env)) for env in (envelope(e, principal) for e in events)]
+    for env, payload in payloads:  # checked before any is published
+        if len(payload) > state.nc.max_payload:
+            raise HTTPException(status.HTTP_413_CONTENT_TOO_LARGE,
+                                detail=f"event {env['id']} is {len(payload)} bytes as an envelope, over NATS'"
+                                       f" maximum message size of {state.nc.max_payload} bytes")
     try:
-        for env in envelopes:
-            await state.js.publish(events_subject(env["agent_id"]), orjson.dumps(env),
-                                   headers={"Nats-Msg-Id": env["id"]})
+        for env, payload in payloads:
+            await state.js.publish(events_subject(env["agent_id"]), payload, headers={"Nats-Msg-Id": env["id"]})
     except NoStreamResponseError as exc:
         raise HTTPException(status.HTTP_503_SERVICE_UNAVAILABLE,
                             detail="no JetStream stream takes opmas.events.> (is the pipeline running?)") from exc
     except (NatsError, TimeoutError) as exc:
         raise HTTPException(status.HTTP_503_SERVICE_UNAVAILABLE, detail=f"NATS: {exc!r}") from exc
-    return {"accepted": len(envelopes), "ids": [e["id"] for e in envelopes]}
+    return {"accepted": len(payloads), "ids": [env["id"] for env, _ in payloads]}
 
 
 @router.get("/events", summary="List events by agent, type and time range: every archived event when the API "

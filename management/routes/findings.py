@@ -23,14 +23,18 @@ Severity = Literal[SEVERITIES]
 
 
 class FindingUpdate(BaseModel):
+    """The fields given change; ``assignee`` or ``note`` given as null are cleared."""
+
     status: Status | None = None
     assignee: str | None = Field(None, max_length=200)
     note: str | None = Field(None, max_length=10000)
 
     @model_validator(mode="after")
     def something(self) -> "FindingUpdate":
-        if self.status is None and self.assignee is None and self.note is None:
+        if not self.model_fields_set:
             raise ValueError("give at least one of status, assignee, note")
+        if "status" in self.model_fields_set and self.status is None:
+            raise ValueError("status cannot be null (open, acknowledged or resolved)")
         return self
 
 
@@ -59,14 +63,15 @@ async def get_finding(finding_id: uuid.UUID, state: ApiState = Depends(get_state
     return row
 
 
-@router.patch("/findings/{finding_id}", summary="Triage a finding: status, assignee, note")
+@router.patch("/findings/{finding_id}", summary="Triage a finding: status, assignee, note (null clears these two)")
 async def update_finding(finding_id: uuid.UUID, body: FindingUpdate, state: ApiState = Depends(get_state),
                          _: Principal = Depends(require("findings:write"))) -> dict:
+    changes = body.model_dump(include=body.model_fields_set)  # column names: the model's fields
     row = await fetch_one(
         state,
-        "UPDATE findings SET status = COALESCE(%s, status), assignee = COALESCE(%s, assignee),"
-        f" note = COALESCE(%s, note), updated_at = now() WHERE id = %s RETURNING {FINDING_COLUMNS}",
-        (body.status, body.assignee, body.note, finding_id),
+        "UPDATE findings SET " + "".join(f"{column} = %s, " for column in changes)
+        + f"updated_at = now() WHERE id = %s RETURNING {FINDING_COLUMNS}",
+        (*changes.values(), finding_id),
     )
     if row is None:
         raise HTTPException(status.HTTP_404_NOT_FOUND, detail=f"no finding {finding_id}")

@@ -164,6 +164,8 @@ async def update_rule(rule_id: str, body: RuleIn, state: ApiState = Depends(get_
         f" WHERE id = %s RETURNING {RULE_COLUMNS}",
         (meta["title"], meta["kind"], meta["level"], body.source, rule_id),
     )
+    if row is None:  # deleted while it was being validated
+        raise HTTPException(status.HTTP_404_NOT_FOUND, detail=f"no rule {rule_id}")
     return {**row, "reload": await reload_or_undo(state, f"rule {rule_id} updated", rule_id, before)}
 
 

@@ -115,6 +115,25 @@ async def test_events_are_submitted_to_jetstream(stack, admin):
     await nc.close()
 
 
+async def test_users_publish_as_api_unless_agents_admin_and_oversized_events_are_413(stack, admin):
+    nc = await nats.connect(stack.nats_url)
+    js = nc.jetstream()
+    await ensure_streams(js)
+    p = admin.post("/principals", json={"name": "feeder", "permissions": ["events:publish"]}).json()
+    with stack.client(await asyncio.to_thread(stack.token, p["id"], p["secret"])) as feeder:
+        spoof = await asyncio.to_thread(feeder.post, "/events", json={"agent_id": "edge-9", "data": {}})
+        assert spoof.status_code == 403 and "needs agents:admin" in spoof.json()["detail"]
+        own = await asyncio.to_thread(feeder.post, "/events", json=[{"data": {"n": 1}}, {"agent_id": "api", "data": {}}])
+        assert own.status_code == 202 and own.json()["accepted"] == 2
+    stored = (await js.stream_info("OPMAS_EVENTS")).state.messages
+    big = [{"id": "small", "data": {}}, {"id": "too-big", "data": {"message": "x" * nc.max_payload}}]
+    r = await asyncio.to_thread(admin.post, "/events", json=big)
+    assert r.status_code == 413 and r.json()["detail"].startswith("event too-big is ")
+    assert f"over NATS' maximum message size of {nc.max_payload} bytes" in r.json()["detail"]
+    assert (await js.stream_info("OPMAS_EVENTS")).state.messages == stored  # none of them was published
+    await nc.close()
+
+
 def _insert(db_url: str, sql: str, rows: list[tuple]) -> None:
     with psycopg.connect(db_url) as conn:
         conn.cursor().executemany(sql, rows)
@@ -166,6 +185,11 @@ def test_findings_filters_get_and_triage(stack, admin):
     assert r.status_code == 200 and r.json()["status"] == "acknowledged" and r.json()["assignee"] == "ana"
     r = admin.patch(f"/findings/{ids[0]}", json={"status": "resolved", "note": "false positive"}).json()
     assert (r["status"], r["assignee"], r["note"]) == ("resolved", "ana", "false positive")
+    r = admin.patch(f"/findings/{ids[0]}", json={"assignee": None}).json()  # null clears, absent keeps
+    assert (r["status"], r["assignee"], r["note"]) == ("resolved", None, "false positive")
+    r = admin.patch(f"/findings/{ids[0]}", json={"status": "open", "note": None, "assignee": "bo"}).json()
+    assert (r["status"], r["assignee"], r["note"]) == ("open", "bo", None)
+    assert admin.patch(f"/findings/{ids[0]}", json={"status": None}).status_code == 422
     assert admin.patch(f"/findings/{ids[0]}", json={"status": "closed"}).status_code == 422
     assert admin.patch(f"/findings/{ids[0]}", json={}).status_code == 422
     assert admin.patch(f"/findings/{uuid.uuid4()}", json={"status": "open"}).status_code == 404
@@ -265,6 +289,26 @@ async def test_a_change_the_engine_refuses_is_undone(stack, admin, engine_stub):
     assert len(requests) == 4
     done()
     await task
+
+
+async def test_a_rule_deleted_while_its_update_is_validated_is_404(stack, admin):
+    rule = RULE.replace("-000000000001", "-000000000007")
+    rule_id = "5a6b7c8d-0000-4000-8000-000000000007"
+    assert (await asyncio.to_thread(admin.post, "/rules", json={"source": rule})).status_code == 201
+    async with await psycopg.AsyncConnection.connect(stack.db_url) as deleting, \
+            await psycopg.AsyncConnection.connect(stack.db_url, autocommit=True) as watching:
+        await deleting.execute("DELETE FROM rules WHERE id = %s", (rule_id,))  # uncommitted: holds the row
+        put = asyncio.create_task(asyncio.to_thread(
+            admin.put, f"/rules/{rule_id}", json={"source": rule.replace("level: high", "level: low")}))
+        for _ in range(100):  # the API validated the rule it read and now waits to update it
+            cur = await watching.execute("SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock'"
+                                         " AND query LIKE 'UPDATE rules SET title%'")
+            if (await cur.fetchone())[0]:
+                break
+            await asyncio.sleep(0.1)
+        await deleting.commit()
+    r = await put
+    assert r.status_code == 404 and r.json()["detail"] == f"no rule {rule_id}"
 
 
 def test_rule_change_without_an_engine_says_so(admin):
