@@ -8,6 +8,7 @@ here from the configured placeholder values.
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import Any
@@ -22,6 +23,12 @@ from sigma.types import Placeholder, SigmaExpansion, SigmaRegularExpression, Sig
 from engine.errors import RuleError
 from engine.sigma.yamldoc import Doc, Path
 from opmas.paths import SCHEMAS_DIR
+
+# Sigma 1.1: in an |expand value, a backslash-escaped percent sign (`\%plain%name%`) is a literal "%", and
+# `\\%name%` is a backslash before a placeholder. pySigma's SigmaString folds `\\` into `\` and then sees no
+# escape, so an escaped percent stands in as a private-use character while pySigma parses the value.
+_ESCAPED_PERCENT = "\uf8ff"
+_ESCAPED_PERCENT_RAW = re.compile(r"(?<!\\)((?:\\\\)*)\\%")
 
 # The Sigma modifiers appendix names ``utf16le`` (alias of ``wide``); pySigma 2.0 only knows ``wide``.
 modifier_mapping.setdefault("utf16le", SigmaWideModifier)
@@ -120,6 +127,8 @@ class _DetectionParser:
         line = self.doc.line_of(path)
         if isinstance(value, (dict, list)) and (isinstance(value, dict) or any(isinstance(v, (dict, list)) for v in value)):
             raise _Located(line, f"value of '{key}' must be a scalar or a list of scalars")
+        if key is not None and "expand" in key.split("|")[1:]:
+            value = _escape_percents(value)
         try:
             item = SigmaDetectionItem.from_mapping(key, value)
         except SigmaError as exc:
@@ -134,6 +143,7 @@ class _DetectionParser:
         return item
 
     def expand(self, value: Any) -> list[Any]:
+        _restore_percents(value.regexp if isinstance(value, SigmaRegularExpression) else value)
         if isinstance(value, (SigmaString, SigmaRegularExpression)) and value.contains_placeholder():
             def replace(placeholder: Placeholder) -> Any:
                 return iter([SigmaString(v) for v in self.placeholders[placeholder.name]])
@@ -142,6 +152,19 @@ class _DetectionParser:
         if isinstance(value, SigmaExpansion):
             value.values = [v for inner in value.values for v in self.expand(inner)]
         return [value]
+
+
+def _escape_percents(value: Any) -> Any:
+    """A raw |expand value (or list) with each escaped "%" replaced by its stand-in."""
+    if isinstance(value, list):
+        return [_escape_percents(v) for v in value]
+    return _ESCAPED_PERCENT_RAW.sub(lambda m: m[1] + _ESCAPED_PERCENT, value) if isinstance(value, str) else value
+
+
+def _restore_percents(value: Any) -> None:
+    """The stand-ins of escaped percent signs in a parsed SigmaString become "%" again."""
+    if isinstance(value, SigmaString):
+        value.s = [p.replace(_ESCAPED_PERCENT, "%") if isinstance(p, str) else p for p in value.s]
 
 
 def _message(exc: SigmaError) -> str:

@@ -269,6 +269,18 @@ def test_expand_placeholders_from_mapping_file(matcher, tmp_path) -> None:
     assert m({"user": {"name": "root"}}) and m({"user": {"name": "ADM_bob"}}) and not m({"user": {"name": "bob"}})
 
 
+def test_expand_escaped_percent_is_a_literal_percent_sign(matcher, tmp_path) -> None:
+    """Sigma spec: ``field|expand: \\%plain%name%`` handles ``%plain`` as plain value and ``%name%`` as placeholder."""
+    mapping = tmp_path / "site.yml"
+    mapping.write_text("name: site\nplaceholders:\n  name: bob\n  user: [bob]\n")
+    spec = matcher("  sel:\n    P|expand: '\\%plain%name%'\n  condition: sel\n", mappings=[mapping])
+    assert spec({"P": "%plainbob"}) and not spec({"P": "\\bob"}) and not spec({"P": "%plain%name%"})
+    path = matcher("  sel:\n    P|expand: 'C:\\Users\\\\%user%\\AppData'\n  condition: sel\n", mappings=[mapping])
+    assert path({"P": "C:\\Users\\bob\\AppData"})
+    percent = matcher("  sel:\n    P|expand|endswith: '100\\%'\n  condition: sel\n", mappings=[mapping])
+    assert percent({"P": "at 100%"}) and not percent({"P": "at 100\\%"})
+
+
 def test_list_values_in_events_match_any_element(matcher) -> None:
     m = matcher("  sel:\n    tags|contains: 'evil'\n  condition: sel\n")
     assert m({"tags": ["ok", "very EVIL"]}) and not m({"tags": ["ok"]}) and not m({"tags": []})
