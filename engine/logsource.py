@@ -386,9 +386,10 @@ def mapping_from_dict(data: Any, file: str) -> Mapping:
         first = problems[0]
         where = "/".join(str(p) for p in first.absolute_path) or "document"
         raise MappingError(file, f"{where}: {first.message}")
+    product = str(data["product"]).lower() if data.get("product") else None
     entries = tuple(
         LogsourceEntry(
-            product=(str(e["product"]).lower() if e.get("product") else (data.get("product") or None)),
+            product=str(e["product"]).lower() if e.get("product") else product,
             category=str(e["category"]).lower() if e.get("category") else None,
             service=str(e["service"]).lower() if e.get("service") else None,
             when=_when(e.get("when")),
@@ -411,7 +412,7 @@ def mapping_from_dict(data: Any, file: str) -> Mapping:
         select=SELECTORS.get(data.get("flatten", "dotted")),
         exists=tuple(recognize.get("exists") or ()),
         equals=tuple((k, disc_value(v)) for k, v in (recognize.get("equals") or {}).items()),
-        product=str(data["product"]).lower() if data.get("product") else None,
+        product=product,
         time_fields=tuple(data.get("time") or ()),
         keywords=None if keywords == "*" else tuple(keywords),
         placeholders={k: [str(v) for v in (vs if isinstance(vs, list) else [vs])]

@@ -155,6 +155,16 @@ def test_user_mapping_file_takes_precedence(tmp_path: Path) -> None:
     assert events[0].timestamp == parse_time("2024-03-01T10:00:00Z")
 
 
+def test_user_mapping_names_are_case_insensitive(tmp_path: Path) -> None:
+    mapping = tmp_path / "pa.yml"
+    mapping.write_text("name: pa\nrecognize:\n  exists: [pa.action]\nproduct: PaloAlto\nlogsources:\n"
+                       "  - category: Firewall\n    when: {pa.type: TRAFFIC}\n")
+    ruleset = load_ok(rule_text("  selection:\n    pa.action: deny\n  condition: selection\n",
+                                "{product: paloalto, category: firewall}", "pa"), mappings=[mapping])
+    assert matched_ids(ruleset, [{"pa": {"type": "TRAFFIC", "action": "deny"}},
+                                 {"pa": {"type": "THREAT", "action": "deny"}}]) == ["pa"]
+
+
 def test_builtin_mappings_are_valid_and_ordered() -> None:
     windows, generic = builtin_mappings()
     assert windows.product == "windows" and windows.discriminator_fields == ("Channel", "EventID")
