@@ -29,6 +29,10 @@ STATE_BYTES = Gauge(
     "opmas_state_bytes", "Size of a partition processor's state", ["partition"])
 ACTIVE_KEYS = Gauge(
     "opmas_state_keys", "Correlation keys held by a partition processor", ["partition"])
+CHECKPOINTS_BEHIND = Counter(
+    "opmas_checkpoints_behind",
+    "Partitions restored from a checkpoint older than their committed offset (records never applied)",
+    ["partition"])
 SINK_RETRIES = Counter(
     "opmas_sink_retries", "Sink writes retried because a server was unavailable", ["sink"])
 ARCHIVED_EVENTS = Counter(

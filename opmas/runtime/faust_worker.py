@@ -14,7 +14,9 @@ embedded pipeline runs). For each batch of records:
 4. the batch is acknowledged; Faust commits offsets after flushing the changelog.
 
 So a committed offset never runs ahead of a stored checkpoint, and a checkpoint never
-runs ahead of the sinks. A partition that moves to another worker is restored there
+runs ahead of the sinks. A batch that outlived its partitions (a rebalance waited longer than
+the rebalance timeout for it, so Kafka gave them to other workers) writes no checkpoint and is
+not acknowledged: the process exits and the new owners replay it from their checkpoints. A partition that moves to another worker is restored there
 from the changelog (or a standby copy) and continues its correlation windows; the
 events it replays produce the same finding ids, which both sinks drop.
 
@@ -29,7 +31,9 @@ import logging
 import os
 import shutil
 import tempfile
-from collections.abc import Sequence
+import time
+import zlib
+from collections.abc import Iterable, Sequence, Set
 from dataclasses import dataclass
 from typing import Any
 
@@ -56,6 +60,9 @@ log = logging.getLogger("opmas.worker")
 
 APP_ID = "opmas-workers"
 CHECKPOINTS = "checkpoints"
+# Largest checkpoint record (zlib-compressed JSON; about 10x smaller than the JSON): the workers'
+# producer request size and the changelog topic's max.message.bytes. See README (scale-out).
+CHECKPOINT_MAX_BYTES = 16 << 20
 
 
 @dataclass(frozen=True)
@@ -71,9 +78,20 @@ class WorkerSettings:
     batch_size: int = 2000
     batch_wait: float = 0.05
     session_timeout: float = 10.0  # seconds without heartbeat before a worker's partitions move
+    rebalance_timeout: float = 60.0  # seconds a rebalance waits for a worker's batch (> session_timeout)
     replication: int = 1  # replication factor of the changelog topic
     retry_max_delay: float = 10.0
     app_id: str = APP_ID
+
+
+def encode_checkpoint(checkpoint: dict[str, Any]) -> bytes:
+    """A checkpoint as a changelog record value: zlib-compressed JSON."""
+    return zlib.compress(orjson.dumps(checkpoint), 1)
+
+
+def decode_checkpoint(raw: bytes) -> dict[str, Any]:
+    """The checkpoint of a changelog record value (plain JSON: written before compression)."""
+    return orjson.loads(raw if raw[:1] == b"{" else zlib.decompress(raw))
 
 
 class CheckpointTable(faust.Table):
@@ -82,6 +100,35 @@ class CheckpointTable(faust.Table):
 
     def partition_for_key(self, key: Any) -> int:
         return int(key)
+
+
+class WorkerApp(faust.App):
+    """A Faust app that knows since when the running rebalance waits for it."""
+
+    rebalance_started: float | None = None  # monotonic seconds; None: no rebalance running
+
+    def on_rebalance_start(self) -> None:
+        super().on_rebalance_start()
+        if self.rebalance_started is None:
+            self.rebalance_started = time.monotonic()
+
+    def on_rebalance_end(self) -> None:
+        super().on_rebalance_end()
+        self.rebalance_started = None
+
+
+class StaleBatch(RuntimeError):
+    """A batch finished after its partitions may have moved to another worker."""
+
+
+def fenced(partitions: Iterable[int], assigned: Set[int], rebalance_age: float | None,
+           limit: float) -> list[int]:
+    """The partitions whose checkpoint this worker must not write: those no longer assigned to it,
+    and all of them once a rebalance has waited ``limit`` seconds for it (Kafka then gives them to
+    the other workers, whose newer checkpoints an old one must not follow)."""
+    if rebalance_age is not None and rebalance_age >= limit:
+        return sorted(partitions)
+    return sorted(p for p in partitions if p not in assigned)
 
 
 @dataclass(slots=True)
@@ -111,6 +158,7 @@ class WorkerRuntime:
         # A record holds the events of one NATS message (often many): batches and the fetch
         # buffer count records, so bound them well below ``batch_size`` to bound memory.
         self.records_per_batch = max(50, settings.batch_size // 10)
+        self.heartbeat_interval = max(0.5, settings.session_timeout / 6)
         self.datadir = tempfile.mkdtemp(prefix="opmas-worker-")  # Faust wants one; tables stay in memory
         atexit.register(shutil.rmtree, self.datadir, True)
         self.app = self._build_app()
@@ -119,21 +167,24 @@ class WorkerRuntime:
 
     def _build_app(self) -> faust.App:
         s = self.settings
-        app = faust.App(
+        app = WorkerApp(
             s.app_id, broker=f"kafka://{s.kafka_url.removeprefix('kafka://')}", store="memory://",
             datadir=self.datadir, web_enabled=False, autodiscover=False,
             topic_partitions=s.partitions, topic_replication_factor=s.replication,
             processing_guarantee="at_least_once", consumer_auto_offset_reset="earliest",
-            broker_session_timeout=s.session_timeout, broker_rebalance_timeout=s.session_timeout,
-            broker_heartbeat_interval=max(0.5, s.session_timeout / 6), table_standby_replicas=1,
+            broker_session_timeout=s.session_timeout,
+            broker_rebalance_timeout=s.rebalance_timeout,
+            broker_heartbeat_interval=self.heartbeat_interval, table_standby_replicas=1,
             stream_buffer_maxsize=2 * self.records_per_batch,
             consumer_max_fetch_size=16 << 20,  # per partition per fetch: records carry many events
             broker_commit_interval=1.0,  # less to replay after a crash
+            producer_max_request_size=CHECKPOINT_MAX_BYTES,
         )
         events = app.topic(s.topic, partitions=s.partitions, key_type=bytes, value_type=bytes,
                            key_serializer="raw", value_serializer="raw")
         self.table = app.tables.add(CheckpointTable(
             app, name=CHECKPOINTS, partitions=s.partitions, key_type=int, value_type=bytes,
+            extra_topic_configs={"max.message.bytes": str(CHECKPOINT_MAX_BYTES)},
             beacon=app.tables.beacon))  # int keys as JSON, bytes values raw
 
         @app.agent(events, name="opmas-processors")
@@ -220,7 +271,7 @@ class WorkerRuntime:
         s = self.settings
         grouped: dict[int, list[Event]] = {}
         last: dict[int, tuple[int, int]] = {}
-        offsets: dict[int, int] = {}  # Kafka offset of each partition's last record in this batch
+        offsets: dict[int, int] = {}  # Kafka offset of each partition's last record handled in this batch
         states: dict[int, PartitionState] = {}  # held here: a rebalance may drop them from self.states
         dead: list[DeadLetter] = []
         for item in batch:
@@ -232,9 +283,11 @@ class WorkerRuntime:
             if state.restored:
                 state.restored = False
                 if state.offset >= 0 and message.offset > state.offset + 1:
+                    metrics.CHECKPOINTS_BEHIND.labels(str(p)).inc()
                     log.error("checkpoint is behind the committed offset: records between were never"
                               " applied to this partition's state", extra={
                                   "partition": p, "checkpoint_offset": state.offset, "offset": message.offset})
+            offsets[p] = message.offset  # every record handled moves the checkpoint: events, copies, dead letters
             try:
                 records = decode(item.value)
             except ValueError as exc:
@@ -247,7 +300,6 @@ class WorkerRuntime:
                     continue  # already in this partition's checkpoint
                 events.append(record.event)
                 last[p] = record.source
-                offsets[p] = message.offset
         async with self._lock:
             findings, referenced = await asyncio.to_thread(self._evaluate, states, grouped)
         if findings:
@@ -258,14 +310,29 @@ class WorkerRuntime:
         if dead:
             await retry(lambda: publish_dead_letters(self.js, dead), "nats-deadletter", NATS_ERRORS,
                         s.retry_max_delay, self.abort)
-        snapshots = await asyncio.to_thread(self._snapshots, states, last, offsets)
+        advanced = {p: offset for p, offset in offsets.items() if offset > states[p].offset}
+        self._fence(advanced)
+        sources = {p: last.get(p, states[p].source) for p in advanced}
+        snapshots = await asyncio.to_thread(self._snapshots, states, sources, advanced)
         for p, value in snapshots.items():
             self.table[p] = value
-            states[p].source, states[p].offset = last[p], offsets[p]
+            states[p].source, states[p].offset = sources[p], advanced[p]
         # One checkpoint record per changelog partition per produce request: Tansu reports a
         # partition's end offset as the last batch's base offset + 1, which is only right for
         # single-record batches, and Faust's table recovery reads up to that end offset.
         await self.app.producer.flush()
+
+    def _fence(self, partitions: Iterable[int]) -> None:
+        """Raise StaleBatch (the process exits without acknowledging) if a partition of the batch
+        may belong to another worker by now. The coordinator started its rebalance timer up to a
+        heartbeat before this worker heard of it."""
+        started = self.app.rebalance_started
+        assigned = {tp.partition for tp in self.app.consumer.assignment() if tp.topic == self.settings.topic}
+        stale = fenced(partitions, assigned, None if started is None else time.monotonic() - started,
+                       self.settings.rebalance_timeout - self.heartbeat_interval)
+        if stale:
+            raise StaleBatch(f"partitions {stale} may have moved to another worker during the batch:"
+                             " their checkpoints are not written")
 
     def _restore(self, p: int) -> PartitionState:
         """The partition's processor from its checkpoint in the table (empty if none or if it
@@ -273,7 +340,7 @@ class WorkerRuntime:
         raw = self.table.get(p)
         state, source, offset = None, (-1, -1), -1
         if raw is not None:
-            checkpoint = orjson.loads(raw)
+            checkpoint = decode_checkpoint(raw)
             if checkpoint["layout"] == self.layout:
                 state, source, offset = checkpoint["state"], tuple(checkpoint["source"]), checkpoint["offset"]
             else:
@@ -306,8 +373,8 @@ class WorkerRuntime:
                 metrics.FINDINGS.labels(finding.severity, finding.rule_id).inc()
         return findings, referenced
 
-    def _snapshots(self, states: dict[int, PartitionState], last: dict[int, tuple[int, int]],
+    def _snapshots(self, states: dict[int, PartitionState], sources: dict[int, tuple[int, int]],
                    offsets: dict[int, int]) -> dict[int, bytes]:
-        return {p: orjson.dumps({"layout": self.layout, "source": list(source), "offset": offsets[p],
-                                 "state": states[p].processor.snapshot()})
-                for p, source in last.items()}
+        return {p: encode_checkpoint({"layout": self.layout, "source": list(source), "offset": offsets[p],
+                                      "state": states[p].processor.snapshot()})
+                for p, source in sources.items()}

@@ -190,3 +190,35 @@ def test_killed_worker_loses_and_doubles_nothing(spawn, nats_server, postgres):
     assert len(ids) == len(set(ids))
     assert set(ids) == expected
     assert asyncio.run(findings_on_nats(nats_server.url)) == len(expected)
+
+
+def metric_total(port: int, name: str) -> float:
+    """Sum of a metric's labelled series on a worker's /metrics (0 while it is not serving yet)."""
+    try:
+        text = httpx.get(f"http://127.0.0.1:{port}/metrics").text
+    except httpx.ConnectError:
+        return 0.0
+    return sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines() if line.startswith(name + "{"))
+
+
+def test_records_without_new_events_move_the_checkpoint(spawn, nats_server, tansu):
+    """A batch of only dead letters is committed: its partition's checkpoint moves with it, so the
+    next owner finds the checkpoint at the committed offset, not behind it."""
+    first, later = event_log(400, seed=5, attackers=0), event_log(400, seed=6, attackers=0)
+    bridge = spawn("bridge")
+    p1, p2 = free_port(), free_port()
+    w1 = spawn("worker", "--metrics-port", str(p1), name="w1")
+    asyncio.run(publish(nats_server.url, first))
+    wait_until(lambda: metric_total(p1, "opmas_events_processed_total") == 400, 90, "the first events",
+               (bridge, w1))
+    asyncio.run(produce(tansu.url, b"not an OPMAS record"))  # partition 0's next batch: a dead letter only
+    wait_until(lambda: asyncio.run(dead_letters(nats_server.url)), 30, "the dead letter", (bridge, w1))
+    w1.stop()  # commits past the dead letter
+    assert w1.process.returncode == 0 and "batch failed" not in w1.log.read_text()
+    w2 = spawn("worker", "--metrics-port", str(p2), name="w2")
+    asyncio.run(publish(nats_server.url, later))
+    wait_until(lambda: metric_total(p2, "opmas_events_processed_total") == 400, 90, "the later events",
+               (bridge, w2))
+    assert assigned(w2) == set(range(PARTITIONS))
+    assert "checkpoint is behind" not in w2.log.read_text()
+    assert metric_total(p2, "opmas_checkpoints_behind_total") == 0
