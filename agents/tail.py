@@ -4,6 +4,11 @@ JSON lines are published as they are; syslog / auth.log lines are parsed to the 
 conventions (``agents.parse``); a line neither reads is published with its text in
 ``message``, never dropped. Every event carries ``log.file.path``.
 
+Management may push other ``tail.paths``, but only files under the directories the agent was
+given when it started (``allow_dirs``, by default those of the files it was given) are followed: a
+pushed configuration naming another path is refused and reported in the heartbeat (as an invalid
+one is), so that control of the API does not mean reading any file of the host.
+
 Where a line was read up to is saved (``positions_file``) once its event is in JetStream, so a
 restarted agent resumes there, even into a file rotated meanwhile. An event's id derives from
 the file, offset and text, so lines read twice after a crash are the same events again.
@@ -30,12 +35,15 @@ TAIL_DEFAULTS = {"format": "auto", "poll_interval": 0.25, "from_beginning": Fals
 
 class TailAgent(SecurityAgent):
     """Tails the files of its configuration's ``tail.paths``; the paths and options it was given
-    apply where management's configuration says nothing."""
+    apply where management's configuration says nothing. Paths outside ``allow_dirs`` (default: the
+    directories of ``paths``) are refused."""
 
     def __init__(self, settings: AgentSettings, paths: list[Path] | None = None,
-                 positions_file: Path | None = None, **options: Any):
+                 positions_file: Path | None = None, allow_dirs: list[Path] | None = None, **options: Any):
         super().__init__(settings)
         self._local = {**TAIL_DEFAULTS, **options, "paths": [str(p) for p in paths or []]}
+        self.allow_dirs = [Path(d).resolve() for d in
+                           (allow_dirs if allow_dirs is not None else {Path(p).parent for p in paths or []})]
         self._followers: dict[str, asyncio.Task] = {}
         self.positions_file = positions_file or (
             settings.credentials_file.with_name(settings.credentials_file.stem + ".positions.json")
@@ -50,6 +58,25 @@ class TailAgent(SecurityAgent):
 
     async def on_start(self) -> None:
         self._sync_followers()
+
+    async def _apply_config(self, config: Any, version: Any) -> None:
+        """Refuse (and report, as the SDK does an invalid one) a configuration naming paths outside
+        the allowed directories."""
+        if outside := self._outside(config):
+            self.config_problems = [f"tail/paths: {path} is outside the allowed directories "
+                                    f"{[str(d) for d in self.allow_dirs]}" for path in outside]
+            log.error("configuration refused", extra={"agent_id": self.agent_id, "errors": self.config_problems})
+            return
+        await super()._apply_config(config, version)
+
+    def _outside(self, config: Any) -> list[str]:
+        """The ``tail.paths`` of ``config`` under none of the allowed directories (symlinks resolved)."""
+        tail = config.get("tail") if isinstance(config, dict) else None
+        paths = tail.get("paths") if isinstance(tail, dict) else None
+        if not isinstance(paths, list):
+            return []  # none given, or invalid: the schema check reports it
+        return [p for p in paths if isinstance(p, str)
+                and not any(Path(p).resolve().is_relative_to(d) for d in self.allow_dirs)]
 
     async def on_config(self, config: dict[str, Any]) -> None:
         self._sync_followers()

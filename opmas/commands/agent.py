@@ -21,6 +21,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     tail.add_argument("files", nargs="+", type=Path, metavar="FILE")
     tail.add_argument("--format", choices=["auto", "json", "syslog"], default="auto")
     tail.add_argument("--from-beginning", action="store_true", help="read the files from their start")
+    tail.add_argument("--allow-dir", action="append", type=Path, metavar="DIR",
+                      help="repeatable: management may point tail.paths only at files under these "
+                           "(default: the directories of FILE...)")
     _common(tail, "tail")
     tail.set_defaults(func=tail_command)
     syslog = sub.add_parser("syslog", help="receive syslog (RFC 3164/5424) over UDP and TCP")
@@ -64,7 +67,7 @@ def _run(agent: SecurityAgent, level: str) -> int:
 
 
 def tail_command(args: argparse.Namespace) -> int:
-    agent = TailAgent(_settings(args, "tail"), [p.resolve() for p in args.files],
+    agent = TailAgent(_settings(args, "tail"), [p.resolve() for p in args.files], allow_dirs=args.allow_dir,
                       format=args.format, from_beginning=args.from_beginning)
     return _run(agent, args.log_level)
 

@@ -125,3 +125,33 @@ async def test_an_invalid_pushed_config_is_refused_and_reported(stack, admin, en
                        what="errors reported in the heartbeat")
     finally:
         await agent.stop()
+
+
+async def test_pushed_paths_outside_the_allowed_directories_are_refused(stack, admin, enroll_token, tmp_path):
+    logs = tmp_path / "logs"
+    logs.mkdir()
+    given, other, secret = logs / "app.log", logs / "other.log", tmp_path / "secret.txt"
+    given.write_text("")
+    secret.write_text("not for the agent\n")
+    (logs / "link.log").symlink_to(secret)
+    agent = TailAgent(settings(stack, tmp_path, agent_id="life-3", enroll_token=enroll_token,
+                               config={"flush_interval": 0.05}), [given])
+    await agent.start()
+    try:
+        async with EventTap(stack.nats_url) as tap:
+            for outside in (str(secret), f"{logs}/../secret.txt", str(logs / "link.log")):
+                await asyncio.to_thread(admin.put, "/agents/life-3",
+                                        json={"config": {"tail": {"paths": [outside], "from_beginning": True}}})
+                await wait_for(lambda: any(outside in p for p in agent.config_problems), what=f"{outside} refused")
+            assert "outside the allowed directories" in agent.config_problems[0]
+            assert agent.config_version == 0 and list(agent._followers) == [str(given)]
+            await wait_for(lambda: admin.get("/agents/life-3").json()["info"].get("config_errors"),
+                           what="refusal reported in the heartbeat")
+            other.write_text("Nov 25 05:00:00 web-1 app: under the allowed directory\n")
+            await asyncio.to_thread(admin.put, "/agents/life-3",
+                                    json={"config": {"tail": {"paths": [str(other)], "from_beginning": True}}})
+            (event,) = await tap.take(1)
+        assert event["data"]["log"]["file"]["path"] == str(other) and agent.config_version == 4
+        assert agent.config_problems == []
+    finally:
+        await agent.stop()
