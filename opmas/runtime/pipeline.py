@@ -288,26 +288,35 @@ class Pipeline:
             return
         async for _changes in awatch(*paths, stop_event=stop, debounce=500):
             log.info("rule files changed, reloading")
-            await self.reload_rules()
+            try:
+                await self.reload_rules()
+            except Exception:  # e.g. a rule path gone, PostgreSQL away: the next change tries again
+                log.exception("rule reload failed, the running rule set stays")
 
     async def _gauges(self, stop: asyncio.Event) -> None:
         late_seen: dict[int, int] = {}
         while not stop.is_set():
             try:
-                metrics.CONSUMER_LAG.set(await self.source.pending())
-            except NATS_ERRORS:
-                pass
-            async with self._lock:
-                stats = await self.pool.stats()
-            for p, values in stats.items():
-                label = str(p)
-                metrics.STATE_BYTES.labels(label).set(values["state_bytes"])
-                metrics.ACTIVE_KEYS.labels(label).set(values["active_keys"])
-                late = values["late_events"] - late_seen.get(p, 0)
-                if late > 0:
-                    metrics.LATE_EVENTS.labels(label).inc(late)
-                late_seen[p] = values["late_events"]
+                await self._update_gauges(late_seen)
+            except Exception:  # gauges are best effort: the next round tries again
+                log.exception("updating the gauges failed")
             await asyncio.sleep(5)
+
+    async def _update_gauges(self, late_seen: dict[int, int]) -> None:
+        try:
+            metrics.CONSUMER_LAG.set(await self.source.pending())
+        except NATS_ERRORS:
+            pass
+        async with self._lock:
+            stats = await self.pool.stats()
+        for p, values in stats.items():
+            label = str(p)
+            metrics.STATE_BYTES.labels(label).set(values["state_bytes"])
+            metrics.ACTIVE_KEYS.labels(label).set(values["active_keys"])
+            late = values["late_events"] - late_seen.get(p, 0)
+            if late > 0:
+                metrics.LATE_EVENTS.labels(label).inc(late)
+            late_seen[p] = values["late_events"]
 
 
 def _rejected_letter(rejected: Rejected) -> DeadLetter:

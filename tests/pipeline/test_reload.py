@@ -2,7 +2,9 @@
 errors) and the running set stays; file changes reload too."""
 from __future__ import annotations
 
+import asyncio
 import itertools
+import logging
 
 import nats
 import orjson
@@ -78,3 +80,18 @@ async def test_good_rules_swap_in_bad_rules_are_refused(config, archive, rules_d
         await wait_until(reloaded_by_watcher, 30, "the file watcher to load canary2.yml")
         assert pipeline.rule_count == before + 2
     await nc.close()
+
+
+async def test_watching_goes_on_after_a_failed_reload(config, archive, rules_dir, tmp_path, caplog):
+    caplog.set_level(logging.INFO, "opmas.pipeline")
+    extra = tmp_path / "extra.yml"
+    extra.write_text(RULE.format(n=3))
+    config = config.with_overrides(watch_rules=True, rules=(rules_dir, extra))
+    async with running(config, archive) as pipeline:
+        before = pipeline.rule_count
+        extra.unlink()  # a configured rule path gone: the reload fails
+        await wait_until(lambda: "rule files changed" in caplog.text, 20, "the reload attempt")
+        await asyncio.sleep(0.5)  # it fails (FileNotFoundError)
+        extra.write_text(RULE.format(n=3))
+        (rules_dir / "canary4.yml").write_text(RULE.format(n=4))
+        await wait_until(lambda: pipeline.rule_count == before + 1, 20, "the reload of a later edit")
