@@ -40,12 +40,14 @@ async def ensure_streams(js: JetStreamContext, max_age: float = 7 * 24 * 3600.0,
     ``update`` (the engine) bring existing ones to these limits.
 
     Events use limits retention (not work-queue): the engine resumes from its own
-    checkpointed sequence, which may be behind its last acknowledgement.
+    checkpointed sequence, which may be behind its last acknowledgement. A full events
+    stream refuses new events (publishers get an error and retry) rather than dropping
+    the oldest, which may not be processed yet.
     """
     for config in (
         StreamConfig(name=EVENTS_STREAM, subjects=[EVENTS_PREFIX + ">"], retention=RetentionPolicy.LIMITS,
                      storage=StorageType.FILE, max_age=max_age, max_bytes=max_bytes,
-                     discard=DiscardPolicy.OLD),
+                     discard=DiscardPolicy.NEW),
         StreamConfig(name=FINDINGS_STREAM, subjects=[FINDINGS_PREFIX + ">"], storage=StorageType.FILE,
                      max_age=max_age, duplicate_window=600.0),
         StreamConfig(name=DEADLETTER_STREAM, subjects=[DEADLETTER_SUBJECT], storage=StorageType.FILE,

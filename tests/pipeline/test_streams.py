@@ -1,0 +1,17 @@
+"""The streams the engine creates, and brings existing ones to."""
+from __future__ import annotations
+
+import nats
+from nats.js.api import DiscardPolicy, StreamConfig
+
+from connectors.nats.subjects import EVENTS_PREFIX, EVENTS_STREAM, ensure_streams
+
+
+async def test_a_full_events_stream_refuses_new_events_instead_of_dropping_old_ones(nats_server):
+    nc = await nats.connect(nats_server.url)
+    js = nc.jetstream()
+    await js.add_stream(StreamConfig(name=EVENTS_STREAM, subjects=[EVENTS_PREFIX + ">"],
+                                     discard=DiscardPolicy.OLD))  # as an older release made it
+    await ensure_streams(js)
+    assert (await js.stream_info(EVENTS_STREAM)).config.discard == DiscardPolicy.NEW
+    await nc.close()
