@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import re
 from dataclasses import dataclass, field
+from datetime import date, time
 from functools import lru_cache
 from typing import Any
 
@@ -17,10 +18,13 @@ import jsonschema
 from sigma.conditions import SigmaCondition
 from sigma.exceptions import SigmaError
 from sigma.modifiers import SigmaWideModifier, modifier_mapping
+from sigma.policy import SigmaPolicy
+from sigma.policy.regex_engine import RE2RegexEngine
 from sigma.rule.detection import SigmaDetection, SigmaDetectionItem, SigmaDetections
 from sigma.types import Placeholder, SigmaExpansion, SigmaRegularExpression, SigmaString
 
 from engine.errors import RuleError
+from engine.sigma.regex import re2_compile
 from engine.sigma.yamldoc import Doc, Path
 from opmas.paths import SCHEMAS_DIR
 
@@ -32,6 +36,20 @@ _ESCAPED_PERCENT_RAW = re.compile(r"(?<!\\)((?:\\\\)*)\\%")
 
 # The Sigma modifiers appendix names ``utf16le`` (alias of ``wide``); pySigma 2.0 only knows ``wide``.
 modifier_mapping.setdefault("utf16le", SigmaWideModifier)
+_MODIFIER_NAMES: dict[str, str] = {}
+for _name, _cls in modifier_mapping.items():
+    _MODIFIER_NAMES.setdefault(_cls.__name__, _name)
+_INCOMPATIBLE = re.compile(r"Modifier (\w+) incompatible to value type of '(.*)'", re.DOTALL)
+
+
+class _QuietRE2(RE2RegexEngine):
+    """pySigma's RE2 validation of |re values, without RE2 printing parse errors to stderr."""
+
+    def compile(self, pattern: str, flags: int = 0) -> Any:
+        return re2_compile(pattern, flags)
+
+
+_POLICY = SigmaPolicy(regex_engine=_QuietRE2())
 
 
 @dataclass(slots=True)
@@ -110,11 +128,11 @@ class _DetectionParser:
         """SigmaDetection.from_definition, item by item, errors located."""
         if isinstance(definition, dict):
             if not definition:
-                raise _Located(self.doc.line_of(path), f"detection '{path[1]}' is empty")
+                raise _Located(self.doc.line_of(path), "search identifier is empty")
             items: list[Any] = [self.item(key, value, (*path, key)) for key, value in definition.items()]
         elif isinstance(definition, list):
             if not definition:
-                raise _Located(self.doc.line_of(path), f"detection '{path[1]}' is empty")
+                raise _Located(self.doc.line_of(path), "search identifier is empty")
             if all(not isinstance(v, (dict, list)) for v in definition):
                 items = [self.item(None, definition, path)]
             else:
@@ -123,14 +141,22 @@ class _DetectionParser:
             items = [self.item(None, definition, path)]
         return SigmaDetection(detection_items=items)
 
-    def item(self, key: str | None, value: Any, path: Path) -> SigmaDetectionItem:
+    def item(self, key: Any, value: Any, path: Path) -> SigmaDetectionItem:
         line = self.doc.line_of(path)
+        if key is not None and not isinstance(key, str):  # the document knows keys by their YAML text
+            raise _Located(self.doc.line_of((*path[:-1], str(key))), f"field name {key!r} must be text (quote it)")
         if isinstance(value, (dict, list)) and (isinstance(value, dict) or any(isinstance(v, (dict, list)) for v in value)):
             raise _Located(line, f"value of '{key}' must be a scalar or a list of scalars")
+        for index, scalar in enumerate(value if isinstance(value, list) else [value]):
+            where = self.doc.line_of((*path, index)) if isinstance(value, list) else line
+            if isinstance(scalar, (date, time)):
+                raise _Located(where, f"value {scalar} of '{key}' is a YAML date or time: quote it to match it as text")
+            if key is None and (scalar is None or isinstance(scalar, bool)):
+                raise _Located(where, f"keyword {json.dumps(scalar)} is not supported: keywords are text or numbers")
         if key is not None and "expand" in key.split("|")[1:]:
             value = _escape_percents(value)
         try:
-            item = SigmaDetectionItem.from_mapping(key, value)
+            item = SigmaDetectionItem.from_mapping(key, value, policy=_POLICY)
         except SigmaError as exc:
             raise _Located(line, _message(exc)) from None
         except Exception as exc:  # pySigma raises plain errors for some malformed values
@@ -168,8 +194,12 @@ def _restore_percents(value: Any) -> None:
 
 
 def _message(exc: SigmaError) -> str:
-    text = exc.args[0] if exc.args else str(exc)
-    return str(text)
+    """pySigma's message, with modifier class names replaced by the modifier names rules use."""
+    text = str(exc.args[0] if exc.args else exc)
+    found = _INCOMPATIBLE.fullmatch(text)
+    if found and found[1] in _MODIFIER_NAMES:
+        return f"modifier '{_MODIFIER_NAMES[found[1]]}' cannot be applied to the value '{found[2]}' (wrong value type)"
+    return text
 
 
 # Keys of a detection section that are not search identifiers: the condition, Sigma 1's

@@ -61,6 +61,18 @@ def backtracks_badly(source: str, flags: int = 0) -> bool:
     return _nested(_p.parse(source, flags).data)
 
 
+def re2_compile(source: str, flags: int = 0) -> Any:
+    """``source`` compiled by RE2 with ``re`` flags as inline flags; an error raises re2.error with a text
+    message, without RE2 logging it to stderr."""
+    inline = "".join(letter for flag, letter in _INLINE if flags & flag)
+    options = re2.Options()
+    options.log_errors = False
+    try:
+        return re2.compile(f"(?{inline}){source}" if inline else source, options)
+    except re2.error as exc:  # RE2 gives bytes, shown as b'...'
+        raise re2.error(*(a.decode(errors="replace") if isinstance(a, bytes) else a for a in exc.args)) from None
+
+
 def compile_search(source: str, flags: int = 0) -> Callable[[str], Any]:
     """The ``search`` of ``source``: ``re``, or RE2 (with inline flags) if it backtracks badly.
 
@@ -71,12 +83,8 @@ def compile_search(source: str, flags: int = 0) -> Callable[[str], Any]:
         raise ValueError(f"regular expression '{source}' is not supported by Python's re: {exc}") from None
     if not backtracks_badly(source, flags):
         return compiled.search
-    inline = "".join(letter for flag, letter in _INLINE if flags & flag)
-    options = re2.Options()
-    options.log_errors = False
     try:
-        return re2.compile(f"(?{inline}){source}" if inline else source, options).search
+        return re2_compile(source, flags).search
     except re2.error as exc:
-        reason = exc.args[0].decode() if exc.args and isinstance(exc.args[0], bytes) else exc
         raise ValueError(f"regular expression '{source}' nests repeats (exponential backtracking) "
-                         f"and RE2 cannot run it: {reason}") from None
+                         f"and RE2 cannot run it: {exc}") from None

@@ -39,6 +39,38 @@ def test_detection_errors_point_at_the_item_or_condition(detection: str, line: i
     assert str(error).startswith(f"rules/test.yml:{line}: [r-1] error: ")
 
 
+@pytest.mark.parametrize("detection,line,fragment", [
+    ("  sel:\n    Image: x\n    Count|contains: 5\n  condition: sel\n", 9,
+     "detection 'sel': modifier 'contains' cannot be applied to the value '5'"),
+    ("  sel:\n    Image: x\n    Count|exists: yes please\n  condition: sel\n", 9,
+     "modifier 'exists' cannot be applied to the value 'yes please'"),
+    ("  sel:\n    Image: x\n    Count|gt: abc\n  condition: sel\n", 9, "modifier 'gt' cannot be applied to the value 'abc'"),
+    ("  sel:\n    Image: x\n    Ip|cidr|contains: 10.0.0.0/8\n  condition: sel\n", 9,
+     "modifier 'contains' cannot be applied to the value '10.0.0.0/8'"),
+    ("  sel:\n    Image: x\n    A|fieldref: 5\n  condition: sel\n", 9, "modifier 'fieldref' cannot be applied to the value '5'"),
+    ("  kw:\n    - evil\n    - null\n  condition: kw\n", 9, "detection 'kw': keyword null is not supported"),
+    ("  kw:\n    - true\n  condition: kw\n", 8, "detection 'kw': keyword true is not supported"),
+    ("  sel:\n    Image: x\n    5: foo\n  condition: sel\n", 9, "detection 'sel': field name 5 must be text"),
+    ("  sel:\n    Image: x\n    Date: 2024-01-01\n  condition: sel\n", 9,
+     "value 2024-01-01 of 'Date' is a YAML date or time: quote it"),
+    ("  sel: []\n  condition: sel\n", 7, "detection 'sel': search identifier is empty"),
+])
+def test_value_type_errors_are_located_and_in_plain_words(detection: str, line: int, fragment: str) -> None:
+    errors = _errors(_rule(detection))
+    assert [(e.file, e.line, e.rule_id, e.severity) for e in errors] == [("rules/test.yml", line, "r-1", "error")], errors
+    assert fragment in errors[0].message
+    assert "Sigma" not in errors[0].message and "<class" not in errors[0].message
+    assert errors[0].message.count("detection") == 1
+
+
+def test_validate_prints_no_re2_log_lines(tmp_path: Path, capfd: pytest.CaptureFixture[str]) -> None:
+    (tmp_path / "r.yml").write_text(_rule("  sel:\n    Image|re: '(unclosed'\n  condition: sel\n"))
+    assert main(["rules", "validate", str(tmp_path)]) == 1
+    out, err = capfd.readouterr()
+    assert "Regular expression '(unclosed' is invalid: missing ): (unclosed" in out and "b'" not in out
+    assert "re2" not in err.lower()
+
+
 @pytest.mark.parametrize("text,line,fragment", [
     ("id: r-1\nlogsource: {product: windows}\ndetection:\n  sel: {a: b}\n  condition: sel\n", 1, "'title' is a required property"),
     ("title: T\nid: r-1\nlevel: urgent\nlogsource: {product: windows}\ndetection:\n  sel: {a: b}\n  condition: sel\n", 3, "level"),
