@@ -7,6 +7,12 @@ after Kafka acknowledged every record of it (``acks=all``) and the dead letters 
 stored. A bridge killed between the two re-sends the batch on restart; the records
 carry their JetStream position, so consumers drop the copies.
 
+Within a partition records must reach the log in order (a consumer drops any event at or
+below the last one it saw). Each partition's records go as record batches, one in flight
+at a time, the next only after Kafka acknowledged the previous: a failed batch is re-sent
+before anything after it, never behind it. (Kafka's idempotent producer would keep the
+order too, but Tansu, the test broker, does not support it.)
+
 One bridge runs per events stream (its durable consumer acknowledges cumulatively).
 """
 from __future__ import annotations
@@ -44,6 +50,31 @@ class BridgeStats:
     events: int = 0
     dead_letters: int = 0
     acked_seq: int = 0
+
+
+async def produce_in_order(producer: AIOKafkaProducer, topic: str, records: dict[int, list[tuple[bytes, bytes]]],
+                           sent: dict[int, int]) -> None:
+    """Send each partition p's ``records[p]`` (key, value) from ``sent[p]`` on, in order, one record
+    batch in flight per partition; ``sent[p]`` counts the acknowledged ones, so a retry resumes at
+    the first record not acknowledged and nothing lands behind a record sent after it."""
+
+    async def partition(p: int, items: list[tuple[bytes, bytes]]) -> None:
+        while sent[p] < len(items):
+            batch = producer.create_batch()
+            count = 0
+            for key, value in items[sent[p]:]:  # the first record always fits
+                if batch.append(key=key, value=value, timestamp=None) is None:
+                    break
+                count += 1
+            batch.close()
+            await (await producer.send_batch(batch, topic, partition=p))
+            sent[p] += count
+
+    results = await asyncio.gather(*(partition(p, items) for p, items in records.items()),
+                                   return_exceptions=True)  # every partition done before a retry
+    for result in results:
+        if isinstance(result, BaseException):
+            raise result
 
 
 class Bridge:
@@ -99,14 +130,13 @@ class Bridge:
             key = self.key_of(event, subjects[seq])
             group = grouped.setdefault((seq, _partition(key, self.partitions)), (key, []))
             group[1].append(EventRecord(event, seq, idx, at))
-        records = [(key.encode(), p, value) for (_, p), (key, events) in grouped.items() for value in encode(events)]
-
-        async def produce() -> None:
-            futures = [await producer.send(self.topic, value, key=key, partition=p) for key, p, value in records]
-            await asyncio.gather(*futures)
-
+        records: dict[int, list[tuple[bytes, bytes]]] = {}
+        for (_, p), (key, events) in grouped.items():
+            records.setdefault(p, []).extend((key.encode(), value) for value in encode(events))
+        sent = dict.fromkeys(records, 0)
         if records:
-            await retry(produce, "kafka", KAFKA_ERRORS, self.retry_max_delay, self.abort)
+            await retry(lambda: produce_in_order(producer, self.topic, records, sent), "kafka", KAFKA_ERRORS,
+                        self.retry_max_delay, self.abort)
         if decoded.dead:
             await retry(lambda: publish_dead_letters(self.js, decoded.dead), "nats-deadletter",
                         NATS_ERRORS, self.retry_max_delay, self.abort)
