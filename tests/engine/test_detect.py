@@ -144,6 +144,38 @@ def test_prefilter_keeps_case_insensitive_regexes_whose_case_folding_str_lower_d
     assert everything and [r.id for r in index.matches(view)] == everything
 
 
+def test_detect_command_errors(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    rules, broken = tmp_path / "whoami.yml", tmp_path / "broken.yml"
+    rules.write_text(WHOAMI_RULE)
+    broken.write_text("title: broken\nid: b\nlogsource: {}\ndetection:\n  s: {a|x: 1}\n  condition: s\n")
+    events = tmp_path / "events.jsonl"
+    events.write_bytes(b'{"a": 1}\nnot json\n{"b": 2}\n')
+
+    assert main(["detect", str(broken), "--events", str(events)]) == 1
+    assert capsys.readouterr().err.splitlines()[-1] == "error: no rule loaded"
+    assert main(["detect", str(tmp_path / "nope.yml"), "--events", str(events)]) == 2
+    assert f"error: no such rule file or directory: {tmp_path / 'nope.yml'}" in capsys.readouterr().err
+    assert main(["detect", str(rules), "--events", str(tmp_path / "missing.jsonl")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and "missing.jsonl" in err
+    assert main(["detect", str(rules), "--events", str(events), "--output", str(tmp_path / "f.jsonl")]) == 0
+    err = capsys.readouterr().err
+    assert f"{events}:2: skipped record: " in err and "2 events, 0 findings, 1 bad records, 1 rules" in err
+
+
+def test_rules_test_command_counts_rule_errors(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    (tmp_path / "ok.yml").write_text(rule_text("  s:\n    a: b\n  condition: s\n", rule_id="ok",
+                                               extra="tests:\n  match: [{a: b}]\n  no_match: [{a: c}]\n"))
+    (tmp_path / "bad.yml").write_text(rule_text("  s:\n    a|x: b\n  condition: s\n", rule_id="bad"))
+    (tmp_path / "worse.yml").write_text(rule_text("  s: []\n  condition: s\n", rule_id="worse"))
+    assert main(["rules", "test", str(tmp_path)]) == 1
+    out = capsys.readouterr().out
+    assert "[bad] error: detection 's': Unknown modifier 'x'" in out and "[worse] error: " in out
+    assert out.splitlines()[-1] == "2 cases, 2 passed, 0 failed, 2 rule errors"
+    assert main(["rules", "test", str(tmp_path / "ok.yml")]) == 0
+    assert capsys.readouterr().out.splitlines()[-1] == "2 cases, 2 passed, 0 failed, 0 rule errors"
+
+
 def test_rule_tests_runner_reports_each_failing_case(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     ok = rule_text("  s:\n    process.name: sshd\n  condition: s\n", "{product: linux, service: auth}", "ok", extra=(
         "tests:\n  match:\n    - {event: {dataset: linux.auth}, process: {name: sshd}}\n"
