@@ -10,6 +10,7 @@ import sys
 import time
 from pathlib import Path
 
+import httpx
 import psycopg
 import pytest
 
@@ -34,6 +35,35 @@ def wait_for_line(log: Path, pattern: str, proc: subprocess.Popen, after: int = 
     raise AssertionError(f"no {pattern!r} in the log:\n{log.read_text()[-3000:]}")
 
 
+def servers_of(data_dir: Path) -> set[str]:
+    """Which of nats-server and postgres run on ``data_dir``."""
+    found = set()
+    for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
+        try:
+            args = cmdline.read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if any(str(data_dir).encode() in a for a in args):
+            found.update(name for name in ("nats-server", "postgres") if name.encode() in args[0])
+    return found
+
+
+def api_answers(api: str, secret: str) -> None:
+    """The admin gets a token, and the token lists the agents."""
+    deadline = time.monotonic() + 60
+    while True:
+        try:
+            answer = httpx.post(f"{api}/auth/token", json={"principal_id": "admin", "secret": secret}, timeout=5)
+            break
+        except httpx.TransportError:
+            assert time.monotonic() < deadline, "the management API never answered"
+            time.sleep(0.3)
+    assert answer.status_code == 200, answer.text
+    token = answer.json()["access_token"]
+    agents = httpx.get(f"{api}/agents", headers={"Authorization": f"Bearer {token}"}, timeout=5)
+    assert agents.status_code == 200, agents.text
+
+
 def findings_in(db_url: str) -> int:
     with psycopg.connect(db_url) as conn:
         return conn.execute("SELECT count(*) FROM findings").fetchone()[0]
@@ -42,8 +72,10 @@ def findings_in(db_url: str) -> int:
 @pytest.mark.timeout(240)
 def test_up_replay_ctrl_c_restart(tmp_path):
     port = free_port()
+    secret = "test-admin-secret-0123456789"
     env = os.environ | {"OPMAS_DATA_DIR": str(tmp_path / "data"), "OPMAS_NATS_PORT": str(port),
-                        "OPMAS_RULES": str(RULES_DIR), "OPMAS_WORKERS": "1"}
+                        "OPMAS_RULES": str(RULES_DIR), "OPMAS_WORKERS": "1", "OPMAS_API_PORT": str(free_port()),
+                        "OPMAS_ADMIN_TOKEN": secret}
     env.pop("NATS_URL", None), env.pop("OPMAS_DB_URL", None), env.pop("OPMAS_CLICKHOUSE_URL", None)
     log = tmp_path / "up.log"
     up = start_up(env, log)
@@ -51,6 +83,9 @@ def test_up_replay_ctrl_c_restart(tmp_path):
         wait_for_line(log, r"OPMAS is up", up)
         db_url = wait_for_line(log, r"PostgreSQL  (\S+)", up).group(1)
         assert f"nats://127.0.0.1:{port}" in log.read_text()
+        assert str(tmp_path / "data") in wait_for_line(log, r"ClickHouse  (\S+)  \(embedded\)", up).group(1)
+        api_answers(wait_for_line(log, r"API +(http://\S+)", up).group(1), secret)
+        assert servers_of(tmp_path / "data") == {"nats-server", "postgres"}
         tools_env = {k: v for k, v in env.items() if k != "OPMAS_NATS_PORT"}  # they find it via the data dir
         replay = subprocess.run([sys.executable, "-m", "opmas.cli", "replay", str(SAMPLE)], env=tools_env,
                                 capture_output=True, text=True, timeout=60)
@@ -69,6 +104,7 @@ def test_up_replay_ctrl_c_restart(tmp_path):
         assert up.wait(60) == 0
         assert "opmas stopped" in log.read_text()
         assert not (tmp_path / "data" / "nats.url").exists()
+        assert servers_of(tmp_path / "data") == set()  # Ctrl-C stopped nats-server and postgres
         stopped = log.read_text()
 
         up = start_up(env, log)
