@@ -174,19 +174,29 @@ class _Scanner:
             end = self._object_end()
             start_line = self.line
             if end is None:
-                raw = self._advance(len(self.buf))
-                reason = "record too large" if len(raw) > MAX_RECORD else "truncated JSON object at end of input"
+                too_large = len(self.buf) > MAX_RECORD
+                reason = "record too large" if too_large else "truncated JSON object at end of input"
+                resync = self._resync(len(self.buf))
+                raw = self._advance(resync or len(self.buf))
                 self.report(BadRecord(start_line, reason, raw[:4096]))
-                if len(raw) > MAX_RECORD:
+                if resync or too_large:
                     continue
                 return
-            raw = self._advance(end)
             try:
-                obj = orjson.loads(raw)
+                obj = orjson.loads(self.buf[:end])
             except orjson.JSONDecodeError as exc:
+                raw = self._advance(self._resync(end) or end)
                 self.report(BadRecord(start_line, f"invalid JSON: {exc}", raw[:4096]))
                 continue
+            self._advance(end)
             yield obj
+
+    def _resync(self, end: int) -> int:
+        """Where a bad record starting at buf[0] should end so the records after it survive: just
+        before the first line within ``buf[:end]`` that starts with ``{`` (a broken line of a JSON
+        lines file must not swallow the lines after it); 0 if there is none."""
+        cut = self.buf.find(b"\n{", 0, end)
+        return cut + 1 if cut >= 0 else 0
 
     def _skip_garbage(self) -> None:
         """Report and drop everything up to the end of the current line."""

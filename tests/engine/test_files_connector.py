@@ -76,3 +76,18 @@ def test_long_single_line_array_is_read_in_chunks(monkeypatch: pytest.MonkeyPatc
     assert objs == records + [{"after": 1}] and errors == []
     long_line = orjson.dumps({"big": "z" * 500})
     assert _read(long_line + b"\n{\"x\": 1}\n") == ([{"big": "z" * 500}, {"x": 1}], [])
+
+
+def test_a_broken_line_does_not_swallow_the_lines_after_it() -> None:
+    objs, errors = _read(b'{"a":1}\n{not json\n{"b":2}\n{"c": [1,\n{"d":4}\n')
+    assert objs == [{"a": 1}, {"b": 2}, {"d": 4}]
+    assert [(e.line, e.reason.split(":")[0], e.raw) for e in errors] == [
+        (2, "truncated JSON object at end of input", b'{not json\n'),
+        (4, "truncated JSON object at end of input", b'{"c": [1,\n'),
+    ]
+
+
+def test_an_invalid_object_spanning_lines_resyncs_at_the_next_line_starting_an_object() -> None:
+    objs, errors = _read(b'{"a": {"x": }\n}\n{"b":2}\n')
+    assert objs == [{"b": 2}]
+    assert [(e.line, e.reason.split(":")[0]) for e in errors] == [(1, "invalid JSON")]
