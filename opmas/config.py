@@ -7,7 +7,7 @@ left empty means "start the embedded one under the data dir".
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, fields, replace
+from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any, Mapping
 
@@ -39,6 +39,11 @@ ENV_VARS: dict[str, str] = {
     "OPMAS_KAFKA_TOPIC": "kafka_topic",
     "OPMAS_KAFKA_SESSION_TIMEOUT": "kafka_session_timeout",
     "OPMAS_KAFKA_REPLICATION": "kafka_replication",
+    "OPMAS_KAFKA_SECURITY_PROTOCOL": "kafka_security_protocol",
+    "OPMAS_KAFKA_SASL_MECHANISM": "kafka_sasl_mechanism",
+    "OPMAS_KAFKA_SASL_USERNAME": "kafka_sasl_username",
+    "OPMAS_KAFKA_SASL_PASSWORD": "kafka_sasl_password",
+    "OPMAS_KAFKA_SSL_CAFILE": "kafka_ssl_cafile",
 }
 
 
@@ -76,6 +81,12 @@ class Config:
     kafka_topic: str = "opmas-events"  # the events topic, with `partitions` partitions
     kafka_session_timeout: float = 10.0  # seconds before a silent worker's partitions move
     kafka_replication: int = 1  # replication factor of the topics OPMAS creates (3 in production)
+    # Kafka client security, checked by connectors.kafka.security.KafkaSecurity.
+    kafka_security_protocol: str = "PLAINTEXT"  # PLAINTEXT, SSL, SASL_PLAINTEXT or SASL_SSL
+    kafka_sasl_mechanism: str | None = None  # PLAIN, SCRAM-SHA-256 or SCRAM-SHA-512 (SASL_* protocols)
+    kafka_sasl_username: str | None = None
+    kafka_sasl_password: str | None = field(default=None, repr=False)
+    kafka_ssl_cafile: str | None = None  # CA bundle of the brokers' certificates (default: the system's)
 
     @property
     def nats_dir(self) -> Path:

@@ -1,10 +1,11 @@
-"""Prometheus metrics the pipeline updates; the management API exposes them on /metrics.
+"""Prometheus metrics the pipeline updates; the management API exposes them on /metrics, the
+scale-out commands (``--metrics-port``) with ``serve``.
 
 All live in the default registry (``prometheus_client.REGISTRY``).
 """
 from __future__ import annotations
 
-from prometheus_client import Counter, Gauge, Histogram
+from prometheus_client import Counter, Gauge, Histogram, start_http_server
 
 EVENTS_PROCESSED = Counter(
     "opmas_events_processed", "Events evaluated by the partition processors", ["partition"])
@@ -41,3 +42,16 @@ RULES_LOADED = Gauge(
     "opmas_rules_loaded", "Rules in the running rule set")
 RULE_RELOADS = Counter(
     "opmas_rule_reloads", "Rule set reload attempts", ["outcome"])
+
+BRIDGED_EVENTS = Counter(
+    "opmas_bridged_events", "Events the bridge produced to the Kafka events topic")
+BRIDGE_ACKED_SEQ = Gauge(
+    "opmas_bridge_acked_seq", "Events stream sequence of the last JetStream message the bridge acknowledged")
+ARCHIVE_SKIPPED_RECORDS = Counter(
+    "opmas_archive_skipped_records", "Records of the events topic that are not OPMAS events (not archived)")
+
+
+def serve(port: int | None) -> None:
+    """Serve the metrics on http://0.0.0.0:PORT/metrics from a daemon thread (None: not at all)."""
+    if port:
+        start_http_server(port)

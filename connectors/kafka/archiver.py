@@ -17,7 +17,6 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Sequence
-from dataclasses import dataclass
 
 import orjson
 from aiokafka import AIOKafkaConsumer
@@ -25,6 +24,7 @@ from aiokafka import AIOKafkaConsumer
 from connectors.clickhouse.archive import Archive, encode_row
 from connectors.kafka.bridge import KAFKA_ERRORS
 from connectors.kafka.records import decode
+from connectors.kafka.security import KafkaSecurity
 from connectors.kafka.topics import bootstrap
 from engine.dispatch import RuleIndex
 from engine.event import Event
@@ -37,12 +37,6 @@ from opmas.runtime.retry import retry
 log = logging.getLogger("opmas.archiver")
 
 GROUP = "opmas-archive"
-
-
-@dataclass
-class ArchiverStats:
-    events: int = 0
-    skipped: int = 0  # records that are not OPMAS events records
 
 
 class EventTimes:
@@ -81,15 +75,15 @@ class Archiver:
 
     def __init__(self, archive: Archive, kafka_url: str, topic: str, mappings: Sequence[Mapping],
                  batch_size: int = 5000, session_timeout: float = 10.0, retry_max_delay: float = 10.0,
-                 group: str = GROUP):
+                 group: str = GROUP, security: KafkaSecurity = KafkaSecurity()):
         self.archive = archive
         self.times = EventTimes(mappings)
         self.consumer = AIOKafkaConsumer(
             topic, bootstrap_servers=bootstrap(kafka_url), group_id=group, enable_auto_commit=False,
             auto_offset_reset="earliest", session_timeout_ms=int(session_timeout * 1000),
-            heartbeat_interval_ms=int(max(0.5, session_timeout / 6) * 1000), max_poll_records=batch_size)
+            heartbeat_interval_ms=int(max(0.5, session_timeout / 6) * 1000), max_poll_records=batch_size,
+            **security.client_kwargs())
         self.retry_max_delay = retry_max_delay
-        self.stats = ArchiverStats()
         self.abort = asyncio.Event()
 
     async def run(self, stop: asyncio.Event) -> None:
@@ -111,7 +105,6 @@ class Archiver:
                 if bad:
                     log.warning("records that are not OPMAS events were not archived", extra={"records": bad})
                 metrics.ARCHIVED_EVENTS.inc(archived)
-                self.stats.events += archived
-                self.stats.skipped += bad
+                metrics.ARCHIVE_SKIPPED_RECORDS.inc(bad)
         finally:
             await self.consumer.stop()

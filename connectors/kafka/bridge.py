@@ -20,19 +20,19 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
-from dataclasses import dataclass
-
 import aiokafka.errors
 from aiokafka import AIOKafkaProducer
 from nats.js import JetStreamContext
 
 from connectors.kafka.records import EventRecord, encode
+from connectors.kafka.security import KafkaSecurity
 from connectors.kafka.topics import bootstrap
 from connectors.nats.publishers import publish_dead_letters
 from connectors.nats.source import JetStreamSource, SourceMessage
 from connectors.nats.subjects import agent_of_subject
 from engine.event import Event
 from engine.partition import AGENT_KEY, key_of, partition_of
+from opmas import metrics
 from opmas.runtime.intake import Intake
 from opmas.runtime.pipeline import NATS_ERRORS
 from opmas.runtime.retry import retry
@@ -42,14 +42,6 @@ log = logging.getLogger("opmas.bridge")
 KAFKA_ERRORS = (aiokafka.errors.KafkaError, OSError, asyncio.TimeoutError)
 DURABLE = "opmas-bridge"
 _partition = functools.lru_cache(maxsize=100_000)(partition_of)
-
-
-@dataclass
-class BridgeStats:
-    messages: int = 0
-    events: int = 0
-    dead_letters: int = 0
-    acked_seq: int = 0
 
 
 async def produce_in_order(producer: AIOKafkaProducer, topic: str, records: dict[int, list[tuple[bytes, bytes]]],
@@ -82,9 +74,11 @@ class Bridge:
 
     def __init__(self, js: JetStreamContext, kafka_url: str, topic: str, partitions: int,
                  partition_key: str, max_message_bytes: int, batch_size: int = 2000,
-                 batch_wait: float = 0.05, retry_max_delay: float = 10.0, durable: str = DURABLE):
+                 batch_wait: float = 0.05, retry_max_delay: float = 10.0, durable: str = DURABLE,
+                 security: KafkaSecurity = KafkaSecurity()):
         self.js = js
         self.kafka_url = kafka_url
+        self.security = security
         self.topic = topic
         self.partitions = partitions
         self.partition_key = partition_key
@@ -93,17 +87,18 @@ class Bridge:
         self.batch_wait = batch_wait
         self.retry_max_delay = retry_max_delay
         self.source = JetStreamSource(js, durable)
-        self.stats = BridgeStats()
         self.abort = asyncio.Event()
 
     async def run(self, stop: asyncio.Event) -> None:
         producer = AIOKafkaProducer(bootstrap_servers=bootstrap(self.kafka_url), acks="all",
-                                    linger_ms=5, max_batch_size=1 << 20, max_request_size=8 << 20)
+                                    linger_ms=5, max_batch_size=1 << 20, max_request_size=8 << 20,
+                                    **self.security.client_kwargs())
         await retry(producer.start, "kafka", KAFKA_ERRORS, self.retry_max_delay, self.abort)
         try:
-            self.stats.acked_seq = await self.source.start(None)
+            acked_seq = await self.source.start(None)
+            metrics.BRIDGE_ACKED_SEQ.set(acked_seq)
             log.info("bridge started", extra={"topic": self.topic, "partitions": self.partitions,
-                                              "resume_after_seq": self.stats.acked_seq})
+                                              "resume_after_seq": acked_seq})
             while not stop.is_set():
                 messages = await self.source.fetch(self.batch_size, self.batch_wait)
                 if messages:
@@ -141,11 +136,11 @@ class Bridge:
             await retry(lambda: publish_dead_letters(self.js, decoded.dead), "nats-deadletter",
                         NATS_ERRORS, self.retry_max_delay, self.abort)
             for letter in decoded.dead:
+                metrics.DEAD_LETTERS.labels(letter.reason.split(":", 1)[0]).inc()
                 log.warning("dead letter", extra={"reason": letter.reason, "subject": letter.subject,
                                                   "seq": letter.seq, "line": letter.line})
         last = messages[-1]
         await retry(lambda: self.source.ack(last), "nats-ack", NATS_ERRORS, self.retry_max_delay, self.abort)
-        self.stats.acked_seq = last.seq
-        self.stats.messages += len(messages)
-        self.stats.events += len(decoded.events)
-        self.stats.dead_letters += len(decoded.dead)
+        metrics.BRIDGE_ACKED_SEQ.set(last.seq)
+        metrics.MESSAGES_RECEIVED.inc(len(messages))
+        metrics.BRIDGED_EVENTS.inc(len(decoded.events))

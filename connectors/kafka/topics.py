@@ -4,6 +4,8 @@ from __future__ import annotations
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import TopicAlreadyExistsError
 
+from connectors.kafka.security import KafkaSecurity
+
 
 class TopicLayoutError(RuntimeError):
     """The topic exists with another partition count than the configuration says."""
@@ -14,13 +16,14 @@ def bootstrap(url: str) -> str:
     return ",".join(part.removeprefix("kafka://") for part in url.split(","))
 
 
-async def ensure_topic(url: str, topic: str, partitions: int, replication: int = 1) -> int:
+async def ensure_topic(url: str, topic: str, partitions: int, replication: int = 1,
+                       security: KafkaSecurity = KafkaSecurity()) -> int:
     """Create ``topic`` with ``partitions`` partitions if missing; returns its partition count.
 
     An existing topic with another count is an error: events would be split differently
     from the processors' checkpointed state.
     """
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap(url))
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap(url), **security.client_kwargs())
     await admin.start()
     try:
         if topic not in await admin.list_topics():

@@ -15,8 +15,9 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 import faust
-import prometheus_client
 
+from connectors.kafka.security import KafkaSecurity
+from opmas import metrics
 from opmas.config import Config, ConfigError, load_config
 from opmas.logs import setup_logging
 
@@ -34,17 +35,18 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         parser.add_argument("--config", type=Path, help="YAML configuration file")
         parser.add_argument("--kafka-url", help="Kafka bootstrap servers host:port[,...] (OPMAS_KAFKA_URL)")
         parser.add_argument("--partitions", type=int, help="partitions of the events topic")
+        parser.add_argument("--metrics-port", type=int, metavar="PORT",
+                            help="serve Prometheus metrics on http://0.0.0.0:PORT/metrics")
         if name == "worker":
             parser.add_argument("--rules", action="append", type=Path, metavar="PATH",
                                 help="rule files or directories (repeatable; default rules/)")
-            parser.add_argument("--metrics-port", type=int, metavar="PORT",
-                                help="serve Prometheus metrics on http://0.0.0.0:PORT/metrics")
         parser.set_defaults(func=func)
 
 
-def _config(args: argparse.Namespace, needs: tuple[str, ...]) -> Config | None:
-    """The configuration with the command's flags, logging set up; None (error printed) where it is
-    invalid or lacks a server URL in ``needs``."""
+def _config(args: argparse.Namespace, needs: tuple[str, ...]) -> tuple[Config, KafkaSecurity] | None:
+    """The configuration with the command's flags and its Kafka security, logging set up, metrics
+    served on ``--metrics-port``; None (error printed) where it is invalid or lacks a server URL in
+    ``needs``."""
     env_names = {"kafka_url": "OPMAS_KAFKA_URL", "nats_url": "NATS_URL", "db_url": "OPMAS_DB_URL"}
     try:
         config = load_config(args.config).with_overrides(
@@ -52,11 +54,13 @@ def _config(args: argparse.Namespace, needs: tuple[str, ...]) -> Config | None:
         missing = [env_names[name] for name in needs if not getattr(config, name)]
         if missing:
             raise ConfigError(f"{args.command} needs {', '.join(missing)} (environment or config file)")
+        security = KafkaSecurity.of(config)
     except ConfigError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return None
     setup_logging(config.log_level)
-    return config
+    metrics.serve(args.metrics_port)
+    return config, security
 
 
 def worker_command(args: argparse.Namespace) -> int:
@@ -64,14 +68,15 @@ def worker_command(args: argparse.Namespace) -> int:
     from opmas.runtime.faust_worker import WorkerRuntime, WorkerSettings
     from opmas.runtime.rules import RuleFiles
 
-    config = _config(args, ("kafka_url", "nats_url", "db_url"))
-    if config is None:
+    loaded = _config(args, ("kafka_url", "nats_url", "db_url"))
+    if loaded is None:
         return 2
+    config, security = loaded
     loop = asyncio.new_event_loop()
     asyncio.set_event_loop(loop)
     try:
         loop.run_until_complete(ensure_topic(config.kafka_url, config.kafka_topic, config.partitions,
-                                             config.kafka_replication))
+                                             config.kafka_replication, security))
     except TopicLayoutError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
@@ -80,9 +85,7 @@ def worker_command(args: argparse.Namespace) -> int:
         partition_key=config.partition_key, nats_url=config.nats_url, db_url=config.db_url,
         batch_size=config.batch_size, batch_wait=config.batch_wait,
         session_timeout=config.kafka_session_timeout, replication=config.kafka_replication,
-        retry_max_delay=config.retry_max_delay)
-    if args.metrics_port:
-        prometheus_client.start_http_server(args.metrics_port)
+        retry_max_delay=config.retry_max_delay, security=security)
     runtime = WorkerRuntime(settings, RuleFiles(tuple(config.rules), tuple(config.mappings), config.db_url, config.lateness))
     worker = faust.Worker(runtime.app, loop=loop, loglevel=config.log_level, quiet=True,
                           redirect_stdouts=False, logging_config=_json_logging(config.log_level))
@@ -102,11 +105,11 @@ def _json_logging(level: str) -> dict:
 
 
 def bridge_command(args: argparse.Namespace) -> int:
-    config = _config(args, ("kafka_url", "nats_url"))
-    return 2 if config is None else asyncio.run(_run_bridge(config))
+    loaded = _config(args, ("kafka_url", "nats_url"))
+    return 2 if loaded is None else asyncio.run(_run_bridge(*loaded))
 
 
-async def _run_bridge(config: Config) -> int:
+async def _run_bridge(config: Config, security: KafkaSecurity) -> int:
     import nats
 
     from connectors.kafka.bridge import Bridge
@@ -114,7 +117,8 @@ async def _run_bridge(config: Config) -> int:
     from connectors.nats.subjects import ensure_streams
 
     try:
-        await ensure_topic(config.kafka_url, config.kafka_topic, config.partitions, config.kafka_replication)
+        await ensure_topic(config.kafka_url, config.kafka_topic, config.partitions, config.kafka_replication,
+                           security)
     except TopicLayoutError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
@@ -125,18 +129,18 @@ async def _run_bridge(config: Config) -> int:
         await ensure_streams(js, config.stream_max_age, config.stream_max_bytes)
         bridge = Bridge(js, config.kafka_url, config.kafka_topic, config.partitions, config.partition_key,
                         config.max_message_bytes, config.batch_size, config.batch_wait,
-                        config.retry_max_delay)
+                        config.retry_max_delay, security=security)
         return await _until_signal(bridge.run, bridge.abort)
     finally:
         await nc.drain() if nc.is_connected else await nc.close()
 
 
 def archiver_command(args: argparse.Namespace) -> int:
-    config = _config(args, ("kafka_url",))
-    return 2 if config is None else asyncio.run(_run_archiver(config))
+    loaded = _config(args, ("kafka_url",))
+    return 2 if loaded is None else asyncio.run(_run_archiver(*loaded))
 
 
-async def _run_archiver(config: Config) -> int:
+async def _run_archiver(config: Config, security: KafkaSecurity) -> int:
     from connectors.clickhouse.archive import Archive, connect
     from connectors.kafka.archiver import Archiver
     from engine.ruleset import load_ruleset
@@ -147,7 +151,8 @@ async def _run_archiver(config: Config) -> int:
     archive = Archive(await asyncio.to_thread(connect, config.clickhouse_url, config.clickhouse_dir))
     try:
         archiver = Archiver(archive, config.kafka_url, config.kafka_topic, no_rules.mappings,
-                            max(config.batch_size, 5000), config.kafka_session_timeout, config.retry_max_delay)
+                            max(config.batch_size, 5000), config.kafka_session_timeout, config.retry_max_delay,
+                            security=security)
         return await _until_signal(archiver.run, archiver.abort)
     finally:
         archive.close()

@@ -43,6 +43,7 @@ import orjson
 from faust.types import EventT
 
 from connectors.kafka.records import decode
+from connectors.kafka.security import KafkaSecurity
 from connectors.nats.publishers import DeadLetter, publish_dead_letters, publish_findings
 from connectors.nats.subjects import RELOAD_SUBJECT, ensure_streams
 from connectors.postgres.sink import PostgresSink
@@ -82,6 +83,7 @@ class WorkerSettings:
     replication: int = 1  # replication factor of the changelog topic
     retry_max_delay: float = 10.0
     app_id: str = APP_ID
+    security: KafkaSecurity = KafkaSecurity()
 
 
 def encode_checkpoint(checkpoint: dict[str, Any]) -> bytes:
@@ -179,6 +181,7 @@ class WorkerRuntime:
             consumer_max_fetch_size=16 << 20,  # per partition per fetch: records carry many events
             broker_commit_interval=1.0,  # less to replay after a crash
             producer_max_request_size=CHECKPOINT_MAX_BYTES,
+            broker_credentials=s.security.faust_credentials(),
         )
         events = app.topic(s.topic, partitions=s.partitions, key_type=bytes, value_type=bytes,
                            key_serializer="raw", value_serializer="raw")

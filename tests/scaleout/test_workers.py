@@ -101,11 +101,6 @@ def finding_ids(db_url: str) -> list[str]:
         return []
 
 
-def events_processed(metrics: str) -> float:
-    return sum(float(line.rsplit(" ", 1)[1]) for line in metrics.splitlines()
-               if line.startswith("opmas_events_processed_total{"))
-
-
 async def produce(kafka_url: str, value: bytes) -> None:
     producer = AIOKafkaProducer(bootstrap_servers=kafka_url)
     await producer.start()
@@ -129,21 +124,29 @@ def test_workers_find_what_the_embedded_engine_finds(spawn, nats_server, postgre
     messages = event_log(3000, seed=11)
     expected = set(offline_findings(messages))
     assert len(expected) > 80
-    bridge = spawn("bridge")
-    metrics_port = free_port()
-    worker = spawn("worker", "--metrics-port", str(metrics_port))
-    archiver = spawn("archiver", OPMAS_DATA_DIR=str(chdb_dir.parent), OPMAS_CLICKHOUSE_URL="")
+    total = sum(data.count(b"\n") + 1 for _, data in messages)
+    bridge_port, worker_port, archiver_port = free_port(), free_port(), free_port()
+    bridge = spawn("bridge", "--metrics-port", str(bridge_port))
+    worker = spawn("worker", "--metrics-port", str(worker_port))
+    archiver = spawn("archiver", "--metrics-port", str(archiver_port), OPMAS_DATA_DIR=str(chdb_dir.parent),
+                     OPMAS_CLICKHOUSE_URL="")
     asyncio.run(publish(nats_server.url, messages))
     procs = (bridge, worker, archiver)
     wait_until(lambda: len(finding_ids(postgres.url)) >= len(expected), 90, "findings in PostgreSQL", procs)
     assert set(finding_ids(postgres.url)) == expected
     assert asyncio.run(findings_on_nats(nats_server.url)) == len(expected)
-    metrics = httpx.get(f"http://127.0.0.1:{metrics_port}/metrics").text
-    assert events_processed(metrics) == sum(data.count(b"\n") + 1 for _, data in messages)
+    assert metric_total(worker_port, "opmas_events_processed_total") == total
+    wait_until(lambda: metric_total(bridge_port, "opmas_bridge_acked_seq") == len(messages), 30,
+               "the bridge acknowledging the last message", procs)
+    assert metric_total(bridge_port, "opmas_bridged_events_total") == total
+    assert metric_total(bridge_port, "opmas_messages_received_total") == len(messages)
     asyncio.run(produce(tansu.url, b"not an OPMAS record"))  # a foreign producer on the topic
     wait_until(lambda: asyncio.run(dead_letters(nats_server.url)), 30, "the dead letter", procs)
     [letter] = asyncio.run(dead_letters(nats_server.url))
     assert letter["reason"].startswith("kafka record 0:") and letter["payload"] == "not an OPMAS record"
+    wait_until(lambda: metric_total(archiver_port, "opmas_archived_events_total") == total
+               and metric_total(archiver_port, "opmas_archive_skipped_records_total") == 1, 30,
+               "the archiver's counters: every event archived, the foreign record skipped", procs)
     archiver.stop()
     archive = Archive(connect(None, chdb_dir.parent / "clickhouse"))
     archived = {e["id"]: e["timestamp"].timestamp() for e in archive.events(limit=1_000_000)}
@@ -193,12 +196,13 @@ def test_killed_worker_loses_and_doubles_nothing(spawn, nats_server, postgres):
 
 
 def metric_total(port: int, name: str) -> float:
-    """Sum of a metric's labelled series on a worker's /metrics (0 while it is not serving yet)."""
+    """Sum of a metric's series on a process's /metrics (0 while it is not serving yet)."""
     try:
         text = httpx.get(f"http://127.0.0.1:{port}/metrics").text
     except httpx.ConnectError:
         return 0.0
-    return sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines() if line.startswith(name + "{"))
+    return sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
+               if line.startswith((name + "{", name + " ")))
 
 
 def test_records_without_new_events_move_the_checkpoint(spawn, nats_server, tansu):
