@@ -3,8 +3,9 @@ from __future__ import annotations
 
 import yaml
 
+from connectors.kafka.security import KafkaSecurity
 from opmas.cli import build_parser
-from opmas.config import ENV_VARS
+from opmas.config import ENV_VARS, load_config
 from opmas.paths import PROJECT_ROOT
 
 DEPLOY = PROJECT_ROOT / "deploy"
@@ -16,6 +17,17 @@ def manifests() -> list[dict]:
     for name in kustomization["resources"]:
         docs += [d for d in yaml.safe_load_all((DEPLOY / name).read_text()) if d]
     return docs
+
+
+def settings() -> dict[str, str]:
+    """The environment of the containers: the opmas-config ConfigMap and the Secret."""
+    found = {}
+    for doc in manifests():
+        if doc["kind"] == "ConfigMap" and doc["metadata"]["name"] == "opmas-config":
+            found.update(doc["data"])
+        if doc["kind"] == "Secret":
+            found.update(doc["stringData"])
+    return found
 
 
 def test_manifests_reference_what_exists():
@@ -34,19 +46,41 @@ def test_manifests_reference_what_exists():
                     ("Secret", source["secretRef"])
                 assert (kind, ref["name"]) in by_kind
     workers = next(d for d in deployments if d["metadata"]["name"] == "opmas-worker")
-    assert workers["spec"]["replicas"] >= 2
+    assert "replicas" not in workers["spec"]  # the autoscaler's: each `kubectl apply` would reset it
+    hpa = next(d for d in docs if d["kind"] == "HorizontalPodAutoscaler")
+    assert hpa["spec"]["scaleTargetRef"]["name"] == "opmas-worker" and hpa["spec"]["minReplicas"] >= 2
     bridge = next(d for d in deployments if d["metadata"]["name"] == "opmas-bridge")
     assert bridge["spec"]["replicas"] == 1  # its JetStream consumer acknowledges cumulatively
+    archiver = next(d for d in deployments if d["metadata"]["name"] == "opmas-archiver")
+    if archiver["spec"]["replicas"] > 1:  # several share a ClickHouse server; embedded chdb takes one
+        assert settings()["OPMAS_CLICKHOUSE_URL"].startswith(("http://", "https://"))
+
+
+def test_every_container_is_probed_on_its_metrics_port():
+    for deployment in (d for d in manifests() if d["kind"] == "Deployment"):
+        for container in deployment["spec"]["template"]["spec"]["containers"]:
+            command = container["command"]
+            port = int(command[command.index("--metrics-port") + 1])
+            named = {p["name"]: p["containerPort"] for p in container["ports"]}
+            for probe in ("readinessProbe", "livenessProbe"):
+                get = container[probe]["httpGet"]
+                assert get["path"] == "/metrics", (container["name"], probe)
+                assert named.get(get["port"], get["port"]) == port, (container["name"], probe)
+
+
+def test_kafka_security_settings_are_there_with_the_password_in_the_secret():
+    config = next(d for d in manifests() if d["kind"] == "ConfigMap" and d["metadata"]["name"] == "opmas-config")
+    secret = next(d for d in manifests() if d["kind"] == "Secret")
+    assert {"OPMAS_KAFKA_SECURITY_PROTOCOL", "OPMAS_KAFKA_SASL_MECHANISM", "OPMAS_KAFKA_SSL_CAFILE"} <= \
+        set(config["data"])
+    assert {"OPMAS_KAFKA_SASL_USERNAME", "OPMAS_KAFKA_SASL_PASSWORD"} <= set(secret["stringData"])
+    assert "OPMAS_KAFKA_SASL_PASSWORD" not in config["data"]
+    assert KafkaSecurity.of(load_config(env=settings())).client_kwargs() == {"security_protocol": "PLAINTEXT"}
 
 
 def test_settings_are_known_to_opmas():
     known = set(ENV_VARS)
-    settings = {}
-    for doc in manifests():
-        if doc["kind"] == "ConfigMap" and doc["metadata"]["name"] == "opmas-config":
-            settings.update(doc["data"])
-        if doc["kind"] == "Secret":
-            settings.update(doc["stringData"])
-    assert settings and set(settings) <= known, set(settings) - known
+    env = settings()
+    assert env and set(env) <= known, set(env) - known
     hpa = next(d for d in manifests() if d["kind"] == "HorizontalPodAutoscaler")
-    assert hpa["spec"]["maxReplicas"] == int(settings["OPMAS_PARTITIONS"])  # more workers would idle
+    assert hpa["spec"]["maxReplicas"] == int(env["OPMAS_PARTITIONS"])  # more workers would idle
