@@ -1,4 +1,11 @@
-"""``opmas replay FILE``: publish a recorded event log to NATS, order per agent preserved."""
+"""``opmas replay FILE``: publish a recorded event log to NATS, order per agent preserved.
+
+A full events stream (DiscardPolicy.NEW) refuses messages until room is freed (old events age
+out, the limit is raised); a refused or unanswered message is published again with backoff for
+up to ``--patience`` seconds (a message refused while later ones got through is stored after
+them: the engine's lateness absorbs that). Each message carries a ``Nats-Msg-Id`` unique to this run, so one
+stored despite an unanswered publish is not stored twice.
+"""
 from __future__ import annotations
 
 import argparse
@@ -6,12 +13,16 @@ import asyncio
 import logging
 import sys
 import time
+import uuid
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import nats
+import nats.errors
+import nats.js.errors
 import orjson
+from nats.js import JetStreamContext
 from rich.console import Console
 from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
@@ -22,6 +33,14 @@ from opmas.config import ConfigError, load_config
 
 log = logging.getLogger("opmas.replay")
 
+PATIENCE = 60.0  # seconds one message may be refused (stream full) or unanswered before replay gives up
+ACK_WAIT = 5.0  # seconds to wait for JetStream to answer a publish
+FULL_STREAM = ("maximum bytes exceeded", "maximum messages exceeded")
+
+
+class ReplayStalled(RuntimeError):
+    """JetStream kept refusing (or not answering) a message for the whole patience."""
+
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser("replay", help="publish a recorded event log (JSON lines, EVTX-JSON) to NATS")
@@ -31,6 +50,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--agent", help="agent id for raw events (default: the event's host, else 'replay')")
     parser.add_argument("--batch", type=int, default=100,
                         help="events per message, as JSON lines (default 100; 1 = one event per message)")
+    parser.add_argument("--patience", type=float, default=PATIENCE, metavar="SECONDS",
+                        help="how long to retry a message a full events stream refuses before giving up (default 60)")
     parser.add_argument("--config", type=Path, help="YAML configuration file")
     parser.set_defaults(func=replay_command)
 
@@ -59,11 +80,11 @@ def agent_of(obj: dict[str, Any], default: str | None) -> str:
 
 
 async def replay(path: str, nats_url: str, rate: float | None = None, agent: str | None = None,
-                 batch: int = 100, progress: Progress | None = None) -> ReplayResult:
+                 batch: int = 100, progress: Progress | None = None, patience: float = PATIENCE) -> ReplayResult:
     """Publish every object of ``path`` through JetStream; bad records are sent as they are (the
     engine dead-letters them). A message never exceeds the server's max_payload; an event that
     alone would is skipped with a warning (``oversized``). Returns once JetStream has stored
-    everything."""
+    everything; raises ReplayStalled if a message is refused for ``patience`` seconds."""
     result = ReplayResult()
     nc = await connect(nats_url, "opmas-replay")
     js = nc.jetstream()
@@ -72,15 +93,17 @@ async def replay(path: str, nats_url: str, rate: float | None = None, agent: str
     buffers: dict[str, list[bytes]] = {}
     sizes: dict[str, int] = {}  # per buffer: its lines' bytes plus one separator each
     records = 0  # objects and unreadable lines read so far
-    pending: list[asyncio.Future] = []
+    pending: list[Pending] = []
+    run = uuid.uuid4().hex[:12]
     task = progress.add_task("replaying", total=None) if progress else None
     start = time.monotonic()
 
     async def send(subject: str, lines: list[bytes]) -> None:
-        pending.append(await js.publish_async(subject, b"\n".join(lines)))
+        data, headers = b"\n".join(lines), {"Nats-Msg-Id": f"replay-{run}-{result.messages}"}
+        pending.append(Pending(subject, data, headers, await js.publish_async(subject, data, headers=headers)))
         result.messages += 1
         if len(pending) >= 2000:
-            await _settle(pending)
+            await _settle(js, pending, patience)
 
     bad: list[BadRecord] = []
     fallback = events_subject(subject_token(agent or "replay"))
@@ -148,7 +171,7 @@ async def replay(path: str, nats_url: str, rate: float | None = None, agent: str
         for key, lines in buffers.items():
             if lines:
                 await send(events_subject(key), lines)
-        await _settle(pending)
+        await _settle(js, pending, patience)
     finally:
         await nc.close()
     result.seconds = time.monotonic() - start
@@ -157,12 +180,66 @@ async def replay(path: str, nats_url: str, rate: float | None = None, agent: str
     return result
 
 
-async def _settle(pending: list[asyncio.Future]) -> None:
-    """Wait for JetStream to confirm every pending publish (raises if one failed)."""
-    futures = pending[:]
+@dataclass(slots=True)
+class Pending:
+    """A published message and the future of JetStream's answer."""
+
+    subject: str
+    data: bytes
+    headers: dict[str, str]
+    future: asyncio.Future
+
+
+def retryable(exc: BaseException) -> bool:
+    """A refusal that may go away: the events stream is full, or JetStream did not answer."""
+    if isinstance(exc, (asyncio.TimeoutError, nats.errors.TimeoutError)):
+        return True
+    return isinstance(exc, nats.js.errors.APIError) and any(text in str(exc.description) for text in FULL_STREAM)
+
+
+async def _settle(js: JetStreamContext, pending: list[Pending], patience: float) -> None:
+    """Wait for JetStream to confirm every pending publish, then publish each refused or unanswered
+    one again, in order. (nats-py leaves the future of a refused ``publish_async`` pending for ever:
+    its reply handler raises instead of failing the future; hence the one shared wait.)"""
+    items = pending[:]
     pending.clear()
-    for future in futures:
-        await future
+    if items:
+        await asyncio.wait([item.future for item in items], timeout=ACK_WAIT)
+    for item in items:
+        future = item.future
+        if not future.done():
+            future.cancel()  # frees its slot of publish_async's pending limit
+            error: BaseException = asyncio.TimeoutError(f"no answer within {ACK_WAIT:.0f} s")
+        elif future.exception() is None:
+            continue
+        else:
+            error = future.exception()
+            if not retryable(error):
+                raise error
+        await publish_patiently(js, item.subject, item.data, item.headers, patience, error)
+
+
+async def publish_patiently(js: JetStreamContext, subject: str, data: bytes, headers: dict[str, str],
+                            patience: float, error: BaseException | None = None) -> None:
+    """Publish until JetStream stores the message, waiting 0.1 s, 0.2 s ... (at most 5 s) after each
+    retryable refusal; ReplayStalled once ``patience`` seconds have gone by."""
+    deadline = time.monotonic() + patience
+    delay = 0.1
+    while True:
+        if error is not None:
+            if time.monotonic() + delay > deadline:
+                raise ReplayStalled(f"JetStream refused a message on {subject} for {patience:.0f} s: {error}")
+            log.warning("events stream refused a message, retrying", extra={
+                "subject": subject, "retry_in": delay, "reason": str(error)})
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 5.0)
+        try:
+            await js.publish(subject, data, timeout=ACK_WAIT, headers=headers)
+            return
+        except Exception as exc:
+            if not retryable(exc):
+                raise
+            error = exc
 
 
 def replay_command(args: argparse.Namespace) -> int:
@@ -188,9 +265,14 @@ def replay_command(args: argparse.Namespace) -> int:
     columns = (SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn())
     try:
         with Progress(*columns, console=console, transient=True) as progress:
-            result = asyncio.run(replay(args.file, url, rate, args.agent, max(1, args.batch), progress))
+            result = asyncio.run(replay(args.file, url, rate, args.agent, max(1, args.batch), progress,
+                                        args.patience))
     except (OSError, nats.errors.NoServersError) as exc:
         print(f"error: cannot reach NATS at {url}: {exc} (is `opmas up` running?)", file=sys.stderr)
+        return 1
+    except ReplayStalled as exc:
+        print(f"error: {exc}; is the engine running and the events stream big enough"
+              " (stream_max_bytes)? Events before it were stored.", file=sys.stderr)
         return 1
     except nats.errors.Error as exc:
         print(f"error: JetStream did not store the events: {type(exc).__name__}: {exc}", file=sys.stderr)

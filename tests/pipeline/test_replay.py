@@ -1,14 +1,18 @@
 """`opmas replay`: every event published, order kept per agent, unreadable records forwarded."""
 from __future__ import annotations
 
+import asyncio
 import subprocess
 import sys
+import time
 
 import nats
+import nats.js.errors
 import orjson
 import pytest
+from nats.js.api import DiscardPolicy, RetentionPolicy, StreamConfig
 
-from connectors.nats.subjects import EVENTS_STREAM, ensure_streams
+from connectors.nats.subjects import EVENTS_PREFIX, EVENTS_STREAM, ensure_streams
 from opmas.commands.replay import replay
 
 
@@ -75,3 +79,61 @@ def test_cli_reports_a_summary_and_refuses_bad_arguments(tmp_path, nats_server):
     bad = subprocess.run([sys.executable, "-m", "opmas.cli", "replay", str(path), "--rate", "fast"],
                          capture_output=True, text=True, timeout=60)
     assert bad.returncode == 2 and "--rate must be a positive number" in bad.stderr
+
+
+async def _full_work_queue(js, max_msgs: int) -> None:
+    """The events stream as a small work queue that refuses new messages when full."""
+    await js.add_stream(StreamConfig(name=EVENTS_STREAM, subjects=[EVENTS_PREFIX + ">"], max_msgs=max_msgs,
+                                     retention=RetentionPolicy.WORK_QUEUE, discard=DiscardPolicy.NEW))
+
+
+async def test_a_full_stream_is_waited_for_while_a_consumer_drains_it(tmp_path, nats_server):
+    path = tmp_path / "log.jsonl"
+    path.write_bytes(b"\n".join(orjson.dumps({"id": f"e{i}", "message": "x"}) for i in range(40)))
+    nc = await nats.connect(nats_server.url)
+    js = nc.jetstream()
+    await _full_work_queue(js, 5)
+    sub = await js.pull_subscribe(EVENTS_PREFIX + ">", durable="drain", stream=EVENTS_STREAM)
+    drained: list[str] = []
+
+    async def drain() -> None:
+        while True:
+            await asyncio.sleep(0.2)  # slower than replay: the stream fills up
+            try:
+                for msg in await sub.fetch(3, timeout=0.5):
+                    drained.append(orjson.loads(msg.data)["id"])
+                    await msg.ack_sync()
+            except nats.errors.TimeoutError:
+                pass
+
+    consumer = asyncio.create_task(drain())
+    try:
+        result = await asyncio.wait_for(replay(str(path), nats_server.url, agent="a1", batch=1, patience=30), 90)
+        assert result.messages == 40
+        deadline = time.monotonic() + 20
+        while len(drained) < 40 and time.monotonic() < deadline:
+            await asyncio.sleep(0.1)
+    finally:
+        consumer.cancel()
+        await nc.close()
+    assert sorted(drained) == sorted(f"e{i}" for i in range(40))  # each exactly once
+
+
+def test_cli_exits_non_zero_when_the_stream_stays_full(tmp_path, nats_server):
+    async def fill() -> None:
+        nc = await nats.connect(nats_server.url)
+        js = nc.jetstream()
+        await _full_work_queue(js, 2)
+        for i in range(2):
+            await js.publish("opmas.events.a1", b"{}")
+        with pytest.raises(nats.js.errors.APIError, match="maximum messages exceeded"):
+            await js.publish("opmas.events.a1", b"{}")
+        await nc.close()
+
+    asyncio.run(fill())
+    path = tmp_path / "log.jsonl"
+    path.write_bytes(orjson.dumps({"id": "e1", "message": "x"}))
+    run = subprocess.run([sys.executable, "-m", "opmas.cli", "replay", str(path), "--nats", nats_server.url,
+                          "--patience", "1.5"], capture_output=True, text=True, timeout=60)
+    assert run.returncode == 1, run.stderr
+    assert "JetStream refused a message on opmas.events" in run.stderr and "maximum messages exceeded" in run.stderr
