@@ -13,7 +13,7 @@ from typing import Any, Mapping
 
 import yaml
 
-from engine.correlation import DEFAULT_LATENESS
+from engine.correlation import DEFAULT_LATENESS, DEFAULT_MAX_FUTURE
 from opmas.paths import DEFAULT_DATA_DIR, RULES_DIR
 
 # Environment variable -> Config field.
@@ -34,6 +34,7 @@ ENV_VARS: dict[str, str] = {
     "OPMAS_NATS_PORT": "nats_port",
     "OPMAS_LOG_LEVEL": "log_level",
     "OPMAS_LATENESS": "lateness",
+    "OPMAS_MAX_FUTURE": "max_future",
     "OPMAS_WATCH_RULES": "watch_rules",
     "OPMAS_KAFKA_URL": "kafka_url",
     "OPMAS_KAFKA_TOPIC": "kafka_topic",
@@ -70,6 +71,7 @@ class Config:
     max_message_bytes: int = 1 << 20  # larger messages are dead-lettered
     checkpoint_interval: float = 1.0  # seconds between processor state snapshots
     lateness: float = DEFAULT_LATENESS  # seconds events may arrive out of order and still count in windows
+    max_future: float = DEFAULT_MAX_FUTURE  # seconds an event may be dated ahead of the clock and move event time
     retry_max_delay: float = 10.0  # backoff ceiling while a database is away
     stream_max_age: float = 7 * 24 * 3600.0  # seconds JetStream keeps events
     stream_max_bytes: int = 10 << 30
@@ -154,6 +156,8 @@ def _build(base: Config, values: Mapping[str, Any], origin: str) -> Config:
         raise ConfigError(f"{origin}: batch_size must be >= 1")
     if config.lateness < 0:
         raise ConfigError(f"{origin}: lateness must be >= 0")
+    if config.max_future < 0:
+        raise ConfigError(f"{origin}: max_future must be >= 0")
     return config
 
 

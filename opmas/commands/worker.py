@@ -83,7 +83,7 @@ def worker_command(args: argparse.Namespace) -> int:
     settings = WorkerSettings(
         kafka_url=config.kafka_url, topic=config.kafka_topic, partitions=config.partitions,
         partition_key=config.partition_key, nats_url=config.nats_url, db_url=config.db_url,
-        batch_size=config.batch_size, batch_wait=config.batch_wait,
+        batch_size=config.batch_size, batch_wait=config.batch_wait, max_future=config.max_future,
         session_timeout=config.kafka_session_timeout, replication=config.kafka_replication,
         retry_max_delay=config.retry_max_delay, security=security)
     runtime = WorkerRuntime(settings, RuleFiles(tuple(config.rules), tuple(config.mappings), config.db_url, config.lateness))

@@ -14,19 +14,21 @@ happened in.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from connectors.clickhouse.archive import encode_row
 from connectors.nats.publishers import DeadLetter
 from connectors.nats.source import SourceMessage
 from connectors.nats.subjects import agent_of_subject
+from engine.correlation import DEFAULT_MAX_FUTURE
 from engine.event import Event
 from engine.finding import Finding
 from engine.partition import AGENT_KEY, key_of, partition_of
 from engine.processor import Processor
 from engine.ruleset import RuleSet, RuleSource, load_ruleset
 from opmas.runtime.intake import Intake
+from opmas.runtime.streaming import process_streamed
 
 
 @dataclass(slots=True)
@@ -75,12 +77,12 @@ class Evaluator:
     """Runs the processors of the partitions it owns."""
 
     def __init__(self, layout: Layout, index: int, ruleset: RuleSet, state: dict[str, Any] | None,
-                 max_message_bytes: int):
+                 max_message_bytes: int, max_future: float = DEFAULT_MAX_FUTURE):
         self.layout = layout
         self.index = index
         self.intake = Intake(max_message_bytes)
         state = state or {}
-        self.processors = {p: Processor(ruleset, state.get(str(p)))
+        self.processors = {p: Processor(ruleset, state.get(str(p)), max_future)
                            for p in range(layout.partitions) if layout.owner(p) == index}
 
     def evaluate(self, messages: Sequence[SourceMessage]) -> Evaluated:
@@ -118,11 +120,11 @@ class Evaluator:
             events = [item[0] for item in items]
             out.per_partition[p] = len(events)
             out.events += len(events)
-            findings = self.processors[p].process(events)  # fills event times where it can
+            findings = process_streamed(self.processors[p], events, [message.time] * len(events))
             out.findings.extend(findings)
             for event, text in items:
-                rows.append(encode_row(event.id, event.timestamp if event.timestamp is not None else message.time,
-                                       event.agent_id or "", event.type or "", text, message.seq))
+                rows.append(encode_row(event.id, event.timestamp, event.agent_id or "", event.type or "", text,
+                                       message.seq))
             referenced = {e.id: e for e in self.processors[p].correlated}  # later findings may cite them
             if findings:
                 wanted = {event_id for f in findings for event_id in f.event_ids}
@@ -136,8 +138,8 @@ class Evaluator:
         return {str(p): processor.snapshot() for p, processor in self.processors.items()}
 
     def stats(self) -> dict[int, dict[str, int]]:
-        return {p: {"state_bytes": pr.stats.state_bytes, "active_keys": pr.stats.active_keys,
-                    "late_events": pr.stats.late_events} for p, pr in self.processors.items()}
+        """Each owned partition's ProcessorStats, as plain data."""
+        return {p: asdict(pr.stats) for p, pr in self.processors.items()}
 
     def replace_rules(self, ruleset: RuleSet) -> None:
         for processor in self.processors.values():

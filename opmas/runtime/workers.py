@@ -28,11 +28,12 @@ class WorkerError(RuntimeError):
 
 
 def _worker_main(conn: Connection, layout: Layout, index: int, sources: list[RuleSource],
-                 mappings: list[str], lateness: float, state: dict[str, Any] | None, max_bytes: int) -> None:
+                 mappings: list[str], lateness: float, state: dict[str, Any] | None, max_bytes: int,
+                 max_future: float) -> None:
     # The engine process handles Ctrl-C and SIGTERM and stops its workers in order.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
-    evaluator = Evaluator(layout, index, load_rules(sources, mappings, lateness), state, max_bytes)
+    evaluator = Evaluator(layout, index, load_rules(sources, mappings, lateness), state, max_bytes, max_future)
     tune_gc_for_rules()
     conn.send(("ok", None))
     while True:
@@ -62,25 +63,26 @@ class EvaluatorPool:
 
     def __init__(self, partitions: int, key: str, workers: int, sources: Sequence[RuleSource],
                  mappings: Sequence[str], lateness: float, state: dict[str, Any] | None,
-                 max_message_bytes: int):
+                 max_message_bytes: int, max_future: float):
         self.layout = Layout(partitions, key, max(1, workers))
         self.in_process = workers == 0
-        self._args = (list(sources), [str(m) for m in mappings], lateness, state, max_message_bytes)
+        self._args = (list(sources), [str(m) for m in mappings], lateness, state, max_message_bytes, max_future)
         self._inline: Evaluator | None = None
         self._conns: list[Connection] = []
         self._procs: list[multiprocessing.Process] = []
 
     async def start(self) -> None:
-        sources, mappings, lateness, state, max_bytes = self._args
+        sources, mappings, lateness, state, max_bytes, max_future = self._args
         if self.in_process:
             ruleset = await asyncio.to_thread(load_rules, sources, mappings, lateness)
-            self._inline = Evaluator(self.layout, 0, ruleset, state, max_bytes)
+            self._inline = Evaluator(self.layout, 0, ruleset, state, max_bytes, max_future)
             return
         ctx = multiprocessing.get_context("spawn")
         for index in range(self.layout.workers):
             parent, child = ctx.Pipe()
             proc = ctx.Process(target=_worker_main, name=f"opmas-evaluator-{index}", daemon=True,
-                               args=(child, self.layout, index, sources, mappings, lateness, state, max_bytes))
+                               args=(child, self.layout, index, sources, mappings, lateness, state, max_bytes,
+                                     max_future))
             proc.start()
             child.close()
             self._conns.append(parent)

@@ -32,6 +32,7 @@ def test_file_then_environment(tmp_path):
     ("partitions: many\n", "partitions"),
     ("partitions: 0\n", "partitions must be >= 1"),
     ("lateness: -1\n", "lateness must be >= 0"),
+    ("max_future: -1\n", "max_future must be >= 0"),
     ("- a list\n", "expected a mapping"),
 ])
 def test_bad_settings_are_reported(tmp_path, text, message):
@@ -50,3 +51,16 @@ def test_lateness_reaches_the_loaded_correlations():
     assert config.lateness == 7.5
     _, ruleset, _ = RuleFiles((RULES_DIR,), lateness=config.lateness).load()
     assert ruleset.correlations.lateness == 7.5
+
+
+def test_max_future_reaches_the_processors():
+    """OPMAS_MAX_FUTURE bounds how far ahead of the clock event time may move in every processor."""
+    from opmas.paths import RULES_DIR
+    from opmas.runtime.evaluator import Evaluator, Layout
+    from opmas.runtime.rules import RuleFiles
+
+    config = load_config(env={"OPMAS_MAX_FUTURE": "30"})
+    assert config.max_future == 30.0
+    _, ruleset, _ = RuleFiles((RULES_DIR,)).load()
+    evaluator = Evaluator(Layout(3, "agent", 1), 0, ruleset, None, 1 << 20, config.max_future)
+    assert [p.max_future for p in evaluator.processors.values()] == [30.0] * 3

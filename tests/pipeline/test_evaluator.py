@@ -17,10 +17,10 @@ from tests.pipeline.conftest import sample_objects
 class BrokenOnBoom(Processor):
     """Stands in for an engine bug: fails on the event with id ``boom``."""
 
-    def process(self, events: Sequence[Event]) -> list[Finding]:
+    def process(self, events: Sequence[Event], now: float | None = None) -> list[Finding]:
         if any(event.id == "boom" for event in events):
             raise RuntimeError("engine bug")
-        return super().process(events)
+        return super().process(events, now)
 
 
 def message(seq: int, objects: list[dict]) -> SourceMessage:

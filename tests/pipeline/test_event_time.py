@@ -1,0 +1,73 @@
+"""Event time in the streaming pipeline: the wall clock bounds it, the stream time stands in for none."""
+from __future__ import annotations
+
+import logging
+import time
+
+import nats
+import orjson
+import psycopg
+
+from connectors.nats.subjects import EVENTS_STREAM
+from engine.event import format_time
+from opmas import metrics
+from tests.pipeline.conftest import expected_findings, finding_ids_in_postgres, running, wait_until
+from tests.pipeline.test_crash import _correlation_rule_ids, brute_force
+from tests.pipeline.test_flow import _total
+
+BRUTE_FORCE_SUCCEEDED = "7b6f1e0a-3c2d-4e59-9a51-0c9d2f4e8a10"  # rules/correlation/ssh_brute_force_success.yml
+
+
+def ssh_line(event_id: str, when: float | None, verb: str = "Failed") -> dict:
+    """A raw SSH log line of agent ``bastion``, with ``@timestamp`` unless ``when`` is None."""
+    line = {"id": event_id, "event": {"dataset": "linux.auth", "outcome": "failure"}, "host": {"name": "bastion"},
+            "process": {"name": "sshd", "pid": 7}, "source": {"ip": "192.0.2.99", "port": 50000},
+            "user": {"name": "root"}, "message": f"{verb} password for root from 192.0.2.99 port 50000 ssh2"}
+    return line if when is None else line | {"@timestamp": format_time(when)}
+
+
+async def publish_all(url: str, events: list[dict]) -> int:
+    """Publish each event as a message of agent ``bastion`` (one partition); the last sequence."""
+    nc = await nats.connect(url)
+    js = nc.jetstream()
+    for event in events:
+        await js.publish("opmas.events.bastion", orjson.dumps(event))
+    last = (await js.stream_info(EVENTS_STREAM)).state.last_seq
+    await nc.close()
+    return last
+
+
+async def correlation_findings(url: str) -> list[tuple[str, list[str]]]:
+    async with await psycopg.AsyncConnection.connect(url) as conn:
+        cur = await conn.execute("SELECT rule_id::text, event_ids FROM findings WHERE rule_id = %s",
+                                 (BRUTE_FORCE_SUCCEEDED,))
+        return await cur.fetchall()
+
+
+async def test_an_event_dated_a_year_ahead_does_not_stop_later_events_from_correlating(config, archive, rules_dir,
+                                                                                      caplog):
+    caplog.set_level(logging.INFO)
+    events = [event for ip in range(8) for event in brute_force(ip)]
+    expected = expected_findings(events, rules_dir, lambda o: "bastion", config.partitions)
+    correlated = {f for f, rule in expected.items() if rule in _correlation_rule_ids(rules_dir)}
+    assert correlated
+    future = ssh_line("from-the-future", time.time() + 365 * 86400)
+    counted = _total(metrics.FUTURE_EVENTS)
+    async with running(config, archive) as pipeline:
+        last = await publish_all(config.nats_url, [future] + events)
+        await wait_until(lambda: pipeline.stats.acked_seq >= last, what="every message acked")
+        await wait_until(lambda: _total(metrics.FUTURE_EVENTS) > counted, 15, "the future event counted")
+    assert _total(metrics.FUTURE_EVENTS) - counted == 1
+    assert correlated <= set(await finding_ids_in_postgres(config.db_url))
+    logged = {r.finding_id for r in caplog.records if r.getMessage() == "finding"}
+    assert correlated <= logged  # each finding is logged with its id
+
+
+async def test_events_without_a_time_correlate_at_their_stream_time(config, archive):
+    attack = [{k: v for k, v in event.items() if k != "@timestamp"} for event in brute_force(0)]
+    later = ssh_line("later", time.time() + 900)  # moves the watermark past the attack's stream times
+    async with running(config, archive) as pipeline:
+        last = await publish_all(config.nats_url, attack + [later])
+        await wait_until(lambda: pipeline.stats.acked_seq >= last, what="every message acked")
+    [(_, event_ids)] = await correlation_findings(config.db_url)
+    assert set(event_ids) <= {event["id"] for event in attack} and "ssh-0-5" in event_ids
