@@ -5,6 +5,8 @@ All live in the default registry (``prometheus_client.REGISTRY``).
 """
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 from prometheus_client import Counter, Gauge, Histogram, start_http_server
 
 EVENTS_PROCESSED = Counter(
@@ -26,6 +28,13 @@ DEAD_LETTERS = Counter(
     "opmas_dead_letters", "Messages or lines sent to opmas.deadletter", ["reason"])
 LATE_EVENTS = Counter(
     "opmas_late_events", "Events behind the watermark by more than the allowed lateness", ["partition"])
+FUTURE_EVENTS = Counter(
+    "opmas_future_events", "Events dated more than max_future after the runtime's clock, kept out of"
+    " correlation windows", ["partition"])
+UNTIMED_EVENTS = Counter(
+    "opmas_untimed_events", "Events without an event time, kept out of correlation windows", ["partition"])
+EVICTED_KEYS = Counter(
+    "opmas_evicted_keys", "Correlation groups dropped unfinished to stay within max_keys", ["partition"])
 STATE_BYTES = Gauge(
     "opmas_state_bytes", "Size of a partition processor's state", ["partition"])
 ACTIVE_KEYS = Gauge(
@@ -55,3 +64,27 @@ def serve(port: int | None) -> None:
     """Serve the metrics on http://0.0.0.0:PORT/metrics from a daemon thread (None: not at all)."""
     if port:
         start_http_server(port)
+
+
+# ProcessorStats fields that count up, and their counters.
+PARTITION_COUNTERS = {"late_events": LATE_EVENTS, "future_events": FUTURE_EVENTS,
+                      "untimed_events": UNTIMED_EVENTS, "evicted_keys": EVICTED_KEYS}
+
+
+def export_partition(partition: int, stats: Mapping[str, int], seen: dict[str, int]) -> None:
+    """Set a partition processor's state gauges from its ``stats`` (ProcessorStats fields) and move
+    its counters by what they added since ``seen``, the values last exported (updated here)."""
+    label = str(partition)
+    STATE_BYTES.labels(label).set(stats["state_bytes"])
+    ACTIVE_KEYS.labels(label).set(stats["active_keys"])
+    for name, counter in PARTITION_COUNTERS.items():
+        added = stats[name] - seen.get(name, 0)
+        if added > 0:
+            counter.labels(label).inc(added)
+        seen[name] = stats[name]
+
+
+def forget_partition(partition: int) -> None:
+    """Drop the state gauges of a partition this process no longer holds."""
+    for gauge in (STATE_BYTES, ACTIVE_KEYS):
+        gauge.remove(str(partition))

@@ -6,8 +6,10 @@ embedded pipeline runs). For each batch of records:
 
 1. events at or below the partition's checkpointed source position are dropped
    (Kafka redeliveries after a rebalance, copies re-sent by the bridge);
-2. the processors evaluate the rest; findings go to NATS (``opmas.findings.<severity>``,
-   deduplicated by id) and to PostgreSQL (idempotent), retried while a server is away;
+2. the processors evaluate the rest (opmas/runtime/streaming.py: the wall clock, the stream time
+   for untimed events); findings go to NATS (``opmas.findings.<severity>``, deduplicated by id)
+   and to PostgreSQL (idempotent), retried while a server is away; rows PostgreSQL refuses for
+   their content become dead letters;
 3. only then each touched partition's checkpoint (source position + ``Processor.snapshot()``)
    is written to the ``checkpoints`` table: a Faust table keyed by partition number whose
    changelog record for partition p goes to changelog partition p;
@@ -34,7 +36,7 @@ import tempfile
 import time
 import zlib
 from collections.abc import Iterable, Sequence, Set
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from typing import Any
 
 import faust
@@ -47,15 +49,17 @@ from connectors.kafka.security import KafkaSecurity
 from connectors.nats.publishers import DeadLetter, publish_dead_letters, publish_findings
 from connectors.nats.subjects import RELOAD_SUBJECT, ensure_streams
 from connectors.postgres.sink import PostgresSink
+from engine.correlation import DEFAULT_MAX_FUTURE
 from engine.event import Event
 from engine.finding import Finding
 from engine.processor import Processor
 from engine.ruleset import RuleSet
 from opmas import metrics
 from opmas.gc_tuning import tune_gc_for_rules
-from opmas.runtime.pipeline import NATS_ERRORS, PG_ERRORS
+from opmas.runtime.outputs import NATS_ERRORS, PG_ERRORS, report_dead_letters, report_findings, write_postgres
 from opmas.runtime.retry import retry
-from opmas.runtime.rules import RuleFiles, blocking_errors, log_errors
+from opmas.runtime.rules import RuleFiles, blocking_errors, log_errors, warn_split_correlations
+from opmas.runtime.streaming import process_streamed
 
 log = logging.getLogger("opmas.worker")
 
@@ -78,6 +82,7 @@ class WorkerSettings:
     db_url: str
     batch_size: int = 2000
     batch_wait: float = 0.05
+    max_future: float = DEFAULT_MAX_FUTURE  # seconds event time may run ahead of the clock (Processor)
     session_timeout: float = 10.0  # seconds without heartbeat before a worker's partitions move
     rebalance_timeout: float = 60.0  # seconds a rebalance waits for a worker's batch (> session_timeout)
     replication: int = 1  # replication factor of the changelog topic
@@ -152,6 +157,7 @@ class WorkerRuntime:
         self.layout = {"partitions": settings.partitions, "key": settings.partition_key}
         self.ruleset: RuleSet | None = None
         self.states: dict[int, PartitionState] = {}
+        self.exported: dict[int, dict[str, int]] = {}  # per partition: the counters last exported (metrics)
         self.pg = PostgresSink(settings.db_url)
         self.abort = asyncio.Event()
         self._started = False
@@ -200,6 +206,8 @@ class WorkerRuntime:
         async def on_revoked(app_: faust.App, revoked: set, **_: Any) -> None:
             dropped = sorted(tp.partition for tp in revoked
                              if tp.topic == s.topic and self.states.pop(tp.partition, None) is not None)
+            for p in dropped:
+                metrics.forget_partition(p)
             log.info("partitions revoked", extra={"partitions": dropped})
 
         return app
@@ -218,6 +226,7 @@ class WorkerRuntime:
             _, self.ruleset, errors = await asyncio.to_thread(self.rules.load)
             tune_gc_for_rules()
             log_errors(errors, "startup")
+            warn_split_correlations(self.ruleset, s.partition_key, s.partitions)
             metrics.RULES_LOADED.set(len(self.ruleset.rules))
             await self.nc.subscribe(RELOAD_SUBJECT, cb=self._on_reload)
             self._started = True
@@ -242,6 +251,7 @@ class WorkerRuntime:
         metrics.RULE_RELOADS.labels("applied").inc()
         metrics.RULES_LOADED.set(len(ruleset.rules))
         log.info("rules reloaded", extra={"rules": len(ruleset.rules), "warnings": len(errors)})
+        warn_split_correlations(ruleset, self.settings.partition_key, self.settings.partitions)
         return {"ok": True, "rules": len(ruleset.rules), "warnings": [str(e) for e in errors]}
 
     async def _on_reload(self, msg) -> None:
@@ -273,6 +283,7 @@ class WorkerRuntime:
     async def handle(self, batch: Sequence[EventT]) -> None:
         s = self.settings
         grouped: dict[int, list[Event]] = {}
+        times: dict[int, list[float]] = {}  # stream time of each grouped event's NATS message
         last: dict[int, tuple[int, int]] = {}
         offsets: dict[int, int] = {}  # Kafka offset of each partition's last record handled in this batch
         states: dict[int, PartitionState] = {}  # held here: a rebalance may drop them from self.states
@@ -297,22 +308,26 @@ class WorkerRuntime:
                 dead.append(DeadLetter(reason=f"kafka record {p}:{message.offset}: {exc}",
                                        subject=f"kafka:{message.topic}", payload=item.value or b""))
                 continue
-            events = grouped.setdefault(p, [])
+            events, at = grouped.setdefault(p, []), times.setdefault(p, [])
             for record in records:
                 if record.source <= last.get(p, state.source):
                     continue  # already in this partition's checkpoint
                 events.append(record.event)
+                at.append(record.time)
                 last[p] = record.source
         async with self._lock:
-            findings, referenced = await asyncio.to_thread(self._evaluate, states, grouped)
+            findings, referenced = await asyncio.to_thread(self._evaluate, states, grouped, times)
+        refused: list[DeadLetter] = []  # rows PostgreSQL refused, already dead-lettered
         if findings:
             await retry(lambda: publish_findings(self.js, findings), "nats-findings", NATS_ERRORS,
                         s.retry_max_delay, self.abort)
-            await retry(lambda: self.pg.write(findings, referenced), "postgres", PG_ERRORS,
-                        s.retry_max_delay, self.abort)
+            refused = await write_postgres(self.pg, self.js, findings, referenced, None, s.retry_max_delay,
+                                           self.abort)
         if dead:
             await retry(lambda: publish_dead_letters(self.js, dead), "nats-deadletter", NATS_ERRORS,
                         s.retry_max_delay, self.abort)
+        report_dead_letters(log, dead + refused)
+        report_findings(log, findings)
         advanced = {p: offset for p, offset in offsets.items() if offset > states[p].offset}
         self._fence(advanced)
         sources = {p: last.get(p, states[p].source) for p in advanced}
@@ -321,6 +336,7 @@ class WorkerRuntime:
         for p, value in snapshots.items():
             self.table[p] = value
             states[p].source, states[p].offset = sources[p], advanced[p]
+            metrics.export_partition(p, asdict(states[p].processor.stats), self.exported.setdefault(p, {}))
         # One checkpoint record per changelog partition per produce request: Tansu reports a
         # partition's end offset as the last batch's base offset + 1, which is only right for
         # single-record batches, and Faust's table recovery reads up to that end offset.
@@ -352,17 +368,18 @@ class WorkerRuntime:
                             extra={"partition": p, "checkpoint_layout": checkpoint["layout"],
                                    "layout": self.layout})
         assert self.ruleset is not None
-        restored = self.states[p] = PartitionState(Processor(self.ruleset, state), source, offset)
+        restored = self.states[p] = PartitionState(Processor(self.ruleset, state, self.settings.max_future), source,
+                                                   offset)
         log.info("partition assigned", extra={"partition": p, "resume_after": list(source),
                                               "checkpoint_offset": offset, "state_restored": state is not None})
         return restored
 
     @staticmethod
-    def _evaluate(states: dict[int, PartitionState],
-                  grouped: dict[int, list[Event]]) -> tuple[list[Finding], list[Event]]:
+    def _evaluate(states: dict[int, PartitionState], grouped: dict[int, list[Event]],
+                  times: dict[int, list[float]]) -> tuple[list[Finding], list[Event]]:
         findings: list[Finding] = []
         for p, events in grouped.items():
-            findings.extend(states[p].processor.process(events))
+            findings.extend(process_streamed(states[p].processor, events, times[p]))
             metrics.EVENTS_PROCESSED.labels(str(p)).inc(len(events))
         referenced: list[Event] = []
         if findings:
@@ -373,8 +390,6 @@ class WorkerRuntime:
                     if event.id in wanted and event.id not in seen:
                         seen.add(event.id)
                         referenced.append(event)
-            for finding in findings:
-                metrics.FINDINGS.labels(finding.severity, finding.rule_id).inc()
         return findings, referenced
 
     def _snapshots(self, states: dict[int, PartitionState], sources: dict[int, tuple[int, int]],

@@ -23,31 +23,26 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import clickhouse_connect.driver.exceptions as ch_errors
-import nats.errors
-import nats.js.errors
 import orjson
-import psycopg
 from watchfiles import awatch
 
 from connectors.clickhouse.archive import Archive
 from connectors.nats.client import connect
-from connectors.nats.publishers import DeadLetter, publish_dead_letters, publish_findings
+from connectors.nats.publishers import publish_dead_letters, publish_findings
 from connectors.nats.source import JetStreamSource, SourceMessage
-from connectors.nats.subjects import EVENTS_STREAM, RELOAD_SUBJECT, ensure_streams, events_subject, findings_subject
-from connectors.postgres.sink import Checkpoint, PostgresSink, Rejected
-from engine.finding import Finding
+from connectors.nats.subjects import EVENTS_STREAM, RELOAD_SUBJECT, ensure_streams
+from connectors.postgres.sink import Checkpoint, PostgresSink
 from opmas import metrics
 from opmas.config import Config
 from opmas.runtime.evaluator import Evaluated
+from opmas.runtime.outputs import NATS_ERRORS, PG_ERRORS, report_dead_letters, report_findings, write_postgres
 from opmas.runtime.retry import retry
-from opmas.runtime.rules import RuleFiles, blocking_errors, log_errors
+from opmas.runtime.rules import RuleFiles, blocking_errors, log_errors, warn_split_correlations
 from opmas.runtime.workers import EvaluatorPool
 
 log = logging.getLogger("opmas.pipeline")
 
-PG_ERRORS = (psycopg.OperationalError, psycopg.InterfaceError)
 CH_ERRORS = (ch_errors.OperationalError, ch_errors.DatabaseError, OSError)
-NATS_ERRORS = (nats.errors.Error, nats.js.errors.Error, asyncio.TimeoutError)
 
 
 @dataclass(slots=True)
@@ -107,6 +102,7 @@ class Pipeline:
                         cfg.retry_max_delay, self.abort)
             sources, ruleset, errors = await asyncio.to_thread(self.rules.load)
             log_errors(errors, "startup")
+            warn_split_correlations(ruleset, cfg.partition_key, cfg.partitions)
             last_seq = (await self.js.stream_info(EVENTS_STREAM)).state.last_seq
             if checkpoint is not None and checkpoint.seq > last_seq:
                 log.warning("checkpoint is ahead of the events stream (was the stream recreated?): "
@@ -122,7 +118,7 @@ class Pipeline:
                     log.warning("checkpoint layout differs from the configuration: starting with empty state",
                                 extra={"checkpoint_layout": checkpoint.layout, "layout": expected})
             self.pool = EvaluatorPool(cfg.partitions, cfg.partition_key, cfg.workers, sources, cfg.mappings,
-                                      cfg.lateness, state, cfg.max_message_bytes)
+                                      cfg.lateness, state, cfg.max_message_bytes, cfg.max_future)
             await self.pool.start()
             self.rule_count = len(ruleset.rules)
             metrics.RULES_LOADED.set(self.rule_count)
@@ -212,15 +208,8 @@ class Pipeline:
         await asyncio.gather(*writes)
         # PostgreSQL last: its transaction carries the checkpoint, which must only cover
         # batches that every other sink already holds.
-        rejected = await retry(lambda: self.pg.write(result.findings, result.referenced, batch.checkpoint),
-                               "postgres", PG_ERRORS, cfg.retry_max_delay, self.abort)
-        if rejected:  # rows PostgreSQL refuses for their content: dead letters, then the checkpoint
-            letters = [_rejected_letter(r) for r in rejected]
-            await retry(lambda: publish_dead_letters(self.js, letters), "nats-deadletter", NATS_ERRORS,
-                        cfg.retry_max_delay, self.abort)
-            result.dead.extend(letters)
-            await retry(lambda: self.pg.write((), (), batch.checkpoint), "postgres", PG_ERRORS,
-                        cfg.retry_max_delay, self.abort)
+        result.dead.extend(await write_postgres(self.pg, self.js, result.findings, result.referenced,
+                                                batch.checkpoint, cfg.retry_max_delay, self.abort))
         if batch.last is not None:
             await retry(lambda: self.source.ack(batch.last), "nats-ack", NATS_ERRORS, cfg.retry_max_delay,
                         self.abort)
@@ -242,14 +231,8 @@ class Pipeline:
             metrics.BATCH_SIZE.observe(result.events)
         for p, n in result.per_partition.items():
             metrics.EVENTS_PROCESSED.labels(str(p)).inc(n)
-        for letter in result.dead:
-            metrics.DEAD_LETTERS.labels(letter.reason.split(":", 1)[0]).inc()
-            log.warning("dead letter", extra={"reason": letter.reason, "subject": letter.subject,
-                                              "seq": letter.seq, "line": letter.line})
-        for finding in result.findings:
-            metrics.FINDINGS.labels(finding.severity, finding.rule_id).inc()
-            log.info("finding", extra={"finding_id": finding.id, "rule_id": finding.rule_id,
-                                       "severity": finding.severity, "event_ids": finding.event_ids[:10]})
+        report_dead_letters(log, result.dead)
+        report_findings(log, result.findings)
         self.stats.messages += len(batch.times)
         self.stats.events += result.events
         self.stats.findings += len(result.findings)
@@ -271,6 +254,7 @@ class Pipeline:
         self.rule_count = len(ruleset.rules)
         metrics.RULES_LOADED.set(self.rule_count)
         log.info("rules reloaded", extra={"rules": len(ruleset.rules), "warnings": len(errors)})
+        warn_split_correlations(ruleset, self.config.partition_key, self.config.partitions)
         return {"ok": True, "rules": len(ruleset.rules), "warnings": [str(e) for e in errors]}
 
     async def _on_reload(self, msg) -> None:
@@ -294,15 +278,15 @@ class Pipeline:
                 log.exception("rule reload failed, the running rule set stays")
 
     async def _gauges(self, stop: asyncio.Event) -> None:
-        late_seen: dict[int, int] = {}
+        exported: dict[int, dict[str, int]] = {}
         while not stop.is_set():
             try:
-                await self._update_gauges(late_seen)
+                await self._update_gauges(exported)
             except Exception:  # gauges are best effort: the next round tries again
                 log.exception("updating the gauges failed")
             await asyncio.sleep(5)
 
-    async def _update_gauges(self, late_seen: dict[int, int]) -> None:
+    async def _update_gauges(self, exported: dict[int, dict[str, int]]) -> None:
         try:
             metrics.CONSUMER_LAG.set(await self.source.pending())
         except NATS_ERRORS:
@@ -310,21 +294,5 @@ class Pipeline:
         async with self._lock:
             stats = await self.pool.stats()
         for p, values in stats.items():
-            label = str(p)
-            metrics.STATE_BYTES.labels(label).set(values["state_bytes"])
-            metrics.ACTIVE_KEYS.labels(label).set(values["active_keys"])
-            late = values["late_events"] - late_seen.get(p, 0)
-            if late > 0:
-                metrics.LATE_EVENTS.labels(label).inc(late)
-            late_seen[p] = values["late_events"]
+            metrics.export_partition(p, values, exported.setdefault(p, {}))
 
-
-def _rejected_letter(rejected: Rejected) -> DeadLetter:
-    """A dead letter for a finding or event PostgreSQL refused, with the item as JSON."""
-    item = rejected.item
-    if isinstance(item, Finding):
-        kind, subject = "finding", findings_subject(item.severity)
-    else:
-        kind, subject = "event", events_subject(item.agent_id or "")
-    return DeadLetter(reason=f"postgres: {kind} {item.id} refused: {rejected.reason}", subject=subject,
-                      payload=orjson.dumps(item, option=orjson.OPT_NON_STR_KEYS))

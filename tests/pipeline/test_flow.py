@@ -120,6 +120,7 @@ async def test_absurd_event_times_do_not_stop_the_stream(config, archive, rules_
     expected = expected_findings(POISON + objects, rules_dir, lambda o: "poison" if o in POISON else agent_of(o, None),
                                  config.partitions)
     assert expected
+    untimed_before, late_before = _total(metrics.UNTIMED_EVENTS), _total(metrics.LATE_EVENTS)
     nc = await nats.connect(config.nats_url)
     js = nc.jetstream()
     async with running(config, archive) as pipeline:
@@ -128,6 +129,8 @@ async def test_absurd_event_times_do_not_stop_the_stream(config, archive, rules_
         await replay(str(SAMPLE), config.nats_url, batch=7)
         last = (await js.stream_info(EVENTS_STREAM)).state.last_seq
         await wait_until(lambda: pipeline.stats.acked_seq >= last, what="every message acked")
+        await wait_until(lambda: _total(metrics.LATE_EVENTS) > late_before, 15, "the late events counted")
+    assert _total(metrics.UNTIMED_EVENTS) == untimed_before  # an unparsable time: the stream time stands in
     await nc.close()
     assert sorted(set(await finding_ids_in_postgres(config.db_url))) == sorted(expected)
     assert archive.count("id = 'absurd-time'") == 1  # archived at the end of the archive's time range

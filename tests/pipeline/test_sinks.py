@@ -98,3 +98,36 @@ async def test_postgres_sink_takes_nul_and_absurd_times_and_refuses_only_the_bad
     await conn.commit()
     assert (await sink.load_checkpoint("c1")).seq == 5  # the caller saves it once the rejects are recorded
     await sink.close()
+
+
+async def test_rows_postgres_refuses_become_dead_letters_then_the_checkpoint_is_saved(postgres, nats_server):
+    """write_postgres, which the pipeline and the Faust workers share."""
+    import asyncio
+
+    import nats
+    import orjson
+
+    from connectors.nats.subjects import ensure_streams
+    from opmas.runtime.outputs import write_postgres
+
+    sink = PostgresSink(postgres.url)
+    await sink.migrate()
+    nc = await nats.connect(nats_server.url)
+    js = nc.jetstream()
+    await ensure_streams(js)
+    letters: list[dict] = []
+
+    async def collect(msg) -> None:
+        letters.append(orjson.loads(msg.data))
+
+    await nc.subscribe("opmas.deadletter", cb=collect)
+    bad = finding(2)
+    bad.id = "not-a-uuid"
+    dead = await write_postgres(sink, js, [finding(1), bad], [], Checkpoint("c1", 7, {}, {}), 0.5, asyncio.Event())
+    assert [d.reason.split(": ")[:2] for d in dead] == [["postgres", "finding not-a-uuid refused"]]
+    await nc.flush()
+    assert [(letter["subject"], orjson.loads(letter["payload"])["id"]) for letter in letters] == \
+        [("opmas.findings.high", "not-a-uuid")]
+    assert (await sink.load_checkpoint("c1")).seq == 7
+    await nc.close()
+    await sink.close()

@@ -136,6 +136,13 @@ def test_workers_find_what_the_embedded_engine_finds(spawn, nats_server, postgre
     assert set(finding_ids(postgres.url)) == expected
     assert asyncio.run(findings_on_nats(nats_server.url)) == len(expected)
     assert metric_total(worker_port, "opmas_events_processed_total") == total
+    # the correlation metrics of the partitions it holds: its checkpointed state, the brute forces' groups
+    assert metric_total(worker_port, "opmas_state_bytes") > 0 and metric_total(worker_port, "opmas_state_keys") > 0
+    logged = [orjson.loads(line) for line in worker.log.read_text(errors="replace").splitlines()
+              if line.startswith("{")]
+    assert {r["finding_id"] for r in logged if r["message"] == "finding"} == expected
+    [split] = [r for r in logged if r["message"] == "correlations see each partition separately"]
+    assert split["partition_key"] == "agent" and BRUTE_FORCE_SUCCEEDED in split["rule_ids"]
     wait_until(lambda: metric_total(bridge_port, "opmas_bridge_acked_seq") == len(messages), 30,
                "the bridge acknowledging the last message", procs)
     assert metric_total(bridge_port, "opmas_bridged_events_total") == total
