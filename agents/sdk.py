@@ -45,13 +45,17 @@ MAX_BATCH_BYTES = 512 * 1024  # JSON-lines payload of one message (NATS' default
 DEFAULTS = {"enabled": True, "heartbeat_interval": 10.0, "batch_size": 500, "flush_interval": 0.5}
 
 
-def envelope(agent_id: str, data: dict[str, Any], type: str, event_id: str) -> dict[str, Any]:
+def envelope(agent_id: str, data: dict[str, Any], type: str, event_id: str,
+             observed: float | None = None) -> dict[str, Any]:
     """The OPMAS envelope of one event. Its ``timestamp`` is the data's ``@timestamp`` where that is a
-    valid time, else left out: the engine takes the event time from the data (EVTX ``TimeCreated``,
-    CloudTrail ``eventTime``...) through its mapping, never from the agent's clock."""
+    valid time, else ``observed`` (when the agent read the event; stored in the envelope, so every
+    replay of it gives the same time). The engine prefers the time in the data itself (EVTX
+    ``TimeCreated``, CloudTrail ``eventTime``...) through its mapping; the envelope's is the fallback."""
     out = {"id": event_id, "agent_id": agent_id, "type": type, "data": data}
     if parse_time(data.get("@timestamp")) is not None:
         out["timestamp"] = data["@timestamp"]
+    elif observed is not None:
+        out["timestamp"] = format_time(observed)
     return out
 
 
@@ -180,7 +184,7 @@ class SecurityAgent:
             return
         if self.config.get("labels"):
             data = {**data, "labels": {**self.config["labels"], **data.get("labels", {})}}
-        event = orjson.dumps(envelope(self.agent_id, data, type, event_id or uuid.uuid4().hex))
+        event = orjson.dumps(envelope(self.agent_id, data, type, event_id or uuid.uuid4().hex, time.time()))
         while len(self._buffer) >= self.settings.max_buffer:
             self._space.clear()
             await self._space.wait()

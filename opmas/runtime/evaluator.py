@@ -120,10 +120,11 @@ class Evaluator:
             events = [item[0] for item in items]
             out.per_partition[p] = len(events)
             out.events += len(events)
-            findings = process_streamed(self.processors[p], events, [message.time] * len(events))
+            findings = process_streamed(self.processors[p], events)
             out.findings.extend(findings)
             for event, text in items:
-                rows.append(encode_row(event.id, event.timestamp, event.agent_id or "", event.type or "", text,
+                archived_at = message.time if event.timestamp is None else event.timestamp  # untimed: arrival
+                rows.append(encode_row(event.id, archived_at, event.agent_id or "", event.type or "", text,
                                        message.seq))
             referenced = {e.id: e for e in self.processors[p].correlated}  # later findings may cite them
             if findings:

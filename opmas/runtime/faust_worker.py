@@ -283,7 +283,6 @@ class WorkerRuntime:
     async def handle(self, batch: Sequence[EventT]) -> None:
         s = self.settings
         grouped: dict[int, list[Event]] = {}
-        times: dict[int, list[float]] = {}  # stream time of each grouped event's NATS message
         last: dict[int, tuple[int, int]] = {}
         offsets: dict[int, int] = {}  # Kafka offset of each partition's last record handled in this batch
         states: dict[int, PartitionState] = {}  # held here: a rebalance may drop them from self.states
@@ -308,15 +307,14 @@ class WorkerRuntime:
                 dead.append(DeadLetter(reason=f"kafka record {p}:{message.offset}: {exc}",
                                        subject=f"kafka:{message.topic}", payload=item.value or b""))
                 continue
-            events, at = grouped.setdefault(p, []), times.setdefault(p, [])
+            events = grouped.setdefault(p, [])
             for record in records:
                 if record.source <= last.get(p, state.source):
                     continue  # already in this partition's checkpoint
                 events.append(record.event)
-                at.append(record.time)
                 last[p] = record.source
         async with self._lock:
-            findings, referenced = await asyncio.to_thread(self._evaluate, states, grouped, times)
+            findings, referenced = await asyncio.to_thread(self._evaluate, states, grouped)
         refused: list[DeadLetter] = []  # rows PostgreSQL refused, already dead-lettered
         if findings:
             await retry(lambda: publish_findings(self.js, findings), "nats-findings", NATS_ERRORS,
@@ -375,22 +373,21 @@ class WorkerRuntime:
         return restored
 
     @staticmethod
-    def _evaluate(states: dict[int, PartitionState], grouped: dict[int, list[Event]],
-                  times: dict[int, list[float]]) -> tuple[list[Finding], list[Event]]:
+    def _evaluate(states: dict[int, PartitionState],
+                  grouped: dict[int, list[Event]]) -> tuple[list[Finding], list[Event]]:
+        """Findings of the batch, and the events PostgreSQL must hold for them: those the findings
+        cite, and those handed to correlation (a finding of a later batch may cite them)."""
         findings: list[Finding] = []
+        referenced: dict[str, Event] = {}
         for p, events in grouped.items():
-            findings.extend(process_streamed(states[p].processor, events, times[p]))
+            found = process_streamed(states[p].processor, events)
+            findings.extend(found)
             metrics.EVENTS_PROCESSED.labels(str(p)).inc(len(events))
-        referenced: list[Event] = []
-        if findings:
-            wanted = {event_id for f in findings for event_id in f.event_ids}
-            seen: set[str] = set()
-            for events in grouped.values():
-                for event in events:
-                    if event.id in wanted and event.id not in seen:
-                        seen.add(event.id)
-                        referenced.append(event)
-        return findings, referenced
+            referenced.update((e.id, e) for e in states[p].processor.correlated)
+            if found:
+                wanted = {event_id for f in found for event_id in f.event_ids}
+                referenced.update((e.id, e) for e in events if e.id in wanted)
+        return findings, list(referenced.values())
 
     def _snapshots(self, states: dict[int, PartitionState], sources: dict[int, tuple[int, int]],
                    offsets: dict[int, int]) -> dict[int, bytes]:

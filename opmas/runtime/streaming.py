@@ -1,7 +1,6 @@
 """How both streaming runtimes hand events to a ``Processor`` (offline ``opmas detect`` does not):
-the wall clock bounds how far ahead event time may move, and an event without a time of its own
-takes the time its message entered the stream (stored with the message, so a replay after a
-restart gives it the same time)."""
+with the wall clock, which bounds how far ahead correlation event time may move. An event without a
+time of its own stays untimed, as offline, so a replayed log gives the same findings either way."""
 from __future__ import annotations
 
 import time
@@ -12,10 +11,6 @@ from engine.finding import Finding
 from engine.processor import Processor
 
 
-def process_streamed(processor: Processor, events: Sequence[Event], stream_times: Sequence[float]) -> list[Finding]:
-    """``processor.process(events, now)``; ``stream_times[i]`` (epoch seconds) is the time of
-    ``events[i]`` where neither the envelope nor the mapped event data has one."""
-    for event, stream_time in zip(events, stream_times, strict=True):
-        if event.timestamp is None:
-            event.timestamp = stream_time
+def process_streamed(processor: Processor, events: Sequence[Event]) -> list[Finding]:
+    """``processor.process(events, now)`` with the wall clock as ``now``."""
     return processor.process(events, now=time.time())

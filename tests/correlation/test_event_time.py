@@ -155,13 +155,21 @@ def test_the_envelope_time_is_the_fallback():
     assert enveloped.timestamp == BASE + 5
 
 
-def test_the_agent_sdk_stamps_only_a_time_the_data_has():
-    timed = envelope("a", {"@timestamp": "2020-03-01T10:00:00Z"}, "log", "e1")
-    untimed = envelope("a", {"message": "x"}, "log", "e2")
-    garbled = envelope("a", {"@timestamp": "yesterday", "message": "x"}, "log", "e3")
+def test_the_agent_sdk_stamps_the_datas_time_else_when_it_read_the_event():
+    read_at = BASE + 42
+    timed = envelope("a", {"@timestamp": "2020-03-01T10:00:00Z"}, "log", "e1", read_at)
+    untimed = envelope("a", {"message": "x"}, "log", "e2", read_at)
+    garbled = envelope("a", {"@timestamp": "yesterday", "message": "x"}, "log", "e3", read_at)
     assert timed["timestamp"] == "2020-03-01T10:00:00Z"
-    assert "timestamp" not in untimed and "timestamp" not in garbled
+    assert untimed["timestamp"] == garbled["timestamp"] == format_time(read_at)
+    assert "timestamp" not in envelope("a", {"message": "x"}, "log", "e4")
     assert [envelope_error(e) for e in (timed, untimed, garbled)] == [None, None, None]
+    evtx = envelope("a", {"Event": {"System": {"EventID": 1, "Channel": "Microsoft-Windows-Sysmon/Operational",
+                                               "TimeCreated": {"#attributes": {"SystemTime": "2020-01-01T00:00:00Z"}}},
+                                    "EventData": {"Image": "C:\\x.exe"}}}, "windows", "e5", read_at)
+    event = event_from_obj(evtx)
+    Processor(ruleset(AUTH_RULES)).process([event])
+    assert event.timestamp == parse_time("2020-01-01T00:00:00Z")  # the data's own time wins over the read time
 
 
 def test_an_event_from_a_skewed_clock_does_not_move_event_time():

@@ -98,6 +98,11 @@ def expected_findings(objects: list[dict], rules: Path, agent_of: Callable[[dict
     return found
 
 
+# How many event ids cited by findings have no row in the events table (should be none).
+UNSTORED_CITED_EVENTS = ("SELECT count(*) FROM findings f, unnest(f.event_ids) x"
+                         " WHERE NOT EXISTS (SELECT 1 FROM events e WHERE e.id = x)")
+
+
 async def finding_ids_in_postgres(url: str) -> list[str]:
     async with await psycopg.AsyncConnection.connect(url) as conn:
         cur = await conn.execute("SELECT id::text FROM findings")

@@ -20,7 +20,7 @@ from engine.event import format_time
 from engine.ruleset import load_ruleset, sources_from_paths
 from connectors.nats.subjects import EVENTS_STREAM, FINDINGS_STREAM, ensure_streams
 from opmas.commands.replay import agent_of
-from tests.pipeline.conftest import (expected_findings, finding_ids_in_postgres, sample_objects,
+from tests.pipeline.conftest import (UNSTORED_CITED_EVENTS, expected_findings, finding_ids_in_postgres, sample_objects,
                                      wait_until)
 
 EVENTS = 2400
@@ -117,8 +117,7 @@ async def test_sigkill_mid_stream_loses_and_doubles_nothing(tmp_path, nats_serve
     assert not lost and not unexpected, f"lost {len(lost)}, unexpected {len(unexpected)}"
     assert correlated <= set(in_pg)
     async with await psycopg.AsyncConnection.connect(postgres.url) as conn:  # every cited event is stored
-        cur = await conn.execute("SELECT count(*) FROM findings f, unnest(f.event_ids) x"
-                                 " WHERE NOT EXISTS (SELECT 1 FROM events e WHERE e.id = x)")
+        cur = await conn.execute(UNSTORED_CITED_EVENTS)
         assert (await cur.fetchone())[0] == 0
     assert on_nats == len(expected)  # re-published findings were dropped by the NATS duplicate window
     archive = Archive(connect(None, tmp_path / "data" / "clickhouse"))

@@ -25,6 +25,7 @@ from opmas.paths import RULES_DIR
 from opmas.runtime.evaluator import Evaluator, Layout
 from opmas.runtime.intake import Intake
 from opmas.runtime.rules import RuleFiles
+from tests.pipeline.conftest import UNSTORED_CITED_EVENTS
 from tests.scaleout.conftest import PARTITIONS, wait_until
 
 AGENTS = 8
@@ -199,6 +200,8 @@ def test_killed_worker_loses_and_doubles_nothing(spawn, nats_server, postgres):
     ids = finding_ids(postgres.url)
     assert len(ids) == len(set(ids))
     assert set(ids) == expected
+    with psycopg.connect(postgres.url) as conn:  # every event a finding cites is stored, correlations' too
+        assert conn.execute(UNSTORED_CITED_EVENTS).fetchone()[0] == 0
     assert asyncio.run(findings_on_nats(nats_server.url)) == len(expected)
 
 
