@@ -28,10 +28,12 @@ def agent_of_subject(subject: str) -> str:
     return subject[len(EVENTS_PREFIX):] if subject.startswith(EVENTS_PREFIX) else subject
 
 
+_UNSAFE_IN_TOKEN = str.maketrans({c: "_" for c in ". *>\t\r\n"})
+
+
 def subject_token(text: str) -> str:
     """``text`` made safe as one subject token (no dots, spaces or wildcards)."""
-    cleaned = "".join("_" if c in ". *>\t\r\n" else c for c in text.strip())
-    return cleaned or "unknown"
+    return text.strip().translate(_UNSAFE_IN_TOKEN) or "unknown"
 
 
 async def ensure_streams(js: JetStreamContext, max_age: float = 7 * 24 * 3600.0,

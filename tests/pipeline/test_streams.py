@@ -4,7 +4,7 @@ from __future__ import annotations
 import nats
 from nats.js.api import DiscardPolicy, StreamConfig
 
-from connectors.nats.subjects import EVENTS_PREFIX, EVENTS_STREAM, ensure_streams
+from connectors.nats.subjects import EVENTS_PREFIX, EVENTS_STREAM, ensure_streams, subject_token
 
 
 async def test_a_full_events_stream_refuses_new_events_instead_of_dropping_old_ones(nats_server):
@@ -15,3 +15,8 @@ async def test_a_full_events_stream_refuses_new_events_instead_of_dropping_old_o
     await ensure_streams(js)
     assert (await js.stream_info(EVENTS_STREAM)).config.discard == DiscardPolicy.NEW
     await nc.close()
+
+
+def test_subject_token_replaces_what_subjects_cannot_hold() -> None:
+    assert subject_token(" web.01 a*b>c\td\r\n") == "web_01_a_b_c_d"
+    assert subject_token("  ") == "unknown" and subject_token("host-7_x") == "host-7_x"
