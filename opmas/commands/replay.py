@@ -36,6 +36,7 @@ log = logging.getLogger("opmas.replay")
 PATIENCE = 60.0  # seconds one message may be refused (stream full) or unanswered before replay gives up
 ACK_WAIT = 5.0  # seconds to wait for JetStream to answer a publish
 FULL_STREAM = ("maximum bytes exceeded", "maximum messages exceeded")
+HEADER_ROOM = 256  # bytes of max_payload kept for the Nats-Msg-Id header (the server counts headers too)
 
 
 class ReplayStalled(RuntimeError):
@@ -91,7 +92,7 @@ async def replay(path: str, nats_url: str, rate: float | None = None, agent: str
     nc = await connect(nats_url, "opmas-replay")
     js = nc.jetstream()
     await ensure_streams(js, update=False)  # replaying before the engine first ran stores the events too
-    limit = min(nc.max_payload, max_bytes or nc.max_payload)
+    limit = min(nc.max_payload - HEADER_ROOM, max_bytes or nc.max_payload)
     buffers: dict[str, list[bytes]] = {}
     sizes: dict[str, int] = {}  # per buffer: its lines' bytes plus one separator each
     records = 0  # objects and unreadable lines read so far

@@ -69,6 +69,22 @@ async def test_messages_stay_within_max_payload_and_a_too_large_event_is_skipped
     assert "record 6 of the input" in caplog.text
 
 
+@pytest.mark.timeout(60)
+async def test_a_message_filled_to_the_limit_still_fits_with_its_header(tmp_path, nats_server):
+    nc = await nats.connect(nats_server.url)
+    limit = nc.max_payload
+    await nc.close()
+    size = (limit - 3) // 4  # four such lines and three separators fill max_payload to the byte
+    records = [{"id": f"e{i}", "message": ""} for i in range(8)]
+    for record in records:
+        record["message"] = "x" * (size - len(orjson.dumps(record)))
+    path = tmp_path / "log.jsonl"
+    path.write_bytes(b"\n".join(orjson.dumps(r) for r in records))
+    result = await replay(str(path), nats_server.url, agent="a1", batch=100)
+    assert (result.events, result.oversized) == (8, 0)
+    assert [orjson.loads(line)["id"] for _, line in await stream_events(nats_server.url)] == [r["id"] for r in records]
+
+
 async def test_messages_stay_within_the_engines_message_limit(tmp_path, nats_server):
     records = [{"id": f"e{i}", "message": "x" * 1000} for i in range(20)]
     path = tmp_path / "log.jsonl"
