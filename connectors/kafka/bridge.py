@@ -34,7 +34,7 @@ from engine.event import Event
 from engine.partition import AGENT_KEY, key_of, partition_of
 from opmas import metrics
 from opmas.runtime.intake import Intake
-from opmas.runtime.pipeline import NATS_ERRORS
+from opmas.runtime.outputs import NATS_ERRORS
 from opmas.runtime.retry import retry
 
 log = logging.getLogger("opmas.bridge")
