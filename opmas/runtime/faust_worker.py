@@ -6,8 +6,8 @@ embedded pipeline runs). For each batch of records:
 
 1. events at or below the partition's checkpointed source position are dropped
    (Kafka redeliveries after a rebalance, copies re-sent by the bridge);
-2. the processors evaluate the rest (opmas/runtime/streaming.py: the wall clock, the stream time
-   for untimed events); findings go to NATS (``opmas.findings.<severity>``, deduplicated by id)
+2. the processors evaluate the rest (opmas/runtime/streaming.py: with the wall clock bounding
+   event time); findings go to NATS (``opmas.findings.<severity>``, deduplicated by id)
    and to PostgreSQL (idempotent), retried while a server is away; rows PostgreSQL refuses for
    their content become dead letters;
 3. only then each touched partition's checkpoint (source position + ``Processor.snapshot()``)
