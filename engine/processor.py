@@ -1,17 +1,14 @@
 """The processor every runtime drives: events in, findings out, state as plain data.
 
 ``Processor(ruleset, state)`` evaluates detection rules per event (engine/dispatch.py)
-and feeds each detection match to the correlation part of the rule set, if any.
-The correlation part is the object ``ruleset.correlations`` (built by
-``engine.correlation.compile_correlations``); it must offer
-``start(state: dict | None) -> correlator`` where a correlator has ``see(event, horizon)``
-(event time, lateness and clock skew; every mapped event), ``observe(rule, event, view)`` (each match),
-``hold(rule, finding, view) -> bool`` (takes the findings of rules with ``suppress``),
-``advance() -> list[Finding]`` (after each batch), ``flush() -> list[Finding]``,
-``snapshot() -> dict`` and the counters ``late_events``, ``future_events``, ``untimed_events``,
-``evicted_keys``, ``active_keys``, ``state_bytes``.
+and feeds each detection match to the correlation part of the rule set, if any
+(``ruleset.correlations``, an ``engine.correlation.CorrelationSet``): by default to
+its own ``LocalCorrelator``, which also reports the correlation findings after each
+batch. With ``split=True`` (a partition of a stream whose correlations run in one
+``engine.correlation.CorrelationStage``) it keeps only the per-partition Observer,
+and ``handoff()`` after each ``process`` call gives what the stage takes.
 After each ``process`` call, ``correlated`` lists the events of that call with a match handed
-to the correlator (a later correlation finding may cite them; runtimes store them on arrival).
+to correlation (a later correlation finding may cite them; runtimes store them on arrival).
 """
 from __future__ import annotations
 
@@ -21,7 +18,7 @@ from typing import Any
 
 import orjson
 
-from engine.correlation import DEFAULT_MAX_FUTURE
+from engine.correlation import DEFAULT_MAX_FUTURE, Handoff
 from engine.dispatch import EventView, RuleIndex
 from engine.event import Event
 from engine.finding import Finding, finding_id
@@ -77,14 +74,20 @@ class Processor:
     """Evaluate a RuleSet over batches of events; deterministic for the same input."""
 
     def __init__(self, ruleset: RuleSet, state: dict[str, Any] | None = None,
-                 max_future: float = DEFAULT_MAX_FUTURE):
+                 max_future: float = DEFAULT_MAX_FUTURE, split: bool = False):
         self.stats = ProcessorStats()
         self.max_future = max_future
+        self.split = split
         self.ruleset = ruleset
         self.index = RuleIndex(ruleset)
-        correlations = ruleset.correlations
-        self.correlator = correlations.start((state or {}).get("correlation")) if correlations else None
+        self.correlator = self._correlator(ruleset, (state or {}).get("correlation"))
         self.correlated: list[Event] = []
+
+    def _correlator(self, ruleset: RuleSet, state: dict[str, Any] | None) -> Any:
+        correlations = ruleset.correlations
+        if correlations is None:
+            return None
+        return correlations.observer(state) if self.split else correlations.start(state)
 
     def process(self, events: Sequence[Event], now: float | None = None) -> list[Finding]:
         """Findings of a batch. ``Event.timestamp`` becomes the mapping's event time (EVTX
@@ -115,7 +118,7 @@ class Processor:
                     correlator.observe(rule, event, view)
                     if not correlated or correlated[-1] is not event:
                         correlated.append(event)
-        if correlator is not None:
+        if correlator is not None and not self.split:
             findings.extend(correlator.advance())
         self.correlated = correlated
         self.stats.events += len(events)
@@ -123,8 +126,12 @@ class Processor:
         self._correlation_stats()
         return findings
 
+    def handoff(self) -> Handoff:
+        """With ``split``: the hits, offers and watermark of the calls since the last handoff."""
+        return self.correlator.take() if self.correlator is not None else Handoff()
+
     def flush(self) -> list[Finding]:
-        """End of input (offline only): close open correlation windows."""
+        """End of input (offline, not ``split``): close open correlation windows."""
         if self.correlator is None:
             return []
         findings = self.correlator.flush()
@@ -146,14 +153,16 @@ class Processor:
         carried = self.correlator.snapshot() if self.correlator is not None else None
         self.ruleset = ruleset
         self.index = RuleIndex(ruleset)
-        self.correlator = ruleset.correlations.start(carried) if ruleset.correlations else None
+        self.correlator = self._correlator(ruleset, carried)
         self._correlation_stats()
 
     def _correlation_stats(self) -> None:
-        if self.correlator is not None:
-            self.stats.late_events = self.correlator.late_events
-            self.stats.future_events = self.correlator.future_events
-            self.stats.untimed_events = self.correlator.untimed_events
-            self.stats.evicted_keys = self.correlator.evicted_keys
-            self.stats.active_keys = self.correlator.active_keys
-            self.stats.state_bytes = self.correlator.state_bytes
+        correlator = self.correlator
+        if correlator is not None:
+            self.stats.late_events = correlator.late_events
+            self.stats.future_events = correlator.future_events
+            self.stats.untimed_events = correlator.untimed_events
+            if not self.split:  # else the groups are the stage's
+                self.stats.evicted_keys = correlator.evicted_keys
+                self.stats.active_keys = correlator.active_keys
+                self.stats.state_bytes = correlator.state_bytes

@@ -5,25 +5,31 @@ with the rule set's correlation documents: it parses them (``spec``), resolves t
 references across the whole rule set (``link``), marks the detection rules that
 only feed correlations (Sigma ``generate: false``), makes the referenced rules read
 the fields the correlations group by, and sets ``ruleset.correlations`` to a
-``CorrelationSet``, whose ``start(state)`` gives the per-processor ``Correlator``.
-Window semantics: ``windows``; event time, lateness and determinism: ``correlator``;
-``suppress``: ``suppression``; what partitioned runtimes miss: ``partitioning``.
+``CorrelationSet`` (``compiled``), whose ``start(state)`` gives a processor that
+correlates its own events its ``LocalCorrelator``. Per-partition event time,
+lateness and hits: ``observer``; groups, windows and determinism: ``correlator``;
+one correlator for a partitioned stream: ``stage``; window semantics: ``windows``;
+``suppress``: ``suppression``; what runtimes partitioned without a stage miss:
+``partitioning``.
 """
 from __future__ import annotations
 
 from typing import Any
 
-from engine.correlation.correlator import DEFAULT_LATENESS, DEFAULT_MAX_FUTURE, CorrelationSet, Correlator
+from engine.correlation.compiled import CorrelationSet, LocalCorrelator
+from engine.correlation.correlator import DEFAULT_LATENESS, DEFAULT_MAX_FUTURE, Correlator, Handoff
 from engine.correlation.link import LinkedCorrelation, RuleRef, link_correlations
 from engine.correlation.partitioning import split_by_partitioning
 from engine.correlation.spec import CorrelationSpec, Suppression, parse_correlation, parse_suppression
+from engine.correlation.stage import DEFAULT_IDLE_TIMEOUT, CorrelationStage
 from engine.errors import RuleError
 from engine.render import attack_from_tags
 from engine.ruleset import RuleMeta
 
 __all__ = [
-    "DEFAULT_LATENESS", "DEFAULT_MAX_FUTURE", "CorrelationSet", "CorrelationSpec", "Correlator", "LinkedCorrelation",
-    "Suppression", "compile_correlations", "split_by_partitioning",
+    "DEFAULT_IDLE_TIMEOUT", "DEFAULT_LATENESS", "DEFAULT_MAX_FUTURE", "CorrelationSet", "CorrelationSpec",
+    "CorrelationStage", "Correlator", "Handoff", "LinkedCorrelation", "LocalCorrelator", "Suppression",
+    "compile_correlations", "split_by_partitioning",
 ]
 
 

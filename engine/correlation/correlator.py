@@ -1,28 +1,31 @@
-"""The running correlation state of one processor (partition): event time, windows, findings.
+"""Correlation state keyed by group key: windows, chains, suppression, findings.
 
-Event time and the watermark: every event's time (``Event.timestamp``) moves
-``max_time``; the watermark is ``max_time - lateness``. An event older than the
-watermark when it arrives is *late*: counted in ``late_events``, never fed to a
-window (its detection findings are still reported). Detection matches become
-*hits* held per correlation in a heap until the watermark passes them; then they
-are applied to their group's window machine in ``(time, event id)`` order (see
-``engine.correlation.windows``). So the findings and their ids depend only on
-the set of events, not on their arrival order within the lateness, nor on how
-the input was cut into batches; ``flush`` (end of offline input) moves the
-watermark past everything.
+Correlation runs in two steps (engine/correlation/observer.py is the first):
+
+* an ``Observer`` per partition processor sees every event: it keeps that
+  partition's event time (``max_time``; its watermark is ``max_time - lateness``),
+  decides which events are late, and turns each detection match a correlation
+  takes into a *hit* ``(correlation, time, event id, group key, value)``, and
+  each finding of a rule with ``suppress`` into an *offer*;
+* a ``Correlator`` (this module) holds every correlation's groups, keyed by group
+  key, fed the hits of one or of many partitions. Hits wait per correlation until
+  the watermark passes them; then they are applied to their group's window
+  machine in ``(time, event id)`` order (see ``engine.correlation.windows``). So
+  the findings and their ids depend only on the set of events, not on their
+  arrival order within the lateness, nor on how the input was cut into batches
+  or partitions; ``flush`` (end of offline input) moves the watermark past
+  everything. A hit behind the watermark already applied is late (``late_hits``).
+
+One processor correlating its own events wires the two together
+(``LocalCorrelator``, ``CorrelationSet.start``); a partitioned runtime feeds one
+``CorrelationStage`` (engine/correlation/stage.py) from all its partitions, so a
+group's events meet whatever partition they were detected in.
 
 A correlation result feeds the correlations that reference it (chains) as a hit
 at its decision time; it is reported unless a referencing correlation says
-``generate: false``. State is partitioned by group key, expired groups are
-dropped, and the whole state is plain data (``snapshot``), restored by
-``CorrelationSet.start(snapshot)``. ``max_keys`` bounds the groups of one
-correlation even under a flood of new keys (the stalest group is dropped and
-counted in ``evicted_keys``).
-
-Clock skew: a streaming runtime passes ``see`` a *horizon* (its wall clock plus an
-allowed skew); an event dated after it is counted in ``future_events`` and, like a
-late event, neither moves event time nor enters windows (else one event from a
-skewed clock would make every later event late). Offline input has no horizon.
+``generate: false``. Expired groups are dropped, and the whole state is plain
+data (``snapshot``). ``max_keys`` bounds the groups of one correlation even under
+a flood of new keys (the stalest group is dropped and counted in ``evicted_keys``).
 """
 from __future__ import annotations
 
@@ -38,7 +41,7 @@ from engine.correlation.link import LinkedCorrelation
 from engine.correlation.spec import Suppression
 from engine.correlation.suppression import Suppressor
 from engine.correlation.windows import Fire, Machine, machine_for, ordered_value
-from engine.event import Event, format_time
+from engine.event import format_time
 from engine.finding import Finding, finding_id
 from engine.render import render_template
 
@@ -62,6 +65,48 @@ def _text(value: Any) -> str:
     if isinstance(value, bool):
         return "true" if value else "false"
     return str(value)
+
+
+@dataclass(frozen=True, slots=True)
+class InputKey:
+    """How a hit of one input of a correlation gets its group key and value from the event's fields."""
+
+    single: str | None  # the one group-by field, if there is exactly one
+    names: tuple[str, ...]  # all group-by fields
+    value_field: str | None  # value_count: the field whose distinct values count
+    fixed: Any  # the value of every hit otherwise (temporal: which input it is)
+
+    def of(self, fields: dict[str, Any]) -> tuple[str, Any] | None:
+        """(group key, value), or None where a group-by (or value_count) field is missing."""
+        if self.single is not None:
+            value = fields.get(self.single)
+            if value is None:
+                return None
+            key = value if value.__class__ is str else _text(value)
+        elif self.names:
+            parts = []
+            for name in self.names:
+                value = fields.get(name)
+                if value is None:
+                    return None
+                parts.append(_text(value))
+            key = SEP.join(parts)
+        else:
+            key = ""
+        if self.value_field is None:
+            return key, self.fixed
+        value = fields.get(self.value_field)
+        return None if value is None else (key, _text(value))
+
+
+def input_keys(corr: LinkedCorrelation) -> list[InputKey]:
+    """The InputKey of each input of ``corr``."""
+    kind = corr.spec.type
+    return [
+        InputKey(keys[0] if len(keys) == 1 else None, tuple(keys), value_field,
+                 ordered_value(i) if kind == "temporal_ordered" else (i if kind == "temporal" else None))
+        for i, (keys, value_field) in enumerate(zip(corr.key_fields, corr.value_fields))
+    ]
 
 
 def _deep_size(obj: Any) -> int:
@@ -88,45 +133,15 @@ class Track:
         self.groups: OrderedDict[str, list] = OrderedDict()  # ordered by expiry
         self.fingerprint = orjson.dumps([spec.type, corr.inputs, corr.key_fields, corr.value_fields,
                                          spec.timespan, spec.condition.to_dict()]).decode()
-        kind = spec.type
-        # Per input: (the one group-by field or None, all group-by fields, value_count field, fixed value)
-        self._inputs = [
-            (keys[0] if len(keys) == 1 else None, keys, value_field,
-             ordered_value(i) if kind == "temporal_ordered" else (i if kind == "temporal" else None))
-            for i, (keys, value_field) in enumerate(zip(corr.key_fields, corr.value_fields))
-        ]
+        self.inputs = input_keys(corr)
         self.bytes_per_group = 0.0
         self.condition = spec.condition.to_dict()  # as reported in findings
 
     def hit(self, index: int, ts: float, eid: str, fields: dict[str, Any], refs: tuple | None = None) -> None:
-        """Queue a hit of input ``index``; events lacking a group-by (or value_count) field are skipped."""
-        single, names, value_field, val = self._inputs[index]
-        if single is not None:
-            value = fields.get(single)
-            if value is None:
-                return
-            key = value if value.__class__ is str else _text(value)
-        elif names:
-            parts = []
-            for name in names:
-                value = fields.get(name)
-                if value is None:
-                    return
-                parts.append(_text(value))
-            key = SEP.join(parts)
-        else:
-            key = ""
-        if value_field is not None:
-            value = fields.get(value_field)
-            if value is None:
-                return
-            val = _text(value)
-        item = (ts, eid, key, val, refs)
-        waiting = self.pending.get(ts // 1.0)
-        if waiting is None:
-            self.pending[ts // 1.0] = [item]
-        else:
-            waiting.append(item)
+        """Queue a hit of input ``index`` with its key from ``fields`` (skipped where a field is missing)."""
+        keyed = self.inputs[index].of(fields)
+        if keyed is not None:
+            self.queue(ts, eid, keyed[0], keyed[1], refs)
 
     def queue(self, ts: float, eid: str, key: str, val: Any, refs: tuple | None) -> None:
         """Hold a hit until the watermark passes it."""
@@ -212,94 +227,54 @@ class Track:
         self.groups = OrderedDict((key, load(state)) for key, state in data.get("groups", []))
 
 
-@dataclass
-class CorrelationSet:
-    """The compiled correlations (dependency order) and suppressions of a rule set;
-    ``ruleset.correlations``. ``lateness`` (seconds) is the allowed out-of-orderness."""
+Hit = tuple[int, float, str, str, Any]  # (correlation index, event time, event id, group key, value)
+Offer = tuple[str, Finding, float, str]  # (rule id, finding, event time, suppression key)
 
-    correlations: list[LinkedCorrelation]
-    suppressions: dict[str, Suppression] = field(default_factory=dict)
-    visible: dict[str, bool] = field(default_factory=dict)  # correlation id -> reported?
-    lateness: float = DEFAULT_LATENESS
-    max_keys: int = DEFAULT_MAX_KEYS  # per correlation: beyond it the stalest group is dropped
 
-    def start(self, state: dict[str, Any] | None = None) -> "Correlator":
-        """A correlator with fresh state, or resuming ``state`` (a snapshot)."""
-        return Correlator(self, state)
+@dataclass(slots=True)
+class Handoff:
+    """What an observer passes on after a batch: its hits and offers, and its watermark
+    (its partition's latest event time minus the lateness; None before its first timed event)."""
+
+    hits: list[Hit] = field(default_factory=list)
+    offers: list[Offer] = field(default_factory=list)
+    watermark: float | None = None
 
 
 class Correlator:
-    """Correlation and suppression state of one processor. Driven per event by ``see`` then
-    ``observe`` for each detection match, ``hold`` for detection findings, and ``advance`` per batch."""
+    """Every correlation's groups and the suppression windows, fed hits and offers (``take``),
+    made final by the watermark (``advance``)."""
 
-    def __init__(self, cset: CorrelationSet, state: dict[str, Any] | None = None):
-        self.cset = cset
-        self.lateness = cset.lateness
-        self.tracks = [Track(c, cset.max_keys) for c in cset.correlations]
-        self.routes: dict[str, list[tuple[Track, int]]] = {}
+    def __init__(self, correlations: list[LinkedCorrelation], suppressions: dict[str, Suppression],
+                 visible: dict[str, bool], max_keys: int, state: dict[str, Any] | None = None):
+        self.suppressions = suppressions
+        self.visible = visible
+        self.tracks = [Track(c, max_keys) for c in correlations]
+        self.routes: dict[str, list[tuple[Track, int]]] = {}  # chains: correlation id -> referencing inputs
         for track in self.tracks:
             for index, rule_id in enumerate(track.corr.inputs):
                 self.routes.setdefault(rule_id, []).append((track, index))
-        self.suppressor = Suppressor(cset.suppressions)
-        self.max_time: float | None = None
+        self.suppressor = Suppressor(suppressions)
         self.frontier = float("-inf")  # watermark of the last advance
-        self.late_events = 0
-        self.untimed_events = 0
-        self.future_events = 0
-        self._accepted = False
-        self._future = False
+        self.late_hits = 0
         self._advances = 0
         if state:
             self._restore(state)
 
-    # --- per event -------------------------------------------------------------
-    def see(self, event: Event, horizon: float | None = None) -> None:
-        """Move event time with ``event`` unless it is dated after ``horizon``; decide whether its
-        matches may enter windows."""
-        ts = event.timestamp
-        self._future = False
-        if ts is None:
-            self.untimed_events += 1
-            self._accepted = False
-            return
-        if horizon is not None and ts > horizon:
-            self.future_events += 1
-            self._future = True
-            self._accepted = False
-            return
-        if self.max_time is None or ts > self.max_time:
-            self.max_time = ts
-        elif ts < self.max_time - self.lateness or ts < self.frontier:
-            self.late_events += 1
-            self._accepted = False
-            return
-        self._accepted = True
+    def take(self, handoff: Handoff) -> None:
+        """Queue a batch's hits (those behind the last watermark are late) and offers."""
+        tracks, frontier = self.tracks, self.frontier
+        for index, ts, eid, key, val in handoff.hits:
+            if ts < frontier:
+                self.late_hits += 1
+            else:
+                tracks[index].queue(ts, eid, key, val, None)
+        for _rule_id, finding, ts, key in handoff.offers:
+            self.suppressor.offer(finding, ts, key)
 
-    def observe(self, rule: Any, event: Event, view: Any) -> None:
-        """A detection rule matched the event last passed to ``see``. ``view.flat`` holds its Sigma
-        fields, including the ones correlations group by (compile_correlations makes the rule read them)."""
-        if not self._accepted:
-            return
-        routes = self.routes.get(rule.id)
-        if routes:
-            ts, eid, flat = event.timestamp, event.id, view.flat
-            for track, index in routes:
-                track.hit(index, ts, eid, flat)
-
-    def hold(self, rule: Any, finding: Finding, view: Any) -> bool:
-        """Take a detection finding of a rule with ``suppress`` (True: it is reported by ``advance``).
-        Findings of untimed or future events are not suppressed (the watermark may never pass them)."""
-        if rule.id not in self.cset.suppressions or finding.timestamp is None or self._future:
-            return False
-        self.suppressor.offer(finding, finding.timestamp, self.suppressor.by_key(rule.id, view.flat))
-        return True
-
-    # --- per batch -------------------------------------------------------------
-    def advance(self) -> list[Finding]:
-        """Findings the watermark makes final (call after each batch)."""
-        if self.max_time is None:
-            return []
-        return self._advance(self.max_time - self.lateness)
+    def advance(self, watermark: float) -> list[Finding]:
+        """Findings the watermark makes final."""
+        return self._advance(watermark)
 
     def flush(self) -> list[Finding]:
         """End of input: every window closes, every held finding is decided."""
@@ -308,13 +283,13 @@ class Correlator:
     def _advance(self, watermark: float) -> list[Finding]:
         watermark = max(watermark, self.frontier)
         out: list[Finding] = []
-        suppressions = self.cset.suppressions
+        suppressions = self.suppressions
         for track in self.tracks:
             fired = track.advance(watermark)
             if not fired:
                 continue
             spec = track.spec
-            visible = self.cset.visible.get(spec.rule_id, True)
+            visible = self.visible.get(spec.rule_id, True)
             for key, fire in fired:
                 finding = self._finding(track, key, fire)
                 group = finding.details["group"]
@@ -391,33 +366,26 @@ class Correlator:
 
     @property
     def state_bytes(self) -> int:
-        """Estimated memory of the correlation state (sampled group sizes, held hits and findings)."""
+        """Estimated memory of the state (sampled group sizes, held hits and findings)."""
         total = sum(len(t.groups) * t.bytes_per_group + sum(map(len, t.pending.values())) * 200
                     for t in self.tracks)
         return int(total + self.suppressor.size * 600)
 
     def snapshot(self) -> dict[str, Any]:
-        """JSON-serialisable state; ``CorrelationSet.start(snapshot)`` resumes from it."""
+        """JSON-serialisable state; ``state`` of a new Correlator resumes from it."""
         return {
             "version": SNAPSHOT_VERSION,
-            "max_time": self.max_time,
             "frontier": None if self.frontier == float("-inf") else self.frontier,
-            "late_events": self.late_events,
-            "untimed_events": self.untimed_events,
-            "future_events": self.future_events,
+            "late_hits": self.late_hits,
             "tracks": {t.spec.rule_id: t.dump() for t in self.tracks if t.pending or t.groups},
             "suppression": self.suppressor.snapshot(),
         }
 
     def _restore(self, state: dict[str, Any]) -> None:
-        if state.get("version") != SNAPSHOT_VERSION:
-            raise ValueError(f"correlation snapshot version {state.get('version')!r} is not {SNAPSHOT_VERSION}")
-        self.max_time = state.get("max_time")
+        check_version(state)
         frontier = state.get("frontier")
         self.frontier = float("-inf") if frontier is None else float(frontier)
-        self.late_events = int(state.get("late_events", 0))
-        self.untimed_events = int(state.get("untimed_events", 0))
-        self.future_events = int(state.get("future_events", 0))
+        self.late_hits = int(state.get("late_hits", 0))
         saved = state.get("tracks", {})
         for track in self.tracks:
             data = saved.get(track.spec.rule_id)
@@ -425,4 +393,10 @@ class Correlator:
             if data is not None and data.get("fingerprint") == track.fingerprint:
                 track.load(data)
                 track.sample_size()
-        self.suppressor = Suppressor(self.cset.suppressions, state.get("suppression"))
+        self.suppressor = Suppressor(self.suppressions, state.get("suppression"))
+
+
+def check_version(state: dict[str, Any]) -> None:
+    """ValueError for a correlation snapshot of another format version."""
+    if state.get("version") != SNAPSHOT_VERSION:
+        raise ValueError(f"correlation snapshot version {state.get('version')!r} is not {SNAPSHOT_VERSION}")

@@ -38,6 +38,11 @@ def finding_from_dict(data: dict[str, Any]) -> Finding:
     return Finding(**{**data, "timestamp": parse_time(data.get("timestamp"))})
 
 
+def suppression_key(config: Suppression, fields: dict[str, Any]) -> str:
+    """The suppression key of a finding from its fields (event fields or correlation group)."""
+    return "\x1f".join("" if fields.get(f) is None else str(fields.get(f)) for f in config.by)
+
+
 class Suppressor:
     """Suppression windows of every rule that has ``suppress``; state as plain data."""
 
@@ -53,8 +58,8 @@ class Suppressor:
             self._restore(state)
 
     def by_key(self, rule_id: str, fields: dict[str, Any]) -> str:
-        """The suppression key of a finding from its fields (event fields or correlation group)."""
-        return "\x1f".join("" if fields.get(f) is None else str(fields.get(f)) for f in self.configs[rule_id].by)
+        """The suppression key of a finding of ``rule_id`` from its fields."""
+        return suppression_key(self.configs[rule_id], fields)
 
     def offer(self, finding: Finding, at: float, key: str) -> None:
         """Hold a finding decided at event time ``at`` until the watermark passes it."""
