@@ -13,7 +13,7 @@ from typing import Any, Mapping
 
 import yaml
 
-from engine.correlation import DEFAULT_LATENESS, DEFAULT_MAX_FUTURE
+from engine.correlation import DEFAULT_IDLE_TIMEOUT, DEFAULT_LATENESS, DEFAULT_MAX_FUTURE
 from opmas.paths import DEFAULT_DATA_DIR, RULES_DIR
 
 # Environment variable -> Config field.
@@ -34,6 +34,7 @@ ENV_VARS: dict[str, str] = {
     "OPMAS_NATS_PORT": "nats_port",
     "OPMAS_LOG_LEVEL": "log_level",
     "OPMAS_LATENESS": "lateness",
+    "OPMAS_PARTITION_IDLE": "partition_idle",
     "OPMAS_MAX_FUTURE": "max_future",
     "OPMAS_WATCH_RULES": "watch_rules",
     "OPMAS_KAFKA_URL": "kafka_url",
@@ -72,6 +73,7 @@ class Config:
     checkpoint_interval: float = 1.0  # seconds between processor state snapshots
     lateness: float = DEFAULT_LATENESS  # seconds events may arrive out of order and still count in windows
     max_future: float = DEFAULT_MAX_FUTURE  # seconds an event may be dated ahead of the clock and move event time
+    partition_idle: float = DEFAULT_IDLE_TIMEOUT  # seconds before a quiet partition stops holding correlation windows open
     retry_max_delay: float = 10.0  # backoff ceiling while a database is away
     stream_max_age: float = 7 * 24 * 3600.0  # seconds JetStream keeps events
     stream_max_bytes: int = 10 << 30
@@ -158,6 +160,8 @@ def _build(base: Config, values: Mapping[str, Any], origin: str) -> Config:
         raise ConfigError(f"{origin}: lateness must be >= 0")
     if config.max_future < 0:
         raise ConfigError(f"{origin}: max_future must be >= 0")
+    if config.partition_idle <= 0:
+        raise ConfigError(f"{origin}: partition_idle must be > 0")
     return config
 
 

@@ -71,9 +71,10 @@ PARTITION_COUNTERS = {"late_events": LATE_EVENTS, "future_events": FUTURE_EVENTS
                       "untimed_events": UNTIMED_EVENTS, "evicted_keys": EVICTED_KEYS}
 
 
-def export_partition(partition: int, stats: Mapping[str, int], seen: dict[str, int]) -> None:
+def export_partition(partition: int | str, stats: Mapping[str, int], seen: dict[str, int]) -> None:
     """Set a partition processor's state gauges from its ``stats`` (ProcessorStats fields) and move
-    its counters by what they added since ``seen``, the values last exported (updated here)."""
+    its counters by what they added since ``seen``, the values last exported (updated here).
+    The embedded pipeline's correlation stage reports as partition ``"correlation"``."""
     label = str(partition)
     STATE_BYTES.labels(label).set(stats["state_bytes"])
     ACTIVE_KEYS.labels(label).set(stats["active_keys"])

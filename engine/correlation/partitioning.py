@@ -1,8 +1,9 @@
-"""Which correlations a partitioned runtime cannot see whole.
+"""Which correlations a runtime partitioned without a correlation stage cannot see whole.
 
-A streaming runtime spreads events over partition processors by ``partition_key``
+The scale-out workers spread events over partition processors by ``partition_key``
 (``engine.partition``: the publishing agent by default, or a dotted event field), and
-each processor correlates only its own events. A correlation sees all the events of
+each processor correlates only its own events (the embedded pipeline feeds one
+CorrelationStage instead, see engine/correlation/stage.py). A correlation sees all the events of
 a group only if every one of its inputs groups by that field; any other correlation
 (e.g. one grouped by ``source.ip`` while events are partitioned by agent: a password
 spray over several agents) can miss what ``opmas detect`` finds over the whole log.

@@ -61,6 +61,13 @@ class CorrelationStage:
         watermark = self.watermark(now)
         return [] if watermark is None else self.correlator.advance(watermark)
 
+    def stats(self) -> dict[str, int]:
+        """The stage's counters under ProcessorStats names (``late_events``: hits behind the watermark)."""
+        correlator = self.correlator
+        return {"late_events": correlator.late_hits, "future_events": 0, "untimed_events": 0,
+                "evicted_keys": correlator.evicted_keys, "active_keys": correlator.active_keys,
+                "state_bytes": correlator.state_bytes}
+
     def replace(self, cset: CorrelationSet) -> None:
         """Hot reload: the new correlations, with the groups of those that did not change."""
         self.correlator = cset.correlator(self.correlator.snapshot())

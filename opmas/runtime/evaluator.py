@@ -10,6 +10,10 @@ without reading them. With a data key (e.g. ``host.name``) every evaluator reads
 message and keeps the events of its partitions; dead letters of such messages are
 reported by the evaluator ``seq % workers``, an evaluation failure by the evaluator it
 happened in.
+
+The processors run split (engine/processor.py): correlation hits leave with the batch
+(``Evaluated.handoffs``) for the engine process's CorrelationStage, where the groups of
+every partition meet.
 """
 from __future__ import annotations
 
@@ -21,7 +25,7 @@ from connectors.clickhouse.archive import encode_row
 from connectors.nats.publishers import DeadLetter
 from connectors.nats.source import SourceMessage
 from connectors.nats.subjects import agent_of_subject
-from engine.correlation import DEFAULT_MAX_FUTURE
+from engine.correlation import DEFAULT_MAX_FUTURE, Handoff
 from engine.event import Event
 from engine.finding import Finding
 from engine.partition import AGENT_KEY, key_of, partition_of
@@ -41,6 +45,7 @@ class Evaluated:
     findings: list[Finding] = field(default_factory=list)
     referenced: list[Event] = field(default_factory=list)  # events findings refer to or may refer to
     dead: list[DeadLetter] = field(default_factory=list)
+    handoffs: list[tuple[int, Handoff]] = field(default_factory=list)  # (partition, its correlation hits)
 
     def merge(self, other: "Evaluated") -> None:
         self.events += other.events
@@ -50,6 +55,7 @@ class Evaluated:
         self.findings.extend(other.findings)
         self.referenced.extend(other.referenced)
         self.dead.extend(other.dead)
+        self.handoffs.extend(other.handoffs)
 
 
 @dataclass(frozen=True, slots=True)
@@ -82,7 +88,7 @@ class Evaluator:
         self.index = index
         self.intake = Intake(max_message_bytes)
         state = state or {}
-        self.processors = {p: Processor(ruleset, state.get(str(p)), max_future)
+        self.processors = {p: Processor(ruleset, state.get(str(p)), max_future, split=True)
                            for p in range(layout.partitions) if layout.owner(p) == index}
 
     def evaluate(self, messages: Sequence[SourceMessage]) -> Evaluated:
@@ -120,13 +126,16 @@ class Evaluator:
             events = [item[0] for item in items]
             out.per_partition[p] = len(events)
             out.events += len(events)
-            findings = process_streamed(self.processors[p], events)
+            processor = self.processors[p]
+            findings = process_streamed(processor, events)
             out.findings.extend(findings)
+            if processor.correlator is not None:
+                out.handoffs.append((p, processor.handoff()))
             for event, text in items:
                 archived_at = message.time if event.timestamp is None else event.timestamp  # untimed: arrival
                 rows.append(encode_row(event.id, archived_at, event.agent_id or "", event.type or "", text,
                                        message.seq))
-            referenced = {e.id: e for e in self.processors[p].correlated}  # later findings may cite them
+            referenced = {e.id: e for e in processor.correlated}  # later findings may cite them
             if findings:
                 wanted = {event_id for f in findings for event_id in f.event_ids}
                 referenced.update((e.id, e) for e in events if e.id in wanted)

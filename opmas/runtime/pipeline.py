@@ -8,7 +8,12 @@ last sequence) to PostgreSQL in one transaction, and only then acknowledges the
 batch. A server that is away stalls the writer (retrying with bounded backoff),
 the full queue stalls the reader, JetStream holds the rest.
 
-On start the processors' state is restored from the last checkpoint and the
+Correlation runs in two steps: the partition processors (in the evaluators) keep
+event time and turn matches into hits keyed by each correlation's group-by; the
+engine process feeds every partition's hits to one CorrelationStage, whose groups
+are keyed by group key, so a group's events meet whatever agent sent them.
+
+On start the processors' and the stage's state is restored from the last checkpoint and the
 consumer is positioned right after it, so a crash replays exactly the messages
 after the checkpoint into exactly that state: findings come out again with the
 same ids (PostgreSQL and the NATS duplicate window drop them) and re-archived
@@ -32,17 +37,20 @@ from connectors.nats.publishers import publish_dead_letters, publish_findings
 from connectors.nats.source import JetStreamSource, SourceMessage
 from connectors.nats.subjects import EVENTS_STREAM, RELOAD_SUBJECT, ensure_streams
 from connectors.postgres.sink import Checkpoint, PostgresSink
+from engine.correlation import CorrelationStage
+from engine.ruleset import RuleSet
 from opmas import metrics
 from opmas.config import Config
 from opmas.runtime.evaluator import Evaluated
 from opmas.runtime.outputs import NATS_ERRORS, PG_ERRORS, report_dead_letters, report_findings, write_postgres
 from opmas.runtime.retry import retry
-from opmas.runtime.rules import RuleFiles, blocking_errors, log_errors, warn_split_correlations
+from opmas.runtime.rules import RuleFiles, blocking_errors, log_errors
 from opmas.runtime.workers import EvaluatorPool
 
 log = logging.getLogger("opmas.pipeline")
 
 CH_ERRORS = (ch_errors.OperationalError, ch_errors.DatabaseError, OSError)
+STATE_FORMAT = "correlation-stage"  # checkpoint layout: partition processors split, one correlation stage
 
 
 @dataclass(slots=True)
@@ -84,6 +92,7 @@ class Pipeline:
         self.pool: EvaluatorPool | None = None
         self.rule_count = 0
         self.source: JetStreamSource | None = None
+        self.stage: CorrelationStage | None = None
         self._lock = asyncio.Lock()  # processors are used by one batch or one reload at a time
 
     # -- start and stop ------------------------------------------------------------------------
@@ -102,23 +111,23 @@ class Pipeline:
                         cfg.retry_max_delay, self.abort)
             sources, ruleset, errors = await asyncio.to_thread(self.rules.load)
             log_errors(errors, "startup")
-            warn_split_correlations(ruleset, cfg.partition_key, cfg.partitions)
             last_seq = (await self.js.stream_info(EVENTS_STREAM)).state.last_seq
             if checkpoint is not None and checkpoint.seq > last_seq:
                 log.warning("checkpoint is ahead of the events stream (was the stream recreated?): "
                             "starting from the stream's beginning with empty state",
                             extra={"checkpoint_seq": checkpoint.seq, "stream_last_seq": last_seq})
                 checkpoint = Checkpoint(cfg.consumer, 0, {}, {})
-            state = None
+            state: dict[str, Any] = {}
             if checkpoint is not None and checkpoint.seq:
-                expected = {"partitions": cfg.partitions, "key": cfg.partition_key}
-                if checkpoint.layout == expected:
+                if checkpoint.layout == self._layout():
                     state = checkpoint.state
                 else:
                     log.warning("checkpoint layout differs from the configuration: starting with empty state",
-                                extra={"checkpoint_layout": checkpoint.layout, "layout": expected})
+                                extra={"checkpoint_layout": checkpoint.layout, "layout": self._layout()})
+            self._set_stage(ruleset, state.get("correlation"))
             self.pool = EvaluatorPool(cfg.partitions, cfg.partition_key, cfg.workers, sources, cfg.mappings,
-                                      cfg.lateness, state, cfg.max_message_bytes, cfg.max_future)
+                                      cfg.lateness, state.get("partitions"), cfg.max_message_bytes,
+                                      cfg.max_future)
             await self.pool.start()
             self.rule_count = len(ruleset.rules)
             metrics.RULES_LOADED.set(self.rule_count)
@@ -130,7 +139,7 @@ class Pipeline:
                 "rules": len(ruleset.rules), "rule_errors": len(errors), "partitions": cfg.partitions,
                 "workers": cfg.workers,
                 "partition_key": cfg.partition_key, "resume_after_seq": after,
-                "state_restored": state is not None})
+                "state_restored": bool(state)})
             queue: asyncio.Queue[Batch | None] = asyncio.Queue(maxsize=2)
             tasks = [asyncio.create_task(self._gauges(stop))]
             if cfg.watch_rules:
@@ -166,11 +175,13 @@ class Pipeline:
                     break
                 raise
             if not messages:
+                await self._idle(queue)
                 continue
             metrics.MESSAGES_RECEIVED.inc(len(messages))
             checkpoint = None
             async with self._lock:
                 result = await self.pool.evaluate(messages)
+                self._correlate(result)
                 if time.monotonic() - last_checkpoint >= cfg.checkpoint_interval:
                     checkpoint = await self._checkpoint(messages[-1].seq)
                     last_checkpoint = time.monotonic()
@@ -181,9 +192,42 @@ class Pipeline:
             await queue.put(Batch(None, [], Evaluated(), final))
         await queue.put(None)
 
+    def _correlate(self, result: Evaluated) -> None:
+        """The correlation stage takes the batch's hits; its findings join the batch's."""
+        if self.stage is None:
+            return
+        now = time.time()
+        for partition, handoff in result.handoffs:
+            self.stage.take(partition, handoff, now)
+        result.findings.extend(self.stage.advance(now))
+
+    async def _idle(self, queue: asyncio.Queue) -> None:
+        """No new messages: a partition that went quiet may stop holding correlation windows open."""
+        if self.stage is None:
+            return
+        async with self._lock:
+            findings = self.stage.advance(time.time())
+        if findings:  # the events they cite were stored when they arrived; a replay makes them again
+            await queue.put(Batch(None, [], Evaluated(findings=findings), None))
+
+    def _set_stage(self, ruleset: RuleSet, state: dict[str, Any] | None) -> None:
+        """The correlation stage of ``ruleset`` (kept across reloads while it has correlations)."""
+        cset = ruleset.correlations
+        if cset is None:
+            self.stage = None
+        elif self.stage is None:
+            self.stage = CorrelationStage(cset, state, self.config.partition_idle)
+        else:
+            self.stage.replace(cset)
+
+    def _layout(self) -> dict[str, Any]:
+        cfg = self.config
+        return {"partitions": cfg.partitions, "key": cfg.partition_key, "state": STATE_FORMAT}
+
     async def _checkpoint(self, seq: int) -> Checkpoint:
-        layout = {"partitions": self.config.partitions, "key": self.config.partition_key}
-        return Checkpoint(self.config.consumer, seq, layout, await self.pool.snapshot())
+        state = {"partitions": await self.pool.snapshot(),
+                 "correlation": self.stage.snapshot() if self.stage is not None else None}
+        return Checkpoint(self.config.consumer, seq, self._layout(), state)
 
     # -- writer: sinks, then ack ---------------------------------------------------------------
 
@@ -250,11 +294,11 @@ class Pipeline:
             return {"ok": False, "errors": [str(e) for e in fatal], "rules": self.rule_count}
         async with self._lock:
             await self.pool.replace_rules(sources, self.config.mappings, self.config.lateness)
+            self._set_stage(ruleset, None)
         metrics.RULE_RELOADS.labels("applied").inc()
         self.rule_count = len(ruleset.rules)
         metrics.RULES_LOADED.set(self.rule_count)
         log.info("rules reloaded", extra={"rules": len(ruleset.rules), "warnings": len(errors)})
-        warn_split_correlations(ruleset, self.config.partition_key, self.config.partitions)
         return {"ok": True, "rules": len(ruleset.rules), "warnings": [str(e) for e in errors]}
 
     async def _on_reload(self, msg) -> None:
@@ -278,7 +322,7 @@ class Pipeline:
                 log.exception("rule reload failed, the running rule set stays")
 
     async def _gauges(self, stop: asyncio.Event) -> None:
-        exported: dict[int, dict[str, int]] = {}
+        exported: dict[int | str, dict[str, int]] = {}
         while not stop.is_set():
             try:
                 await self._update_gauges(exported)
@@ -286,13 +330,15 @@ class Pipeline:
                 log.exception("updating the gauges failed")
             await asyncio.sleep(5)
 
-    async def _update_gauges(self, exported: dict[int, dict[str, int]]) -> None:
+    async def _update_gauges(self, exported: dict[int | str, dict[str, int]]) -> None:
         try:
             metrics.CONSUMER_LAG.set(await self.source.pending())
         except NATS_ERRORS:
             pass
         async with self._lock:
-            stats = await self.pool.stats()
+            stats: dict[int | str, dict[str, int]] = dict(await self.pool.stats())
+            if self.stage is not None:
+                stats["correlation"] = self.stage.stats()
         for p, values in stats.items():
             metrics.export_partition(p, values, exported.setdefault(p, {}))
 

@@ -13,6 +13,7 @@ import psycopg
 import pytest
 
 from connectors.clickhouse.archive import Archive, connect
+from engine.correlation import CorrelationStage
 from engine.event import event_from_obj
 from engine.partition import key_of, partition_of
 from engine.processor import Processor
@@ -36,7 +37,8 @@ def rules_dir(tmp_path: Path) -> Path:
 def config(tmp_path: Path, nats_server, postgres, chdb_dir, rules_dir) -> Config:
     return Config(data_dir=tmp_path / "data", nats_url=nats_server.url, db_url=postgres.url,
                   rules=(rules_dir,), partitions=3, batch_size=200, checkpoint_interval=0.2,
-                  retry_max_delay=0.5, watch_rules=False)
+                  retry_max_delay=0.5, watch_rules=False,
+                  partition_idle=3600.0)  # no partition turns idle mid-test: findings as expected_findings
 
 
 @pytest.fixture
@@ -86,15 +88,22 @@ def sample_objects(path: Path = SAMPLE) -> list[dict]:
 def expected_findings(objects: list[dict], rules: Path, agent_of: Callable[[dict], str],
                       partitions: int = 1, key: str = "agent") -> dict[str, str]:
     """What the engine finds in ``objects`` offline, partitioned as the pipeline partitions them
-    (raw events wrapped with the agent they are published as; no end-of-input flush): id -> rule id."""
+    (raw events wrapped with the agent they are published as; split processors feeding one
+    correlation stage; no end-of-input flush): id -> rule id."""
     ruleset, _ = load_ruleset(sources_from_paths([rules]))
-    processors = [Processor(ruleset) for _ in range(partitions)]
+    processors = [Processor(ruleset, split=True) for _ in range(partitions)]
+    stage = CorrelationStage(ruleset.correlations) if ruleset.correlations else None
     found: dict[str, str] = {}
     for obj in objects:
         event = event_from_obj(obj)
         event.agent_id = event.agent_id or agent_of(obj)
         routing = agent_of(obj) if key == "agent" else key_of(event, key)
-        found.update((f.id, f.rule_id) for f in processors[partition_of(routing, partitions)].process([event]))
+        p = partition_of(routing, partitions)
+        findings = processors[p].process([event])
+        if stage is not None:
+            stage.take(p, processors[p].handoff(), 0.0)
+            findings += stage.advance(0.0)
+        found.update((f.id, f.rule_id) for f in findings)
     return found
 
 

@@ -31,9 +31,10 @@ def message(seq: int, objects: list[dict]) -> SourceMessage:
 def test_a_message_that_fails_evaluation_is_dead_lettered_and_the_batch_goes_on(rules_dir):
     ruleset, _ = load_ruleset(sources_from_paths([rules_dir]))
     evaluator = Evaluator(Layout(1, "agent", 1), 0, ruleset, None, 1 << 20)
-    evaluator.processors[0] = BrokenOnBoom(ruleset)
+    evaluator.processors[0] = BrokenOnBoom(ruleset, split=True)  # as the evaluator makes them
     sample = sample_objects()
-    expected = Processor(ruleset).process([Event(str(i), o, agent_id="web-1") for i, o in enumerate(sample)])
+    expected = Processor(ruleset, split=True).process([Event(str(i), o, agent_id="web-1")
+                                                       for i, o in enumerate(sample)])
     assert expected
 
     result = evaluator.evaluate([message(1, [{"id": "ok", "message": "fine"}, {"id": "boom"}]),

@@ -9,6 +9,7 @@ import psycopg
 import pytest
 
 from connectors.nats.subjects import EVENTS_STREAM
+from engine.partition import partition_of
 from opmas import metrics
 from opmas.commands.replay import agent_of, replay
 from tests.pipeline.conftest import (SAMPLE, expected_findings, finding_ids_in_postgres, running,
@@ -146,3 +147,39 @@ def _total(counter) -> float:
 
 def _dead_letters_counted() -> float:
     return _total(metrics.DEAD_LETTERS)
+
+
+@pytest.mark.parametrize("workers", [2, 0])
+async def test_a_correlation_sees_one_address_across_agents_in_other_partitions(config, archive, rules_dir, workers):
+    """The shipped SSH brute force (grouped by source.ip) from one address over three agents, each
+    in its own partition, fires as it does over the whole log offline; per partition it could not."""
+    config = config.with_overrides(workers=workers, batch_size=1)
+    agents = _agents_in_distinct_partitions(3, config.partitions)
+    attack = brute_force(1)
+    for j, event in enumerate(attack):
+        event["host"]["name"] = agents[j % 3]
+    later = [brute_force(9)[-1] | {"id": f"tick-{a}", "host": {"name": a}} for a in agents]  # moves each agent's time
+    events = attack + later
+    whole = expected_findings(events, rules_dir, lambda o: o["host"]["name"], partitions=1)
+    correlated = {f for f, rule in whole.items() if rule in _correlation_rule_ids(rules_dir)}
+    assert correlated  # found over the whole log
+    assert correlated == {f for f, rule in expected_findings(events, rules_dir, lambda o: o["host"]["name"],
+                                                             config.partitions).items()
+                          if rule in _correlation_rule_ids(rules_dir)}
+    nc = await nats.connect(config.nats_url)
+    js = nc.jetstream()
+    async with running(config, archive) as pipeline:
+        for event in events:
+            await js.publish(f"opmas.events.{event['host']['name']}", orjson.dumps(event))
+        last = (await js.stream_info(EVENTS_STREAM)).state.last_seq
+        await wait_until(lambda: pipeline.stats.acked_seq >= last, what="every message acked")
+    await nc.close()
+    assert correlated <= set(await finding_ids_in_postgres(config.db_url))
+
+
+def _agents_in_distinct_partitions(count: int, partitions: int) -> list[str]:
+    chosen: dict[int, str] = {}
+    for i in range(100):
+        chosen.setdefault(partition_of(f"bastion-{i}", partitions), f"bastion-{i}")
+    assert len(chosen) >= count
+    return list(chosen.values())[:count]
