@@ -33,6 +33,12 @@ log = logging.getLogger("opmas.agent.tail")
 TAIL_DEFAULTS = {"format": "auto", "poll_interval": 0.25, "from_beginning": False}
 
 
+def line_event_id(agent_id: str, path: str, line: Line) -> str:
+    """A line's event id: the same for the same line read again (a restart re-reading it), never
+    the same for two agents (the engine takes event ids as unique across agents)."""
+    return content_id([agent_id, path, line.end.inode, line.end.offset, line.text])
+
+
 class TailAgent(SecurityAgent):
     """Tails the files of its configuration's ``tail.paths``; the paths and options it was given
     apply where management's configuration says nothing. Paths outside ``allow_dirs`` (default: the
@@ -107,7 +113,7 @@ class TailAgent(SecurityAgent):
                 for line in lines:
                     if line.text.strip():
                         await self.publish(self._event(line, path), type="log",
-                                           event_id=content_id([path, line.end.inode, line.end.offset, line.text]))
+                                           event_id=line_event_id(self.agent_id, path, line))
                 if lines:
                     self._unsaved.append((self.stats.queued, path, lines[-1].end))
                 self.save_positions()

@@ -3,7 +3,8 @@ from __future__ import annotations
 
 import os
 
-from agents.follow import FileFollower, Position
+from agents.follow import FileFollower, Line, Position
+from agents.tail import line_event_id
 
 
 def texts(follower: FileFollower) -> list[str]:
@@ -102,3 +103,9 @@ def test_resume_when_the_saved_file_is_gone_reads_the_new_one_whole(tmp_path):
     log = tmp_path / "auth.log"
     log.write_text("new one\n")
     assert texts(FileFollower(log, resume=Position(inode=1, offset=999))) == ["new one"]
+
+
+def test_line_event_ids_repeat_for_a_reread_line_and_differ_between_agents():
+    line = Line("Accepted password for root from 10.0.0.1", Position(42, 128))
+    assert line_event_id("web-1", "/var/log/auth.log", line) == line_event_id("web-1", "/var/log/auth.log", line)
+    assert line_event_id("web-1", "/var/log/auth.log", line) != line_event_id("web-2", "/var/log/auth.log", line)
