@@ -1,5 +1,5 @@
-"""Faust workers over Tansu give exactly the findings of the single-process engine, even when a worker
-is SIGKILLed mid-stream and its partitions move to the other one."""
+"""Faust workers over Tansu give exactly the findings of one processor per partition in one process,
+even when a worker is SIGKILLed mid-stream and its partitions move to the other one."""
 from __future__ import annotations
 
 import asyncio
@@ -22,7 +22,7 @@ from connectors.nats.subjects import (DEADLETTER_STREAM, DEADLETTER_SUBJECT, FIN
                                       events_subject)
 from opmas.embedded import free_port
 from opmas.paths import RULES_DIR
-from opmas.runtime.evaluator import Evaluator, Layout
+from opmas.runtime.evaluator import Layout
 from opmas.runtime.intake import Intake
 from opmas.runtime.rules import RuleFiles
 from tests.pipeline.conftest import UNSTORED_CITED_EVENTS
@@ -58,14 +58,18 @@ def event_log(count: int, seed: int, attackers: int = 12) -> list[tuple[str, byt
 
 
 def offline_findings(messages: list[tuple[str, bytes]]) -> dict[str, str]:
-    """id -> rule id of the findings of the embedded runtime's evaluator (all partitions in one
-    process) over the same messages."""
+    """id -> rule id of the findings of one Processor per partition, each correlating its own
+    events as the workers run them, over the same messages in one process."""
     _, ruleset, _ = RuleFiles((RULES_DIR,)).load()
-    evaluator = Evaluator(Layout(PARTITIONS, "agent", 1), 0, ruleset, None, 1 << 20)
-    evaluated = evaluator.evaluate([SourceMessage(subject, data, seq, 0.0, None, None)
-                                    for seq, (subject, data) in enumerate(messages, 1)])
-    assert not evaluated.dead
-    return {f.id: f.rule_id for f in evaluated.findings}
+    layout = Layout(PARTITIONS, "agent", 1)
+    processors = [Processor(ruleset) for _ in range(PARTITIONS)]
+    found: dict[str, str] = {}
+    for seq, (subject, data) in enumerate(messages, 1):
+        decoded = Intake(1 << 20).decode([SourceMessage(subject, data, seq, 0.0, None, None)])
+        assert not decoded.dead
+        processor = processors[layout.partition_of_message(subject)]
+        found.update((f.id, f.rule_id) for f in processor.process(decoded.events))
+    return found
 
 
 def offline_event_times(messages: list[tuple[str, bytes]]) -> dict[str, float]:
