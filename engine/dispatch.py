@@ -8,6 +8,7 @@ a prefilter. Only the prefilter's candidates are evaluated.
 """
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -25,9 +26,10 @@ class Group:
     """The rules for events of one (mapping, discriminator), ready to evaluate."""
 
     rules: tuple[DetectionRule, ...]
-    renames: tuple[tuple[str, str], ...]  # (Sigma field, event field)
+    renames: dict[str, str]  # Sigma field -> event field
     fields: tuple[str, ...]  # fields read by the rules: lower-cased once per event
-    sources: tuple[str, ...]  # fields to read where the mapping selects: rule fields, rename targets, first time field
+    read: Callable[[Any], dict[str, Any]] | None  # where the mapping selects: reads the rule fields,
+    # rename targets and first time field from the event's parts
     keywords: bool
     prefilter: Prefilter
 
@@ -40,11 +42,11 @@ def _lower(value: Any) -> Any:
     return value
 
 
-def _apply_renames(flat: dict[str, Any], renames: tuple[tuple[str, str], ...]) -> None:
-    originals = {target: flat.get(target) for _, target in renames}
-    for name, target in renames:
-        if originals[target] is not None:
-            flat[name] = originals[target]
+def _apply_renames(flat: dict[str, Any], renames: dict[str, str]) -> None:
+    originals = list(map(flat.get, renames.values()))  # all read first: renames may swap fields
+    for name, value in zip(renames, originals):
+        if value is not None:
+            flat[name] = value
 
 
 @dataclass(slots=True)
@@ -58,14 +60,12 @@ class EventView:
     low: dict[str, Any]
     group: Group
     partial: bool
+    _time: float | None
     _full: dict[str, Any] | None = None
 
     def time(self) -> float | None:
-        """Event time from the mapping's time fields."""
-        found = self.mapping.time_of(self.flat)
-        if found is None and self.partial:  # the first time field is selected; look for the others
-            return self.mapping.event_time(self.data)
-        return found
+        """Event time from the mapping's time fields (as the event names them, before renames)."""
+        return self._time
 
     def full_flat(self) -> dict[str, Any]:
         """Every field of the event (for finding templates)."""
@@ -89,13 +89,21 @@ class RuleIndex:
         self.mappings = ruleset.mappings
         self._groups: list[dict[tuple[Any, ...], Group]] = [{} for _ in self.mappings]  # raw discriminator -> group
         self._by_entries: dict[tuple[int, tuple[LogsourceEntry, ...]], Group] = {}
+        # per mapping that selects: how to get an event's parts, and readers of its discriminator
+        # fields and of all its time fields
+        self._reads = [(m.selector.parts, m.selector.plan(m.discriminator_fields), m.selector.plan(m.time_fields))
+                       if m.selector is not None else None for m in self.mappings]
+        by_logsource: dict[tuple[tuple[str, str], ...], list[int]] = {}  # few distinct logsources
+        for i, rule in enumerate(ruleset.detections):
+            by_logsource.setdefault(tuple(sorted(rule.meta.logsource.items())), []).append(i)
         # Per mapping, per logsource entry: the rules whose logsource that entry covers.
         self._rules_by_entry = [
-            {entry: [i for i, r in enumerate(ruleset.detections) if entry.covers(r.meta.logsource)]
+            {entry: [i for logsource, indices in by_logsource.items() if entry.covers(dict(logsource))
+                     for i in indices]
              for entry in (*m.entries, *m.entries_for(()))}
             for m in self.mappings
         ]
-        self._everywhere = [i for i, r in enumerate(ruleset.detections) if not r.meta.logsource]
+        self._everywhere = by_logsource.get((), [])
 
     def mapping_index(self, data: dict[str, Any]) -> int:
         """Index of the first mapping that recognises the raw event (-1: none)."""
@@ -125,9 +133,10 @@ class RuleIndex:
             fields |= rule.fields
         return Group(
             rules=rules,
-            renames=tuple(renames.items()),
+            renames=renames,
             fields=tuple(sorted(fields)),
-            sources=tuple(sorted(fields | set(renames.values()) | set(mapping.time_fields[:1]))),
+            read=mapping.selector.plan(tuple(sorted(fields | set(renames.values()) | set(mapping.time_fields[:1]))))
+            if mapping.selector is not None else None,
             keywords=any(r.keywords for r in rules),
             prefilter=Prefilter([r.requirement for r in rules]),
         )
@@ -138,8 +147,13 @@ class RuleIndex:
         if index < 0:
             return None
         mapping = self.mappings[index]
-        select = mapping.select
-        flat = select(data, mapping.discriminator_fields) if select is not None else mapping.flatten(data)
+        reads = self._reads[index]
+        parts: Any = None
+        if reads is None:
+            flat = mapping.flatten(data)
+        else:
+            parts = reads[0](data)
+            flat = reads[1](parts)
         groups = self._groups[index]
         raw_key = tuple(map(flat.get, mapping.discriminator_fields))
         try:
@@ -151,23 +165,26 @@ class RuleIndex:
             if len(groups) >= MAX_GROUPS:
                 groups.clear()
             group = groups[raw_key] = self._group(index, mapping.discriminator(flat))
-        partial = select is not None and not group.keywords
-        if partial:
-            flat = select(data, group.sources)
-        elif select is not None:
-            flat = mapping.flatten(data)
+        read = group.read
+        partial = read is not None and not group.keywords
+        if read is not None and partial:
+            flat = read(parts)
+            time = mapping.time_of(flat)
+            if time is None and reads is not None:  # only the first time field was read: look for the others
+                time = mapping.time_of(reads[2](parts))
+        else:  # no cheaper way, or keyword rules that search every field
+            if reads is not None:
+                flat = mapping.flatten(data)
+            time = mapping.time_of(flat)
         if group.renames:
             _apply_renames(flat, group.renames)
-        low: dict[str, Any] = {}
-        for name in group.fields:
-            value = flat.get(name)
-            if value is not None:
-                low[name] = value.lower() if value.__class__ is str else _lower(value)
+        low = {name: value.lower() if value.__class__ is str else _lower(value)
+               for name in group.fields if (value := flat.get(name)) is not None}
         if group.keywords:
             texts = mapping.keyword_texts(flat)
             low[KEYWORDS_RAW] = texts
             low[KEYWORDS] = [t.lower() for t in texts]
-        return EventView(mapping, data, flat, low, group, partial)
+        return EventView(mapping, data, flat, low, group, partial, time)
 
     def matches(self, view: EventView) -> list[DetectionRule]:
         """The rules of the event's group that match it, in rule-set order."""

@@ -11,6 +11,7 @@ which take precedence). Format (checked against schemas/mapping.schema.json)::
     flatten: evtx              # evtx | dotted: how an event becomes a flat field dict
     product: windows           # product of every event of this mapping (optional)
     time: [TimeCreated_SystemTime]   # flat fields holding the event time, first present wins
+                                     #   (as the event names them: logsource renames do not apply)
     keywords: "*"              # fields searched by Sigma keywords; "*" = every string value
     placeholders:              # values of |expand placeholders, e.g. %Admins% (a file may hold
       Admins: [admin, "adm_*"] #   only name and placeholders: it then describes no events)
@@ -123,41 +124,53 @@ def _plain_event_data(event_data: Any) -> bool:
     return event_data.__class__ is dict and "Data" not in event_data and "#attributes" not in event_data
 
 
-def _system_field(system: dict[str, Any], name: str) -> Any:
-    """A Sigma System field (``EventID``, ``Provider_Name``...) as flatten_evtx names it, or _MISSING."""
-    value = system.get(name, _MISSING)
-    if value is not _MISSING:
-        if value.__class__ is dict:
-            return value.get("#text", _MISSING)
-        return value
-    element, _, attr = name.partition("_")
-    value = system.get(element)
-    if value.__class__ is dict and attr:
-        attrs = value.get("#attributes")
-        source = attrs if attrs.__class__ is dict else value
-        for key in ("@" + attr, attr):
-            if key in source:
-                return source[key]
-    return _MISSING
-
-
-def select_evtx(data: dict[str, Any], names: tuple[str, ...]) -> dict[str, Any]:
-    """``{name: value}`` of flatten_evtx(data) for ``names`` only, without flattening the event."""
+def evtx_parts(data: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """What evtx plans read: (EventData, System) in the common layout, else (flatten_evtx(data), {})."""
     event = _event_of(data)
     event_data = event.get("EventData")
     system = event.get("System")
-    if not _plain_event_data(event_data) or event.get("UserData") or system.__class__ is not dict:
-        full = flatten_evtx(data)
-        return {name: full[name] for name in names if name in full}
-    out: dict[str, Any] = {}
+    if _plain_event_data(event_data) and not event.get("UserData") and system.__class__ is dict:
+        return event_data, system
+    return flatten_evtx(data), {}
+
+
+def evtx_plan(names: tuple[str, ...]) -> Callable[[tuple[dict[str, Any], dict[str, Any]]], dict[str, Any]]:
+    """A reader of ``{name: value}`` of flatten_evtx(data) for ``names`` only, from evtx_parts(data).
+
+    A name is looked up in EventData first, then as a System element (its ``#text``), then as
+    ``Element_Attribute`` (``Provider_Name``: ``@Name`` or ``Name`` of Provider or of its ``#attributes``).
+    """
+    steps = []
     for name in names:
-        value = event_data.get(name, _MISSING)
-        if value is _MISSING:
-            value = _system_field(system, name)
+        element, _, attr = name.partition("_")
+        steps.append((name, element, "@" + attr if attr else None, attr))
+
+    def read(parts: tuple[dict[str, Any], dict[str, Any]]) -> dict[str, Any]:
+        event_data, system = parts
+        out: dict[str, Any] = {}
+        for name, element, at_attr, attr in steps:
+            value = event_data.get(name, _MISSING)
             if value is _MISSING:
-                continue
-        out[name] = value
-    return out
+                value = system.get(name, _MISSING)
+                if value is _MISSING:
+                    if at_attr is None:
+                        continue
+                    value = system.get(element)
+                    if value.__class__ is not dict:
+                        continue
+                    attrs = value.get("#attributes")
+                    if attrs.__class__ is dict:
+                        value = attrs
+                    value = value.get(at_attr, _MISSING) if at_attr in value else value.get(attr, _MISSING)
+                    if value is _MISSING:
+                        continue
+                elif value.__class__ is dict:
+                    value = value.get("#text", _MISSING)
+                    if value is _MISSING:
+                        continue
+            out[name] = value
+        return out
+    return read
 
 
 def flatten_dotted(data: dict[str, Any]) -> dict[str, Any]:
@@ -193,9 +206,20 @@ FLATTENERS: dict[str, Callable[[dict[str, Any]], dict[str, Any]]] = {
     "evtx": flatten_evtx,
     "dotted": flatten_dotted,
 }
-# Flatteners with a cheaper way to read only some fields (same values as the full flatten).
-SELECTORS: dict[str, Callable[[dict[str, Any], tuple[str, ...]], dict[str, Any]]] = {
-    "evtx": select_evtx,
+
+
+@dataclass(frozen=True, slots=True)
+class Selector:
+    """A cheaper way to read only some fields of a flattener's output (same values as the full
+    flatten): ``read = plan(names)`` once, then ``read(parts(data))`` per event, where one
+    ``parts(data)`` serves every plan."""
+
+    parts: Callable[[dict[str, Any]], Any]
+    plan: Callable[[tuple[str, ...]], Callable[[Any], dict[str, Any]]]
+
+
+SELECTORS: dict[str, Selector] = {
+    "evtx": Selector(evtx_parts, evtx_plan),
 }
 
 
@@ -279,7 +303,7 @@ class Mapping:
     name: str
     file: str
     flatten: Callable[[dict[str, Any]], dict[str, Any]]
-    select: Callable[[dict[str, Any], tuple[str, ...]], dict[str, Any]] | None = None
+    selector: Selector | None = None  # flatteners that can read some fields cheaply
     exists: tuple[str, ...] = ()
     equals: tuple[tuple[str, Any], ...] = ()
     product: str | None = None
@@ -325,19 +349,6 @@ class Mapping:
         """Event time (epoch s) from the first time field present."""
         for name in self.time_fields:
             value = flat.get(name)
-            if value is not None:
-                parsed = fast_time(value)
-                if parsed is not None:
-                    return parsed
-        return None
-
-    def event_time(self, data: dict[str, Any]) -> float | None:
-        """Event time read straight from the raw event (mappings that select fields)."""
-        select = self.select
-        if select is None:
-            return self.time_of(self.flatten(data))
-        for name in self.time_fields:  # one at a time: the first is usually there
-            value = select(data, (name,)).get(name)
             if value is not None:
                 parsed = fast_time(value)
                 if parsed is not None:
@@ -409,7 +420,7 @@ def mapping_from_dict(data: Any, file: str) -> Mapping:
         name=data["name"],
         file=file,
         flatten=FLATTENERS[data.get("flatten", "dotted")],
-        select=SELECTORS.get(data.get("flatten", "dotted")),
+        selector=SELECTORS.get(data.get("flatten", "dotted")),
         exists=tuple(recognize.get("exists") or ()),
         equals=tuple((k, disc_value(v)) for k, v in (recognize.get("equals") or {}).items()),
         product=product,

@@ -73,9 +73,9 @@ class Prefilter:
             else:
                 self.automata.append((name, automaton.iter))
 
-    def candidates(self, low: dict[str, Any]) -> list[int]:
+    def candidates(self, low: dict[str, Any]) -> Sequence[int]:
         """Sorted indices of the rules that may match the event (``low``: lowered fields)."""
-        found: set[int] = set(self.always)
+        found: set[int] = set()
         seen: set[int] = set()
         triggered: list[int] = []
         for name, search in self.automata:
@@ -91,14 +91,22 @@ class Prefilter:
                 if direct:
                     found.update(direct)
                 if checked:
-                    triggered.extend(checked)
+                    triggered += checked
         if self.keyword_search is not None and low.get(KEYWORDS):
             for _, (literal_id, direct, checked) in self.keyword_search("\n".join(low[KEYWORDS])):
                 seen.add(literal_id)
                 found.update(direct)
-                triggered.extend(checked)
+                triggered += checked
         others = self.others
         for rule in triggered:
-            if rule not in found and all(not seen.isdisjoint(clause) for clause in others[rule]):
-                found.add(rule)
+            if rule not in found:
+                for clause in others[rule]:
+                    if seen.isdisjoint(clause):
+                        break
+                else:
+                    found.add(rule)
+        if not found:
+            return self.always
+        if self.always:
+            found.update(self.always)
         return sorted(found)

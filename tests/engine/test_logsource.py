@@ -5,7 +5,7 @@ from pathlib import Path
 
 from benchmarks.generate import generate
 from engine.event import event_from_obj, parse_time
-from engine.logsource import builtin_mappings, flatten_evtx, select_evtx
+from engine.logsource import builtin_mappings, evtx_parts, evtx_plan, flatten_evtx
 from engine.processor import Processor
 from tests.engine.conftest import load_ok, matched_ids, rule_text
 
@@ -84,13 +84,22 @@ def test_product_only_rule_applies_to_every_windows_event() -> None:
     assert matched_ids(ruleset, [{"event": {"dataset": "linux.auth"}, "Computer": "pc1"}]) == []
 
 
-def test_select_evtx_agrees_with_full_flatten() -> None:
+def test_evtx_plan_agrees_with_full_flatten() -> None:
     names = ("Image", "CommandLine", "EventID", "Channel", "Provider_Name", "TimeCreated_SystemTime",
-             "Execution_ProcessID", "NewProcessName", "Missing", "Security_UserID", "ProcessId")
-    samples = list(generate("windows", 200, seed=3)) + [security_4688_xml_style(WHOAMI, "bob")]
+             "Execution_ProcessID", "NewProcessName", "Missing", "Security_UserID", "ProcessId",
+             "EventID_Qualifiers", "Keywords", "Keywords_a", "Provider_Guid")
+    read = evtx_plan(names)
+    odd_system = {"Event": {"System": {"EventID": {"#text": "4688", "@Qualifiers": ""}, "Provider": {"Name": "x"},
+                                       "Keywords": {"@a": 1}, "Channel": "Security"},
+                            "EventData": {"Image": "a", "Channel": "shadows System"}}}
+    dump_layout = {"Event": {"System": {"Provider": {"#attributes": {"Name": "SCM", "Guid": "{1}"}}, "EventID": 7045,
+                                        "Execution": {"#attributes": {"ProcessID": 788}},
+                                        "TimeCreated": {"#attributes": {"SystemTime": "2024-03-01T10:00:00Z"}}},
+                             "EventData": {"ImagePath": "C:\\evil.sys"}}}
+    samples = list(generate("windows", 200, seed=3)) + [security_4688_xml_style(WHOAMI, "bob"), odd_system, dump_layout]
     for event in samples:
         full = flatten_evtx(event)
-        assert select_evtx(event, names) == {n: full[n] for n in names if n in full}
+        assert read(evtx_parts(event)) == {n: full[n] for n in names if n in full}
 
 
 def test_generic_linux_auth_services() -> None:
