@@ -3,12 +3,15 @@
 For each event: the first mapping that recognises it flattens it into Sigma field
 names; its discriminator (e.g. Windows ``(Channel, EventID)``, generic
 ``event.dataset``...) selects a cached :class:`Group`: the rules whose logsource the
-event belongs to, the field renames for such events, the fields to lower-case, and
-a prefilter. Only the prefilter's candidates are evaluated.
+event belongs to, split into lenses (:class:`Lens`) by the field renames they see, each
+with the fields to lower-case and a prefilter. A rename applies to the rules whose
+logsource its mapping entry covers: a Security 4688 event shows ``Image`` =
+``NewProcessName`` to process_creation rules and its own fields to ``service: security``
+rules. Only the prefilter's candidates are evaluated.
 """
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -22,16 +25,25 @@ MAX_GROUPS = 8192  # cache bound: raw discriminator values of one mapping seen s
 
 
 @dataclass(slots=True)
+class Lens:
+    """The rules of a group that see an event through the same renames."""
+
+    renames: dict[str, str]  # Sigma field -> event field
+    fields: tuple[str, ...]  # fields read by the rules: lower-cased once per event
+    keywords: bool
+    members: tuple[int, ...]  # the rules, as indices into the group's rules
+    prefilter: Prefilter  # over the members (its indices index ``members``)
+
+
+@dataclass(slots=True)
 class Group:
     """The rules for events of one (mapping, discriminator), ready to evaluate."""
 
     rules: tuple[DetectionRule, ...]
-    renames: dict[str, str]  # Sigma field -> event field
-    fields: tuple[str, ...]  # fields read by the rules: lower-cased once per event
+    lenses: tuple[Lens, ...]  # one per distinct rename set of the rules (at least one; usually one)
     read: Callable[[Any], dict[str, Any]] | None  # where the mapping selects: reads the rule fields,
     # rename targets and first time field from the event's parts
-    keywords: bool
-    prefilter: Prefilter
+    keywords: bool  # some rule searches keywords: every field is read
 
 
 def _lower(value: Any) -> Any:
@@ -52,7 +64,9 @@ def _apply_renames(flat: dict[str, Any], renames: dict[str, str]) -> None:
 @dataclass(slots=True)
 class EventView:
     """An event as rules see it: mapping, fields (only those the rules read where the
-    mapping can select them cheaply), lowered fields, the group of rules."""
+    mapping can select them cheaply) and lowered fields through the renames of ``lens``,
+    the group of rules. :meth:`RuleIndex.matches` turns ``lens``, ``flat`` and ``low`` to
+    the lens of each rule it yields."""
 
     mapping: Mapping
     data: dict[str, Any]
@@ -60,21 +74,24 @@ class EventView:
     low: dict[str, Any]
     group: Group
     partial: bool
+    lens: Lens
     _time: float | None
-    _full: dict[str, Any] | None = None
+    _per_lens: tuple[tuple[dict[str, Any], dict[str, Any]], ...] | None = None  # several lenses: flat, low of each
+    _full: tuple[Lens, dict[str, Any]] | None = None
 
     def time(self) -> float | None:
         """Event time from the mapping's time fields (as the event names them, before renames)."""
         return self._time
 
     def full_flat(self) -> dict[str, Any]:
-        """Every field of the event (for finding templates)."""
+        """Every field of the event through the lens's renames (for finding templates)."""
         if not self.partial:
             return self.flat
-        if self._full is None:
-            self._full = self.mapping.flatten(self.data)
-            _apply_renames(self._full, self.group.renames)
-        return self._full
+        if self._full is None or self._full[0] is not self.lens:
+            full = self.mapping.flatten(self.data)
+            _apply_renames(full, self.lens.renames)
+            self._full = (self.lens, full)
+        return self._full[1]
 
     def field(self, name: str) -> Any:
         """A field's value by Sigma name (as the mapping names it) or dotted path; None if absent."""
@@ -122,23 +139,27 @@ class RuleIndex:
 
     def _build(self, index: int, entries: tuple[LogsourceEntry, ...]) -> Group:
         mapping = self.mappings[index]
-        chosen = set(self._everywhere)
-        renames: dict[str, str] = {}
-        for entry in entries:
-            chosen.update(self._rules_by_entry[index][entry])
-            renames.update(entry.fields)
-        rules = tuple(self.ruleset.detections[i] for i in sorted(chosen) if self.ruleset.detections[i].meta.enabled)
-        fields: set[str] = set()
-        for rule in rules:
-            fields |= rule.fields
+        detections = self.ruleset.detections
+        covered = [set(self._rules_by_entry[index][entry]) for entry in entries]
+        chosen = [i for i in sorted(set(self._everywhere).union(*covered)) if detections[i].meta.enabled]
+        rules = tuple(detections[i] for i in chosen)
+        # a rule sees the renames of the entries that cover its logsource
+        by_renames: dict[tuple[tuple[str, str], ...], list[int]] = {}
+        for position, i in enumerate(chosen):
+            renames: dict[str, str] = {}
+            for entry, rules_of_entry in zip(entries, covered):
+                if i in rules_of_entry:
+                    renames.update(entry.fields)
+            by_renames.setdefault(tuple(renames.items()), []).append(position)
+        lenses = tuple(_lens(dict(renames), rules, members) for renames, members in by_renames.items()) \
+            or (_lens({}, rules, []),)
+        sources = {name for lens in lenses for name in (*lens.fields, *lens.renames.values())}
         return Group(
             rules=rules,
-            renames=renames,
-            fields=tuple(sorted(fields)),
-            read=mapping.selector.plan(tuple(sorted(fields | set(renames.values()) | set(mapping.time_fields[:1]))))
+            lenses=lenses,
+            read=mapping.selector.plan(tuple(sorted(sources | set(mapping.time_fields[:1]))))
             if mapping.selector is not None else None,
-            keywords=any(r.keywords for r in rules),
-            prefilter=Prefilter([r.requirement for r in rules]),
+            keywords=any(lens.keywords for lens in lenses),
         )
 
     def view(self, data: dict[str, Any]) -> EventView | None:
@@ -176,18 +197,57 @@ class RuleIndex:
             if reads is not None:
                 flat = mapping.flatten(data)
             time = mapping.time_of(flat)
-        if group.renames:
-            _apply_renames(flat, group.renames)
-        low = {name: value.lower() if value.__class__ is str else _lower(value)
-               for name in group.fields if (value := flat.get(name)) is not None}
-        if group.keywords:
-            texts = mapping.keyword_texts(flat)
-            low[KEYWORDS_RAW] = texts
-            low[KEYWORDS] = [t.lower() for t in texts]
-        return EventView(mapping, data, flat, low, group, partial, time)
+        lenses = group.lenses
+        if len(lenses) == 1:
+            lens = lenses[0]
+            return EventView(mapping, data, flat, _see(mapping, lens, flat), group, partial, lens, time)
+        per_lens = []
+        for lens in lenses:  # only one lens has no renames: it may keep ``flat`` itself
+            lens_flat = dict(flat) if lens.renames else flat
+            per_lens.append((lens_flat, _see(mapping, lens, lens_flat)))
+        first_flat, first_low = per_lens[0]
+        return EventView(mapping, data, first_flat, first_low, group, partial, lenses[0], time, tuple(per_lens))
 
-    def matches(self, view: EventView) -> list[DetectionRule]:
-        """The rules of the event's group that match it, in rule-set order."""
+    def matches(self, view: EventView) -> Iterable[DetectionRule]:
+        """The rules of the event's group that match it, in rule-set order. Where the group has
+        several lenses, ``view`` shows each yielded rule's lens until the next one is yielded."""
+        if view._per_lens is not None:
+            return _matches_per_lens(view, view._per_lens)
         rules = view.group.rules
         flat, low = view.flat, view.low
-        return [rules[i] for i in view.group.prefilter.candidates(low) if rules[i].match(flat, low)]
+        return [rules[i] for i in view.lens.prefilter.candidates(low) if rules[i].match(flat, low)]
+
+
+def _lens(renames: dict[str, str], rules: tuple[DetectionRule, ...], members: list[int]) -> Lens:
+    """The lens of ``rules[i]`` for i in ``members``."""
+    fields: set[str] = set()
+    for i in members:
+        fields |= rules[i].fields
+    return Lens(renames=renames, fields=tuple(sorted(fields)), keywords=any(rules[i].keywords for i in members),
+                members=tuple(members), prefilter=Prefilter([rules[i].requirement for i in members]))
+
+
+def _see(mapping: Mapping, lens: Lens, flat: dict[str, Any]) -> dict[str, Any]:
+    """Apply the lens's renames to ``flat`` (in place); its lowered fields."""
+    if lens.renames:
+        _apply_renames(flat, lens.renames)
+    low = {name: value.lower() if value.__class__ is str else _lower(value)
+           for name in lens.fields if (value := flat.get(name)) is not None}
+    if lens.keywords:
+        texts = mapping.keyword_texts(flat)
+        low[KEYWORDS_RAW] = texts
+        low[KEYWORDS] = [t.lower() for t in texts]
+    return low
+
+
+def _matches_per_lens(view: EventView, per_lens: tuple[tuple[dict[str, Any], dict[str, Any]], ...]
+                      ) -> Iterator[DetectionRule]:
+    group = view.group
+    candidates = sorted((lens.members[i], k) for k, (lens, (_, low)) in enumerate(zip(group.lenses, per_lens))
+                        for i in lens.prefilter.candidates(low))
+    for i, k in candidates:
+        flat, low = per_lens[k]
+        rule = group.rules[i]
+        if rule.match(flat, low):
+            view.flat, view.low, view.lens = flat, low, group.lenses[k]
+            yield rule

@@ -239,6 +239,63 @@ def test_network_connection_from_sysmon_3_and_security_5156() -> None:
     assert matched_ids(script, [core]) == ["ps"]
 
 
+def security_4688(new_pid: str = "0x325b", creator_pid: str = "0x1d49", xml_style: bool = False) -> dict:
+    """A Security 4688 event: ``ProcessId`` is the creator's id, ``NewProcessId`` the new process's."""
+    data = {"NewProcessName": WHOAMI, "NewProcessId": new_pid, "ProcessId": creator_pid,
+            "ParentProcessName": "C:\\Windows\\explorer.exe", "SubjectUserName": "alice"}
+    event_data = {"Data": [{"@Name": k, "#text": v} for k, v in data.items()]} if xml_style else data
+    return {"Event": {"System": {"EventID": 4688, "Channel": "Security",
+                                 "TimeCreated": {"@SystemTime": "2024-03-01T10:00:00Z"}},
+                      "EventData": event_data}}
+
+
+def _pid_rule(rule_id: str, logsource: str, pid: str) -> str:
+    return rule_text(f"  s:\n    ProcessId: '{pid}'\n  condition: s\n", logsource, rule_id,
+                     "finding:\n  title: 'pid {ProcessId} image {Image}'\n")
+
+
+SECURITY = "{product: windows, service: security}"
+PROCESS_CREATION = "{product: windows, category: process_creation}"
+
+
+def test_security_4688_renames_apply_to_process_creation_rules_only() -> None:
+    """In one rule set, a process_creation rule sees ProcessId = NewProcessId (and Image = NewProcessName)
+    on a 4688 event; a ``service: security`` rule sees the event's own ProcessId (and no Image)."""
+    ruleset = load_ok("---\n".join([_pid_rule("sec-raw", SECURITY, "0x1d49"), _pid_rule("proc-new", PROCESS_CREATION, "0x325b"),
+                                     _pid_rule("sec-new", SECURITY, "0x325b"), _pid_rule("proc-raw", PROCESS_CREATION, "0x1d49")]))
+    for event in (security_4688(), security_4688(xml_style=True)):
+        findings = Processor(ruleset).process([event_from_obj(event)])
+        assert [(f.rule_id, f.title) for f in findings] == [("sec-raw", "pid 0x1d49 image -"),
+                                                             ("proc-new", f"pid 0x325b image {WHOAMI}")]
+    from engine.dispatch import RuleIndex
+
+    index = RuleIndex(ruleset)
+    view = index.view(security_4688())
+    assert len(view.group.lenses) == 2
+    seen = {rule.id: (view.flat["ProcessId"], view.field("Image")) for rule in index.matches(view)}
+    assert seen == {"sec-raw": ("0x1d49", None), "proc-new": ("0x325b", WHOAMI)}
+    logon = {"Event": {"System": {"EventID": 4624, "Channel": "Security"}, "EventData": {"ProcessId": "0x1d49"}}}
+    view = index.view(logon)
+    assert len(view.group.lenses) == 1 and [rule.id for rule in index.matches(view)] == ["sec-raw"]
+
+
+def test_correlations_group_by_the_fields_each_rule_sees() -> None:
+    """Two 4688 events from one creator: grouped by ProcessId, the security rule's correlation counts
+    them together (the creator's id), the process_creation rule's apart (each new process's id)."""
+    def count(rule_id: str, name: str) -> str:
+        return (f"title: {rule_id}\nid: {rule_id}\ncorrelation:\n  type: event_count\n  rules: [{name}]\n"
+                "  group-by: [ProcessId]\n  timespan: 60s\n  condition: {gte: 2}\nlevel: high\n")
+    ruleset = load_ok("---\n".join([
+        rule_text("  s:\n    EventID: 4688\n  condition: s\n", SECURITY, "sec", "name: sec\n"),
+        rule_text("  s:\n    Image|endswith: '\\whoami.exe'\n  condition: s\n", PROCESS_CREATION, "proc", "name: proc\n"),
+        count("sec-burst", "sec"), count("proc-burst", "proc")]))
+    processor = Processor(ruleset)
+    findings = processor.process([event_from_obj(security_4688(new_pid=pid)) for pid in ("0x1", "0x2")])
+    findings += processor.flush()
+    bursts = [(f.rule_id, f.details["group"]) for f in findings if f.rule_id.endswith("-burst")]
+    assert bursts == [("sec-burst", {"ProcessId": "0x1d49"})]
+
+
 def test_event_view_field_by_sigma_name_or_path() -> None:
     from engine.dispatch import RuleIndex
 
