@@ -7,22 +7,52 @@ ECS-like JSON, a CloudTrail record...). Rules always match against ``data``.
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any
 
 import orjson
 
 
-@dataclass(slots=True)
 class Event:
-    """One event: its id, the data rules match against, and its event time."""
+    """One event: its id, the data rules match against, and its event time.
 
-    id: str
-    data: dict[str, Any]
-    timestamp: float | None = None  # event time, epoch seconds (UTC)
-    agent_id: str | None = None
-    type: str | None = None
+    ``id=None``: the event has no id of its own and gets a content hash of ``hashed`` (the object
+    it arrived as; default ``data``), computed when the id is first read: most events of a log
+    match no rule, and offline nothing else needs their id."""
+
+    __slots__ = ("_id", "_hashed", "data", "timestamp", "agent_id", "type")
+
+    def __init__(self, id: str | None, data: dict[str, Any], timestamp: float | None = None,
+                 agent_id: str | None = None, type: str | None = None, hashed: Any = None) -> None:
+        self._id = id
+        self._hashed = hashed
+        self.data = data
+        self.timestamp = timestamp  # event time, epoch seconds (UTC)
+        self.agent_id = agent_id
+        self.type = type
+
+    @property
+    def id(self) -> str:
+        if self._id is None:
+            self._id = content_id(self.data if self._hashed is None else self._hashed)
+            self._hashed = None
+        return self._id
+
+    @id.setter
+    def id(self, value: str) -> None:
+        self._id = value
+
+    def _fields(self) -> tuple[Any, ...]:
+        return self.id, self.data, self.timestamp, self.agent_id, self.type
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Event) and self._fields() == other._fields()
+
+    __hash__ = None  # type: ignore[assignment]  # mutable, compared by value
+
+    def __repr__(self) -> str:
+        return (f"Event(id={self.id!r}, data={self.data!r}, timestamp={self.timestamp!r}, "
+                f"agent_id={self.agent_id!r}, type={self.type!r})")
 
 
 def is_envelope(obj: dict[str, Any]) -> bool:
@@ -39,22 +69,22 @@ def content_id(obj: Any) -> str:
 def event_from_obj(obj: dict[str, Any]) -> Event:
     """Build an Event from an envelope or a raw event object.
 
-    The object's own ``id`` is kept; an object without one gets a content hash,
-    so the same input always yields the same id. The timestamp is taken from the
+    The object's own ``id`` is kept; an object without one gets a content hash (of the whole
+    envelope, or of the raw event), so the same input always yields the same id. The timestamp is taken from the
     envelope here; for raw events the logsource mapping resolves it.
     """
     if is_envelope(obj):
-        data = obj["data"]
-        event_id = obj.get("id") or content_id(obj)
+        event_id = obj.get("id")
         return Event(
-            id=str(event_id),
-            data=data,
+            id=str(event_id) if event_id else None,
+            data=obj["data"],
             timestamp=parse_time(obj.get("timestamp")),
             agent_id=obj.get("agent_id"),
             type=obj.get("type"),
+            hashed=obj,
         )
     event_id = obj.get("id")
-    return Event(id=str(event_id) if event_id is not None else content_id(obj), data=obj)
+    return Event(id=str(event_id) if event_id is not None else None, data=obj)
 
 
 # datetime's range in epoch seconds: 0001-01-01T00:00:00Z up to (excluding) 10000-01-01T00:00:00Z
@@ -62,13 +92,40 @@ _FIRST_EPOCH = -62135596800.0
 _END_EPOCH = 253402300800.0
 
 
+_SECONDS: dict[str, float] = {}  # "YYYY-MM-DDTHH:MM:SS" -> epoch: consecutive events share it
+
+
 def parse_time(value: Any) -> float | None:
     """Epoch seconds from an ISO 8601 string, epoch seconds or epoch milliseconds.
 
     None for anything else, including NaN, infinities and times outside datetime's range.
     """
+    if value.__class__ is str and len(value) >= 20 and value[10] in "T " and value[-1] == "Z":
+        fast = _utc_text(value)
+        if fast is not None:
+            return fast
     epoch = _epoch(value)
     return epoch if epoch is not None and _FIRST_EPOCH <= epoch < _END_EPOCH else None
+
+
+def _utc_text(value: str) -> float | None:
+    """The usual case fast: ``YYYY-MM-DD[T ]HH:MM:SS[.fraction]Z`` (None: let the general path decide)."""
+    head = value[:19]
+    base = _SECONDS.get(head)
+    if base is None:
+        try:
+            base = datetime.fromisoformat(head).replace(tzinfo=timezone.utc).timestamp()
+        except ValueError:
+            return None
+        if len(_SECONDS) > 4096:
+            _SECONDS.clear()
+        _SECONDS[head] = base
+    rest = value[19:-1]
+    if not rest:
+        return base
+    if rest[0] == "." and rest[1:].isdigit():
+        return base + float(rest[:7])
+    return None
 
 
 def _epoch(value: Any) -> float | None:

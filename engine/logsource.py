@@ -35,7 +35,6 @@ from __future__ import annotations
 import json
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
@@ -238,30 +237,6 @@ def _get_path(data: Any, path: str, parts: tuple[str, ...] | None = None) -> Any
     return data
 
 
-_SECONDS: dict[str, float] = {}  # "YYYY-MM-DDTHH:MM:SS" -> epoch, for consecutive events
-
-
-def fast_time(value: Any) -> float | None:
-    """engine.event.parse_time with a fast path for ISO 8601 UTC text (the usual case)."""
-    if value.__class__ is str and len(value) >= 20 and value[10] in "T " and value[-1] == "Z":
-        head = value[:19]
-        base = _SECONDS.get(head)
-        if base is None:
-            try:
-                base = datetime.fromisoformat(head).replace(tzinfo=timezone.utc).timestamp()
-            except ValueError:
-                return parse_time(value)
-            if len(_SECONDS) > 4096:
-                _SECONDS.clear()
-            _SECONDS[head] = base
-        rest = value[19:-1]
-        if not rest:
-            return base
-        if rest[0] == "." and rest[1:].isdigit():
-            return base + float(rest[:7])
-    return parse_time(value)
-
-
 def disc_value(value: Any) -> str | None:
     """A field value as compared by ``when`` conditions: lower-case text."""
     if value is None:
@@ -350,7 +325,7 @@ class Mapping:
         for name in self.time_fields:
             value = flat.get(name)
             if value is not None:
-                parsed = fast_time(value)
+                parsed = parse_time(value)
                 if parsed is not None:
                     return parsed
         return None

@@ -13,7 +13,7 @@ import orjson
 from connectors.nats.publishers import DeadLetter
 from connectors.nats.source import SourceMessage
 from connectors.nats.subjects import agent_of_subject
-from engine.event import Event, content_id, event_from_obj
+from engine.event import Event, event_from_obj
 from opmas.runtime.envelope import envelope_error, looks_like_envelope
 
 
@@ -88,7 +88,7 @@ class Intake:
             text = orjson.dumps(obj["data"])
         else:
             own_id = obj.get("id")
-            event = Event(id=str(own_id) if own_id is not None else content_id(obj), data=obj,
+            event = Event(id=str(own_id) if own_id is not None else None, data=obj,
                           agent_id=agent)
             text = raw.strip() if raw is not None else orjson.dumps(obj)
         out.events.append(event)
