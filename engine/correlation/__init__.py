@@ -9,7 +9,8 @@ the fields the correlations group by, and sets ``ruleset.correlations`` to a
 correlates its own events its ``LocalCorrelator``. Per-partition event time,
 lateness and hits: ``observer``; groups, windows and determinism: ``correlator``;
 one correlator for a partitioned stream: ``stage``; window semantics: ``windows``;
-``suppress``: ``suppression``.
+``suppress``: ``suppression``; what runtimes partitioned without a stage miss:
+``partitioning``.
 """
 from __future__ import annotations
 
@@ -18,6 +19,7 @@ from typing import Any
 from engine.correlation.compiled import CorrelationSet, LocalCorrelator
 from engine.correlation.correlator import DEFAULT_LATENESS, DEFAULT_MAX_FUTURE, Correlator, Handoff
 from engine.correlation.link import LinkedCorrelation, RuleRef, link_correlations
+from engine.correlation.partitioning import split_by_partitioning
 from engine.correlation.spec import CorrelationSpec, Suppression, parse_correlation, parse_suppression
 from engine.correlation.stage import DEFAULT_IDLE_TIMEOUT, CorrelationStage
 from engine.errors import RuleError
@@ -27,7 +29,7 @@ from engine.ruleset import RuleMeta
 __all__ = [
     "DEFAULT_IDLE_TIMEOUT", "DEFAULT_LATENESS", "DEFAULT_MAX_FUTURE", "CorrelationSet", "CorrelationSpec",
     "CorrelationStage", "Correlator", "Handoff", "LinkedCorrelation", "LocalCorrelator", "Suppression",
-    "compile_correlations",
+    "compile_correlations", "split_by_partitioning",
 ]
 
 

@@ -65,7 +65,6 @@ def _config(args: argparse.Namespace, needs: tuple[str, ...]) -> tuple[Config, K
 
 def worker_command(args: argparse.Namespace) -> int:
     from connectors.kafka.topics import TopicLayoutError, ensure_topic
-    from opmas.runtime.faust_stage import correlation_topic
     from opmas.runtime.faust_worker import WorkerRuntime, WorkerSettings
     from opmas.runtime.rules import RuleFiles
 
@@ -78,8 +77,6 @@ def worker_command(args: argparse.Namespace) -> int:
     try:
         loop.run_until_complete(ensure_topic(config.kafka_url, config.kafka_topic, config.partitions,
                                              config.kafka_replication, security))
-        loop.run_until_complete(ensure_topic(config.kafka_url, correlation_topic(config.kafka_topic), 1,
-                                             config.kafka_replication, security))
     except TopicLayoutError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
@@ -87,7 +84,6 @@ def worker_command(args: argparse.Namespace) -> int:
         kafka_url=config.kafka_url, topic=config.kafka_topic, partitions=config.partitions,
         partition_key=config.partition_key, nats_url=config.nats_url, db_url=config.db_url,
         batch_size=config.batch_size, batch_wait=config.batch_wait, max_future=config.max_future,
-        partition_idle=config.partition_idle,
         session_timeout=config.kafka_session_timeout, replication=config.kafka_replication,
         retry_max_delay=config.retry_max_delay, security=security)
     runtime = WorkerRuntime(settings, RuleFiles(tuple(config.rules), tuple(config.mappings), config.db_url, config.lateness))

@@ -1,16 +1,15 @@
 """Scale-out runtime: the engine's partition processors as a Faust agent over a Kafka-protocol log.
 
 Kafka does the partition assignment and rebalancing; each worker runs one engine
-``Processor`` per events-topic partition it is assigned (the same split processor the
-embedded pipeline runs: correlation happens in one stage, see faust_stage.py). For each
-batch of records:
+``Processor`` per events-topic partition it is assigned (the same processor the
+embedded pipeline runs). For each batch of records:
 
 1. events at or below the partition's checkpointed source position are dropped
    (Kafka redeliveries after a rebalance, copies re-sent by the bridge);
 2. the processors evaluate the rest (opmas/runtime/streaming.py: with the wall clock bounding
    event time); findings go to NATS (``opmas.findings.<severity>``, deduplicated by id)
    and to PostgreSQL (idempotent), retried while a server is away; rows PostgreSQL refuses for
-   their content become dead letters; the correlation handoffs go to the stage's topic;
+   their content become dead letters;
 3. only then each touched partition's checkpoint (source position + ``Processor.snapshot()``)
    is written to the ``checkpoints`` table: a Faust table keyed by partition number whose
    changelog record for partition p goes to changelog partition p;
@@ -20,8 +19,8 @@ So a committed offset never runs ahead of a stored checkpoint, and a checkpoint 
 runs ahead of the sinks. A batch that outlived its partitions (a rebalance waited longer than
 the rebalance timeout for it, so Kafka gave them to other workers) writes no checkpoint and is
 not acknowledged: the process exits and the new owners replay it from their checkpoints. A partition that moves to another worker is restored there
-from the changelog (or a standby copy) and continues its event time; the events it replays
-produce the same finding ids, which both sinks drop, and the same handoffs, which the stage drops.
+from the changelog (or a standby copy) and continues its correlation windows; the
+events it replays produce the same finding ids, which both sinks drop.
 
 Raw events are not archived here: ``opmas archiver`` consumes the same topic (see
 connectors/kafka/archiver.py).
@@ -36,7 +35,7 @@ import shutil
 import tempfile
 import time
 import zlib
-from collections.abc import Awaitable, Iterable, Sequence, Set
+from collections.abc import Iterable, Sequence, Set
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -50,7 +49,7 @@ from connectors.kafka.security import KafkaSecurity
 from connectors.nats.publishers import DeadLetter, publish_dead_letters, publish_findings
 from connectors.nats.subjects import RELOAD_SUBJECT, ensure_streams
 from connectors.postgres.sink import PostgresSink
-from engine.correlation import DEFAULT_IDLE_TIMEOUT, DEFAULT_MAX_FUTURE
+from engine.correlation import DEFAULT_MAX_FUTURE
 from engine.event import Event
 from engine.finding import Finding
 from engine.processor import Processor
@@ -59,16 +58,13 @@ from opmas import metrics
 from opmas.gc_tuning import tune_gc_for_rules
 from opmas.runtime.outputs import NATS_ERRORS, PG_ERRORS, report_dead_letters, report_findings, write_postgres
 from opmas.runtime.retry import retry
-from opmas.runtime.faust_stage import STAGE_KEY, StageRuntime, Tagged, correlation_topic, encode_handoffs
-from opmas.runtime.rules import RuleFiles, blocking_errors, log_errors
+from opmas.runtime.rules import RuleFiles, blocking_errors, log_errors, warn_split_correlations
 from opmas.runtime.streaming import process_streamed
 
 log = logging.getLogger("opmas.worker")
 
 APP_ID = "opmas-workers"
 CHECKPOINTS = "checkpoints"
-STAGE_CHECKPOINT = "correlation-checkpoint"
-STATE_FORMAT = "correlation-stage"  # checkpoint layout: split processors, one correlation stage
 # Largest checkpoint record (zlib-compressed JSON, ~6x smaller than the JSON): the workers'
 # producer request size and the changelog topic's max.message.bytes. See README (scale-out).
 CHECKPOINT_MAX_BYTES = 16 << 20
@@ -87,7 +83,6 @@ class WorkerSettings:
     batch_size: int = 2000
     batch_wait: float = 0.05
     max_future: float = DEFAULT_MAX_FUTURE  # seconds event time may run ahead of the clock (Processor)
-    partition_idle: float = DEFAULT_IDLE_TIMEOUT  # seconds before a quiet partition stops holding correlation
     session_timeout: float = 10.0  # seconds without heartbeat before a worker's partitions move
     rebalance_timeout: float = 60.0  # seconds a rebalance waits for a worker's batch (> session_timeout)
     replication: int = 1  # replication factor of the changelog topic
@@ -159,9 +154,7 @@ class WorkerRuntime:
     def __init__(self, settings: WorkerSettings, rules: RuleFiles):
         self.settings = settings
         self.rules = rules
-        self.layout = {"partitions": settings.partitions, "key": settings.partition_key, "state": STATE_FORMAT}
-        self.correlation_topic = correlation_topic(settings.topic)
-        self.stage = StageRuntime(self.layout, settings.partition_idle)
+        self.layout = {"partitions": settings.partitions, "key": settings.partition_key}
         self.ruleset: RuleSet | None = None
         self.states: dict[int, PartitionState] = {}
         self.exported: dict[int, dict[str, int]] = {}  # per partition: the counters last exported (metrics)
@@ -203,30 +196,11 @@ class WorkerRuntime:
             extra_topic_configs={"max.message.bytes": str(CHECKPOINT_MAX_BYTES)},
             beacon=app.tables.beacon))  # int keys as JSON, bytes values raw
 
-        handoffs = app.topic(self.correlation_topic, partitions=1, key_type=bytes, value_type=bytes,
-                             key_serializer="raw", value_serializer="raw")
-        self.stage_table = app.tables.add(CheckpointTable(
-            app, name=STAGE_CHECKPOINT, partitions=1, key_type=int, value_type=bytes,
-            extra_topic_configs={"max.message.bytes": str(CHECKPOINT_MAX_BYTES)},
-            beacon=app.tables.beacon))
-
         @app.agent(events, name="opmas-processors")
         async def processors(stream):
             await self.start()
             async for batch in stream.take_events(self.records_per_batch, within=s.batch_wait):
                 await self.handle_uncancelled(batch)
-
-        @app.agent(handoffs, name="opmas-correlation")
-        async def correlation(stream):
-            await self.start()
-            async for batch in stream.take_events(self.records_per_batch, within=s.batch_wait):
-                await self.uncancelled(self.correlate(batch))
-
-        @app.timer(max(1.0, s.partition_idle / 4))
-        async def quiet_partitions() -> None:
-            """Without new handoffs, a partition that went quiet may stop holding windows open."""
-            if self._started and self.stage.stage is not None:  # assigned, with correlations
-                await self.uncancelled(self.correlate(()))
 
         @app.on_partitions_revoked.connect
         async def on_revoked(app_: faust.App, revoked: set, **_: Any) -> None:
@@ -234,10 +208,6 @@ class WorkerRuntime:
                              if tp.topic == s.topic and self.states.pop(tp.partition, None) is not None)
             for p in dropped:
                 metrics.forget_partition(p)
-            if any(tp.topic == self.correlation_topic for tp in revoked) and self.stage.assigned:
-                self.stage.drop()
-                metrics.forget_partition("correlation")
-                log.info("correlation stage revoked")
             log.info("partitions revoked", extra={"partitions": dropped})
 
         return app
@@ -256,6 +226,7 @@ class WorkerRuntime:
             _, self.ruleset, errors = await asyncio.to_thread(self.rules.load)
             tune_gc_for_rules()
             log_errors(errors, "startup")
+            warn_split_correlations(self.ruleset, s.partition_key, s.partitions)
             metrics.RULES_LOADED.set(len(self.ruleset.rules))
             await self.nc.subscribe(RELOAD_SUBJECT, cb=self._on_reload)
             self._started = True
@@ -277,10 +248,10 @@ class WorkerRuntime:
             self.ruleset = ruleset
             for state in self.states.values():
                 state.processor.replace_rules(ruleset)
-            self.stage.replace_rules(ruleset.correlations)
         metrics.RULE_RELOADS.labels("applied").inc()
         metrics.RULES_LOADED.set(len(ruleset.rules))
         log.info("rules reloaded", extra={"rules": len(ruleset.rules), "warnings": len(errors)})
+        warn_split_correlations(ruleset, self.settings.partition_key, self.settings.partitions)
         return {"ok": True, "rules": len(ruleset.rules), "warnings": [str(e) for e in errors]}
 
     async def _on_reload(self, msg) -> None:
@@ -295,15 +266,10 @@ class WorkerRuntime:
     # -- one batch -------------------------------------------------------------------------
 
     async def handle_uncancelled(self, batch: Sequence[EventT]) -> None:
-        """Handle an events batch to the end even when the agent is cancelled (see ``uncancelled``)."""
-        await self.uncancelled(self.handle(batch))
-
-    @staticmethod
-    async def uncancelled(work: Awaitable[None]) -> None:
-        """Run ``work`` to the end even when the agent is cancelled (shutdown, rebalance): Faust
-        acknowledges the batch right after, so it must be in the sinks and checkpointed. An
-        unexpected error ends the process without acknowledging: the batch is replayed."""
-        task = asyncio.ensure_future(work)
+        """Handle a batch to the end even when the agent is cancelled (shutdown, rebalance):
+        Faust acknowledges the batch right after, so it must be in the sinks and checkpointed.
+        An unexpected error ends the process without acknowledging: the batch is replayed."""
+        task = asyncio.ensure_future(self.handle(batch))
         try:
             await asyncio.shield(task)
         except asyncio.CancelledError:
@@ -316,7 +282,7 @@ class WorkerRuntime:
 
     async def handle(self, batch: Sequence[EventT]) -> None:
         s = self.settings
-        records: list[tuple[int, int, list[Event]]] = []  # (partition, offset, its new events) in order
+        grouped: dict[int, list[Event]] = {}
         last: dict[int, tuple[int, int]] = {}
         offsets: dict[int, int] = {}  # Kafka offset of each partition's last record handled in this batch
         states: dict[int, PartitionState] = {}  # held here: a rebalance may drop them from self.states
@@ -336,20 +302,19 @@ class WorkerRuntime:
                                   "partition": p, "checkpoint_offset": state.offset, "offset": message.offset})
             offsets[p] = message.offset  # every record handled moves the checkpoint: events, copies, dead letters
             try:
-                decoded = decode(item.value)
+                records = decode(item.value)
             except ValueError as exc:
                 dead.append(DeadLetter(reason=f"kafka record {p}:{message.offset}: {exc}",
                                        subject=f"kafka:{message.topic}", payload=item.value or b""))
                 continue
-            events = []
-            for record in decoded:
+            events = grouped.setdefault(p, [])
+            for record in records:
                 if record.source <= last.get(p, state.source):
                     continue  # already in this partition's checkpoint
                 events.append(record.event)
                 last[p] = record.source
-            records.append((p, message.offset, events))
         async with self._lock:
-            findings, referenced, handoffs = await asyncio.to_thread(self._evaluate, states, records)
+            findings, referenced = await asyncio.to_thread(self._evaluate, states, grouped)
         refused: list[DeadLetter] = []  # rows PostgreSQL refused, already dead-lettered
         if findings:
             await retry(lambda: publish_findings(self.js, findings), "nats-findings", NATS_ERRORS,
@@ -359,9 +324,6 @@ class WorkerRuntime:
         if dead:
             await retry(lambda: publish_dead_letters(self.js, dead), "nats-deadletter", NATS_ERRORS,
                         s.retry_max_delay, self.abort)
-        if handoffs:  # before the checkpoints: a replay after a crash sends them again, the stage drops them
-            await self.app.producer.send_and_wait(self.correlation_topic, None, encode_handoffs(handoffs), 0,
-                                                  None, None)
         report_dead_letters(log, dead + refused)
         report_findings(log, findings)
         advanced = {p: offset for p, offset in offsets.items() if offset > states[p].offset}
@@ -378,30 +340,6 @@ class WorkerRuntime:
         # single-record batches, and Faust's table recovery reads up to that end offset.
         await self.app.producer.flush()
 
-    async def correlate(self, batch: Sequence[EventT]) -> None:
-        """The correlation stage takes a batch of handoff records (none: a timer's look at quiet
-        partitions): findings to the sinks, then the stage's checkpoint."""
-        s = self.settings
-        if not self.stage.assigned:
-            raw = self.stage_table.get(STAGE_KEY)
-            self.stage.restore(self.ruleset.correlations, None if raw is None else decode_checkpoint(raw))
-        async with self._lock:
-            findings = self.stage.take([item.value for item in batch])
-        if findings:
-            await retry(lambda: publish_findings(self.js, findings), "nats-findings", NATS_ERRORS,
-                        s.retry_max_delay, self.abort)
-            refused = await write_postgres(self.pg, self.js, findings, (), None, s.retry_max_delay, self.abort)
-            report_dead_letters(log, refused)
-            report_findings(log, findings)
-        if not batch and not findings:
-            return
-        self._fence_stage()
-        if self.stage.stage is not None:
-            async with self._lock:
-                checkpoint = encode_checkpoint(self.stage.checkpoint())
-            self.stage_table[STAGE_KEY] = checkpoint
-            await self.app.producer.flush()
-
     def _fence(self, partitions: Iterable[int]) -> None:
         """Raise StaleBatch (the process exits without acknowledging) if a partition of the batch
         may belong to another worker by now. The coordinator started its rebalance timer up to a
@@ -413,16 +351,6 @@ class WorkerRuntime:
         if stale:
             raise StaleBatch(f"partitions {stale} may have moved to another worker during the batch:"
                              " their checkpoints are not written")
-
-    def _fence_stage(self) -> None:
-        """Raise StaleBatch if the handoffs partition may belong to another worker by now."""
-        started = self.app.rebalance_started
-        assigned = {tp.partition for tp in self.app.consumer.assignment() if tp.topic == self.correlation_topic}
-        if fenced([0], assigned, None if started is None else time.monotonic() - started,
-                  self.settings.rebalance_timeout - self.heartbeat_interval):
-            self.stage.drop()
-            raise StaleBatch("the correlation stage may have moved to another worker during the batch:"
-                             " its checkpoint is not written")
 
     def _restore(self, p: int) -> PartitionState:
         """The partition's processor from its checkpoint in the table (empty if none or if it
@@ -438,33 +366,28 @@ class WorkerRuntime:
                             extra={"partition": p, "checkpoint_layout": checkpoint["layout"],
                                    "layout": self.layout})
         assert self.ruleset is not None
-        restored = self.states[p] = PartitionState(
-            Processor(self.ruleset, state, self.settings.max_future, split=True), source, offset)
+        restored = self.states[p] = PartitionState(Processor(self.ruleset, state, self.settings.max_future), source,
+                                                   offset)
         log.info("partition assigned", extra={"partition": p, "resume_after": list(source),
                                               "checkpoint_offset": offset, "state_restored": state is not None})
         return restored
 
     @staticmethod
-    def _evaluate(states: dict[int, PartitionState], records: list[tuple[int, int, list[Event]]]
-                  ) -> tuple[list[Finding], list[Event], list[Tagged]]:
-        """Findings of the batch; the events PostgreSQL must hold for them: those the findings
-        cite, and those handed to correlation (a finding of a later batch may cite them); and each
-        record's correlation handoff, tagged with its partition and offset."""
+    def _evaluate(states: dict[int, PartitionState],
+                  grouped: dict[int, list[Event]]) -> tuple[list[Finding], list[Event]]:
+        """Findings of the batch, and the events PostgreSQL must hold for them: those the findings
+        cite, and those handed to correlation (a finding of a later batch may cite them)."""
         findings: list[Finding] = []
         referenced: dict[str, Event] = {}
-        handoffs: list[Tagged] = []
-        for p, offset, events in records:
-            processor = states[p].processor
-            found = process_streamed(processor, events)
+        for p, events in grouped.items():
+            found = process_streamed(states[p].processor, events)
             findings.extend(found)
             metrics.EVENTS_PROCESSED.labels(str(p)).inc(len(events))
-            referenced.update((e.id, e) for e in processor.correlated)
+            referenced.update((e.id, e) for e in states[p].processor.correlated)
             if found:
                 wanted = {event_id for f in found for event_id in f.event_ids}
                 referenced.update((e.id, e) for e in events if e.id in wanted)
-            if processor.correlator is not None:
-                handoffs.append((p, offset, processor.handoff()))
-        return findings, list(referenced.values()), handoffs
+        return findings, list(referenced.values())
 
     def _snapshots(self, states: dict[int, PartitionState], sources: dict[int, tuple[int, int]],
                    offsets: dict[int, int]) -> dict[int, bytes]:

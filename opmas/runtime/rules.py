@@ -6,6 +6,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from engine.correlation.partitioning import split_by_partitioning
 from engine.errors import RuleError
 from engine.ruleset import RuleSet, RuleSource, load_ruleset, sources_from_paths
 from management.rule_store import stored_rule_sources
@@ -40,3 +41,11 @@ def log_errors(errors: Sequence[RuleError], context: str) -> None:
     for error in errors:
         log.log(logging.ERROR if error.severity == "error" else logging.WARNING, str(error), extra={
             "context": context, "file": error.file, "line": error.line, "rule_id": error.rule_id})
+
+
+def warn_split_correlations(ruleset: RuleSet, partition_key: str, partitions: int) -> None:
+    """Warn when the rule set has correlations that several partitions each see only part of."""
+    split = split_by_partitioning(ruleset, partition_key) if partitions > 1 else []
+    if split:
+        log.warning("correlations see each partition separately", extra={
+            "partition_key": partition_key, "partitions": partitions, "rule_ids": [c.rule_id for c in split]})

@@ -64,7 +64,6 @@ def scaleout_env(nats_server, postgres, tansu, tmp_path: Path) -> dict[str, str]
         "NATS_URL": nats_server.url, "OPMAS_DB_URL": postgres.url, "OPMAS_KAFKA_URL": tansu.url,
         "OPMAS_PARTITIONS": str(PARTITIONS), "OPMAS_KAFKA_SESSION_TIMEOUT": str(SESSION_TIMEOUT),
         "OPMAS_DATA_DIR": str(tmp_path / "data"), "OPMAS_BATCH_SIZE": "500", "OPMAS_LOG_LEVEL": "INFO",
-        "OPMAS_PARTITION_IDLE": "3600",  # a moved partition must not turn idle: findings as offline
     }
 
 

@@ -1,6 +1,5 @@
-"""Faust workers over Tansu give exactly the findings of the single-process engine (correlations
-included, whose groups span partitions and workers), even when a worker is SIGKILLed mid-stream and
-its partitions move to the other one."""
+"""Faust workers over Tansu give exactly the findings of one processor per partition in one process,
+even when a worker is SIGKILLed mid-stream and its partitions move to the other one."""
 from __future__ import annotations
 
 import asyncio
@@ -18,13 +17,12 @@ from aiokafka import AIOKafkaProducer
 from benchmarks.generate import START, generate
 from connectors.clickhouse.archive import Archive, connect
 from connectors.nats.source import SourceMessage
-from engine.correlation import CorrelationStage
 from engine.processor import Processor
 from connectors.nats.subjects import (DEADLETTER_STREAM, DEADLETTER_SUBJECT, FINDINGS_STREAM, ensure_streams,
                                       events_subject)
 from opmas.embedded import free_port
 from opmas.paths import RULES_DIR
-from opmas.runtime.evaluator import Evaluator, Layout
+from opmas.runtime.evaluator import Layout
 from opmas.runtime.intake import Intake
 from opmas.runtime.rules import RuleFiles
 from tests.pipeline.conftest import UNSTORED_CITED_EVENTS
@@ -37,16 +35,16 @@ PER_MESSAGE = 25  # events per NATS message (JSON lines)
 
 def event_log(count: int, seed: int, attackers: int = 12) -> list[tuple[str, bytes]]:
     """(subject, payload) messages of a generated mixed log, spread over AGENTS agents, with SSH brute
-    forces (5 failures then a success from one address, over ~4 minutes of event time, each step
-    from another agent) spread along it: the library's correlation rules keep windows open across
-    batches, and their groups span partitions and workers."""
+    forces (5 failures then a success from one address, over ~4 minutes of event time) spread along
+    it: the library's correlation rules keep windows open across batches, partitions and workers."""
     events = list(generate("mixed", count, seed))
     chunks = [events[start:start + PER_MESSAGE] for start in range(0, count, PER_MESSAGE)]
     for k in range(attackers):
         ip = f"198.51.100.{k + 1}"
         first = (count - 1200) * k // attackers
         for j in range(6):
-            m = (first + 225 * j) // PER_MESSAGE  # 9 messages on: the next agent (message m is agent m % AGENTS's)
+            m = (first + 200 * j) // PER_MESSAGE
+            m += (k - m) % AGENTS  # the attacker's events stay with one agent, hence one partition
             verb = "Accepted" if j == 5 else "Failed"
             when = START + timedelta(milliseconds=m * PER_MESSAGE * 250)
             chunks[m].append({
@@ -60,18 +58,17 @@ def event_log(count: int, seed: int, attackers: int = 12) -> list[tuple[str, byt
 
 
 def offline_findings(messages: list[tuple[str, bytes]]) -> dict[str, str]:
-    """id -> rule id of the findings of the embedded runtime's evaluator (all partitions in one
-    process) and correlation stage over the same messages."""
+    """id -> rule id of the findings of one Processor per partition, each correlating its own
+    events as the workers run them, over the same messages in one process."""
     _, ruleset, _ = RuleFiles((RULES_DIR,)).load()
-    evaluator = Evaluator(Layout(PARTITIONS, "agent", 1), 0, ruleset, None, 1 << 20)
-    stage = CorrelationStage(ruleset.correlations)
+    layout = Layout(PARTITIONS, "agent", 1)
+    processors = [Processor(ruleset) for _ in range(PARTITIONS)]
     found: dict[str, str] = {}
     for seq, (subject, data) in enumerate(messages, 1):
-        evaluated = evaluator.evaluate([SourceMessage(subject, data, seq, 0.0, None, None)])
-        assert not evaluated.dead
-        for partition, handoff in evaluated.handoffs:
-            stage.take(partition, handoff, 0.0)
-        found.update((f.id, f.rule_id) for f in evaluated.findings + stage.advance(0.0))
+        decoded = Intake(1 << 20).decode([SourceMessage(subject, data, seq, 0.0, None, None)])
+        assert not decoded.dead
+        processor = processors[layout.partition_of_message(subject)]
+        found.update((f.id, f.rule_id) for f in processor.process(decoded.events))
     return found
 
 
@@ -149,7 +146,8 @@ def test_workers_find_what_the_embedded_engine_finds(spawn, nats_server, postgre
     logged = [orjson.loads(line) for line in worker.log.read_text(errors="replace").splitlines()
               if line.startswith("{")]
     assert {r["finding_id"] for r in logged if r["message"] == "finding"} == expected
-    assert [r for r in logged if r["message"] == "correlation stage assigned"]
+    [split] = [r for r in logged if r["message"] == "correlations see each partition separately"]
+    assert split["partition_key"] == "agent" and BRUTE_FORCE_SUCCEEDED in split["rule_ids"]
     wait_until(lambda: metric_total(bridge_port, "opmas_bridge_acked_seq") == len(messages), 30,
                "the bridge acknowledging the last message", procs)
     assert metric_total(bridge_port, "opmas_bridged_events_total") == total
