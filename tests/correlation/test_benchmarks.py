@@ -23,6 +23,6 @@ def test_benchmark_prints_its_figures(gc_settings, capsys: pytest.CaptureFixture
     out = capsys.readouterr().out
     assert "rules: 10 detection, 20 correlation" in out and "generated 3,000 events, 300 source addresses" in out
     rates = re.findall(r"([\d,]+) events/s", out)
-    assert len(rates) == 4 and all(int(rate.replace(",", "")) > 0 for rate in rates)
+    assert len(rates) == 5 and all(int(rate.replace(",", "")) > 0 for rate in rates)
     per_key = re.search(r"([\d,]+) active keys held .* = (\d+) bytes per active key", out)
     assert per_key is not None and int(per_key.group(1).replace(",", "")) > 0 and int(per_key.group(2)) > 0
