@@ -272,15 +272,12 @@ class Correlator:
         for _rule_id, finding, ts, key in handoff.offers:
             self.suppressor.offer(finding, ts, key)
 
-    def advance(self, watermark: float) -> list[Finding]:
-        """Findings the watermark makes final."""
-        return self._advance(watermark)
-
     def flush(self) -> list[Finding]:
         """End of input: every window closes, every held finding is decided."""
-        return self._advance(float("inf"))
+        return self.advance(float("inf"))
 
-    def _advance(self, watermark: float) -> list[Finding]:
+    def advance(self, watermark: float) -> list[Finding]:
+        """Findings the watermark makes final."""
         watermark = max(watermark, self.frontier)
         out: list[Finding] = []
         suppressions = self.suppressions
