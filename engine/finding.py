@@ -3,8 +3,10 @@ from __future__ import annotations
 
 import hashlib
 import uuid
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import Any
+
+import orjson
 
 from engine.event import format_time
 
@@ -36,7 +38,15 @@ class Finding:
     details: dict[str, Any] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
-        """Plain JSON-ready dict; ``timestamp`` as ISO 8601."""
-        out = asdict(self)
+        """JSON-ready dict; ``timestamp`` as ISO 8601. Shallow: ``details`` (the matched event's data among
+        them) is shared with the finding, not copied."""
+        out = {name: getattr(self, name) for name in _FIELDS}
         out["timestamp"] = format_time(self.timestamp)
         return out
+
+    def to_json(self) -> bytes:
+        """The finding as one JSON object (orjson; nothing copied on the way)."""
+        return orjson.dumps(self.to_dict())
+
+
+_FIELDS = tuple(f.name for f in fields(Finding))

@@ -50,7 +50,7 @@ class DeadLetter:
 async def publish_findings(js: JetStreamContext, findings: Sequence[Finding]) -> None:
     """Publish each finding as JSON on ``opmas.findings.<severity>``; returns once stored."""
     futures = [
-        await js.publish_async(findings_subject(f.severity), orjson.dumps(f.to_dict()),
+        await js.publish_async(findings_subject(f.severity), f.to_json(),
                                headers={"Nats-Msg-Id": f.id})
         for f in findings
     ]

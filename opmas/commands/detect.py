@@ -13,7 +13,6 @@ import time
 from collections.abc import Iterator
 from typing import IO
 
-import orjson
 
 from connectors.files import BadRecord, read_event_batches
 from engine.processor import Processor
@@ -85,12 +84,12 @@ def detect_command(args: argparse.Namespace) -> int:
             for batch in read_event_batches(args.events, args.batch_size, on_bad):
                 findings = processor.process(batch)
                 if findings:
-                    out.write(b"".join(orjson.dumps(f.to_dict()) + b"\n" for f in findings))
+                    out.write(b"".join(f.to_json() + b"\n" for f in findings))
                 if progress is not None:
                     progress.update(task, description=f"{processor.stats.events:,} events, "
                                                       f"{processor.stats.findings:,} findings")
             final = processor.flush()
-            out.write(b"".join(orjson.dumps(f.to_dict()) + b"\n" for f in final))
+            out.write(b"".join(f.to_json() + b"\n" for f in final))
     except OSError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
