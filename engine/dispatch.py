@@ -19,7 +19,7 @@ from engine.logsource import LogsourceEntry, Mapping
 from engine.render import field_value
 from engine.ruleset import DetectionRule, RuleSet
 from engine.sigma.compile import KEYWORDS, KEYWORDS_RAW
-from engine.sigma.prefilter import Prefilter
+from engine.sigma.prefilter import Prefilter, keyword_haystack
 
 MAX_GROUPS = 8192  # cache bound: raw discriminator values of one mapping seen so far (groups are shared)
 
@@ -29,7 +29,7 @@ class Lens:
     """The rules of a group that see an event through the same renames."""
 
     renames: dict[str, str]  # Sigma field -> event field
-    fields: tuple[str, ...]  # fields read by the rules: lower-cased once per event
+    fields: tuple[str, ...]  # fields read by the rules: lower-cased once per event that has candidates
     keywords: bool
     members: tuple[int, ...]  # the rules, as indices into the group's rules
     prefilter: Prefilter  # over the members (its indices index ``members``)
@@ -41,9 +41,10 @@ class Group:
 
     rules: tuple[DetectionRule, ...]
     lenses: tuple[Lens, ...]  # one per distinct rename set of the rules (at least one; usually one)
-    read: Callable[[Any], dict[str, Any]] | None  # where the mapping selects: reads the rule fields,
-    # rename targets and first time field from the event's parts
-    keywords: bool  # some rule searches keywords: every field is read
+    scan: Callable[[Any], dict[str, Any]] | None  # where the mapping selects: reads the fields the
+    # prefilters search and the first time field from the event's parts
+    read: Callable[[Any], dict[str, Any]] | None  # likewise: every field the rules read, rename targets
+    # and the first time field (for events with candidates)
 
 
 def _lower(value: Any) -> Any:
@@ -61,32 +62,96 @@ def _apply_renames(flat: dict[str, Any], renames: dict[str, str]) -> None:
             flat[name] = value
 
 
-@dataclass(slots=True)
 class EventView:
-    """An event as rules see it: mapping, fields (only those the rules read where the
-    mapping can select them cheaply) and lowered fields through the renames of ``lens``,
-    the group of rules. :meth:`RuleIndex.matches` turns ``lens``, ``flat`` and ``low`` to
-    the lens of each rule it yields."""
+    """An event as rules see it: mapping, group of rules, and event time, with its fields read
+    lazily. :meth:`RuleIndex.matches` first runs the prefilters on the few fields they search
+    (``scanned``); only an event with candidate rules is read further: ``flat`` (the fields the
+    rules read, or every field where ``partial`` is False) and ``low`` (the same, lower-cased)
+    through the renames of ``lens``. :meth:`RuleIndex.matches` turns ``lens``, ``flat`` and
+    ``low`` to the lens of each rule it yields."""
 
-    mapping: Mapping
-    data: dict[str, Any]
-    flat: dict[str, Any]
-    low: dict[str, Any]
-    group: Group
-    partial: bool
-    lens: Lens
-    _time: float | None
-    _per_lens: tuple[tuple[dict[str, Any], dict[str, Any]], ...] | None = None  # several lenses: flat, low of each
-    _full: tuple[Lens, dict[str, Any]] | None = None
+    __slots__ = ("mapping", "data", "group", "lens", "partial", "scanned", "_parts", "_time", "_flat", "_low",
+                 "_base", "_haystack", "_full")
+
+    def __init__(self, mapping: Mapping, data: dict[str, Any], group: Group, parts: Any,
+                 scanned: dict[str, Any], time: float | None) -> None:
+        self.mapping = mapping
+        self.data = data
+        self.group = group
+        self.lens = group.lenses[0]
+        self.partial = group.read is not None  # until completed with every field
+        self.scanned = scanned  # as the event names its fields (before renames)
+        self._parts = parts
+        self._time = time
+        self._flat: dict[str, Any] | None = None
+        self._low: dict[str, Any] | None = None
+        self._base: dict[str, Any] | None = None  # fields read for the rules, before renames
+        self._haystack: Any = _UNSET
+        self._full: tuple[Lens, dict[str, Any]] | None = None
 
     def time(self) -> float | None:
         """Event time from the mapping's time fields (as the event names them, before renames)."""
         return self._time
 
+    @property
+    def flat(self) -> dict[str, Any]:
+        """The fields the rules of :attr:`lens` read, through its renames."""
+        if self._flat is None:
+            self._see(self.lens, self.lens.keywords)
+        return self._flat  # type: ignore[return-value]
+
+    @flat.setter
+    def flat(self, value: dict[str, Any]) -> None:
+        self._flat = value
+
+    @property
+    def low(self) -> dict[str, Any]:
+        """:attr:`flat` lower-cased (lists element-wise), plus the keyword texts where the lens has keyword rules."""
+        if self._low is None:
+            self._see(self.lens, self.lens.keywords)
+        return self._low  # type: ignore[return-value]
+
+    @low.setter
+    def low(self, value: dict[str, Any]) -> None:
+        self._low = value
+
+    def haystack(self) -> str | None:
+        """The text keyword literals are searched in (computed once)."""
+        if self._haystack is _UNSET:
+            self._haystack = keyword_haystack(self.data)
+        return self._haystack
+
+    def _see(self, lens: Lens, keywords: bool) -> tuple[dict[str, Any], dict[str, Any]]:
+        """Read what ``lens``'s rules need (every field if ``keywords``), rename, lower; becomes the view's."""
+        group, mapping = self.group, self.mapping
+        if group.read is None:  # the mapping flattened the whole event to scan it
+            base = self.scanned
+        elif keywords:  # keyword rules search every field
+            if self._base is None or self.partial:
+                self._base = mapping.flatten(self.data)
+                self.partial = False
+            base = self._base
+        else:
+            if self._base is None:
+                self._base = group.read(self._parts)
+            base = self._base
+        flat = dict(base) if lens.renames else base
+        if lens.renames:
+            _apply_renames(flat, lens.renames)
+        low = {name: value.lower() if value.__class__ is str else _lower(value)
+               for name in lens.fields if (value := flat.get(name)) is not None}
+        if keywords:
+            texts = mapping.keyword_texts(flat)
+            low[KEYWORDS_RAW] = texts
+            low[KEYWORDS] = [t.lower() for t in texts]
+        self.lens, self._flat, self._low = lens, flat, low
+        return flat, low
+
     def full_flat(self) -> dict[str, Any]:
         """Every field of the event through the lens's renames (for finding templates)."""
+        flat = self.flat
         if not self.partial:
-            return self.flat
+            return flat
         if self._full is None or self._full[0] is not self.lens:
             full = self.mapping.flatten(self.data)
             _apply_renames(full, self.lens.renames)
@@ -96,6 +161,9 @@ class EventView:
     def field(self, name: str) -> Any:
         """A field's value by Sigma name (as the mapping names it) or dotted path; None if absent."""
         return field_value(name, self.full_flat(), self.data)
+
+
+_UNSET = object()
 
 
 class RuleIndex:
@@ -153,14 +221,13 @@ class RuleIndex:
             by_renames.setdefault(tuple(renames.items()), []).append(position)
         lenses = tuple(_lens(dict(renames), rules, members) for renames, members in by_renames.items()) \
             or (_lens({}, rules, []),)
-        sources = {name for lens in lenses for name in (*lens.fields, *lens.renames.values())}
-        return Group(
-            rules=rules,
-            lenses=lenses,
-            read=mapping.selector.plan(tuple(sorted(sources | set(mapping.time_fields[:1]))))
-            if mapping.selector is not None else None,
-            keywords=any(lens.keywords for lens in lenses),
-        )
+        if mapping.selector is None:
+            return Group(rules=rules, lenses=lenses, scan=None, read=None)
+        first_time = set(mapping.time_fields[:1])
+        scanned = {name for lens in lenses for name in lens.prefilter.sources}
+        read = {name for lens in lenses for name in (*lens.fields, *lens.renames.values())}
+        return Group(rules=rules, lenses=lenses, scan=mapping.selector.plan(tuple(sorted(scanned | first_time))),
+                     read=mapping.selector.plan(tuple(sorted(read | first_time))))
 
     def view(self, data: dict[str, Any]) -> EventView | None:
         """The event as the rules see it, or None if no mapping recognises it."""
@@ -186,36 +253,27 @@ class RuleIndex:
             if len(groups) >= MAX_GROUPS:
                 groups.clear()
             group = groups[raw_key] = self._group(index, mapping.discriminator(flat))
-        read = group.read
-        partial = read is not None and not group.keywords
-        if read is not None and partial:
-            flat = read(parts)
-            time = mapping.time_of(flat)
-            if time is None and reads is not None:  # only the first time field was read: look for the others
-                time = mapping.time_of(reads[2](parts))
-        else:  # no cheaper way, or keyword rules that search every field
-            if reads is not None:
-                flat = mapping.flatten(data)
-            time = mapping.time_of(flat)
-        lenses = group.lenses
-        if len(lenses) == 1:
-            lens = lenses[0]
-            return EventView(mapping, data, flat, _see(mapping, lens, flat), group, partial, lens, time)
-        per_lens = []
-        for lens in lenses:  # only one lens has no renames: it may keep ``flat`` itself
-            lens_flat = dict(flat) if lens.renames else flat
-            per_lens.append((lens_flat, _see(mapping, lens, lens_flat)))
-        first_flat, first_low = per_lens[0]
-        return EventView(mapping, data, first_flat, first_low, group, partial, lenses[0], time, tuple(per_lens))
+        if group.scan is None:  # the whole event is flattened: nothing cheaper to read
+            return EventView(mapping, data, group, parts, flat, mapping.time_of(flat))
+        scanned = group.scan(parts)
+        time = mapping.time_of(scanned)
+        if time is None and reads is not None:  # only the first time field was read: look for the others
+            time = mapping.time_of(reads[2](parts))
+        return EventView(mapping, data, group, parts, scanned, time)
 
     def matches(self, view: EventView) -> Iterable[DetectionRule]:
         """The rules of the event's group that match it, in rule-set order. Where the group has
         several lenses, ``view`` shows each yielded rule's lens until the next one is yielded."""
-        if view._per_lens is not None:
-            return _matches_per_lens(view, view._per_lens)
-        rules = view.group.rules
-        flat, low = view.flat, view.low
-        return [rules[i] for i in view.lens.prefilter.candidates(low) if rules[i].match(flat, low)]
+        group = view.group
+        if len(group.lenses) > 1:
+            return _matches_per_lens(view)
+        lens = group.lenses[0]
+        candidates = lens.prefilter.candidates(view.scanned, view.haystack)
+        if not candidates:
+            return ()
+        rules = group.rules
+        flat, low = view._see(lens, lens.keywords and any(rules[i].keywords for i in candidates))
+        return [rules[i] for i in candidates if rules[i].match(flat, low)]
 
 
 def _lens(renames: dict[str, str], rules: tuple[DetectionRule, ...], members: list[int]) -> Lens:
@@ -224,30 +282,21 @@ def _lens(renames: dict[str, str], rules: tuple[DetectionRule, ...], members: li
     for i in members:
         fields |= rules[i].fields
     return Lens(renames=renames, fields=tuple(sorted(fields)), keywords=any(rules[i].keywords for i in members),
-                members=tuple(members), prefilter=Prefilter([rules[i].requirement for i in members]))
+                members=tuple(members), prefilter=Prefilter([rules[i].requirement for i in members], renames))
 
 
-def _see(mapping: Mapping, lens: Lens, flat: dict[str, Any]) -> dict[str, Any]:
-    """Apply the lens's renames to ``flat`` (in place); its lowered fields."""
-    if lens.renames:
-        _apply_renames(flat, lens.renames)
-    low = {name: value.lower() if value.__class__ is str else _lower(value)
-           for name in lens.fields if (value := flat.get(name)) is not None}
-    if lens.keywords:
-        texts = mapping.keyword_texts(flat)
-        low[KEYWORDS_RAW] = texts
-        low[KEYWORDS] = [t.lower() for t in texts]
-    return low
-
-
-def _matches_per_lens(view: EventView, per_lens: tuple[tuple[dict[str, Any], dict[str, Any]], ...]
-                      ) -> Iterator[DetectionRule]:
+def _matches_per_lens(view: EventView) -> Iterator[DetectionRule]:
     group = view.group
-    candidates = sorted((lens.members[i], k) for k, (lens, (_, low)) in enumerate(zip(group.lenses, per_lens))
-                        for i in lens.prefilter.candidates(low))
-    for i, k in candidates:
-        flat, low = per_lens[k]
-        rule = group.rules[i]
+    rules = group.rules
+    per_lens = [[lens.members[i] for i in lens.prefilter.candidates(view.scanned, view.haystack)]
+                for lens in group.lenses]
+    seen: dict[int, tuple[dict[str, Any], dict[str, Any]]] = {}  # lens -> its flat and low
+    for i, k in sorted((i, k) for k, candidates in enumerate(per_lens) for i in candidates):
+        lens = group.lenses[k]
+        if k not in seen:
+            seen[k] = view._see(lens, lens.keywords and any(rules[j].keywords for j in per_lens[k]))
+        flat, low = seen[k]
+        rule = rules[i]
         if rule.match(flat, low):
-            view.flat, view.low, view.lens = flat, low, group.lenses[k]
+            view.flat, view.low, view.lens = flat, low, lens
             yield rule

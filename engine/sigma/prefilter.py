@@ -4,17 +4,24 @@ Each rule carries a requirement (engine/sigma/compile.py): clauses of
 ``(field, literal)`` pairs; the rule can only match an event where every clause has
 a literal in the event's lower-cased field. The prefilter builds one Aho-Corasick
 automaton per field over all literals of the group and runs it once per field per
-event. A rule is indexed under the literals of its most selective clause (its
-anchor); when one of those is seen, the rule's other clauses are checked against
-the set of literals seen in the event. Rules without a requirement are always
-candidates. Only candidates are fully evaluated.
+event, on the raw field values (it lower-cases them itself, so an event without
+candidates is never lower-cased whole). A rule is indexed under the literals of its
+most selective clause (its anchor); when one of those is seen, the rule's other
+clauses are checked against the set of literals seen in the event. Rules without a
+requirement are always candidates. Only candidates are fully evaluated.
+
+Keyword literals (Sigma keywords search every string value of the event) are searched in
+the event's JSON text, lower-cased, as JSON-escaped literals: every string value appears
+there escaped, so a literal in a value appears escaped in the text (a necessary
+condition, which is all a prefilter needs), and the event is never flattened whole for it.
 """
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import ahocorasick
+import orjson
 
 from engine.sigma.compile import KEYWORDS, Requirement, clause_cost
 
@@ -34,10 +41,35 @@ def field_text(value: Any) -> str | None:
     return str(value).lower()
 
 
-class Prefilter:
-    """Candidate rules (indices into the group's rule list) for an event's lowered fields."""
+def _lower(value: Any) -> Any:
+    if value.__class__ is list:
+        return [v.lower() if v.__class__ is str else v for v in value]
+    return value
 
-    def __init__(self, requirements: Sequence[Requirement]):
+
+def keyword_haystack(data: Any) -> str | None:
+    """The text keyword literals are searched in: the event's JSON, lower-cased (None: not serialisable)."""
+    try:
+        return orjson.dumps(data, option=orjson.OPT_NON_STR_KEYS).decode().lower()
+    except TypeError:
+        return None
+
+
+def _json_escaped(literal: str) -> str:
+    """How a (lower-case) literal appears inside a lower-cased JSON string."""
+    return orjson.dumps(literal).decode()[1:-1].lower()
+
+
+Scan = tuple[str, str | None, Callable[[str], Any]]  # (Sigma field, the event field it is renamed from, search)
+
+
+class Prefilter:
+    """Candidate rules (indices into the group's rule list) for an event's fields.
+
+    ``renames`` (Sigma field -> event field) says where the fields the rules name are read from:
+    the renamed event field where it is present, else the field itself."""
+
+    def __init__(self, requirements: Sequence[Requirement], renames: dict[str, str] | None = None):
         self.always: tuple[int, ...] = tuple(i for i, req in enumerate(requirements) if not req)
         literal_ids: dict[tuple[str, str], int] = {}
         anchored: dict[tuple[str, str], list[int]] = {}
@@ -61,29 +93,44 @@ class Prefilter:
             direct = tuple(r for r in rules if not self.others[r])
             checked = tuple(r for r in rules if self.others[r])
             by_field.setdefault(name, {})[literal] = (literal_id, direct, checked)
-        self.automata: list[tuple[str, Any]] = []
+        renames = renames or {}
+        scans: list[Scan] = []
         self.keyword_search: Any = None
+        self.keyword_rules: frozenset[int] = frozenset()  # anchored on keywords: candidates where the text is unknown
         for name, literals in sorted(by_field.items()):
             automaton = ahocorasick.Automaton()
+            keywords = name == KEYWORDS
             for literal, payload in literals.items():
-                automaton.add_word(literal, payload)
+                automaton.add_word(_json_escaped(literal) if keywords else literal, payload)
             automaton.make_automaton()
-            if name == KEYWORDS:
+            if keywords:
                 self.keyword_search = automaton.iter
+                self.keyword_rules = frozenset(r for _, direct, checked in literals.values() for r in (*direct, *checked))
             else:
-                self.automata.append((name, automaton.iter))
+                scans.append((name, renames.get(name), automaton.iter))
+        self.scans: tuple[Scan, ...] = tuple(scans)
+        self.sources: frozenset[str] = frozenset(
+            f for name, source, _ in scans for f in ((name,) if source is None else (name, source)))
 
-    def candidates(self, low: dict[str, Any]) -> Sequence[int]:
-        """Sorted indices of the rules that may match the event (``low``: lowered fields)."""
+    def candidates(self, flat: dict[str, Any], haystack: Callable[[], str | None]) -> Sequence[int]:
+        """Sorted indices of the rules that may match the event: ``flat`` holds (at least) the event's
+        fields in :attr:`sources`, as the event names them (before renames); ``haystack()`` gives
+        the keyword text (see :func:`keyword_haystack`), asked for only where keyword literals exist."""
         found: set[int] = set()
         seen: set[int] = set()
         triggered: list[int] = []
-        for name, search in self.automata:
-            text = low.get(name)
-            if text.__class__ is not str:
-                if text is None:
+        for name, source, search in self.scans:
+            value = flat.get(name) if source is None else flat.get(source)
+            if value is None:
+                if source is None:
                     continue
-                text = field_text(text)
+                value = flat.get(name)
+                if value is None:
+                    continue
+            if value.__class__ is str:
+                text = value.lower()
+            else:
+                text = field_text(_lower(value))
                 if not text:
                     continue
             for _, (literal_id, direct, checked) in search(text):
@@ -92,11 +139,15 @@ class Prefilter:
                     found.update(direct)
                 if checked:
                     triggered += checked
-        if self.keyword_search is not None and low.get(KEYWORDS):
-            for _, (literal_id, direct, checked) in self.keyword_search("\n".join(low[KEYWORDS])):
-                seen.add(literal_id)
-                found.update(direct)
-                triggered += checked
+        if self.keyword_search is not None:
+            text = haystack()
+            if text is None:
+                found.update(self.keyword_rules)
+            else:
+                for _, (literal_id, direct, checked) in self.keyword_search(text):
+                    seen.add(literal_id)
+                    found.update(direct)
+                    triggered += checked
         others = self.others
         for rule in triggered:
             if rule not in found:
