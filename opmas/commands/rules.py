@@ -3,10 +3,11 @@ from __future__ import annotations
 
 import argparse
 import sys
+from typing import TYPE_CHECKING
 
-from engine.errors import RuleError
-from engine.rule_tests import run_rule_tests
-from engine.ruleset import RuleSource, load_ruleset, sources_from_paths
+if TYPE_CHECKING:
+    from engine.errors import RuleError
+    from engine.ruleset import RuleSource
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -26,6 +27,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def _sources(paths: list[str]) -> list[RuleSource] | None:
+    from engine.ruleset import sources_from_paths
+
     try:
         return sources_from_paths(paths)
     except FileNotFoundError as exc:
@@ -42,6 +45,8 @@ def _print_errors(errors: list[RuleError]) -> tuple[int, int]:
 
 def validate_command(args: argparse.Namespace) -> int:
     """Load every rule, print every error and warning; exit 1 if any error."""
+    from engine.ruleset import load_ruleset
+
     sources = _sources(args.paths)
     if sources is None:
         return 2
@@ -53,6 +58,8 @@ def validate_command(args: argparse.Namespace) -> int:
 
 def test_command(args: argparse.Namespace) -> int:
     """Run every test case of every rule; exit 1 on a failed case or a rule that does not load."""
+    from engine.rule_tests import run_rule_tests
+
     sources = _sources(args.paths)
     if sources is None:
         return 2

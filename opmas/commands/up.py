@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import argparse
-import asyncio
 import logging
 import signal
 import sys
@@ -10,15 +9,15 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from opmas.config import Config, ConfigError, load_config
-from opmas.logs import setup_logging
-
 if TYPE_CHECKING:
+    import asyncio
+
+    from opmas.config import Config
     from opmas.runtime.stack import Stack
 
 log = logging.getLogger("opmas.up")
 
-Service = Callable[[Config, "Stack", asyncio.Event], Awaitable[None]]
+Service = Callable[["Config", "Stack", "asyncio.Event"], Awaitable[None]]
 
 
 def services() -> list[Service]:
@@ -41,6 +40,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def up_command(args: argparse.Namespace) -> int:
+    import asyncio
+
+    from opmas.config import ConfigError, load_config
+    from opmas.logs import setup_logging
+
     try:
         config = load_config(args.config).with_overrides(
             data_dir=args.data_dir, rules=args.rules, partitions=args.partitions)
@@ -53,6 +57,8 @@ def up_command(args: argparse.Namespace) -> int:
 
 async def run_up(config: Config) -> int:
     """Start the servers and the engine; on SIGINT/SIGTERM stop the engine, then the servers."""
+    import asyncio
+
     from opmas.runtime.pipeline import Pipeline
     from opmas.runtime.stack import start_stack
 

@@ -7,19 +7,18 @@ OPMAS_CLICKHOUSE_URL for a shared archive) from the environment or the YAML conf
 from __future__ import annotations
 
 import argparse
-import asyncio
 import logging
 import signal
 import sys
 from collections.abc import Awaitable, Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import faust
+if TYPE_CHECKING:
+    import asyncio
 
-from connectors.kafka.security import KafkaSecurity
-from opmas import metrics
-from opmas.config import Config, ConfigError, load_config
-from opmas.logs import setup_logging
+    from connectors.kafka.security import KafkaSecurity
+    from opmas.config import Config
 
 log = logging.getLogger("opmas.scaleout")
 
@@ -47,6 +46,11 @@ def _config(args: argparse.Namespace, needs: tuple[str, ...]) -> tuple[Config, K
     """The configuration with the command's flags and its Kafka security, logging set up, metrics
     served on ``--metrics-port``; None (error printed) where it is invalid or lacks a server URL in
     ``needs``."""
+    from connectors.kafka.security import KafkaSecurity
+    from opmas import metrics
+    from opmas.config import ConfigError, load_config
+    from opmas.logs import setup_logging
+
     env_names = {"kafka_url": "OPMAS_KAFKA_URL", "nats_url": "NATS_URL", "db_url": "OPMAS_DB_URL"}
     try:
         config = load_config(args.config).with_overrides(
@@ -64,6 +68,10 @@ def _config(args: argparse.Namespace, needs: tuple[str, ...]) -> tuple[Config, K
 
 
 def worker_command(args: argparse.Namespace) -> int:
+    import asyncio
+
+    import faust
+
     from connectors.kafka.topics import TopicLayoutError, ensure_topic
     from opmas.runtime.faust_worker import WorkerRuntime, WorkerSettings
     from opmas.runtime.rules import RuleFiles
@@ -105,6 +113,8 @@ def _json_logging(level: str) -> dict:
 
 
 def bridge_command(args: argparse.Namespace) -> int:
+    import asyncio
+
     loaded = _config(args, ("kafka_url", "nats_url"))
     return 2 if loaded is None else asyncio.run(_run_bridge(*loaded))
 
@@ -136,11 +146,15 @@ async def _run_bridge(config: Config, security: KafkaSecurity) -> int:
 
 
 def archiver_command(args: argparse.Namespace) -> int:
+    import asyncio
+
     loaded = _config(args, ("kafka_url",))
     return 2 if loaded is None else asyncio.run(_run_archiver(*loaded))
 
 
 async def _run_archiver(config: Config, security: KafkaSecurity) -> int:
+    import asyncio
+
     from connectors.clickhouse.archive import Archive, connect
     from connectors.kafka.archiver import Archiver
     from engine.ruleset import load_ruleset
@@ -160,6 +174,8 @@ async def _run_archiver(config: Config, security: KafkaSecurity) -> int:
 
 async def _until_signal(run: Callable[[asyncio.Event], Awaitable[None]], abort: asyncio.Event) -> int:
     """Run until SIGINT/SIGTERM; a second signal stops retrying unavailable servers."""
+    import asyncio
+
     stop = asyncio.Event()
 
     def on_signal() -> None:

