@@ -21,6 +21,12 @@ from re import _constants as _c  # Python >= 3.11
 from re import _parser as _p
 
 _MIN_LEN = 2
+NUMBER = "\x01"  # a prefilter literal that starts with it is a number the field must equal (as Sigma compares numbers)
+
+
+def number_literal(number: float) -> str:
+    """The prefilter literal of "the field's value is the number ``number``" (1, 1.0 and "0x1" alike)."""
+    return NUMBER + repr(float(number))
 # lower-case characters that case-insensitive matching equates with a character str.lower() does not map to them
 _FOLDED = frozenset(chr(c) for key, extra in _casefix._EXTRA_CASES.items() for c in (key, *extra))
 

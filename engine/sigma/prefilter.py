@@ -23,7 +23,8 @@ from typing import Any
 import ahocorasick
 import orjson
 
-from engine.sigma.compile import KEYWORDS, Requirement, clause_cost
+from engine.sigma.compile import KEYWORDS, Requirement, _number, clause_cost
+from engine.sigma.literals import NUMBER
 
 
 def field_text(value: Any) -> str | None:
@@ -60,7 +61,17 @@ def _json_escaped(literal: str) -> str:
     return orjson.dumps(literal).decode()[1:-1].lower()
 
 
-Scan = tuple[str, str | None, Callable[[str], Any]]  # (Sigma field, the event field it is renamed from, search)
+Payload = tuple[int, tuple[int, ...], tuple[int, ...]]  # (literal id, rules it triggers directly, rules to check)
+# (Sigma field, the event field it is renamed from, search of its text literals, its number literals)
+Scan = tuple[str, str | None, Callable[[str], Any] | None, dict[float, Payload] | None]
+
+
+def _numbers(value: Any) -> list[Any]:
+    """The numbers a field value equals as Sigma compares them (each element of a list)."""
+    if value.__class__ is list:
+        return [n for item in value if (n := _number(item)) is not None]
+    number = _number(value)
+    return [] if number is None else [number]
 
 
 class Prefilter:
@@ -98,28 +109,31 @@ class Prefilter:
         self.keyword_search: Any = None
         self.keyword_rules: frozenset[int] = frozenset()  # anchored on keywords: candidates where the text is unknown
         for name, literals in sorted(by_field.items()):
-            automaton = ahocorasick.Automaton()
-            keywords = name == KEYWORDS
-            for literal, payload in literals.items():
-                automaton.add_word(_json_escaped(literal) if keywords else literal, payload)
-            automaton.make_automaton()
-            if keywords:
-                self.keyword_search = automaton.iter
-                self.keyword_rules = frozenset(r for _, direct, checked in literals.values() for r in (*direct, *checked))
+            numbers = {float(literal[1:]): payload for literal, payload in literals.items() if literal[:1] == NUMBER}
+            texts = {literal: payload for literal, payload in literals.items() if literal[:1] != NUMBER}
+            search = None
+            if texts:
+                automaton = ahocorasick.Automaton()
+                for literal, payload in texts.items():
+                    automaton.add_word(_json_escaped(literal) if name == KEYWORDS else literal, payload)
+                automaton.make_automaton()
+                search = automaton.iter
+            if name == KEYWORDS:
+                self.keyword_search = search
+                self.keyword_rules = frozenset(r for _, direct, checked in texts.values() for r in (*direct, *checked))
             else:
-                scans.append((name, renames.get(name), automaton.iter))
+                scans.append((name, renames.get(name), search, numbers or None))
         self.scans: tuple[Scan, ...] = tuple(scans)
         self.sources: frozenset[str] = frozenset(
-            f for name, source, _ in scans for f in ((name,) if source is None else (name, source)))
+            f for name, source, _, _ in scans for f in ((name,) if source is None else (name, source)))
 
     def candidates(self, flat: dict[str, Any], haystack: Callable[[], str | None]) -> Sequence[int]:
         """Sorted indices of the rules that may match the event: ``flat`` holds (at least) the event's
         fields in :attr:`sources`, as the event names them (before renames); ``haystack()`` gives
         the keyword text (see :func:`keyword_haystack`), asked for only where keyword literals exist."""
-        found: set[int] = set()
-        seen: set[int] = set()
-        triggered: list[int] = []
-        for name, source, search in self.scans:
+        hits: list[tuple[Any, Payload]] = []  # (where, payload) of every literal found
+        extend = hits.extend
+        for name, source, search, numbers in self.scans:
             value = flat.get(name) if source is None else flat.get(source)
             if value is None:
                 if source is None:
@@ -127,27 +141,29 @@ class Prefilter:
                 value = flat.get(name)
                 if value is None:
                     continue
-            if value.__class__ is str:
-                text = value.lower()
-            else:
-                text = field_text(_lower(value))
-                if not text:
-                    continue
-            for _, (literal_id, direct, checked) in search(text):
-                seen.add(literal_id)
-                if direct:
-                    found.update(direct)
-                if checked:
-                    triggered += checked
+            if search is not None:
+                text = value.lower() if value.__class__ is str else field_text(_lower(value))
+                if text:
+                    extend(search(text))
+            if numbers is not None:
+                extend((name, numbers[n]) for n in _numbers(value) if n in numbers)
         if self.keyword_search is not None:
             text = haystack()
             if text is None:
-                found.update(self.keyword_rules)
+                extend((KEYWORDS, (-1, (rule,), ())) for rule in self.keyword_rules)
             else:
-                for _, (literal_id, direct, checked) in self.keyword_search(text):
-                    seen.add(literal_id)
-                    found.update(direct)
-                    triggered += checked
+                extend(self.keyword_search(text))
+        if not hits:
+            return self.always
+        found: set[int] = set()
+        seen: set[int] = set()
+        triggered: list[int] = []
+        for _, (literal_id, direct, checked) in hits:
+            seen.add(literal_id)
+            if direct:
+                found.update(direct)
+            if checked:
+                triggered += checked
         others = self.others
         for rule in triggered:
             if rule not in found:
