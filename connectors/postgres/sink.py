@@ -7,6 +7,11 @@ beyond PostgreSQL's range is NULL. A row PostgreSQL still refuses for its conten
 would be refused on every retry: the batch is then written row by row, without the
 checkpoint, and the refused rows are returned; the caller records them (dead letters)
 and then saves the checkpoint alone, so no refused row is lost to a crash in between.
+
+In bulk: a batch's rows are encoded here in COPY's text format and streamed with ``COPY`` into
+temporary staging tables (one per connection, emptied at each commit), then moved with one
+``INSERT ... SELECT ... ON CONFLICT (id) DO NOTHING`` per table, all in the batch's transaction.
+PostgreSQL parses each JSON value once, in the COPY; there is no statement per row.
 """
 from __future__ import annotations
 
@@ -33,6 +38,19 @@ _INSERT_EVENT = (
     "INSERT INTO events (id, agent_id, timestamp, type, data) VALUES (%s, %s, %s, %s, %s)"
     " ON CONFLICT (id) DO NOTHING"
 )
+_FINDING_COLUMNS = ("id, rule_id, rule_title, severity, title, description, tags, event_ids, agent_id, group_key,"
+                    " details, event_time")
+_EVENT_COLUMNS = "id, agent_id, timestamp, type, data"
+_STAGING = (  # temporary tables live as long as the connection; ON COMMIT DELETE ROWS empties them
+    "CREATE TEMP TABLE IF NOT EXISTS opmas_findings_in (LIKE findings INCLUDING DEFAULTS) ON COMMIT DELETE ROWS",
+    "CREATE TEMP TABLE IF NOT EXISTS opmas_events_in (LIKE events INCLUDING DEFAULTS) ON COMMIT DELETE ROWS",
+)
+_COPY_FINDINGS = f"COPY opmas_findings_in ({_FINDING_COLUMNS}) FROM STDIN"
+_COPY_EVENTS = f"COPY opmas_events_in ({_EVENT_COLUMNS}) FROM STDIN"
+_MOVE_FINDINGS = (f"INSERT INTO findings ({_FINDING_COLUMNS}) SELECT {_FINDING_COLUMNS} FROM opmas_findings_in"
+                  " ON CONFLICT (id) DO NOTHING")
+_MOVE_EVENTS = (f"INSERT INTO events ({_EVENT_COLUMNS}) SELECT {_EVENT_COLUMNS} FROM opmas_events_in"
+                " ON CONFLICT (id) DO NOTHING")
 _SAVE_CHECKPOINT = (
     "INSERT INTO engine_checkpoints (consumer, stream_seq, layout, state) VALUES (%s, %s, %s, %s)"
     " ON CONFLICT (consumer) DO UPDATE SET stream_seq = EXCLUDED.stream_seq, layout = EXCLUDED.layout,"
@@ -85,6 +103,52 @@ def _jsonb(value: Any) -> Jsonb:
     return Jsonb(value, dumps=_dumps)
 
 
+# -- COPY text format: tab-separated columns, \\N for NULL, backslash escapes, one line per row --
+
+_NULL = b"\\N"
+_COPY_ESCAPES = str.maketrans({"\\": "\\\\", "\n": "\\n", "\r": "\\r", "\t": "\\t", "\x00": None})
+_ARRAY_ESCAPES = str.maketrans({"\\": "\\\\", '"': '\\"', "\x00": None})
+
+
+def _copy_text(value: str | None) -> bytes:
+    """A text column: NUL dropped, COPY's special characters escaped."""
+    if value is None:
+        return _NULL
+    if value.isalnum() or not any(c in value for c in "\\\n\r\t\x00"):  # the usual case: nothing to escape
+        return value.encode()
+    return value.translate(_COPY_ESCAPES).encode()
+
+
+def _copy_array(values: Sequence[str]) -> bytes:
+    """A text[] column as an array literal, each element quoted."""
+    literal = "{" + ",".join('"' + v.translate(_ARRAY_ESCAPES) + '"' for v in values) + "}"
+    return _copy_text(literal)
+
+
+def _copy_json(value: Any) -> bytes:
+    """A JSONB column: orjson's text (no raw control characters), escaped NULs dropped, backslashes doubled."""
+    return _dumps(value).replace(b"\\", b"\\\\")
+
+
+def _copy_time(epoch: float | None) -> bytes:
+    moment = _time(epoch)
+    return _NULL if moment is None else moment.isoformat().encode()
+
+
+def finding_line(f: Finding) -> bytes:
+    """One findings row in COPY text format (columns as ``_FINDING_COLUMNS``)."""
+    return b"\t".join((_copy_text(f.id), _copy_text(f.rule_id), _copy_text(f.rule_title), _copy_text(f.severity),
+                       _copy_text(f.title), _copy_text(f.description), _copy_array(f.tags),
+                       _copy_array(f.event_ids), _copy_text(f.agent_id), _copy_text(f.group_key),
+                       _copy_json(f.details), _copy_time(f.timestamp))) + b"\n"
+
+
+def event_line(e: Event) -> bytes:
+    """One events row in COPY text format (columns as ``_EVENT_COLUMNS``)."""
+    return b"\t".join((_copy_text(e.id), _copy_text(e.agent_id), _copy_time(e.timestamp), _copy_text(e.type),
+                       _copy_json(e.data))) + b"\n"
+
+
 def _finding_row(f: Finding) -> tuple:
     return (f.id, _text(f.rule_id), _text(f.rule_title), _text(f.severity), _text(f.title), _text(f.description),
             [_text(t) for t in f.tags], [_text(e) for e in f.event_ids], _text(f.agent_id), _text(f.group_key),
@@ -101,6 +165,7 @@ class PostgresSink:
     def __init__(self, url: str):
         self.url = url
         self._conn: psycopg.AsyncConnection | None = None
+        self._staged: psycopg.AsyncConnection | None = None  # the connection whose staging tables exist
 
     async def _connection(self) -> psycopg.AsyncConnection:
         if self._conn is None or self._conn.closed:
@@ -123,17 +188,33 @@ class PostgresSink:
             try:
                 async with conn.transaction():
                     async with conn.cursor() as cur:
+                        if findings or events:
+                            await self._stage(cur)
                         if findings:
-                            await cur.executemany(_INSERT_FINDING, [_finding_row(f) for f in findings])
+                            await self._copy(cur, _COPY_FINDINGS, b"".join(map(finding_line, findings)))
+                            await cur.execute(_MOVE_FINDINGS)
                         if events:
-                            await cur.executemany(_INSERT_EVENT, [_event_row(e) for e in events])
+                            await self._copy(cur, _COPY_EVENTS, b"".join(map(event_line, events)))
+                            await cur.execute(_MOVE_EVENTS)
                         await self._save(cur, checkpoint)
+                self._staged = conn
                 return []
             except CONTENT_ERRORS:
                 return await self._write_rows(conn, findings, events)
         except psycopg.Error:
             await self.close()
             raise
+
+    async def _stage(self, cur: psycopg.AsyncCursor) -> None:
+        """The staging tables, created once per connection (in the first transaction that commits)."""
+        if self._staged is not cur.connection:
+            for sql in _STAGING:
+                await cur.execute(sql)
+
+    @staticmethod
+    async def _copy(cur: psycopg.AsyncCursor, sql: str, data: bytes) -> None:
+        async with cur.copy(sql) as copy:
+            await copy.write(data)
 
     @staticmethod
     async def _write_rows(conn: psycopg.AsyncConnection, findings: Sequence[Finding],

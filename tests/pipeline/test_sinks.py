@@ -131,3 +131,48 @@ async def test_rows_postgres_refuses_become_dead_letters_then_the_checkpoint_is_
     assert (await sink.load_checkpoint("c1")).seq == 7
     await nc.close()
     await sink.close()
+
+
+async def test_postgres_copy_takes_odd_values_unchanged(postgres):
+    """The bulk path (COPY text format): escapes, quotes, unicode, NULL look-alikes and huge values come back as
+    they went in (NUL characters dropped, as PostgreSQL cannot hold them)."""
+    sink = PostgresSink(postgres.url)
+    await sink.migrate()
+
+    async def no_row_by_row(*args):
+        raise AssertionError("the batch fell back to row-by-row writes")
+
+    sink._write_rows = no_row_by_row
+    odd = ["tab\there", "new\nline", "cr\rret", "back\\slash", "\\N", "NULL", "", "quote\"d", "{brace},comma",
+           "ünïcödé ✓ 🛡️ שלום", "e\u0301", "\\\\double", "trailing\\"]
+    huge = "x" * (4 << 20) + "\\\t\n"
+    data = {o: o for o in odd} | {"nul\x00key": "a\x00b", "literal": "\\u0000 stays",
+                                  "nested": {"list": odd, "n": 1.5, "none": None, "t": True}}
+    events = [Event(f"ev{i} {o}", {"v": o, "all": data}, 1764043200.0 + i, o or None, o) for i, o in enumerate(odd)]
+    findings = []
+    for i, o in enumerate(odd):
+        f = finding(i)
+        f.rule_id, f.rule_title, f.title, f.description, f.group_key = o, o + "!", o, o, o
+        f.tags, f.event_ids, f.details = odd, [o, f"ev{i} {o}"], {"event": data}
+        findings.append(f)
+    findings[0].agent_id = None
+    events[0].data["huge"] = findings[0].details["huge"] = huge
+    assert await sink.write(findings, events, Checkpoint("c1", 3, {}, {})) == []
+    clean = {o: o for o in odd} | {"nulkey": "ab", "literal": "\\u0000 stays", "nested": data["nested"]}
+    conn = await sink._connection()
+    cur = await conn.execute("SELECT id, agent_id, type, data FROM events ORDER BY timestamp")
+    assert await cur.fetchall() == [(f"ev{i} {o}", o or None, o, {"v": o, "all": clean} | ({"huge": huge} if i == 0 else {}))
+                                    for i, o in enumerate(odd)]
+    cur = await conn.execute("SELECT rule_id, rule_title, title, description, group_key, tags, event_ids, agent_id,"
+                             " details FROM findings ORDER BY event_time")
+    rows = await cur.fetchall()
+    assert rows == [(o, o + "!", o, o, o, odd, [o, f"ev{i} {o}"], None if i == 0 else "a1",
+                     {"event": clean} | ({"huge": huge} if i == 0 else {})) for i, o in enumerate(odd)]
+    await conn.commit()
+    # written again (a replay): nothing changes, and the staging tables are empty after each commit
+    assert await sink.write(findings, events, Checkpoint("c1", 4, {}, {})) == []
+    cur = await conn.execute("SELECT (SELECT count(*) FROM findings), (SELECT count(*) FROM events),"
+                             " (SELECT count(*) FROM opmas_findings_in), (SELECT count(*) FROM opmas_events_in)")
+    assert await cur.fetchone() == (len(odd), len(odd), 0, 0)
+    await conn.commit()
+    await sink.close()
