@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections import Counter
 from collections.abc import Sequence
 
 import nats.errors
@@ -52,9 +53,12 @@ def rejected_letter(rejected: Rejected) -> DeadLetter:
 
 
 def report_findings(log: logging.Logger, findings: Sequence[Finding]) -> None:
-    """Count and log findings that every sink holds."""
+    """Count and log findings that every sink holds (the counters once per severity and rule)."""
+    for (severity, rule_id), n in Counter((f.severity, f.rule_id) for f in findings).items():
+        metrics.FINDINGS.labels(severity, rule_id).inc(n)
+    if not log.isEnabledFor(logging.INFO):
+        return
     for finding in findings:
-        metrics.FINDINGS.labels(finding.severity, finding.rule_id).inc()
         log.info("finding", extra={"finding_id": finding.id, "rule_id": finding.rule_id,
                                    "severity": finding.severity, "event_ids": finding.event_ids[:10]})
 
