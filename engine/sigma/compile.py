@@ -1,12 +1,14 @@
-"""Compile a pySigma condition tree into one closure ``match(flat, low) -> bool``.
+"""Compile a condition into one closure ``match(flat, low) -> bool``.
 
+A pySigma condition tree is first lowered to plain data (engine/sigma/ir.py: every rule
+error is found there, and the IR can be cached), then :func:`compile_ir` builds the closure.
 ``flat`` maps field names to the event's values (see engine/logsource.py); ``low``
 holds the same values with strings lower-cased once per event (lists element-wise),
 plus the keyword texts under :data:`KEYWORDS` / :data:`KEYWORDS_RAW`. Case folding of
-rule values, wildcard translation and regex compilation (``|re``: engine/sigma/regex.py) all happen
-here, once.
+rule values and wildcard translation happen in the lowering, regex compilation (``|re``:
+engine/sigma/regex.py) here, once.
 
-Alongside the matcher, :func:`compile_condition` derives the rule's *requirement*
+Alongside the matcher, :func:`compile_ir` derives the rule's *requirement*
 for the prefilter (see engine/sigma/prefilter.py), in conjunctive form: clauses,
 each a set of ``(field, literal)`` pairs, such that the rule can only match an event
 where every clause has a literal occurring in the lower-cased value of its field.
@@ -25,48 +27,25 @@ from functools import lru_cache
 from typing import Any
 
 import ahocorasick
-from sigma.conditions import (
-    ConditionAND,
-    ConditionFieldEqualsValueExpression,
-    ConditionNOT,
-    ConditionOR,
-    ConditionValueExpression,
-)
-from sigma.types import (
-    CompareOperators,
-    SigmaBool,
-    SigmaCasedString,
-    SigmaCIDRExpression,
-    SigmaCompareExpression,
-    SigmaExists,
-    SigmaExpansion,
-    SigmaFieldReference,
-    SigmaNull,
-    SigmaNumber,
-    SigmaRegularExpression,
-    SigmaString,
-    SigmaTimestampPart,
-    SpecialChars,
-    TimestampPart,
-)
 
 from engine.event import parse_time
+from engine.sigma.ir import CompileError, Node, lower, lower_conditions
 from engine.sigma.literals import regex_literals
 from engine.sigma.regex import compile_search
+
+__all__ = ["KEYWORDS", "KEYWORDS_RAW", "CompileError", "Compiled", "Matcher", "Requirement", "clause_cost",
+           "compile_condition", "compile_conditions", "compile_ir", "literal_cost"]
 
 Matcher = Callable[[dict[str, Any], dict[str, Any]], bool]
 Clause = frozenset[tuple[str, str]]
 Requirement = tuple[Clause, ...] | None
+Pattern = list[str]  # [kind, text, literal]: see engine.sigma.ir.pattern
 MAX_CLAUSES = 3
 
 KEYWORDS = "\x00keywords"  # key in ``low``: lower-cased keyword texts of the event
 KEYWORDS_RAW = "\x00keywords_raw"  # key in ``low``: keyword texts as they are
 
 _MISSING = object()
-
-
-class CompileError(ValueError):
-    """A rule value that cannot be evaluated (e.g. an unresolved placeholder)."""
 
 
 @dataclass(slots=True)
@@ -81,51 +60,11 @@ class Compiled:
 
 # --- string patterns -------------------------------------------------------------
 
-@dataclass(frozen=True, slots=True)
-class _Pattern:
-    """A Sigma string reduced to a kind and a (lower-cased unless cased) literal or regex."""
-
-    kind: str  # "eq" | "contains" | "startswith" | "endswith" | "any" | "regex"
-    text: str  # the literal, or the regex source for kind "regex"
-    literal: str  # longest plain part: a necessary substring
-
-
-def _pattern(value: SigmaString, cased: bool) -> _Pattern:
-    parts: list[Any] = []
-    for part in value.s:
-        if isinstance(part, str):
-            parts.append(part if cased else part.lower())
-        elif isinstance(part, SpecialChars):
-            parts.append(part)
-        else:
-            raise CompileError(f"placeholder %{part.name}% has no configured value (use |expand "
-                               "with a placeholders: entry in a mapping file)")
-    plain = [p for p in parts if isinstance(p, str)]
-    literal = max(plain, key=len) if plain else ""
-    multi = SpecialChars.WILDCARD_MULTI
-    if not parts:
-        return _Pattern("eq", "", "")
-    if all(isinstance(p, str) for p in parts):
-        return _Pattern("eq", "".join(parts), literal)
-    if all(p is multi for p in parts):
-        return _Pattern("any", "", "")
-    if len(parts) == 3 and parts[0] is multi and parts[2] is multi and isinstance(parts[1], str):
-        return _Pattern("contains", parts[1], literal)
-    if len(parts) == 2 and isinstance(parts[0], str) and parts[1] is multi:
-        return _Pattern("startswith", parts[0], literal)
-    if len(parts) == 2 and parts[0] is multi and isinstance(parts[1], str):
-        return _Pattern("endswith", parts[1], literal)
-    source = "".join(
-        re.escape(p) if isinstance(p, str) else (".*" if p is multi else ".") for p in parts
-    )
-    return _Pattern("regex", source, literal)
-
-
-def _string_test(patterns: list[_Pattern]) -> Callable[[str], bool]:
+def _string_test(patterns: list[Pattern]) -> Callable[[str], bool]:
     """One test for OR-linked patterns, grouped by kind so each kind is one operation."""
     by_kind: dict[str, list[str]] = {}
-    for p in patterns:
-        by_kind.setdefault(p.kind, []).append(p.text)
+    for kind, text, _ in patterns:
+        by_kind.setdefault(kind, []).append(text)
     tests: list[Callable[[str], bool]] = []
     for kind, texts in by_kind.items():
         if kind == "eq":
@@ -143,9 +82,11 @@ def _string_test(patterns: list[_Pattern]) -> Callable[[str], bool]:
             tests.append(lambda v, t=suffixes: v.endswith(t))
         elif kind == "contains":
             tests.append(_contains_any(texts))
-        else:
+        elif kind == "regex":
             rx = re.compile("|".join(f"(?:{t})" for t in texts), re.DOTALL)
             tests.append(lambda v, m=rx.fullmatch: m(v) is not None)
+        else:
+            raise CompileError(f"unknown string pattern kind {kind!r}")
     if len(tests) == 1:
         return tests[0]
     return lambda v: any(t(v) for t in tests)
@@ -247,54 +188,41 @@ def _ip(text: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
         return None
 
 
-_COMPARE: dict[CompareOperators, Callable[[float, float], bool]] = {
-    CompareOperators.LT: lambda a, b: a < b,
-    CompareOperators.LTE: lambda a, b: a <= b,
-    CompareOperators.GT: lambda a, b: a > b,
-    CompareOperators.GTE: lambda a, b: a >= b,
-    CompareOperators.NEQ: lambda a, b: a != b,
+_COMPARE: dict[str, Callable[[float, float], bool]] = {  # by CompareOperators name
+    "LT": lambda a, b: a < b,
+    "LTE": lambda a, b: a <= b,
+    "GT": lambda a, b: a > b,
+    "GTE": lambda a, b: a >= b,
+    "NEQ": lambda a, b: a != b,
 }
 
-_TIME_PART: dict[TimestampPart, Callable[[datetime], int]] = {
-    TimestampPart.MINUTE: lambda d: d.minute,
-    TimestampPart.HOUR: lambda d: d.hour,
-    TimestampPart.DAY: lambda d: d.day,
-    TimestampPart.WEEK: lambda d: d.isocalendar()[1],
-    TimestampPart.MONTH: lambda d: d.month,
-    TimestampPart.YEAR: lambda d: d.year,
+_TIME_PART: dict[str, Callable[[datetime], int]] = {  # by TimestampPart name
+    "MINUTE": lambda d: d.minute,
+    "HOUR": lambda d: d.hour,
+    "DAY": lambda d: d.day,
+    "WEEK": lambda d: d.isocalendar()[1],
+    "MONTH": lambda d: d.month,
+    "YEAR": lambda d: d.year,
 }
 
 
 # --- compiler --------------------------------------------------------------------
 
 class _Compiler:
+    """Builds the matcher and requirement of each IR node, collecting the fields and keywords read."""
+
     def __init__(self) -> None:
         self.fields: set[str] = set()
         self.keywords = False
 
-    def node(self, node: Any) -> tuple[Matcher, Requirement]:
-        if isinstance(node, ConditionAND):
-            return self.conjunction(node)
-        if isinstance(node, ConditionOR):
-            return self.disjunction(node)
-        if isinstance(node, ConditionNOT):
-            inner, _ = self.node(node.args[0])
-            return (lambda flat, low: not inner(flat, low)), None
-        if isinstance(node, ConditionFieldEqualsValueExpression):
-            return self.field_value(node.field, node.value)
-        if isinstance(node, ConditionValueExpression):
-            return self.keyword(node.value)
-        raise CompileError(f"unsupported condition element {type(node).__name__}")
+    def node(self, node: Node) -> tuple[Matcher, Requirement]:
+        build = _BUILDERS.get(node[0])
+        if build is None:
+            raise CompileError(f"unsupported condition element {node[0]!r}")
+        return build(self, *node[1:])
 
-    @staticmethod
-    def _flat_args(node: Any, kind: type) -> list[Any]:
-        out: list[Any] = []
-        for arg in node.args:
-            out.extend(_Compiler._flat_args(arg, kind) if isinstance(arg, kind) else [arg])
-        return out
-
-    def conjunction(self, node: ConditionAND) -> tuple[Matcher, Requirement]:
-        parts = [self.node(arg) for arg in self._flat_args(node, ConditionAND)]
+    def conjunction(self, children: list[Node]) -> tuple[Matcher, Requirement]:
+        parts = [self.node(child) for child in children]
         matchers = tuple(m for m, _ in parts)
         clauses = sorted({c for _, r in parts if r for c in r}, key=clause_cost)[:MAX_CLAUSES]
         requirement = tuple(clauses) or None
@@ -305,19 +233,8 @@ class _Compiler:
             return (lambda flat, low: first(flat, low) and second(flat, low)), requirement
         return _all_of(matchers), requirement
 
-    def disjunction(self, node: ConditionOR) -> tuple[Matcher, Requirement]:
-        args = self._flat_args(node, ConditionOR)
-        # Combine plain string tests on the same field into one test per field.
-        grouped: dict[tuple[str, bool], list[_Pattern]] = {}
-        rest: list[Any] = []
-        for arg in args:
-            if isinstance(arg, ConditionFieldEqualsValueExpression) and isinstance(arg.value, SigmaString):
-                cased = isinstance(arg.value, SigmaCasedString)
-                grouped.setdefault((arg.field, cased), []).append(_pattern(arg.value, cased))
-            else:
-                rest.append(arg)
-        parts = [self.string_field(name, pats, cased) for (name, cased), pats in grouped.items()]
-        parts += [self.node(arg) for arg in rest]
+    def disjunction(self, children: list[Node]) -> tuple[Matcher, Requirement]:
+        parts = [self.node(child) for child in children]
         matchers = tuple(m for m, _ in parts)
         requirements = [r for _, r in parts]
         requirement = None if any(r is None for r in requirements) else \
@@ -326,86 +243,81 @@ class _Compiler:
             return matchers[0], requirement
         return _any_of(matchers), requirement
 
-    def string_field(self, name: str, patterns: list[_Pattern], cased: bool) -> tuple[Matcher, Requirement]:
+    def expansion(self, name: str | None, children: list[Node]) -> tuple[Matcher, Requirement]:
+        if name is None:
+            self.keywords = True
+        else:
+            self.fields.add(name)
+        return self.disjunction(children)
+
+    def negation(self, child: Node) -> tuple[Matcher, Requirement]:
+        inner, _ = self.node(child)
+        return (lambda flat, low: not inner(flat, low)), None
+
+    def string_field(self, name: str, cased: bool, patterns: list[Pattern]) -> tuple[Matcher, Requirement]:
         self.fields.add(name)
-        literals = [p.literal.lower() for p in patterns]
+        literals = [literal.lower() for _, _, literal in patterns]
         requirement = None if any(not lit for lit in literals) else (frozenset((name, lit) for lit in literals),)
         return _string_leaf(name, _string_test(patterns), cased), requirement
 
-    def field_value(self, name: str, value: Any) -> tuple[Matcher, Requirement]:
+    def null(self, name: str) -> tuple[Matcher, Requirement]:
         self.fields.add(name)
-        if isinstance(value, SigmaString):
-            cased = isinstance(value, SigmaCasedString)
-            return self.string_field(name, [_pattern(value, cased)], cased)
-        if isinstance(value, SigmaExpansion):
-            return self.disjunction(ConditionOR([ConditionFieldEqualsValueExpression(name, v) for v in value.values]))
-        if isinstance(value, SigmaNull):
-            return (lambda flat, low: flat.get(name) is None), None
-        if isinstance(value, SigmaExists):
-            wanted = value.exists
-            return (lambda flat, low: (name in flat) is wanted), None
-        if isinstance(value, SigmaBool):
-            wanted_text = "true" if value.boolean else "false"
-            return _string_leaf(name, wanted_text.__eq__, False), (frozenset({(name, wanted_text)}),)
-        if isinstance(value, SigmaTimestampPart):
-            part, number = _TIME_PART[value.timestamp_part], value.number
+        return (lambda flat, low: flat.get(name) is None), None
 
-            def time_part(v: Any) -> bool:
-                epoch = parse_time(v)
-                return epoch is not None and part(datetime.fromtimestamp(epoch, tz=timezone.utc)) == number
-            return _raw_leaf(name, time_part), None
-        if isinstance(value, SigmaNumber):
-            number = value.number
-            # no prefilter literal: 1.0, "1" and "0x1" are all the number 1
-            return _raw_leaf(name, lambda v: _number(v) == number), None
-        if isinstance(value, SigmaRegularExpression):
-            return self.regex(name, value, lambda key, test: _string_leaf(key, test, True))
-        if isinstance(value, SigmaCIDRExpression):
-            network = value.network
+    def exists(self, name: str, wanted: bool) -> tuple[Matcher, Requirement]:
+        self.fields.add(name)
+        return (lambda flat, low: (name in flat) is wanted), None
 
-            def in_network(v: Any) -> bool:
-                address = _ip(v) if isinstance(v, str) else None
-                return address is not None and address in network
-            return _raw_leaf(name, in_network), None
-        if isinstance(value, SigmaCompareExpression):
-            op, limit = _COMPARE[value.op], value.number.number
+    def boolean(self, name: str, wanted: bool) -> tuple[Matcher, Requirement]:
+        self.fields.add(name)
+        wanted_text = "true" if wanted else "false"
+        return _string_leaf(name, wanted_text.__eq__, False), (frozenset({(name, wanted_text)}),)
 
-            def compare(v: Any) -> bool:
-                number = _number(v)
-                return number is not None and op(number, limit)
-            return _raw_leaf(name, compare), None
-        if isinstance(value, SigmaFieldReference):
-            return self.field_reference(name, value), None
-        raise CompileError(f"unsupported value type {type(value).__name__} for field {name}")
+    def time_part(self, name: str, part_name: str, number: int) -> tuple[Matcher, Requirement]:
+        self.fields.add(name)
+        part = _TIME_PART[part_name]
 
-    def regex(self, name: str, value: SigmaRegularExpression,
-              leaf: Callable[[str, Callable[[str], bool]], Matcher],
-              prefilter_name: str | None = None) -> tuple[Matcher, Requirement]:
-        flags = 0
-        for flag in value.flags:
-            flags |= SigmaRegularExpression.sigma_to_python_flags[flag]
-        source = str(value.regexp)
-        try:
-            search = compile_search(source, flags)
-        except ValueError as exc:
-            raise CompileError(str(exc)) from None
+        def time_part(v: Any) -> bool:
+            epoch = parse_time(v)
+            return epoch is not None and part(datetime.fromtimestamp(epoch, tz=timezone.utc)) == number
+        return _raw_leaf(name, time_part), None
 
-        def test(text: str) -> bool:
-            return search(text) is not None
-        literals = regex_literals(source, flags)
-        key = prefilter_name or name
-        requirement = (frozenset((key, lit) for lit in literals),) if literals else None
-        return leaf(name, test), requirement
+    def number(self, name: str, number: float) -> tuple[Matcher, Requirement]:
+        self.fields.add(name)
+        # no prefilter literal: 1.0, "1" and "0x1" are all the number 1
+        return _raw_leaf(name, lambda v: _number(v) == number), None
 
-    def field_reference(self, name: str, value: SigmaFieldReference) -> Matcher:
-        other = value.field
-        self.fields.add(other)
-        if value.starts_with and value.ends_with:
+    def regex(self, name: str, source: str, flags: int) -> tuple[Matcher, Requirement]:
+        self.fields.add(name)
+        return _regex_leaf(name, source, flags, lambda key, test: _string_leaf(key, test, True))
+
+    def cidr(self, name: str, network_text: str) -> tuple[Matcher, Requirement]:
+        self.fields.add(name)
+        network = ipaddress.ip_network(network_text)
+
+        def in_network(v: Any) -> bool:
+            address = _ip(v) if isinstance(v, str) else None
+            return address is not None and address in network
+        return _raw_leaf(name, in_network), None
+
+    def compare(self, name: str, op_name: str, limit: float) -> tuple[Matcher, Requirement]:
+        self.fields.add(name)
+        op = _COMPARE[op_name]
+
+        def compare(v: Any) -> bool:
+            number = _number(v)
+            return number is not None and op(number, limit)
+        return _raw_leaf(name, compare), None
+
+    def field_reference(self, name: str, other: str, starts_with: bool, ends_with: bool
+                        ) -> tuple[Matcher, Requirement]:
+        self.fields.update((name, other))
+        if starts_with and ends_with:
             def relation(a: str, b: str) -> bool:
                 return b in a
-        elif value.starts_with:
+        elif starts_with:
             relation = str.startswith
-        elif value.ends_with:
+        elif ends_with:
             relation = str.endswith
         else:
             relation = str.__eq__
@@ -417,38 +329,58 @@ class _Compiler:
             if a.__class__ is str and b.__class__ is str:
                 return relation(a, b)
             return a == b or any(relation(x, y) for x in _texts(a) for y in _texts(b))
-        return match
+        return match, None
 
-    def keyword(self, value: Any) -> tuple[Matcher, Requirement]:
+    def keyword(self, cased: bool, pattern: Pattern) -> tuple[Matcher, Requirement]:
         """A keyword searches the event's keyword texts (substring, Sigma wildcards allowed)."""
         self.keywords = True
-        if isinstance(value, SigmaExpansion):
-            return self.disjunction(ConditionOR([ConditionValueExpression(v) for v in value.values]))
-        if isinstance(value, SigmaRegularExpression):
-            return self.regex(KEYWORDS_RAW, value, _any_text_leaf, KEYWORDS)
-        if isinstance(value, SigmaNumber):
-            value = SigmaString(str(value.number))
-        if not isinstance(value, SigmaString):
-            raise CompileError(f"unsupported keyword value type {type(value).__name__}")
-        cased = isinstance(value, SigmaCasedString)
-        pattern = _pattern(value, cased)
+        kind, text, literal = pattern
         key = KEYWORDS_RAW if cased else KEYWORDS
-        if pattern.kind == "regex" or pattern.kind in ("startswith", "endswith"):
-            source = pattern.text if pattern.kind == "regex" else re.escape(pattern.text)
+        if kind == "regex" or kind in ("startswith", "endswith"):
+            source = text if kind == "regex" else re.escape(text)
             search = re.compile(source, re.DOTALL).search
 
             def test(text: str) -> bool:
                 return search(text) is not None
-        elif pattern.kind == "any":
+        elif kind == "any":
             def test(text: str) -> bool:
                 return True
         else:
-            needle = pattern.text
+            needle = text
 
             def test(text: str) -> bool:
                 return needle in text
-        requirement = (frozenset({(KEYWORDS, pattern.literal.lower())}),) if pattern.literal else None
+        requirement = (frozenset({(KEYWORDS, literal.lower())}),) if literal else None
         return _any_text_leaf(key, test), requirement
+
+    def keyword_regex(self, source: str, flags: int) -> tuple[Matcher, Requirement]:
+        self.keywords = True
+        return _regex_leaf(KEYWORDS_RAW, source, flags, _any_text_leaf, KEYWORDS)
+
+
+_BUILDERS: dict[str, Callable[..., tuple[Matcher, Requirement]]] = {  # IR node tag -> _Compiler method
+    "and": _Compiler.conjunction, "or": _Compiler.disjunction, "expand": _Compiler.expansion,
+    "not": _Compiler.negation, "str": _Compiler.string_field, "null": _Compiler.null, "exists": _Compiler.exists,
+    "bool": _Compiler.boolean, "tpart": _Compiler.time_part, "num": _Compiler.number, "re": _Compiler.regex,
+    "cidr": _Compiler.cidr, "cmp": _Compiler.compare, "fieldref": _Compiler.field_reference,
+    "kw": _Compiler.keyword, "kwre": _Compiler.keyword_regex,
+}
+
+
+def _regex_leaf(name: str, source: str, flags: int, leaf: Callable[[str, Callable[[str], bool]], Matcher],
+                prefilter_name: str | None = None) -> tuple[Matcher, Requirement]:
+    """A ``|re`` test of ``name`` and its requirement (under ``prefilter_name`` if given)."""
+    try:
+        search = compile_search(source, flags)
+    except ValueError as exc:
+        raise CompileError(str(exc)) from None
+
+    def test(text: str) -> bool:
+        return search(text) is not None
+    literals = regex_literals(source, flags)
+    key = prefilter_name or name
+    requirement = (frozenset((key, lit) for lit in literals),) if literals else None
+    return leaf(name, test), requirement
 
 
 def _all_of(matchers: tuple[Matcher, ...]) -> Matcher:
@@ -486,20 +418,24 @@ def literal_cost(literal: str) -> float:
     return cost
 
 
+@lru_cache(maxsize=65536)  # requirements compare the same clauses many times
 def clause_cost(clause: Clause) -> tuple[float, int]:
     """Estimated chance a clause is satisfied (lower = more selective)."""
     return (sum(literal_cost(lit) for _, lit in clause), len(clause))
 
 
+def compile_ir(ir: Node) -> Compiled:
+    """Compile the IR of a condition (engine/sigma/ir.py) into a :class:`Compiled`."""
+    compiler = _Compiler()
+    match, requirement = compiler.node(ir)
+    return Compiled(match, requirement, compiler.fields, compiler.keywords)
+
+
 def compile_condition(tree: Any) -> Compiled:
     """Compile a pySigma condition tree (``SigmaCondition.parse()``) into a :class:`Compiled`."""
-    compiler = _Compiler()
-    match, requirement = compiler.node(tree)
-    return Compiled(match, requirement, compiler.fields, compiler.keywords)
+    return compile_ir(lower(tree))
 
 
 def compile_conditions(trees: list[Any]) -> Compiled:
     """Several conditions of one rule are OR-linked (Sigma: a list of conditions)."""
-    if len(trees) == 1:
-        return compile_condition(trees[0])
-    return compile_condition(ConditionOR(list(trees)))
+    return compile_ir(lower_conditions(trees))
