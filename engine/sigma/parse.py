@@ -25,6 +25,7 @@ from sigma.types import Placeholder, SigmaExpansion, SigmaRegularExpression, Sig
 
 from engine.errors import RuleError
 from engine.sigma.regex import re2_compile
+from engine.sigma.schemacheck import check
 from engine.sigma.yamldoc import Doc, Path
 from opmas.paths import SCHEMAS_DIR
 
@@ -72,10 +73,15 @@ class ParsedRule:
 
 
 @lru_cache(maxsize=1)
+def rule_schema_text() -> str:
+    """The text of schemas/rule.schema.json."""
+    return (SCHEMAS_DIR / "rule.schema.json").read_text()
+
+
+@lru_cache(maxsize=1)
 def rule_validator() -> jsonschema.Draft202012Validator:
     """The jsonschema validator of schemas/rule.schema.json."""
-    schema = json.loads((SCHEMAS_DIR / "rule.schema.json").read_text())
-    return jsonschema.Draft202012Validator(schema)
+    return jsonschema.Draft202012Validator(json.loads(rule_schema_text()))
 
 
 def rule_id_of(data: Any) -> str | None:
@@ -92,7 +98,10 @@ def schema_errors(doc: Doc, source: str) -> list[RuleError]:
     """Every JSON Schema violation of the document, each at the line of the offending key."""
     rule_id = rule_id_of(doc.data)
     errors = []
-    for error in sorted(rule_validator().iter_errors(_jsonable(doc.data)), key=lambda e: list(map(str, e.absolute_path))):
+    instance = _jsonable(doc.data)
+    validator = rule_validator()
+    found = [] if check(instance, validator.schema) else validator.iter_errors(instance)  # check: the quick way
+    for error in sorted(found, key=lambda e: list(map(str, e.absolute_path))):
         path = tuple(error.absolute_path)
         where = "/".join(str(p) for p in path) or "document"
         errors.append(RuleError(source, doc.line_of(path), rule_id, f"schema: {where}: {error.message}"))

@@ -9,7 +9,17 @@ from typing import Any
 import yaml
 
 Path = tuple[str | int, ...]
-_Loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)  # libyaml when available: same nodes and marks, faster
+_STR_TAG = "tag:yaml.org,2002:str"
+
+
+class _Loader(getattr(yaml, "CSafeLoader", yaml.SafeLoader)):  # type: ignore[misc]  # libyaml when available
+    """yaml's safe loader (libyaml's parser when available: same nodes and marks, faster), building
+    strings, most of a rule's values, without the generic per-node bookkeeping: the same values."""
+
+    def construct_object(self, node: yaml.Node, deep: bool = False) -> Any:
+        if node.__class__ is yaml.ScalarNode and node.tag == _STR_TAG:
+            return node.value
+        return super().construct_object(node, deep)
 
 
 @dataclass(slots=True)
