@@ -17,11 +17,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import orjson
+
 from engine.errors import RuleError
-from engine.render import attack_from_tags
 from engine.logsource import Mapping, MappingError, builtin_mappings, load_mapping
-from engine.sigma.compile import CompileError, Matcher, Requirement, compile_conditions
-from engine.sigma.parse import logsource_of, parse_detection, parse_rule, rule_id_of, schema_errors
+from engine.render import attack_from_tags
+from engine.rule_cache import RuleCache, code_version, default_cache_dir, encode
+from engine.sigma.compile import CompileError, Matcher, Requirement, compile_conditions, compile_ir
+from engine.sigma.ir import lower_conditions
+from engine.sigma.parse import logsource_of, parse_detection, parse_rule, rule_id_of, rule_schema_text, schema_errors
 from engine.sigma.yamldoc import Doc, YamlError, rule_documents
 
 DEFAULT_SEVERITY = "medium"
@@ -127,12 +131,22 @@ def _compile_correlations() -> Any:
     return getattr(module, "compile_correlations", None)
 
 
+class _Default:
+    """The type of :data:`DEFAULT_CACHE`."""
+
+
+DEFAULT_CACHE = _Default()  # load_ruleset's cache_dir: engine.rule_cache.default_cache_dir()
+
+
 def load_ruleset(sources: Sequence[RuleSource], mappings: Sequence[str | Path] = (),
-                 lateness: float | None = None) -> tuple[RuleSet, list[RuleError]]:
+                 lateness: float | None = None, cache_dir: str | Path | None | _Default = DEFAULT_CACHE
+                 ) -> tuple[RuleSet, list[RuleError]]:
     """Parse and compile every rule of ``sources``; user ``mappings`` take precedence over built-ins.
 
     ``lateness`` (seconds) is how far out of order events may arrive and still count in
-    correlation windows (default ``engine.correlation.DEFAULT_LATENESS``)."""
+    correlation windows (default ``engine.correlation.DEFAULT_LATENESS``). ``cache_dir`` holds
+    what parsing each source gave, keyed on its content (engine/rule_cache.py): None for no
+    cache; by default ``$OPMAS_CACHE_DIR`` (empty or "off": no cache), else the user's cache dir."""
     errors: list[RuleError] = []
     loaded: list[Mapping] = []
     for path in mappings:
@@ -147,41 +161,35 @@ def load_ruleset(sources: Sequence[RuleSource], mappings: Sequence[str | Path] =
     all_mappings = (*(m for m in loaded if not m.placeholders_only), *builtin_mappings())
 
     ruleset = RuleSet([], [], all_mappings)
+    cache = _rule_cache(cache_dir, placeholders)
     correlation_docs: list[RuleDoc] = []
     filter_docs: list[RuleDoc] = []
     first_seen: dict[str, str] = {}
+    covered: dict[tuple[tuple[str, str], ...], bool] = {}
     for source in sources:
-        for doc in _documents(source, errors):
-            if not isinstance(doc.data, dict):
-                errors.append(RuleError(source.name, doc.line, None, "a rule document must be a mapping"))
+        outcome = _source_outcome(source, placeholders, cache)
+        if outcome.yaml_error is not None:
+            errors.append(outcome.yaml_error)
+        for doc in outcome.docs:
+            errors.extend(doc.problems)
+            if doc.kind == "refused":
                 continue
-            problems = schema_errors(doc, source.name)
-            errors.extend(problems)
-            if any(p.severity == "error" for p in problems):
-                continue
-            rule_id = rule_id_of(doc.data)
-            if rule_id is not None:
-                where = f"{source.name}:{doc.line}"
-                if rule_id in first_seen:
-                    errors.append(RuleError(source.name, doc.line_of(("id",)), rule_id,
-                                            f"duplicate rule id (first defined at {first_seen[rule_id]})"))
+            if doc.rule_id is not None:
+                if doc.rule_id in first_seen:
+                    errors.append(RuleError(source.name, doc.id_line, doc.rule_id,
+                                            f"duplicate rule id (first defined at {first_seen[doc.rule_id]})"))
                     continue
-                first_seen[rule_id] = where
-            if "correlation" in doc.data:
-                correlation_docs.append(RuleDoc(source.name, doc))
+                first_seen[doc.rule_id] = f"{source.name}:{doc.line}"
+            if doc.doc is not None:
+                (correlation_docs if doc.kind == "correlation" else filter_docs).append(RuleDoc(source.name, doc.doc))
                 continue
-            if "filter" in doc.data:
-                filter_docs.append(RuleDoc(source.name, doc))
-                continue
-            rule = _detection_rule(doc, source.name, placeholders, errors)
-            if rule is None:
-                continue
-            if rule.meta.logsource and not any(m.covers(rule.meta.logsource) for m in all_mappings):
-                errors.append(RuleError(source.name, doc.line_of(("logsource",)), rule.id,
-                                        f"logsource {rule.meta.logsource} is not covered by any mapping: "
-                                        "the rule never matches (add a mapping file)", severity="warning"))
-            ruleset.detections.append(rule)
-            ruleset.rules.append(rule.meta)
+            errors.extend(doc.errors)
+            if doc.rule is not None:
+                errors.extend(_coverage_warning(doc.rule, doc.logsource_line, all_mappings, covered))
+                ruleset.detections.append(doc.rule)
+                ruleset.rules.append(doc.rule.meta)
+    if cache is not None:
+        cache.prune()
     for filter_doc in filter_docs:
         errors.extend(_apply_filter(filter_doc, ruleset, placeholders))
     if correlation_docs or any(rule.suppress is not None for rule in ruleset.detections):
@@ -194,15 +202,188 @@ def load_ruleset(sources: Sequence[RuleSource], mappings: Sequence[str | Path] =
     return ruleset, errors
 
 
-def _documents(source: RuleSource, errors: list[RuleError]) -> list[Doc]:
-    """The documents of ``source`` before its first YAML error, which is added to ``errors``."""
+def _coverage_warning(rule: DetectionRule, line: int, mappings: Sequence[Mapping],
+                      covered: dict[tuple[tuple[str, str], ...], bool]) -> list[RuleError]:
+    """A warning if no mapping covers the rule's logsource (the rule then never matches);
+    ``covered`` remembers the answer per logsource."""
+    logsource = rule.meta.logsource
+    if not logsource:
+        return []
+    key = tuple(sorted(logsource.items()))
+    if key not in covered:
+        covered[key] = any(m.covers(logsource) for m in mappings)
+    if covered[key]:
+        return []
+    return [RuleError(rule.meta.source, line, rule.id, f"logsource {rule.meta.logsource} is not covered by any "
+                      "mapping: the rule never matches (add a mapping file)", severity="warning")]
+
+
+# --- one source: parsed into plain records (cached), then into rules -------------------------
+
+@dataclass(slots=True)
+class _DocOutcome:
+    """What one document of a source gives, before the load checks rule ids across sources."""
+
+    kind: str  # "refused" (a problem is an error) | "detection" | "correlation" | "filter"
+    line: int
+    rule_id: str | None
+    id_line: int
+    problems: list[RuleError]  # schema problems, or why the document is no rule document
+    errors: list[RuleError]  # why a detection rule is refused
+    rule: DetectionRule | None = None
+    logsource_line: int = 0
+    doc: Doc | None = None  # a correlation or filter document: handled once every source is loaded
+
+
+@dataclass(slots=True)
+class _SourceOutcome:
+    yaml_error: RuleError | None  # bad YAML: the documents before it are kept
+    docs: list[_DocOutcome]
+
+
+def _rule_cache(cache_dir: str | Path | None | _Default, placeholders: dict[str, list[str]]) -> RuleCache | None:
+    """The cache of this load, None for none (also where the engine code cannot be read to key entries)."""
+    directory = default_cache_dir() if isinstance(cache_dir, _Default) else cache_dir
+    code = code_version()
+    if directory is None or code is None:
+        return None
+    context = orjson.dumps({"placeholders": placeholders, "schema": rule_schema_text()}, option=orjson.OPT_SORT_KEYS)
+    return RuleCache(directory, context, code)
+
+
+def _source_outcome(source: RuleSource, placeholders: dict[str, list[str]], cache: RuleCache | None
+                    ) -> _SourceOutcome:
+    """The outcome of ``source``: from the cache, else parsed (and cached unless it holds correlation
+    or filter documents, or values JSON cannot hold)."""
+    key = cache.key(source.name, source.text) if cache is not None else ""
+    cached = _cached_outcome(cache.get(key), source.name) if cache is not None else None
+    if cached is not None:
+        return cached
+    record, docs = _source_record(source, placeholders)
+    if cache is not None and all(doc["kind"] not in ("correlation", "filter") for doc in record["docs"]):
+        value_json = encode(record)
+        if value_json is not None:
+            cache.put(key, value_json)
+    return _outcome(record, source.name, docs)
+
+
+def _cached_outcome(value: Any, name: str) -> _SourceOutcome | None:
+    """The outcome of a cached record, or None if there is none or it is not one this code writes."""
+    if value is None:
+        return None
+    try:
+        return _outcome(value, name, None)
+    except Exception:  # any malformed entry is a miss: the source is parsed again
+        return None
+
+
+def _source_record(source: RuleSource, placeholders: dict[str, list[str]]) -> tuple[dict[str, Any], list[Doc]]:
+    """The plain-data record of every document of ``source``, and the documents."""
     docs: list[Doc] = []
+    yaml_error = None
     try:
         for doc in rule_documents(source.text):
             docs.append(doc)
     except YamlError as exc:
-        errors.append(RuleError(source.name, exc.line, None, str(exc)))
-    return docs
+        yaml_error = [exc.line, None, str(exc), "error"]
+    return {"yaml_error": yaml_error, "docs": [_doc_record(doc, source.name, placeholders) for doc in docs]}, docs
+
+
+def _doc_record(doc: Doc, source: str, placeholders: dict[str, list[str]]) -> dict[str, Any]:
+    """One document as plain data: what it is, its problems and, for a detection rule, the rule or its errors."""
+    if isinstance(doc.data, dict):
+        problems = schema_errors(doc, source)
+        rule_id, id_line = rule_id_of(doc.data), doc.line_of(("id",))
+    else:
+        problems = [RuleError(source, doc.line, None, "a rule document must be a mapping")]
+        rule_id, id_line = None, doc.line
+    errors: list[list[Any]] = []
+    rule = None
+    if any(p.severity == "error" for p in problems):
+        kind = "refused"
+    elif "correlation" in doc.data or "filter" in doc.data:
+        kind = "correlation" if "correlation" in doc.data else "filter"
+    else:
+        kind = "detection"
+        errors, rule = _rule_record(doc, source, placeholders)
+    return {"kind": kind, "line": doc.line, "id": rule_id, "id_line": id_line,
+            "problems": [_error_record(p) for p in problems], "errors": errors, "rule": rule}
+
+
+def _rule_record(doc: Doc, source: str, placeholders: dict[str, list[str]]
+                 ) -> tuple[list[list[Any]], dict[str, Any] | None]:
+    """A detection rule document as plain data (metadata and condition IR), or its errors."""
+    parsed, problems = parse_rule(doc, source, placeholders)
+    if parsed is None:
+        return [_error_record(p) for p in problems], None
+    try:
+        ir = lower_conditions(parsed.conditions)
+    except (CompileError, ValueError) as exc:
+        return [_error_record(RuleError(source, parsed.detection_line, parsed.id, f"detection: {exc}"))], None
+    return [], {
+        "id": parsed.id, "title": parsed.title, "level": parsed.level, "tags": parsed.tags, "name": parsed.name,
+        "logsource": parsed.logsource, "description": parsed.description, "tests": parsed.tests,
+        "finding": parsed.finding, "suppress": doc.data.get("suppress"), "ir": ir,
+        "detection_line": parsed.detection_line, "logsource_line": doc.line_of(("logsource",)),
+    }
+
+
+def _error_record(error: RuleError) -> list[Any]:
+    """A RuleError of a source without its file name (the source's own)."""
+    return [error.line, error.rule_id, error.message, error.severity]
+
+
+def _outcome(record: dict[str, Any], source: str, docs: list[Doc] | None) -> _SourceOutcome:
+    """The outcome of a source's record (``docs``: its documents, None for a cached record)."""
+    yaml_error = record["yaml_error"]
+    outcomes = []
+    for index, doc_record in enumerate(record["docs"]):
+        outcomes.append(_doc_outcome(doc_record, source, docs[index] if docs is not None else None))
+    return _SourceOutcome(RuleError(source, *yaml_error) if yaml_error is not None else None, outcomes)
+
+
+def _doc_outcome(record: dict[str, Any], source: str, doc: Doc | None) -> _DocOutcome:
+    kind = record["kind"]
+    if kind not in ("refused", "detection", "correlation", "filter"):
+        raise ValueError(f"unknown document kind {kind!r}")
+    outcome = _DocOutcome(
+        kind, record["line"], record["id"], record["id_line"],
+        problems=[RuleError(source, *p) for p in record["problems"]],
+        errors=[RuleError(source, *e) for e in record["errors"]],
+    )
+    if kind in ("correlation", "filter"):
+        if doc is None:
+            raise ValueError(f"a {kind} document is never cached")
+        outcome.doc = doc
+    rule_record = record["rule"]
+    if rule_record is not None:
+        outcome.logsource_line = rule_record["logsource_line"]
+        try:
+            outcome.rule = _detection_rule(rule_record, source, record["line"])
+        except CompileError as exc:
+            outcome.errors.append(RuleError(source, rule_record["detection_line"], rule_record["id"],
+                                            f"detection: {exc}"))
+    return outcome
+
+
+def _detection_rule(record: dict[str, Any], source: str, line: int) -> DetectionRule:
+    """The detection rule of a rule record (see :func:`_rule_record`)."""
+    compiled = compile_ir(record["ir"])
+    meta = RuleMeta(
+        id=record["id"], title=record["title"], level=record["level"], tags=record["tags"], source=source,
+        line=line, name=record["name"], logsource=record["logsource"], description=record["description"],
+        tests=record["tests"], attack=attack_from_tags(record["tags"]),
+    )
+    return DetectionRule(
+        meta=meta,
+        match=compiled.match,
+        requirement=compiled.requirement,
+        fields=frozenset(compiled.fields),
+        keywords=compiled.keywords,
+        severity=record["level"] or DEFAULT_SEVERITY,
+        finding=record["finding"],
+        suppress=record["suppress"],
+    )
 
 
 def _apply_filter(rule_doc: RuleDoc, ruleset: RuleSet, placeholders: dict[str, list[str]]) -> list[RuleError]:
@@ -245,31 +426,3 @@ def _apply_filter(rule_doc: RuleDoc, ruleset: RuleSet, placeholders: dict[str, l
         rule.fields = rule.fields | compiled.fields
         rule.keywords = rule.keywords or compiled.keywords
     return errors
-
-
-def _detection_rule(doc: Doc, source: str, placeholders: dict[str, list[str]],
-                    errors: list[RuleError]) -> DetectionRule | None:
-    parsed, problems = parse_rule(doc, source, placeholders)
-    errors.extend(problems)
-    if parsed is None:
-        return None
-    try:
-        compiled = compile_conditions(parsed.conditions)
-    except (CompileError, ValueError) as exc:
-        errors.append(RuleError(source, parsed.detection_line, parsed.id, f"detection: {exc}"))
-        return None
-    meta = RuleMeta(
-        id=parsed.id, title=parsed.title, level=parsed.level, tags=parsed.tags, source=source,
-        line=parsed.line, name=parsed.name, logsource=parsed.logsource, description=parsed.description,
-        tests=parsed.tests, attack=attack_from_tags(parsed.tags),
-    )
-    return DetectionRule(
-        meta=meta,
-        match=compiled.match,
-        requirement=compiled.requirement,
-        fields=frozenset(compiled.fields),
-        keywords=compiled.keywords,
-        severity=parsed.level or DEFAULT_SEVERITY,
-        finding=parsed.finding,
-        suppress=doc.data.get("suppress"),
-    )

@@ -31,3 +31,12 @@ def chdb_dir(tmp_path: Path) -> Path:
     path = tmp_path / "chdb"
     path.mkdir()
     return path
+
+
+@pytest.fixture(autouse=True, scope="session")
+def rule_cache_dir(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """The rule cache (engine/rule_cache.py) of the whole suite, in a temp dir (never the home folder)."""
+    path = tmp_path_factory.mktemp("rule-cache")
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("OPMAS_CACHE_DIR", str(path))
+        yield path
