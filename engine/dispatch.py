@@ -66,8 +66,8 @@ class EventView:
     """An event as rules see it: mapping, group of rules, and event time, with its fields read
     lazily. :meth:`RuleIndex.matches` first runs the prefilters on the few fields they search
     (``scanned``); only an event with candidate rules is read further: ``flat`` (the fields the
-    rules read, or every field where ``partial`` is False) and ``low`` (the same, lower-cased)
-    through the renames of ``lens``. :meth:`RuleIndex.matches` turns ``lens``, ``flat`` and
+    rules read, or every field where ``partial`` is False) through the renames of ``lens``, and
+    ``low``, the fields of the rules being evaluated, lower-cased. :meth:`RuleIndex.matches` turns ``lens``, ``flat`` and
     ``low`` to the lens of each rule it yields."""
 
     __slots__ = ("mapping", "data", "group", "lens", "partial", "scanned", "_parts", "_time", "_flat", "_low",
@@ -97,7 +97,7 @@ class EventView:
     def flat(self) -> dict[str, Any]:
         """The fields the rules of :attr:`lens` read, through its renames."""
         if self._flat is None:
-            self._see(self.lens, self.lens.keywords)
+            self._see(self.lens)
         return self._flat  # type: ignore[return-value]
 
     @flat.setter
@@ -108,21 +108,28 @@ class EventView:
     def low(self) -> dict[str, Any]:
         """:attr:`flat` lower-cased (lists element-wise), plus the keyword texts where the lens has keyword rules."""
         if self._low is None:
-            self._see(self.lens, self.lens.keywords)
+            self._see(self.lens)
         return self._low  # type: ignore[return-value]
 
     @low.setter
     def low(self, value: dict[str, Any]) -> None:
         self._low = value
 
-    def haystack(self) -> str | None:
+    def haystack(self) -> bytes | None:
         """The text keyword literals are searched in (computed once)."""
         if self._haystack is _UNSET:
             self._haystack = keyword_haystack(self.data)
         return self._haystack
 
-    def _see(self, lens: Lens, keywords: bool) -> tuple[dict[str, Any], dict[str, Any]]:
-        """Read what ``lens``'s rules need (every field if ``keywords``), rename, lower; becomes the view's."""
+    def _see(self, lens: Lens, rules: list[DetectionRule] | None = None) -> tuple[dict[str, Any], dict[str, Any]]:
+        """Read the fields of ``lens``'s rules (every field where ``rules``, default all of the lens's, search
+        keywords), rename them, lower those of ``rules``; they become the view's ``flat`` and ``low``."""
+        if rules is None:
+            fields: Iterable[str] = lens.fields
+            keywords = lens.keywords
+        else:
+            fields = frozenset().union(*(rule.fields for rule in rules))
+            keywords = any(rule.keywords for rule in rules)
         group, mapping = self.group, self.mapping
         if group.read is None:  # the mapping flattened the whole event to scan it
             base = self.scanned
@@ -139,7 +146,7 @@ class EventView:
         if lens.renames:
             _apply_renames(flat, lens.renames)
         low = {name: value.lower() if value.__class__ is str else _lower(value)
-               for name in lens.fields if (value := flat.get(name)) is not None}
+               for name in fields if (value := flat.get(name)) is not None}
         if keywords:
             texts = mapping.keyword_texts(flat)
             low[KEYWORDS_RAW] = texts
@@ -271,9 +278,9 @@ class RuleIndex:
         candidates = lens.prefilter.candidates(view.scanned, view.haystack)
         if not candidates:
             return ()
-        rules = group.rules
-        flat, low = view._see(lens, lens.keywords and any(rules[i].keywords for i in candidates))
-        return [rules[i] for i in candidates if rules[i].match(flat, low)]
+        rules = [group.rules[i] for i in candidates]
+        flat, low = view._see(lens, rules)
+        return [rule for rule in rules if rule.match(flat, low)]
 
 
 def _lens(renames: dict[str, str], rules: tuple[DetectionRule, ...], members: list[int]) -> Lens:
@@ -294,7 +301,7 @@ def _matches_per_lens(view: EventView) -> Iterator[DetectionRule]:
     for i, k in sorted((i, k) for k, candidates in enumerate(per_lens) for i in candidates):
         lens = group.lenses[k]
         if k not in seen:
-            seen[k] = view._see(lens, lens.keywords and any(rules[j].keywords for j in per_lens[k]))
+            seen[k] = view._see(lens, [rules[j] for j in per_lens[k]])
         flat, low = seen[k]
         rule = rules[i]
         if rule.match(flat, low):

@@ -143,30 +143,34 @@ def evtx_plan(names: tuple[str, ...]) -> Callable[[tuple[dict[str, Any], dict[st
     for name in names:
         element, _, attr = name.partition("_")
         steps.append((name, element, "@" + attr if attr else None, attr))
+    wanted = len(names)
 
     def read(parts: tuple[dict[str, Any], dict[str, Any]]) -> dict[str, Any]:
         event_data, system = parts
-        out: dict[str, Any] = {}
+        get = event_data.get
+        out = {name: value for name in names if (value := get(name, _MISSING)) is not _MISSING}
+        if len(out) == wanted:
+            return out
         for name, element, at_attr, attr in steps:
-            value = event_data.get(name, _MISSING)
+            if name in out:
+                continue
+            value = system.get(name, _MISSING)
             if value is _MISSING:
-                value = system.get(name, _MISSING)
+                if at_attr is None:
+                    continue
+                value = system.get(element)
+                if value.__class__ is not dict:
+                    continue
+                attrs = value.get("#attributes")
+                if attrs.__class__ is dict:
+                    value = attrs
+                value = value.get(at_attr, _MISSING) if at_attr in value else value.get(attr, _MISSING)
                 if value is _MISSING:
-                    if at_attr is None:
-                        continue
-                    value = system.get(element)
-                    if value.__class__ is not dict:
-                        continue
-                    attrs = value.get("#attributes")
-                    if attrs.__class__ is dict:
-                        value = attrs
-                    value = value.get(at_attr, _MISSING) if at_attr in value else value.get(attr, _MISSING)
-                    if value is _MISSING:
-                        continue
-                elif value.__class__ is dict:
-                    value = value.get("#text", _MISSING)
-                    if value is _MISSING:
-                        continue
+                    continue
+            elif value.__class__ is dict:
+                value = value.get("#text", _MISSING)
+                if value is _MISSING:
+                    continue
             out[name] = value
         return out
     return read

@@ -21,6 +21,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 import ahocorasick
+import ahocorasick_rs
 import orjson
 
 from engine.sigma.compile import KEYWORDS, Requirement, _number, clause_cost
@@ -48,22 +49,27 @@ def _lower(value: Any) -> Any:
     return value
 
 
-def keyword_haystack(data: Any) -> str | None:
-    """The text keyword literals are searched in: the event's JSON, lower-cased (None: not serialisable)."""
+def keyword_haystack(data: Any) -> bytes | None:
+    """The text keyword literals are searched in: the event's JSON, lower-cased, as UTF-8 (None: not serialisable)."""
     try:
-        return orjson.dumps(data, option=orjson.OPT_NON_STR_KEYS).decode().lower()
+        text = orjson.dumps(data, option=orjson.OPT_NON_STR_KEYS)
     except TypeError:
         return None
+    return text.lower() if text.isascii() else text.decode().lower().encode()
 
 
-def _json_escaped(literal: str) -> str:
-    """How a (lower-case) literal appears inside a lower-cased JSON string."""
-    return orjson.dumps(literal).decode()[1:-1].lower()
+def _json_escaped(literal: str) -> bytes:
+    """How a (lower-case) literal appears inside the lower-cased JSON text of a string holding it."""
+    return orjson.dumps(literal).decode()[1:-1].lower().encode()
 
 
 Payload = tuple[int, tuple[int, ...], tuple[int, ...]]  # (literal id, rules it triggers directly, rules to check)
-# (Sigma field, the event field it is renamed from, search of its text literals, its number literals)
-Scan = tuple[str, str | None, Callable[[str], Any] | None, dict[float, Payload] | None]
+Found = tuple[tuple[Any, Payload], ...]  # (where, payload) of each literal found in a value
+# (Sigma field, the event field it is renamed from, search of its text literals, its number literals,
+# what was found in the text values seen last)
+Scan = tuple[str, str | None, Callable[[str], Any] | None, dict[float, Payload] | None, dict[Any, Found]]
+MEMO_SIZE = 512  # text and integer values remembered per field (then all forgotten at once): field values recur in event logs
+MEMO_LENGTH = 256  # longer values (command lines, scripts) rarely recur: searched each time
 
 
 def _numbers(value: Any) -> list[Any]:
@@ -72,6 +78,28 @@ def _numbers(value: Any) -> list[Any]:
         return [n for item in value if (n := _number(item)) is not None]
     number = _number(value)
     return [] if number is None else [number]
+
+
+def _find(value: Any, search: Callable[[str], Any] | None, numbers: dict[float, Payload] | None) -> Found:
+    """The literals of one field found in its value: text literals in its lower-cased text, numbers it equals."""
+    text = value.lower() if value.__class__ is str else field_text(_lower(value))
+    found = tuple(search(text)) if search is not None and text else ()
+    if numbers is not None:
+        found += tuple((None, numbers[n]) for n in _numbers(value) if n in numbers)
+    return found
+
+
+def _keyword_search(literals: dict[str, Payload]) -> Callable[[bytes], Found]:
+    """A search of the keyword literals (JSON-escaped) in a :func:`keyword_haystack`: every occurrence,
+    overlapping ones too (a Rust automaton: the haystack is a whole event, where pyahocorasick is slow)."""
+    payloads = list(literals.values())
+    automaton = ahocorasick_rs.BytesAhoCorasick([_json_escaped(literal) for literal in literals],
+                                                matchkind=ahocorasick_rs.MatchKind.Standard)
+    find = automaton.find_matches_as_indexes
+
+    def search(haystack: bytes) -> Found:
+        return tuple((KEYWORDS, payloads[i]) for i, _, _ in find(haystack, overlapping=True))
+    return search
 
 
 class Prefilter:
@@ -106,34 +134,34 @@ class Prefilter:
             by_field.setdefault(name, {})[literal] = (literal_id, direct, checked)
         renames = renames or {}
         scans: list[Scan] = []
-        self.keyword_search: Any = None
+        self.keyword_search: Callable[[bytes], Found] | None = None
         self.keyword_rules: frozenset[int] = frozenset()  # anchored on keywords: candidates where the text is unknown
         for name, literals in sorted(by_field.items()):
             numbers = {float(literal[1:]): payload for literal, payload in literals.items() if literal[:1] == NUMBER}
             texts = {literal: payload for literal, payload in literals.items() if literal[:1] != NUMBER}
+            if name == KEYWORDS:
+                self.keyword_search = _keyword_search(texts)
+                self.keyword_rules = frozenset(r for _, direct, checked in texts.values() for r in (*direct, *checked))
+                continue
             search = None
             if texts:
                 automaton = ahocorasick.Automaton()
                 for literal, payload in texts.items():
-                    automaton.add_word(_json_escaped(literal) if name == KEYWORDS else literal, payload)
+                    automaton.add_word(literal, payload)
                 automaton.make_automaton()
                 search = automaton.iter
-            if name == KEYWORDS:
-                self.keyword_search = search
-                self.keyword_rules = frozenset(r for _, direct, checked in texts.values() for r in (*direct, *checked))
-            else:
-                scans.append((name, renames.get(name), search, numbers or None))
+            scans.append((name, renames.get(name), search, numbers or None, {}))
         self.scans: tuple[Scan, ...] = tuple(scans)
         self.sources: frozenset[str] = frozenset(
-            f for name, source, _, _ in scans for f in ((name,) if source is None else (name, source)))
+            f for name, source, *_ in scans for f in ((name,) if source is None else (name, source)))
 
-    def candidates(self, flat: dict[str, Any], haystack: Callable[[], str | None]) -> Sequence[int]:
+    def candidates(self, flat: dict[str, Any], haystack: Callable[[], bytes | None]) -> Sequence[int]:
         """Sorted indices of the rules that may match the event: ``flat`` holds (at least) the event's
         fields in :attr:`sources`, as the event names them (before renames); ``haystack()`` gives
         the keyword text (see :func:`keyword_haystack`), asked for only where keyword literals exist."""
         hits: list[tuple[Any, Payload]] = []  # (where, payload) of every literal found
         extend = hits.extend
-        for name, source, search, numbers in self.scans:
+        for name, source, search, numbers, memo in self.scans:
             value = flat.get(name) if source is None else flat.get(source)
             if value is None:
                 if source is None:
@@ -141,12 +169,16 @@ class Prefilter:
                 value = flat.get(name)
                 if value is None:
                     continue
-            if search is not None:
-                text = value.lower() if value.__class__ is str else field_text(_lower(value))
-                if text:
-                    extend(search(text))
-            if numbers is not None:
-                extend((name, numbers[n]) for n in _numbers(value) if n in numbers)
+            if value.__class__ is str and len(value) <= MEMO_LENGTH or value.__class__ is int:
+                found = memo.get(value)
+                if found is None:
+                    if len(memo) >= MEMO_SIZE:
+                        memo.clear()
+                    found = memo[value] = _find(value, search, numbers)
+            else:
+                found = _find(value, search, numbers)
+            if found:
+                extend(found)
         if self.keyword_search is not None:
             text = haystack()
             if text is None:
