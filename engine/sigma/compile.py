@@ -30,7 +30,7 @@ import ahocorasick
 
 from engine.event import parse_time
 from engine.sigma.ir import CompileError, Node, lower, lower_conditions
-from engine.sigma.literals import regex_literals
+from engine.sigma.literals import number_literal, regex_literals
 from engine.sigma.regex import compile_search
 
 __all__ = ["KEYWORDS", "KEYWORDS_RAW", "CompileError", "Compiled", "Matcher", "Requirement", "clause_cost",
@@ -284,8 +284,10 @@ class _Compiler:
 
     def number(self, name: str, number: float) -> tuple[Matcher, Requirement]:
         self.fields.add(name)
-        # no prefilter literal: 1.0, "1" and "0x1" are all the number 1
-        return _raw_leaf(name, lambda v: _number(v) == number), None
+        # a number literal, not text: 1.0, "1" and "0x1" are all the number 1 (engine/sigma/prefilter.py)
+        exact = float(number) == number  # a float key finds the number (ints beyond 2**53 would not)
+        requirement = (frozenset({(name, number_literal(number))}),) if exact else None
+        return _raw_leaf(name, lambda v: _number(v) == number), requirement
 
     def regex(self, name: str, source: str, flags: int) -> tuple[Matcher, Requirement]:
         self.fields.add(name)

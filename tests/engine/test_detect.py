@@ -226,3 +226,26 @@ def test_only_finding_templates_are_rendered() -> None:
                                 extra="description: 'Matches {default} literally'\n"))
     finding = Processor(ruleset).process([event_from_obj({"a": 1})])[0]
     assert finding.description == "Matches {default} literally" and finding.title == "Test rule"
+
+
+@pytest.mark.parametrize("value", [4624, 4624.0, "4624", " 4624 ", "4624.0", "0x1210", "0X1210", [1, "4624"], "4.624e3"])
+def test_number_literals_find_every_spelling_of_the_number(value: object) -> None:
+    """A number literal indexes the rule under the number, not its text: 4624, "0x1210" and "4624.0" are alike."""
+    ruleset = load_ok(rule_text("  s:\n    EventID: 4624\n    Other: 1\n  condition: s\n", rule_id="logon"))
+    index = RuleIndex(ruleset)
+    (lens,) = index.view({"EventID": value, "Other": True}).group.lenses
+    assert lens.prefilter.scans and not lens.prefilter.always  # indexed, not always a candidate
+    for other, matches in ((1, True), ("1", True), (2, False), (True, False)):
+        view = index.view({"EventID": value, "Other": other})
+        assert [r.id for r in index.matches(view)] == (["logon"] if matches else [])
+
+
+@pytest.mark.parametrize("number", [2**60 + 1, 2**53 + 1, 10**30, -7, 0.1])
+def test_number_literals_never_drop_a_match(number: int | float) -> None:
+    """Whatever the rule's number became (pySigma may make it a float), the prefilter keeps what the matcher takes."""
+    ruleset = load_ok(rule_text(f"  s:\n    Id: {number}\n  condition: s\n", rule_id="n"))
+    index = RuleIndex(ruleset)
+    for value in (number, float(number), str(number), number + 1, 2**60, [0, number]):
+        view = index.view({"Id": value})
+        everything = [r.id for r in view.group.rules if r.match(view.flat, view.low)]
+        assert [r.id for r in index.matches(view)] == everything
