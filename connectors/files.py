@@ -66,8 +66,9 @@ def open_source(path: str | Path) -> Iterator[BinaryIO]:
         yield stream
 
 
-def iter_objects(stream: BinaryIO, on_error: OnError | None = None) -> Iterator[dict[str, Any]]:
-    """Yield each JSON object in ``stream`` (see the module docstring for layouts)."""
+def iter_records(stream: BinaryIO, on_error: OnError | None = None) -> Iterator[tuple[dict[str, Any], bytes]]:
+    """Yield each JSON object in ``stream`` with the JSON text it was parsed from (see the module
+    docstring for layouts)."""
     report = on_error or _raise
     line_no = 0
     while line := stream.readline(LINE_LIMIT):  # bounded: a huge single-line array goes to the scanner
@@ -84,18 +85,24 @@ def iter_objects(stream: BinaryIO, on_error: OnError | None = None) -> Iterator[
             except orjson.JSONDecodeError:
                 pass  # e.g. "{...}{...}" on one line: let the scanner split it
             else:
-                yield obj
+                yield obj, text
                 continue
         # Not one object per line: scan the rest of the input structurally.
         yield from _Scanner(stream, line, line_no, report).objects()
         return
 
 
+def iter_objects(stream: BinaryIO, on_error: OnError | None = None) -> Iterator[dict[str, Any]]:
+    """Yield each JSON object in ``stream`` (see the module docstring for layouts)."""
+    for obj, _ in iter_records(stream, on_error):
+        yield obj
+
+
 def read_events(path: str | Path, on_error: OnError | None = None) -> Iterator[Event]:
-    """Yield an :class:`Event` for each JSON object in the file (``-`` = stdin)."""
+    """Yield an :class:`Event` for each JSON object in the file (``-`` = stdin), with its JSON text."""
     with open_source(path) as stream:
-        for obj in iter_objects(stream, on_error):
-            yield event_from_obj(obj)
+        for obj, text in iter_records(stream, on_error):
+            yield event_from_obj(obj, text)
 
 
 def read_event_batches(
@@ -144,7 +151,7 @@ class _Scanner:
         self.line += taken.count(b"\n")
         return taken
 
-    def objects(self) -> Iterator[dict[str, Any]]:
+    def objects(self) -> Iterator[tuple[dict[str, Any], bytes]]:
         array_depth = 0  # 1 while inside a top-level array
         while True:
             # skip separators between records
@@ -182,14 +189,15 @@ class _Scanner:
                 if resync or too_large:
                     continue
                 return
+            text = self.buf[:end]
             try:
-                obj = orjson.loads(self.buf[:end])
+                obj = orjson.loads(text)
             except orjson.JSONDecodeError as exc:
                 raw = self._advance(self._resync(end) or end)
                 self.report(BadRecord(start_line, f"invalid JSON: {exc}", raw[:4096]))
                 continue
             self._advance(end)
-            yield obj
+            yield obj, text
 
     def _resync(self, end: int) -> int:
         """Where a bad record starting at buf[0] should end so the records after it survive: just

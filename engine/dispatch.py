@@ -70,13 +70,14 @@ class EventView:
     ``low``, the fields of the rules being evaluated, lower-cased. :meth:`RuleIndex.matches` turns ``lens``, ``flat`` and
     ``low`` to the lens of each rule it yields."""
 
-    __slots__ = ("mapping", "data", "group", "lens", "partial", "scanned", "_parts", "_time", "_flat", "_low",
+    __slots__ = ("mapping", "data", "raw", "group", "lens", "partial", "scanned", "_parts", "_time", "_flat", "_low",
                  "_base", "_haystack", "_full")
 
-    def __init__(self, mapping: Mapping, data: dict[str, Any], group: Group, parts: Any,
+    def __init__(self, mapping: Mapping, data: dict[str, Any], raw: bytes | None, group: Group, parts: Any,
                  scanned: dict[str, Any], time: float | None) -> None:
         self.mapping = mapping
         self.data = data
+        self.raw = raw  # the JSON text data came as, if any (Event.raw)
         self.group = group
         self.lens = group.lenses[0]
         self.partial = group.read is not None  # until completed with every field
@@ -118,7 +119,7 @@ class EventView:
     def haystack(self) -> bytes | None:
         """The text keyword literals are searched in (computed once)."""
         if self._haystack is _UNSET:
-            self._haystack = keyword_haystack(self.data)
+            self._haystack = keyword_haystack(self.data, self.raw)
         return self._haystack
 
     def _see(self, lens: Lens, rules: list[DetectionRule] | None = None) -> tuple[dict[str, Any], dict[str, Any]]:
@@ -236,8 +237,8 @@ class RuleIndex:
         return Group(rules=rules, lenses=lenses, scan=mapping.selector.plan(tuple(sorted(scanned | first_time))),
                      read=mapping.selector.plan(tuple(sorted(read | first_time))))
 
-    def view(self, data: dict[str, Any]) -> EventView | None:
-        """The event as the rules see it, or None if no mapping recognises it."""
+    def view(self, data: dict[str, Any], raw: bytes | None = None) -> EventView | None:
+        """The event as the rules see it, or None if no mapping recognises it (``raw``: see ``Event.raw``)."""
         index = self.mapping_index(data)
         if index < 0:
             return None
@@ -261,12 +262,12 @@ class RuleIndex:
                 groups.clear()
             group = groups[raw_key] = self._group(index, mapping.discriminator(flat))
         if group.scan is None:  # the whole event is flattened: nothing cheaper to read
-            return EventView(mapping, data, group, parts, flat, mapping.time_of(flat))
+            return EventView(mapping, data, raw, group, parts, flat, mapping.time_of(flat))
         scanned = group.scan(parts)
         time = mapping.time_of(scanned)
         if time is None and reads is not None:  # only the first time field was read: look for the others
             time = mapping.time_of(reads[2](parts))
-        return EventView(mapping, data, group, parts, scanned, time)
+        return EventView(mapping, data, raw, group, parts, scanned, time)
 
     def matches(self, view: EventView) -> Iterable[DetectionRule]:
         """The rules of the event's group that match it, in rule-set order. Where the group has

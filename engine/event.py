@@ -18,14 +18,20 @@ class Event:
 
     ``id=None``: the event has no id of its own and gets a content hash of ``hashed`` (the object
     it arrived as; default ``data``), computed when the id is first read: most events of a log
-    match no rule, and offline nothing else needs their id."""
+    match no rule, and offline nothing else needs their id.
 
-    __slots__ = ("_id", "_hashed", "data", "timestamp", "agent_id", "type")
+    ``raw``: the JSON text ``data`` was parsed from (or that of an object holding it, such as its
+    envelope), where the event came as text: the keyword prefilter searches it instead of
+    serialising ``data`` again (engine/sigma/prefilter.py). Not part of the event's value."""
+
+    __slots__ = ("_id", "_hashed", "data", "timestamp", "agent_id", "type", "raw")
 
     def __init__(self, id: str | None, data: dict[str, Any], timestamp: float | None = None,
-                 agent_id: str | None = None, type: str | None = None, hashed: Any = None) -> None:
+                 agent_id: str | None = None, type: str | None = None, hashed: Any = None,
+                 raw: bytes | None = None) -> None:
         self._id = id
         self._hashed = hashed
+        self.raw = raw
         self.data = data
         self.timestamp = timestamp  # event time, epoch seconds (UTC)
         self.agent_id = agent_id
@@ -66,8 +72,8 @@ def content_id(obj: Any) -> str:
     return digest[:32]
 
 
-def event_from_obj(obj: dict[str, Any]) -> Event:
-    """Build an Event from an envelope or a raw event object.
+def event_from_obj(obj: dict[str, Any], raw: bytes | None = None) -> Event:
+    """Build an Event from an envelope or a raw event object (``raw``: the JSON text it was parsed from).
 
     The object's own ``id`` is kept; an object without one gets a content hash (of the whole
     envelope, or of the raw event), so the same input always yields the same id. The timestamp is taken from the
@@ -82,9 +88,10 @@ def event_from_obj(obj: dict[str, Any]) -> Event:
             agent_id=obj.get("agent_id"),
             type=obj.get("type"),
             hashed=obj,
+            raw=raw,
         )
     event_id = obj.get("id")
-    return Event(id=str(event_id) if event_id is not None else None, data=obj)
+    return Event(id=str(event_id) if event_id is not None else None, data=obj, raw=raw)
 
 
 # datetime's range in epoch seconds: 0001-01-01T00:00:00Z up to (excluding) 10000-01-01T00:00:00Z

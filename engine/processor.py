@@ -100,7 +100,7 @@ class Processor:
         index, correlator = self.index, self.correlator
         horizon = None if now is None else now + self.max_future
         for event in events:
-            view = index.view(event.data)
+            view = index.view(event.data, event.raw)
             if view is None:
                 self.stats.unmapped_events += 1
                 continue

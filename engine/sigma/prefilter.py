@@ -17,6 +17,7 @@ condition, which is all a prefilter needs), and the event is never flattened who
 """
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -49,13 +50,25 @@ def _lower(value: Any) -> Any:
     return value
 
 
-def keyword_haystack(data: Any) -> bytes | None:
-    """The text keyword literals are searched in: the event's JSON, lower-cased, as UTF-8 (None: not serialisable)."""
+_UNICODE_ESCAPE = re.compile(rb"(?<!\\)(?:\\\\)*\\u")  # a \u escape (not an escaped backslash before a u)
+
+
+def keyword_haystack(data: Any, raw: bytes | None = None) -> bytes | None:
+    """The text keyword literals are searched in: the event's JSON, lower-cased, as UTF-8 (None: not
+    serialisable). ``raw``, the JSON text the event was parsed from, serves where it escapes string
+    values as orjson does (short escapes only: no ``\\u``, no ``\\/``); else ``data`` is serialised."""
+    text = raw
+    if text is None or b"\\/" in text or (b"\\u" in text and _UNICODE_ESCAPE.search(text)):
+        try:
+            text = orjson.dumps(data, option=orjson.OPT_NON_STR_KEYS)
+        except TypeError:
+            return None
+    if text.isascii():
+        return text.lower()
     try:
-        text = orjson.dumps(data, option=orjson.OPT_NON_STR_KEYS)
-    except TypeError:
+        return text.decode().lower().encode()
+    except UnicodeDecodeError:
         return None
-    return text.lower() if text.isascii() else text.decode().lower().encode()
 
 
 def _json_escaped(literal: str) -> bytes:

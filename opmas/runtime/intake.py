@@ -91,6 +91,7 @@ class Intake:
             event = Event(id=str(own_id) if own_id is not None else None, data=obj,
                           agent_id=agent)
             text = raw.strip() if raw is not None else orjson.dumps(obj)
+        event.raw = text  # the keyword prefilter searches it (Event.raw)
         out.events.append(event)
         out.texts.append(text)
         out.seqs.append(message.seq)

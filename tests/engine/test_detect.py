@@ -249,3 +249,19 @@ def test_number_literals_never_drop_a_match(number: int | float) -> None:
         view = index.view({"Id": value})
         everything = [r.id for r in view.group.rules if r.match(view.flat, view.low)]
         assert [r.id for r in index.matches(view)] == everything
+
+
+@pytest.mark.parametrize("line", [
+    b'{"message": "run mimikatz now"}',
+    b'{"message": "run \\u006dimikatz now"}',  # a \u escape: the text is not searched as it is
+    b'{"message": "run MIMI\\u004bATZ now", "Path": "C:\\\\users\\\\x"}',
+    b'{"message": "see mimi/katz.exe or mimi\\/katz"}',  # an escaped slash
+    b'{"message": "tab\\tmimikatz"}',
+])
+def test_keyword_prefilter_finds_keywords_however_the_json_text_escapes_them(line: bytes) -> None:
+    ruleset = load_ok(rule_text("  keywords: [mimikatz, 'mimi/katz']\n  condition: keywords\n", rule_id="kw"))
+    index = RuleIndex(ruleset)
+    event = event_from_obj(orjson.loads(line), line)
+    assert event.raw == line
+    view = index.view(event.data, event.raw)
+    assert [r.id for r in index.matches(view)] == ["kw"]
