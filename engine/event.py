@@ -7,6 +7,7 @@ ECS-like JSON, a CloudTrail record...). Rules always match against ``data``.
 from __future__ import annotations
 
 import hashlib
+import math
 from datetime import datetime, timezone
 from typing import Any
 
@@ -170,11 +171,34 @@ def _epoch(value: Any) -> float | None:
     return None
 
 
+_TEXTS: dict[float, str] = {}  # whole epoch second -> "YYYY-MM-DDTHH:MM:SS": consecutive findings share it
+
+
 def format_time(epoch: float | None) -> str | None:
-    """ISO 8601 (UTC, microseconds, ``Z``) for an epoch time; None for None or a time datetime cannot hold."""
+    """ISO 8601 (UTC, microseconds, ``Z``) for an epoch time; None for None or a time datetime cannot hold.
+
+    The same text as ``datetime.fromtimestamp(epoch, timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")``:
+    microseconds rounded half to even as datetime rounds them, the seconds' text cached."""
     if epoch is None:
         return None
     try:
-        return datetime.fromtimestamp(epoch, tz=timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
-    except (OverflowError, OSError, ValueError):
+        fraction, whole = math.modf(epoch)
+        micros = round(fraction * 1e6)
+    except (OverflowError, TypeError, ValueError):  # not a number, inf, nan
         return None
+    if micros >= 1_000_000:
+        micros -= 1_000_000
+        whole += 1
+    elif micros < 0:
+        micros += 1_000_000
+        whole -= 1
+    head = _TEXTS.get(whole)
+    if head is None:
+        try:
+            head = datetime.fromtimestamp(whole, tz=timezone.utc).strftime("%Y-%m-%dT%H:%M:%S")
+        except (OverflowError, OSError, ValueError):
+            return None
+        if len(_TEXTS) > 4096:
+            _TEXTS.clear()
+        _TEXTS[whole] = head
+    return f"{head}.{micros:06d}Z"

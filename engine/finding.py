@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import hashlib
-import uuid
 from dataclasses import dataclass, field, fields
 from typing import Any
 
@@ -16,8 +15,8 @@ SEVERITIES = ("informational", "low", "medium", "high", "critical")
 def finding_id(rule_id: str, event_ids: list[str], discriminator: str = "") -> str:
     """Deterministic UUID-formatted id from the rule, the events and an optional discriminator
     (group key, window start...)."""
-    digest = hashlib.sha256("\x1f".join([rule_id, discriminator, *event_ids]).encode()).digest()
-    return str(uuid.UUID(bytes=digest[:16]))
+    h = hashlib.sha256("\x1f".join([rule_id, discriminator, *event_ids]).encode()).hexdigest()
+    return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:32]}"  # str(uuid.UUID(bytes=digest[:16]))
 
 
 @dataclass(slots=True)
