@@ -5,8 +5,8 @@ error is found there, and the IR can be cached), then :func:`compile_ir` builds 
 ``flat`` maps field names to the event's values (see engine/logsource.py); ``low``
 holds the same values with strings lower-cased once per event (lists element-wise),
 plus the keyword texts under :data:`KEYWORDS` / :data:`KEYWORDS_RAW`. Case folding of
-rule values and wildcard translation happen in the lowering, regex compilation (``|re``:
-engine/sigma/regex.py) here, once.
+rule values and wildcard translation happen in the lowering, regex compilation (``|re`` values and
+wildcard patterns, both run by RE2 in linear time: engine/sigma/regex.py) here, once.
 
 Alongside the matcher, :func:`compile_ir` derives the rule's *requirement*
 for the prefilter (see engine/sigma/prefilter.py), in conjunctive form: clauses,
@@ -31,7 +31,7 @@ import ahocorasick
 from engine.event import parse_time
 from engine.sigma.ir import CompileError, Node, lower, lower_conditions
 from engine.sigma.literals import number_literal, regex_literals
-from engine.sigma.regex import compile_search
+from engine.sigma.regex import compile_regex
 
 __all__ = ["KEYWORDS", "KEYWORDS_RAW", "CompileError", "Compiled", "Matcher", "Requirement", "clause_cost",
            "compile_condition", "compile_conditions", "compile_ir", "literal_cost"]
@@ -83,8 +83,8 @@ def _string_test(patterns: list[Pattern]) -> Callable[[str], bool]:
         elif kind == "contains":
             tests.append(_contains_any(texts))
         elif kind == "regex":
-            rx = re.compile("|".join(f"(?:{t})" for t in texts), re.DOTALL)
-            tests.append(lambda v, m=rx.fullmatch: m(v) is not None)
+            # wildcards: linear time whatever their number (".*a.*a.*a.*b" backtracks polynomially in re)
+            tests.append(compile_regex("|".join(f"(?:{t})" for t in texts), re.DOTALL, full=True).test)
         else:
             raise CompileError(f"unknown string pattern kind {kind!r}")
     if len(tests) == 1:
@@ -340,10 +340,7 @@ class _Compiler:
         key = KEYWORDS_RAW if cased else KEYWORDS
         if kind == "regex" or kind in ("startswith", "endswith"):
             source = text if kind == "regex" else re.escape(text)
-            search = re.compile(source, re.DOTALL).search
-
-            def test(text: str) -> bool:
-                return search(text) is not None
+            test = compile_regex(source, re.DOTALL).test
         elif kind == "any":
             def test(text: str) -> bool:
                 return True
@@ -373,12 +370,9 @@ def _regex_leaf(name: str, source: str, flags: int, leaf: Callable[[str, Callabl
                 prefilter_name: str | None = None) -> tuple[Matcher, Requirement]:
     """A ``|re`` test of ``name`` and its requirement (under ``prefilter_name`` if given)."""
     try:
-        search = compile_search(source, flags)
+        test = compile_regex(source, flags).test
     except ValueError as exc:
         raise CompileError(str(exc)) from None
-
-    def test(text: str) -> bool:
-        return search(text) is not None
     literals = regex_literals(source, flags)
     key = prefilter_name or name
     requirement = (frozenset((key, lit) for lit in literals),) if literals else None

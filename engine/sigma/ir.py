@@ -49,7 +49,7 @@ from sigma.types import (
     SpecialChars,
 )
 
-from engine.sigma.regex import compile_search
+from engine.sigma.regex import compile_regex
 
 Node = list[Any]
 
@@ -103,13 +103,14 @@ def _flat_args(node: Any, kind: type) -> list[Any]:
 
 
 def _regex(value: SigmaRegularExpression) -> tuple[str, int]:
-    """Source and Python flags of a ``|re`` value, checked to compile."""
+    """Source and Python flags of a ``|re`` value, checked to compile (RE2, or re where its
+    backtracking is bounded: engine/sigma/regex.py)."""
     flags = 0
     for flag in value.flags:
         flags |= SigmaRegularExpression.sigma_to_python_flags[flag]
     source = str(value.regexp)
     try:
-        compile_search(source, flags)
+        compile_regex(source, flags)
     except ValueError as exc:
         raise CompileError(str(exc)) from None
     return source, int(flags)
