@@ -14,6 +14,7 @@ import base64
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import nats.js.errors
 import orjson
@@ -22,7 +23,9 @@ from nats.js import JetStreamContext
 
 from connectors.nats.subjects import DEADLETTER_SUBJECT, findings_subject
 from engine.event import content_id
-from engine.finding import Finding
+
+if TYPE_CHECKING:
+    from connectors.records import FindingRecord
 
 
 @dataclass(slots=True)
@@ -96,9 +99,10 @@ async def publish_batch(js: JetStreamContext, messages: Sequence[tuple[str, byte
                              f"{refused[0][:200].decode(errors='replace')}")
 
 
-async def publish_findings(js: JetStreamContext, findings: Sequence[Finding]) -> None:
-    """Publish each finding as JSON on ``opmas.findings.<severity>``; returns once stored."""
-    await publish_batch(js, [(findings_subject(f.severity), f.to_json(), f.id) for f in findings])
+async def publish_findings(js: JetStreamContext, findings: Sequence[FindingRecord]) -> None:
+    """Publish each finding (its JSON, encoded where it was made) on ``opmas.findings.<severity>``; returns
+    once stored."""
+    await publish_batch(js, [(findings_subject(f.severity), f.json, f.id) for f in findings])
 
 
 async def publish_dead_letters(js: JetStreamContext, letters: Sequence[DeadLetter]) -> None:

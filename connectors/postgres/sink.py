@@ -19,7 +19,7 @@ import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import MAXYEAR, MINYEAR, datetime, timezone
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import orjson
 import psycopg
@@ -29,15 +29,9 @@ from connectors.postgres.migrations import migrate
 from engine.event import Event
 from engine.finding import Finding
 
-_INSERT_FINDING = (
-    "INSERT INTO findings (id, rule_id, rule_title, severity, title, description, tags, event_ids,"
-    " agent_id, group_key, details, event_time) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)"
-    " ON CONFLICT (id) DO NOTHING"
-)
-_INSERT_EVENT = (
-    "INSERT INTO events (id, agent_id, timestamp, type, data) VALUES (%s, %s, %s, %s, %s)"
-    " ON CONFLICT (id) DO NOTHING"
-)
+if TYPE_CHECKING:
+    from connectors.records import EventRecord, FindingRecord
+
 _FINDING_COLUMNS = ("id, rule_id, rule_title, severity, title, description, tags, event_ids, agent_id, group_key,"
                     " details, event_time")
 _EVENT_COLUMNS = "id, agent_id, timestamp, type, data"
@@ -51,6 +45,7 @@ _MOVE_FINDINGS = (f"INSERT INTO findings ({_FINDING_COLUMNS}) SELECT {_FINDING_C
                   " ON CONFLICT (id) DO NOTHING")
 _MOVE_EVENTS = (f"INSERT INTO events ({_EVENT_COLUMNS}) SELECT {_EVENT_COLUMNS} FROM opmas_events_in"
                 " ON CONFLICT (id) DO NOTHING")
+_EMPTY_STAGING = "TRUNCATE opmas_findings_in, opmas_events_in"
 _SAVE_CHECKPOINT = (
     "INSERT INTO engine_checkpoints (consumer, stream_seq, layout, state) VALUES (%s, %s, %s, %s)"
     " ON CONFLICT (consumer) DO UPDATE SET stream_seq = EXCLUDED.stream_seq, layout = EXCLUDED.layout,"
@@ -72,7 +67,7 @@ class Checkpoint:
 class Rejected:
     """A finding or event PostgreSQL refused for its content, and why."""
 
-    item: Finding | Event
+    item: FindingRecord | EventRecord
     reason: str
 
 
@@ -90,17 +85,9 @@ def _time(epoch: float | None) -> datetime | None:
     return datetime.fromtimestamp(epoch, tz=timezone.utc)
 
 
-def _text(value: str | None) -> str | None:
-    return value.replace("\x00", "") if value and "\x00" in value else value
-
-
 def _dumps(value: Any) -> bytes:
     text = orjson.dumps(value, option=orjson.OPT_NON_STR_KEYS)
     return _NUL.sub(rb"\1", text) if b"\\u0000" in text else text
-
-
-def _jsonb(value: Any) -> Jsonb:
-    return Jsonb(value, dumps=_dumps)
 
 
 # -- COPY text format: tab-separated columns, \\N for NULL, backslash escapes, one line per row --
@@ -149,23 +136,12 @@ def event_line(e: Event) -> bytes:
                        _copy_json(e.data))) + b"\n"
 
 
-def _finding_row(f: Finding) -> tuple:
-    return (f.id, _text(f.rule_id), _text(f.rule_title), _text(f.severity), _text(f.title), _text(f.description),
-            [_text(t) for t in f.tags], [_text(e) for e in f.event_ids], _text(f.agent_id), _text(f.group_key),
-            _jsonb(f.details), _time(f.timestamp))
-
-
-def _event_row(e: Event) -> tuple:
-    return (_text(e.id), _text(e.agent_id), _time(e.timestamp), _text(e.type), _jsonb(e.data))
-
-
 class PostgresSink:
     """One connection to PostgreSQL, reopened after a failure (callers retry)."""
 
     def __init__(self, url: str):
         self.url = url
         self._conn: psycopg.AsyncConnection | None = None
-        self._staged: psycopg.AsyncConnection | None = None  # the connection whose staging tables exist
 
     async def _connection(self) -> psycopg.AsyncConnection:
         if self._conn is None or self._conn.closed:
@@ -177,10 +153,11 @@ class PostgresSink:
         async with await psycopg.AsyncConnection.connect(self.url, connect_timeout=5) as conn:
             return await migrate(conn)
 
-    async def write(self, findings: Sequence[Finding], events: Sequence[Event],
+    async def write(self, findings: Sequence[FindingRecord], events: Sequence[EventRecord],
                     checkpoint: Checkpoint | None = None) -> list[Rejected]:
         """Findings, their events and (optionally) the checkpoint, committed together. Returns the
-        rows refused for their content: then the others are written but not the checkpoint."""
+        rows refused for their content: then the others are written but not the checkpoint.
+        Findings and events come as records (connectors/records.py: ``FindingRecord.of(finding)``)."""
         if not findings and not events and checkpoint is None:
             return []
         conn = await self._connection()
@@ -191,13 +168,12 @@ class PostgresSink:
                         if findings or events:
                             await self._stage(cur)
                         if findings:
-                            await self._copy(cur, _COPY_FINDINGS, b"".join(map(finding_line, findings)))
+                            await self._copy(cur, _COPY_FINDINGS, b"".join([f.line for f in findings]))
                             await cur.execute(_MOVE_FINDINGS)
                         if events:
-                            await self._copy(cur, _COPY_EVENTS, b"".join(map(event_line, events)))
+                            await self._copy(cur, _COPY_EVENTS, b"".join([e.line for e in events]))
                             await cur.execute(_MOVE_EVENTS)
                         await self._save(cur, checkpoint)
-                self._staged = conn
                 return []
             except CONTENT_ERRORS:
                 return await self._write_rows(conn, findings, events)
@@ -205,30 +181,33 @@ class PostgresSink:
             await self.close()
             raise
 
-    async def _stage(self, cur: psycopg.AsyncCursor) -> None:
-        """The staging tables, created once per connection (in the first transaction that commits)."""
-        if self._staged is not cur.connection:
-            for sql in _STAGING:
-                await cur.execute(sql)
+    @staticmethod
+    async def _stage(cur: psycopg.AsyncCursor) -> None:
+        """The staging tables, created if this connection has none yet (a reconnected one, a rolled-back
+        creation): checked in every writing transaction, which costs two catalog look-ups."""
+        for sql in _STAGING:
+            await cur.execute(sql)
 
     @staticmethod
     async def _copy(cur: psycopg.AsyncCursor, sql: str, data: bytes) -> None:
         async with cur.copy(sql) as copy:
             await copy.write(data)
 
-    @staticmethod
-    async def _write_rows(conn: psycopg.AsyncConnection, findings: Sequence[Finding],
-                          events: Sequence[Event]) -> list[Rejected]:
+    async def _write_rows(self, conn: psycopg.AsyncConnection, findings: Sequence[FindingRecord],
+                          events: Sequence[EventRecord]) -> list[Rejected]:
         """The slow way, after a content error: each row on its own savepoint."""
         rejected: list[Rejected] = []
-        rows = [(_INSERT_FINDING, _finding_row, f) for f in findings] + \
-            [(_INSERT_EVENT, _event_row, e) for e in events]
+        rows = [(_COPY_FINDINGS, _MOVE_FINDINGS, f) for f in findings] + \
+            [(_COPY_EVENTS, _MOVE_EVENTS, e) for e in events]
         async with conn.transaction():
             async with conn.cursor() as cur:
-                for sql, row, item in rows:
+                await self._stage(cur)
+                for copy, move, item in rows:
                     try:
                         async with conn.transaction():
-                            await cur.execute(sql, row(item))
+                            await self._copy(cur, copy, item.line)
+                            await cur.execute(move)
+                            await cur.execute(_EMPTY_STAGING)
                     except CONTENT_ERRORS as exc:
                         rejected.append(Rejected(item, f"{type(exc).__name__}: {exc}".strip()))
         return rejected

@@ -2,7 +2,8 @@
 
 An ``Evaluator`` owns the partitions ``p`` with ``p % workers == index`` and runs either
 in the engine process (``workers == 0``) or in a worker process (see workers.py); its
-inputs and outputs are plain picklable data.
+inputs and outputs are plain picklable data: findings and the events they cite leave
+encoded for the sinks (connectors/records.py), not as objects holding the events' data.
 
 Partitioning: with the default key ``agent`` a message's partition is the hash of the
 agent id in its subject (the publishing agent), so the engine routes whole messages
@@ -25,9 +26,9 @@ from connectors.clickhouse.archive import encode_row
 from connectors.nats.publishers import DeadLetter
 from connectors.nats.source import SourceMessage
 from connectors.nats.subjects import agent_of_subject
+from connectors.records import EventRecord, FindingRecord
 from engine.correlation import DEFAULT_MAX_FUTURE, Handoff
 from engine.event import Event
-from engine.finding import Finding
 from engine.partition import AGENT_KEY, key_of, partition_of
 from engine.processor import Processor
 from engine.ruleset import RuleSet, RuleSource, load_ruleset
@@ -42,8 +43,8 @@ class Evaluated:
     events: int = 0
     per_partition: dict[int, int] = field(default_factory=dict)
     archive: list[bytes] = field(default_factory=list)  # RowBinary blocks (archive.encode_row)
-    findings: list[Finding] = field(default_factory=list)
-    referenced: list[Event] = field(default_factory=list)  # events findings refer to or may refer to
+    findings: list[FindingRecord] = field(default_factory=list)  # encoded here, for every sink
+    referenced: list[EventRecord] = field(default_factory=list)  # events findings refer to or may refer to
     dead: list[DeadLetter] = field(default_factory=list)
     handoffs: list[tuple[int, Handoff]] = field(default_factory=list)  # (partition, its correlation hits)
 
@@ -128,7 +129,7 @@ class Evaluator:
             out.events += len(events)
             processor = self.processors[p]
             findings = process_streamed(processor, events)
-            out.findings.extend(findings)
+            out.findings.extend(map(FindingRecord.of, findings))
             if processor.correlator is not None:
                 out.handoffs.append((p, processor.handoff()))
             for event, text in items:
@@ -139,7 +140,7 @@ class Evaluator:
             if findings:
                 wanted = {event_id for f in findings for event_id in f.event_ids}
                 referenced.update((e.id, e) for e in events if e.id in wanted)
-            out.referenced.extend(referenced.values())
+            out.referenced.extend(map(EventRecord.of, referenced.values()))
         if rows:
             out.archive.append(b"".join(rows))
         return out

@@ -49,6 +49,7 @@ from connectors.kafka.security import KafkaSecurity
 from connectors.nats.publishers import DeadLetter, publish_dead_letters, publish_findings
 from connectors.nats.subjects import RELOAD_SUBJECT, ensure_streams
 from connectors.postgres.sink import PostgresSink
+from connectors.records import EventRecord, FindingRecord
 from engine.correlation import DEFAULT_MAX_FUTURE
 from engine.event import Event
 from engine.finding import Finding
@@ -374,9 +375,10 @@ class WorkerRuntime:
 
     @staticmethod
     def _evaluate(states: dict[int, PartitionState],
-                  grouped: dict[int, list[Event]]) -> tuple[list[Finding], list[Event]]:
+                  grouped: dict[int, list[Event]]) -> tuple[list[FindingRecord], list[EventRecord]]:
         """Findings of the batch, and the events PostgreSQL must hold for them: those the findings
-        cite, and those handed to correlation (a finding of a later batch may cite them)."""
+        cite, and those handed to correlation (a finding of a later batch may cite them); encoded for
+        the sinks."""
         findings: list[Finding] = []
         referenced: dict[str, Event] = {}
         for p, events in grouped.items():
@@ -387,7 +389,7 @@ class WorkerRuntime:
             if found:
                 wanted = {event_id for f in found for event_id in f.event_ids}
                 referenced.update((e.id, e) for e in events if e.id in wanted)
-        return findings, list(referenced.values())
+        return list(map(FindingRecord.of, findings)), list(map(EventRecord.of, referenced.values()))
 
     def _snapshots(self, states: dict[int, PartitionState], sources: dict[int, tuple[int, int]],
                    offsets: dict[int, int]) -> dict[int, bytes]:

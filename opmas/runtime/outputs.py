@@ -9,15 +9,13 @@ from collections.abc import Sequence
 
 import nats.errors
 import nats.js.errors
-import orjson
 import psycopg
 from nats.js import JetStreamContext
 
 from connectors.nats.publishers import DeadLetter, publish_dead_letters
 from connectors.nats.subjects import events_subject, findings_subject
 from connectors.postgres.sink import Checkpoint, PostgresSink, Rejected
-from engine.event import Event
-from engine.finding import Finding
+from connectors.records import EventRecord, FindingRecord
 from opmas import metrics
 from opmas.runtime.retry import retry
 
@@ -25,8 +23,8 @@ PG_ERRORS = (psycopg.OperationalError, psycopg.InterfaceError)
 NATS_ERRORS = (nats.errors.Error, nats.js.errors.Error, asyncio.TimeoutError)
 
 
-async def write_postgres(pg: PostgresSink, js: JetStreamContext, findings: Sequence[Finding],
-                         events: Sequence[Event], checkpoint: Checkpoint | None, max_delay: float,
+async def write_postgres(pg: PostgresSink, js: JetStreamContext, findings: Sequence[FindingRecord],
+                         events: Sequence[EventRecord], checkpoint: Checkpoint | None, max_delay: float,
                          abort: asyncio.Event) -> list[DeadLetter]:
     """Write findings, their events and the checkpoint (retried while a server is away). Rows
     PostgreSQL refuses for their content are published as dead letters, then the checkpoint is
@@ -44,15 +42,15 @@ async def write_postgres(pg: PostgresSink, js: JetStreamContext, findings: Seque
 def rejected_letter(rejected: Rejected) -> DeadLetter:
     """A dead letter for a finding or event PostgreSQL refused, with the item as JSON."""
     item = rejected.item
-    if isinstance(item, Finding):
+    if isinstance(item, FindingRecord):
         kind, subject = "finding", findings_subject(item.severity)
     else:
         kind, subject = "event", events_subject(item.agent_id or "")
     return DeadLetter(reason=f"postgres: {kind} {item.id} refused: {rejected.reason}", subject=subject,
-                      payload=orjson.dumps(item, option=orjson.OPT_NON_STR_KEYS))
+                      payload=item.json)
 
 
-def report_findings(log: logging.Logger, findings: Sequence[Finding]) -> None:
+def report_findings(log: logging.Logger, findings: Sequence[FindingRecord]) -> None:
     """Count and log findings that every sink holds (the counters once per severity and rule)."""
     for (severity, rule_id), n in Counter((f.severity, f.rule_id) for f in findings).items():
         metrics.FINDINGS.labels(severity, rule_id).inc(n)

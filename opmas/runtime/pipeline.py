@@ -37,6 +37,7 @@ from connectors.nats.publishers import publish_dead_letters, publish_findings
 from connectors.nats.source import JetStreamSource, SourceMessage
 from connectors.nats.subjects import EVENTS_STREAM, RELOAD_SUBJECT, ensure_streams
 from connectors.postgres.sink import Checkpoint, PostgresSink
+from connectors.records import FindingRecord
 from engine.correlation import CorrelationStage
 from engine.ruleset import RuleSet
 from opmas import metrics
@@ -199,14 +200,14 @@ class Pipeline:
         now = time.time()
         for partition, handoff in result.handoffs:
             self.stage.take(partition, handoff, now)
-        result.findings.extend(self.stage.advance(now))
+        result.findings.extend(map(FindingRecord.of, self.stage.advance(now)))
 
     async def _idle(self, queue: asyncio.Queue) -> None:
         """No new messages: a partition that went quiet may stop holding correlation windows open."""
         if self.stage is None:
             return
         async with self._lock:
-            findings = self.stage.advance(time.time())
+            findings = list(map(FindingRecord.of, self.stage.advance(time.time())))
         if findings:  # the events they cite were stored when they arrived; a replay makes them again
             await queue.put(Batch(None, [], Evaluated(findings=findings), None))
 

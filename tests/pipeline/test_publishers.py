@@ -6,13 +6,14 @@ import pytest
 
 from connectors.nats.publishers import PublishRefused, publish_batch, publish_findings
 from connectors.nats.subjects import FINDINGS_STREAM, ensure_streams
+from connectors.records import FindingRecord
 from engine.finding import Finding, finding_id
 
 
-def findings(n: int) -> list[Finding]:
-    return [Finding(id=finding_id("r1", [f"e{i}"]), rule_id="r1", rule_title="Rule", severity=("high", "low")[i % 2],
-                    tags=[], event_ids=[f"e{i}"], timestamp=1764043200.0 + i, title=f"t{i}", details={"n": i})
-            for i in range(n)]
+def findings(n: int) -> list[FindingRecord]:
+    return [FindingRecord.of(Finding(id=finding_id("r1", [f"e{i}"]), rule_id="r1", rule_title="Rule", severity=("high", "low")[i % 2],
+                    tags=[], event_ids=[f"e{i}"], timestamp=1764043200.0 + i, title=f"t{i}",
+                                    details={"n": i})) for i in range(n)]
 
 
 async def test_a_batch_is_stored_once_even_when_published_again(nats_server):

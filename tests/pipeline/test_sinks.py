@@ -7,6 +7,7 @@ import pytest
 
 from connectors.clickhouse.archive import Archive, connect, encode_row
 from connectors.postgres.sink import Checkpoint, PostgresSink
+from connectors.records import EventRecord, FindingRecord
 from engine.event import Event
 from engine.finding import Finding, finding_id
 
@@ -47,6 +48,10 @@ def test_archive_deduplicates_re_sent_rows_on_a_server():
         archive.close()
 
 
+def records(findings: list[Finding], events: list[Event]) -> tuple[list[FindingRecord], list[EventRecord]]:
+    return [FindingRecord.of(f) for f in findings], [EventRecord.of(e) for e in events]
+
+
 def finding(n: int) -> Finding:
     return Finding(id=finding_id("r1", [f"e{n}"]), rule_id="r1", rule_title="Rule", severity="high",
                    tags=["attack.t1110"], event_ids=[f"e{n}"], timestamp=1764043200.0 + n, title=f"t{n}",
@@ -58,8 +63,8 @@ async def test_postgres_sink_is_idempotent_and_keeps_the_checkpoint(postgres):
     await sink.migrate()
     events = [Event(f"e{n}", {"n": n}, 1764043200.0 + n, "a1", "linux.auth") for n in range(3)]
     findings = [finding(n) for n in range(3)]
-    await sink.write(findings, events, Checkpoint("c1", 10, {"partitions": 2}, {"0": {"x": 1}}))
-    await sink.write(findings, events, Checkpoint("c1", 12, {"partitions": 2}, {"0": {"x": 2}}))
+    await sink.write(*records(findings, events), Checkpoint("c1", 10, {"partitions": 2}, {"0": {"x": 1}}))
+    await sink.write(*records(findings, events), Checkpoint("c1", 12, {"partitions": 2}, {"0": {"x": 2}}))
     conn = await sink._connection()
     cur = await conn.execute("SELECT count(*), min(severity), max(details->>'n') FROM findings")
     assert await cur.fetchone() == (3, "high", "2")
@@ -79,7 +84,7 @@ async def test_postgres_sink_takes_nul_and_absurd_times_and_refuses_only_the_bad
     absurd = finding(1)
     absurd.title, absurd.event_ids, absurd.timestamp = "t\x00itle", [nul.id], float("inf")
     absurd.details = {"event": nul.data}
-    assert await sink.write([absurd], [nul], Checkpoint("c1", 5, {}, {})) == []
+    assert await sink.write(*records([absurd], [nul]), Checkpoint("c1", 5, {}, {})) == []
     conn = await sink._connection()
     cur = await conn.execute("SELECT id, timestamp, data FROM events")
     assert await cur.fetchall() == [("enul", None, {"message": "ab", "k": ["", "\\u0000 stays"]})]
@@ -89,7 +94,7 @@ async def test_postgres_sink_takes_nul_and_absurd_times_and_refuses_only_the_bad
 
     not_a_uuid = finding(2)
     not_a_uuid.id = "not-a-uuid"
-    rejected = await sink.write([finding(3), not_a_uuid], [Event("e4", {"n": 4})], Checkpoint("c1", 9, {}, {}))
+    rejected = await sink.write(*records([finding(3), not_a_uuid], [Event("e4", {"n": 4})]), Checkpoint("c1", 9, {}, {}))
     assert [(r.item.id, r.reason.split(":")[0]) for r in rejected] == [("not-a-uuid", "InvalidTextRepresentation")]
     cur = await conn.execute("SELECT count(*) FROM findings")
     assert (await cur.fetchone())[0] == 2  # the good rows of the batch are written
@@ -123,7 +128,8 @@ async def test_rows_postgres_refuses_become_dead_letters_then_the_checkpoint_is_
     await nc.subscribe("opmas.deadletter", cb=collect)
     bad = finding(2)
     bad.id = "not-a-uuid"
-    dead = await write_postgres(sink, js, [finding(1), bad], [], Checkpoint("c1", 7, {}, {}), 0.5, asyncio.Event())
+    dead = await write_postgres(sink, js, *records([finding(1), bad], []), Checkpoint("c1", 7, {}, {}), 0.5,
+                                asyncio.Event())
     assert [d.reason.split(": ")[:2] for d in dead] == [["postgres", "finding not-a-uuid refused"]]
     await nc.flush()
     assert [(letter["subject"], orjson.loads(letter["payload"])["id"]) for letter in letters] == \
@@ -157,7 +163,7 @@ async def test_postgres_copy_takes_odd_values_unchanged(postgres):
         findings.append(f)
     findings[0].agent_id = None
     events[0].data["huge"] = findings[0].details["huge"] = huge
-    assert await sink.write(findings, events, Checkpoint("c1", 3, {}, {})) == []
+    assert await sink.write(*records(findings, events), Checkpoint("c1", 3, {}, {})) == []
     clean = {o: o for o in odd} | {"nulkey": "ab", "literal": "\\u0000 stays", "nested": data["nested"]}
     conn = await sink._connection()
     cur = await conn.execute("SELECT id, agent_id, type, data FROM events ORDER BY timestamp")
@@ -170,7 +176,7 @@ async def test_postgres_copy_takes_odd_values_unchanged(postgres):
                      {"event": clean} | ({"huge": huge} if i == 0 else {})) for i, o in enumerate(odd)]
     await conn.commit()
     # written again (a replay): nothing changes, and the staging tables are empty after each commit
-    assert await sink.write(findings, events, Checkpoint("c1", 4, {}, {})) == []
+    assert await sink.write(*records(findings, events), Checkpoint("c1", 4, {}, {})) == []
     cur = await conn.execute("SELECT (SELECT count(*) FROM findings), (SELECT count(*) FROM events),"
                              " (SELECT count(*) FROM opmas_findings_in), (SELECT count(*) FROM opmas_events_in)")
     assert await cur.fetchone() == (len(odd), len(odd), 0, 0)
