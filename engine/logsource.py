@@ -40,9 +40,9 @@ from pathlib import Path
 from typing import Any
 
 import jsonschema
-import yaml
 
 from engine.event import parse_time
+from engine.sigma.yamldoc import YamlError, load_yaml
 from opmas.paths import SCHEMAS_DIR
 
 BUILTIN_DIR = Path(__file__).parent / "mappings"
@@ -414,11 +414,15 @@ def mapping_from_dict(data: Any, file: str) -> Mapping:
 
 
 def load_mapping(path: str | Path) -> Mapping:
-    """Load a mapping file; MappingError with the file name if it is unreadable or invalid."""
+    """Load a mapping file; MappingError with the file name (and line) if it is unreadable or invalid.
+    YAML aliases are refused (engine/sigma/yamldoc.py: a few hundred bytes of them expand to gigabytes)."""
     try:
-        data = yaml.safe_load(Path(path).read_text())
-    except (OSError, yaml.YAMLError) as exc:
+        data = load_yaml(Path(path).read_text())
+    except OSError as exc:
         raise MappingError(str(path), f"cannot read mapping: {exc}") from None
+    except YamlError as exc:
+        where = f"line {exc.line}: " if exc.line else ""
+        raise MappingError(str(path), f"cannot read mapping: {where}{exc}") from None
     return mapping_from_dict(data, str(path))
 
 

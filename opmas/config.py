@@ -11,9 +11,8 @@ from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any, Mapping
 
-import yaml
-
 from engine.correlation import DEFAULT_IDLE_TIMEOUT, DEFAULT_LATENESS, DEFAULT_MAX_FUTURE
+from engine.sigma.yamldoc import YamlError, load_yaml
 from opmas.paths import DEFAULT_DATA_DIR, RULES_DIR
 
 # Environment variable -> Config field.
@@ -129,10 +128,12 @@ def load_config(path: Path | None = None, env: Mapping[str, str] | None = None) 
     config = Config()
     path = path or (Path(env["OPMAS_CONFIG"]) if env.get("OPMAS_CONFIG") else None)
     if path is not None:
-        try:
-            loaded = yaml.safe_load(Path(path).read_text()) or {}
-        except (OSError, yaml.YAMLError) as exc:
+        try:  # YAML aliases refused (engine/sigma/yamldoc.py: they can expand to gigabytes)
+            loaded = load_yaml(Path(path).read_text()) or {}
+        except OSError as exc:
             raise ConfigError(f"{path}: {exc}") from exc
+        except YamlError as exc:
+            raise ConfigError(f"{path}:{exc.line}: {exc}" if exc.line else f"{path}: {exc}") from None
         if not isinstance(loaded, dict):
             raise ConfigError(f"{path}: expected a mapping of settings")
         config = _build(config, loaded, str(path))

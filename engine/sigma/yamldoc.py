@@ -1,4 +1,9 @@
-"""YAML documents with the line of every key and list item, and Sigma multi-document actions."""
+"""YAML documents with the line of every key and list item, and Sigma multi-document actions.
+
+YAML aliases (``*name``, merge keys ``<<: *name`` included) are refused with the line they are on,
+in rule files as in mapping and configuration files (:func:`load_yaml`): a few hundred bytes of
+nested aliases (a "billion laughs") expand to billions of nodes for anything that walks the data.
+"""
 from __future__ import annotations
 
 import copy
@@ -49,6 +54,36 @@ class YamlError(Exception):
         super().__init__(message)
 
 
+def refuse_aliases(text: str) -> None:
+    """Raise YamlError at the first YAML alias of ``text`` (bad YAML is left to the loader)."""
+    if "&" not in text:  # an alias needs an anchor, and an anchor needs "&"
+        return
+    loader = _Loader(text)
+    try:
+        while loader.check_event():
+            event = loader.get_event()
+            if isinstance(event, yaml.AliasEvent):
+                raise YamlError(event.start_mark.line + 1,
+                                f"YAML alias *{event.anchor} is not allowed (aliases can expand without bound)")
+    except yaml.YAMLError:
+        return  # the loader reports it
+    finally:
+        loader.dispose()
+
+
+def load_yaml(text: str) -> Any:
+    """The one YAML document of ``text``, as yaml.safe_load reads it, aliases refused; raises
+    YamlError (with the line where known) on bad YAML."""
+    refuse_aliases(text)
+    try:
+        return yaml.load(text, Loader=_Loader)  # noqa: S506 - _Loader is a safe loader
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark or exc.context_mark
+        raise YamlError(mark.line + 1 if mark else None, f"bad YAML: {exc.problem or exc}") from None
+    except yaml.YAMLError as exc:
+        raise YamlError(None, f"bad YAML: {exc}") from None
+
+
 def _walk(node: yaml.Node, path: Path, doc: Doc) -> None:
     if isinstance(node, yaml.MappingNode):
         seen: set[Any] = set()
@@ -68,7 +103,8 @@ def _walk(node: yaml.Node, path: Path, doc: Doc) -> None:
 
 
 def iter_documents(text: str) -> Iterator[Doc]:
-    """Each YAML document of ``text`` with line information; raises YamlError on bad YAML."""
+    """Each YAML document of ``text`` with line information; raises YamlError on bad YAML or an alias."""
+    refuse_aliases(text)
     loader = _Loader(text)
     try:
         while loader.check_node():
