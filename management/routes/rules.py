@@ -11,8 +11,8 @@ from nats.errors import NoRespondersError, TimeoutError as NatsTimeout
 from pydantic import BaseModel, Field
 
 from connectors.nats.subjects import RELOAD_SUBJECT
-from engine.rule_tests import run_case
-from engine.ruleset import RuleSource, load_ruleset
+from engine.rule_tests import CheckFailed, CheckTimeout, check_rule, run_isolated
+from engine.ruleset import RuleSource
 from management.auth import Principal
 from management.db import execute, fetch_all, fetch_one, fetch_page
 from management.deps import Paging, get_state, paging, require
@@ -35,37 +35,27 @@ def _invalid(message: str, errors: list[dict[str, Any]] | None = None) -> HTTPEx
 
 async def validate_rule(state: ApiState, source: str, name: str) -> dict[str, Any]:
     """Load ``source`` with the engine (beside the other rules, so correlations resolve) and run
-    its ``tests:`` cases; returns the rule's metadata or raises 422 listing each error or failed
-    case with file, line and rule id."""
+    its ``tests:`` cases, in a child process with a deadline (engine/rule_tests.py: the work stays
+    off the event loop, and a check that overruns is stopped); returns the rule's metadata or
+    raises 422 listing each error or failed case with file, line and rule id."""
     others = await fetch_all(state, "SELECT DISTINCT ON (COALESCE(path, id)) id, source, path FROM rules"
                                     " WHERE enabled ORDER BY COALESCE(path, id)")
     sources = [RuleSource(r["path"] or stored_name(r["id"]), r["source"])
                for r in others if stored_name(r["id"]) != name]
     sources.append(RuleSource(name, source))  # last: a clash of ids is reported on it
-    return await asyncio.to_thread(_check, sources, name)
-
-
-def _check(sources: list[RuleSource], name: str) -> dict[str, Any]:
-    ruleset, errors = load_ruleset(sources)
-    own = [e for e in errors if e.file == name and e.severity == "error"]
-    if own:
-        raise _invalid(f"{len(own)} error(s) in the rule",
-                       [{"file": e.file, "line": e.line, "rule_id": e.rule_id, "message": e.message}
-                        for e in own])
-    rules = [r for r in ruleset.rules if r.source == name]
-    if len(rules) != 1:
-        raise _invalid(f"a rule source must hold exactly one rule, found {len(rules)}")
-    rule = rules[0]
-    failed = []
-    for expectation in ("match", "no_match"):
-        for index, case in enumerate(rule.tests.get(expectation) or [], start=1):
-            if run_case(ruleset, rule.id, case) != (expectation == "match"):
-                outcome = "a finding, got none" if expectation == "match" else "no finding, got one"
-                failed.append({"file": name, "line": rule.line, "rule_id": rule.id,
-                               "message": f"tests.{expectation} case #{index}: expected {outcome}"})
-    if failed:
-        raise _invalid(f"{len(failed)} test case(s) of the rule failed", failed)
-    return {"id": rule.id, "title": rule.title, "level": rule.level, "kind": rule.kind}
+    try:
+        result = await asyncio.to_thread(run_isolated, check_rule, sources, name)
+    except CheckTimeout as exc:
+        where = exc.where
+        raise _invalid("checking the rule took too long", [
+            {"file": where.get("file") or name, "line": where.get("line"), "rule_id": where.get("rule_id"),
+             "message": str(exc)}]) from None
+    except CheckFailed as exc:
+        raise _invalid("checking the rule failed", [{"file": name, "line": None, "rule_id": None,
+                                                     "message": str(exc)}]) from None
+    if not result["ok"]:
+        raise _invalid(result["message"], result["errors"])
+    return result["rule"]
 
 
 async def request_reload(state: ApiState, reason: str) -> dict[str, Any]:
