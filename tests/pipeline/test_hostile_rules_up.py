@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
+import subprocess
 import time
 from pathlib import Path
 
@@ -131,6 +132,10 @@ def test_hostile_rules_do_not_freeze_or_blow_up_a_running_engine(tmp_path: Path)
         up.send_signal(signal.SIGINT)
         assert up.wait(60) == 0
     finally:
-        if up.poll() is None:
-            up.kill()
-            up.wait()
+        if up.poll() is None:  # a failed test: stop it as Ctrl-C does (a kill leaves the embedded servers)
+            up.send_signal(signal.SIGINT)
+            try:
+                up.wait(60)
+            except subprocess.TimeoutExpired:
+                up.kill()
+                up.wait()
