@@ -1,9 +1,11 @@
 """Findings and events encoded once, where they are made, for every sink.
 
-The evaluator processes turn each finding into a ``FindingRecord`` (its NATS message, its
-PostgreSQL COPY line, and the few fields logs and metrics need) and each event a finding cites
-into an ``EventRecord``; the engine process then only joins bytes, instead of unpickling whole
-findings with their events' data and encoding them again, one by one, for NATS and PostgreSQL.
+The evaluator processes turn each finding into a ``FindingRecord`` (its details as JSON once, the
+rest of its NATS message and of its PostgreSQL COPY row, and the few fields logs and metrics
+need) and each event a finding cites into an ``EventRecord`` (its COPY row); the engine process
+then only joins bytes, instead of unpickling whole findings with their events' data and encoding
+them again, one by one, for NATS and PostgreSQL. The details (the matched event among them) cross
+the pipe once.
 """
 from __future__ import annotations
 
@@ -11,8 +13,8 @@ from dataclasses import dataclass
 
 import orjson
 
-from connectors.postgres.sink import event_line, finding_line
-from engine.event import Event, format_time
+from connectors.postgres.sink import copy_fields, copy_json, event_line, finding_head
+from engine.event import Event
 from engine.finding import Finding
 
 
@@ -24,13 +26,26 @@ class FindingRecord:
     rule_id: str
     severity: str
     event_ids: list[str]
-    json: bytes  # the finding as one JSON object: the NATS message (Finding.to_json)
-    line: bytes  # its row of the findings table in COPY text format
+    head: bytes  # the finding as a JSON object without its details (Finding.to_json but details)
+    row: bytes  # its row of the findings table in COPY text format up to details, the last column
+    details: bytes  # its details as JSON
 
     @classmethod
     def of(cls, finding: Finding) -> FindingRecord:
-        return cls(finding.id, finding.rule_id, finding.severity, finding.event_ids, finding.to_json(),
-                   finding_line(finding))
+        out = finding.to_dict()
+        details = orjson.dumps(out.pop("details"), option=orjson.OPT_NON_STR_KEYS)
+        return cls(finding.id, finding.rule_id, finding.severity, finding.event_ids, orjson.dumps(out),
+                   finding_head(finding), details)
+
+    @property
+    def json(self) -> bytes:
+        """The finding as one JSON object: the NATS message."""
+        return b"".join((self.head[:-1], b',"details":', self.details, b"}"))
+
+    @property
+    def line(self) -> bytes:
+        """Its row of the findings table in COPY text format."""
+        return b"".join((self.row, copy_json(self.details), b"\n"))
 
 
 @dataclass(slots=True)
@@ -40,10 +55,15 @@ class EventRecord:
     id: str
     agent_id: str | None
     line: bytes  # its row of the events table in COPY text format
-    json: bytes  # the event as one JSON object (a dead letter's payload, should PostgreSQL refuse it)
 
     @classmethod
     def of(cls, event: Event) -> EventRecord:
-        return cls(event.id, event.agent_id, event_line(event), orjson.dumps({
-            "id": event.id, "agent_id": event.agent_id, "timestamp": format_time(event.timestamp),
-            "type": event.type, "data": event.data}, option=orjson.OPT_NON_STR_KEYS))
+        return cls(event.id, event.agent_id, event_line(event))
+
+    @property
+    def json(self) -> bytes:
+        """The event as one JSON object, read back from its row (a dead letter's payload, should PostgreSQL
+        refuse it)."""
+        id_, agent_id, timestamp, type_, data = copy_fields(self.line)
+        return orjson.dumps({"id": id_, "agent_id": agent_id, "timestamp": timestamp, "type": type_,
+                             "data": orjson.Fragment(data)})

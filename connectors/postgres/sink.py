@@ -33,7 +33,7 @@ if TYPE_CHECKING:
     from connectors.records import EventRecord, FindingRecord
 
 _FINDING_COLUMNS = ("id, rule_id, rule_title, severity, title, description, tags, event_ids, agent_id, group_key,"
-                    " details, event_time")
+                    " event_time, details")
 _EVENT_COLUMNS = "id, agent_id, timestamp, type, data"
 _STAGING = (  # temporary tables live as long as the connection; ON COMMIT DELETE ROWS empties them
     "CREATE TEMP TABLE IF NOT EXISTS opmas_findings_in (LIKE findings INCLUDING DEFAULTS) ON COMMIT DELETE ROWS",
@@ -86,7 +86,11 @@ def _time(epoch: float | None) -> datetime | None:
 
 
 def _dumps(value: Any) -> bytes:
-    text = orjson.dumps(value, option=orjson.OPT_NON_STR_KEYS)
+    return without_nul(orjson.dumps(value, option=orjson.OPT_NON_STR_KEYS))
+
+
+def without_nul(text: bytes) -> bytes:
+    """JSON text without its escaped NUL characters (JSONB cannot hold them)."""
     return _NUL.sub(rb"\1", text) if b"\\u0000" in text else text
 
 
@@ -112,9 +116,10 @@ def _copy_array(values: Sequence[str]) -> bytes:
     return _copy_text(literal)
 
 
-def _copy_json(value: Any) -> bytes:
-    """A JSONB column: orjson's text (no raw control characters), escaped NULs dropped, backslashes doubled."""
-    return _dumps(value).replace(b"\\", b"\\\\")
+def copy_json(text: bytes) -> bytes:
+    """A JSONB column from orjson's text (no raw control characters): escaped NULs dropped, backslashes
+    doubled."""
+    return without_nul(text).replace(b"\\", b"\\\\")
 
 
 def _copy_time(epoch: float | None) -> bytes:
@@ -122,18 +127,29 @@ def _copy_time(epoch: float | None) -> bytes:
     return _NULL if moment is None else moment.isoformat().encode()
 
 
-def finding_line(f: Finding) -> bytes:
-    """One findings row in COPY text format (columns as ``_FINDING_COLUMNS``)."""
+def finding_head(f: Finding) -> bytes:
+    """A findings row in COPY text format up to its last column, ``details`` (columns as ``_FINDING_COLUMNS``):
+    ``finding_head(f) + copy_json(details JSON) + b"\\n"`` is the row."""
     return b"\t".join((_copy_text(f.id), _copy_text(f.rule_id), _copy_text(f.rule_title), _copy_text(f.severity),
                        _copy_text(f.title), _copy_text(f.description), _copy_array(f.tags),
                        _copy_array(f.event_ids), _copy_text(f.agent_id), _copy_text(f.group_key),
-                       _copy_json(f.details), _copy_time(f.timestamp))) + b"\n"
+                       _copy_time(f.timestamp), b""))
 
 
 def event_line(e: Event) -> bytes:
     """One events row in COPY text format (columns as ``_EVENT_COLUMNS``)."""
     return b"\t".join((_copy_text(e.id), _copy_text(e.agent_id), _copy_time(e.timestamp), _copy_text(e.type),
-                       _copy_json(e.data))) + b"\n"
+                       copy_json(orjson.dumps(e.data, option=orjson.OPT_NON_STR_KEYS)))) + b"\n"
+
+
+_UNESCAPES = {b"\\\\": b"\\", b"\\n": b"\n", b"\\r": b"\r", b"\\t": b"\t"}
+_ESCAPED = re.compile(rb"\\[\\nrt]")
+
+
+def copy_fields(line: bytes) -> list[str | None]:
+    """The columns of a row in COPY text format, unescaped (None for NULL)."""
+    return [None if field == _NULL else _ESCAPED.sub(lambda m: _UNESCAPES[m.group()], field).decode()
+            for field in line.rstrip(b"\n").split(b"\t")]
 
 
 class PostgresSink:

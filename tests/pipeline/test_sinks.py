@@ -182,3 +182,17 @@ async def test_postgres_copy_takes_odd_values_unchanged(postgres):
     assert await cur.fetchone() == (len(odd), len(odd), 0, 0)
     await conn.commit()
     await sink.close()
+
+
+def test_records_give_back_the_finding_and_the_event_as_json():
+    """A FindingRecord's NATS message is the finding's JSON; an EventRecord's dead-letter payload is read back
+    from its COPY row, escapes undone."""
+    import orjson
+
+    f = finding(1)
+    f.title, f.details = "tab\there", {"event": {"path": "C:\\x\ty\n", "none": None}}
+    assert orjson.loads(FindingRecord.of(f).json) == orjson.loads(f.to_json())
+    event = Event("e\t1", {"a": "x\\y\n\r", "b": [1, None], "\\N": "\\N"}, 1764043200.5, None, "t\\y")
+    assert orjson.loads(EventRecord.of(event).json) == {
+        "id": "e\t1", "agent_id": None, "timestamp": "2025-11-25T04:00:00.500000+00:00", "type": "t\\y",
+        "data": {"a": "x\\y\n\r", "b": [1, None], "\\N": "\\N"}}
