@@ -3,29 +3,33 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import sys
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 import nats
 import psycopg
-from fastapi import FastAPI, Request
-from fastapi.responses import JSONResponse
+from fastapi import Depends, FastAPI, Request
+from fastapi.exceptions import RequestValidationError
 from psycopg.rows import dict_row
 from psycopg_pool import AsyncConnectionPool
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from connectors.clickhouse.archive import Archive, connect
 from connectors.postgres.migrations import migrate
 from management.auth import TokenIssuer, load_jwt_secret
-from management.bootstrap import admin_banner, bootstrap_admin
+from management.bootstrap import bootstrap_admin, deliver_admin_secret
+from management.errors import (COMMON, database_refused_value, database_unavailable, http_error,
+                               request_validation_error, responses)
 from management.event_archive import EventArchive
+from management.limits import BodyLimit, TokenGuard
 from management.liveness import LivenessMonitor
 from management.metrics import API_LATENCY, API_REQUESTS
 from management.rule_store import file_rule_rows, sync_file_rules
 from management.routes import agents, auth, events, findings, metrics, rules, ws
 from management.settings import ApiSettings
 from management.state import ApiState
+from management.validation import document_nul_refusal, refuse_nul
 
 API_PREFIX = "/api/v1"
 log = logging.getLogger("opmas.api")
@@ -49,7 +53,9 @@ async def open_state(settings: ApiSettings, archive: Archive | None = None) -> A
         events = EventArchive(Archive(await asyncio.to_thread(connect, settings.clickhouse_url)), owned=True)
     else:
         events = None
-    return ApiState(settings=settings, pool=pool, nc=nc, js=nc.jetstream(), issuer=issuer, archive=events)
+    guard = TokenGuard(settings.auth_failures_per_principal, settings.auth_failures_per_address)
+    return ApiState(settings=settings, pool=pool, nc=nc, js=nc.jetstream(), issuer=issuer, archive=events,
+                    token_guard=guard)
 
 
 async def close_state(state: ApiState) -> None:
@@ -69,8 +75,12 @@ def create_app(settings: ApiSettings, archive: Archive | None = None) -> FastAPI
         app.state.opmas = state
         secret = await bootstrap_admin(state)
         if secret:
-            print(admin_banner(secret, f"http://{settings.host}:{settings.port}"), file=sys.stderr, flush=True)
-            log.warning("admin principal created; its secret was printed once")
+            path = deliver_admin_secret(secret, f"http://{settings.host}:{settings.port}", settings.data_dir)
+            if path is None:
+                log.warning("admin principal created; its secret was printed on the terminal, once")
+            else:
+                log.warning("admin principal created; no terminal, so its secret is in a file readable by "
+                            "this user only: read it, then delete the file", extra={"path": str(path)})
         monitor = LivenessMonitor(state)
         app.state.liveness = monitor
         await monitor.start()
@@ -83,16 +93,27 @@ def create_app(settings: ApiSettings, archive: Archive | None = None) -> FastAPI
     app = FastAPI(title="OPMAS management API", version="1", lifespan=lifespan,
                   openapi_url=f"{API_PREFIX}/openapi.json", docs_url=f"{API_PREFIX}/docs", redoc_url=None,
                   description="Agents, events, findings and rules of OPMAS. Every route but "
-                              "POST /api/v1/auth/token needs `Authorization: Bearer <JWT>`.")
-    for module in (auth, agents, events, findings, rules, ws):
-        app.include_router(module.router, prefix=API_PREFIX)
-    app.include_router(metrics.router)
+                              "POST /api/v1/auth/token needs `Authorization: Bearer <JWT>`. Request bodies "
+                              f"are limited to {settings.max_body_bytes} bytes (413 past that). Failed token "
+                              "exchanges are limited per principal and per client address (429).",
+                  exception_handlers={StarletteHTTPException: http_error,
+                                      RequestValidationError: request_validation_error,
+                                      psycopg.DataError: database_refused_value,
+                                      psycopg.OperationalError: database_unavailable})
+    checked = dict(dependencies=[Depends(refuse_nul)], responses=responses(*COMMON))
+    for module in (auth, agents, events, findings, rules):
+        app.include_router(module.router, prefix=API_PREFIX, **checked)
+    app.include_router(ws.router, prefix=API_PREFIX)
+    app.include_router(metrics.router, **checked)
+    app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
+    generate_openapi = app.openapi
 
-    @app.exception_handler(psycopg.OperationalError)
-    async def database_unavailable(request: Request, exc: psycopg.OperationalError) -> JSONResponse:
-        log.error("database unavailable", extra={"path": request.url.path, "error": str(exc)})
-        return JSONResponse({"detail": "database unavailable, retry later"}, status_code=503,
-                            headers={"Retry-After": "5"})
+    def openapi() -> dict:
+        if app.openapi_schema is None:
+            document_nul_refusal(generate_openapi())  # generates app.openapi_schema, then adds to it
+        return app.openapi_schema
+
+    app.openapi = openapi
 
     @app.middleware("http")
     async def observe(request: Request, call_next):

@@ -1,9 +1,16 @@
 """The first administrator: principal ``admin`` with every permission.
 
 Its secret is ``OPMAS_ADMIN_TOKEN`` when set (kept in step on every start), else generated
-on the first start and returned once so the caller prints it; it is never stored in clear.
+on the first start and handed over once (``deliver_admin_secret``): printed on the terminal, or,
+when there is none (stderr is a file, a pipe, a journal), written to a 0600 file in the data dir
+whose path is logged. It never goes to a log, and PostgreSQL holds only its hash.
 """
 from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+from typing import TextIO
 
 from management.auth import PERMISSIONS, hash_secret, new_secret, verify_secret
 from management.db import execute, fetch_one
@@ -42,3 +49,34 @@ def admin_banner(secret: str, base_url: str) -> str:
         f" -d '{{\"principal_id\": \"{ADMIN_ID}\", \"secret\": \"{secret}\"}}'\n"
         "(set OPMAS_ADMIN_TOKEN to choose the admin secret yourself)"
     )
+
+
+ADMIN_SECRET_FILE = "admin_secret"  # under <data dir>/management/, when there is no terminal
+
+
+def admin_secret_path(data_dir: Path) -> Path:
+    return Path(data_dir) / "management" / ADMIN_SECRET_FILE
+
+
+def deliver_admin_secret(secret: str, base_url: str, data_dir: Path, terminal: TextIO | None = None) -> Path | None:
+    """Hand the generated admin secret over once, never through a log: print the banner on
+    ``terminal`` (default stderr) if it is a terminal and return None; else write it to
+    ``<data dir>/management/admin_secret`` (mode 0600, its folder 0700) and return that path,
+    for the caller to log."""
+    terminal = sys.stderr if terminal is None else terminal
+    banner = admin_banner(secret, base_url)
+    try:
+        interactive = terminal.isatty()
+    except (AttributeError, ValueError):  # no isatty, or closed
+        interactive = False
+    if interactive:
+        print(banner, file=terminal, flush=True)
+        return None
+    path = admin_secret_path(data_dir)
+    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    os.chmod(path.parent, 0o700)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o600)
+    with os.fdopen(fd, "w") as out:
+        os.fchmod(out.fileno(), 0o600)  # an older file may have had another mode
+        out.write(banner + "\n(delete this file once the secret is kept elsewhere)\n")
+    return path

@@ -9,6 +9,7 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from management.auth import AuthError, Principal
 from management.state import ApiState
+from management.validation import MAX_OFFSET
 
 _bearer = HTTPBearer(auto_error=False, description="JWT from POST /api/v1/auth/token")
 
@@ -72,5 +73,5 @@ class Paging:
 
 
 def paging(limit: int = Query(50, ge=1, le=1000, description="page size"),
-           offset: int = Query(0, ge=0, description="rows to skip")) -> Paging:
+           offset: int = Query(0, ge=0, le=MAX_OFFSET, description="rows to skip")) -> Paging:
     return Paging(limit, offset)

@@ -33,8 +33,13 @@ def _event(row: dict[str, Any]) -> dict[str, Any]:
     return {**row, "timestamp": row["timestamp"].replace(tzinfo=timezone.utc), "data": orjson.loads(row["data"])}
 
 
+# the archive's time range (DateTime64: 1900-01-01 to 2299-12-31 UTC, as connectors.clickhouse.archive
+# clamps to it), in epoch microseconds: a filter beyond it is moved to its end
+_FIRST_MICROS, _AFTER_LAST_MICROS = -2_208_988_800_000_000, 10_413_792_000_000_000
+
+
 def _micros(value: datetime) -> int:
-    return round(value.timestamp() * 1_000_000)
+    return min(max(round(value.timestamp() * 1_000_000), _FIRST_MICROS), _AFTER_LAST_MICROS)
 
 
 @dataclass

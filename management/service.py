@@ -17,6 +17,7 @@ from opmas.embedded import free_port
 from opmas.runtime.stack import Stack
 
 log = logging.getLogger("opmas.api")
+WS_MAX_MESSAGE_BYTES = 64 * 1024  # what a client sends on a live stream: its token (a larger message closes it)
 
 
 class _EmbeddedServer(uvicorn.Server):
@@ -31,7 +32,8 @@ async def serve(settings: ApiSettings, stop_event: asyncio.Event | None = None,
     """Serve the API on ``settings.host:port`` until ``stop_event`` is set (or, without one,
     until SIGINT/SIGTERM); ``archive``: the engine's event archive, when in its process."""
     config = uvicorn.Config(create_app(settings, archive), host=settings.host, port=settings.port,
-                            log_config=None, access_log=False, lifespan="on", ws="websockets-sansio")
+                            log_config=None, access_log=False, lifespan="on", ws="websockets-sansio",
+                            ws_max_size=WS_MAX_MESSAGE_BYTES)
     server = (_EmbeddedServer if stop_event is not None else uvicorn.Server)(config)
     watcher = None
     if stop_event is not None:

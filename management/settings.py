@@ -28,6 +28,9 @@ class ApiSettings:
     ws_recheck_interval: float = 30.0  # how often an open WebSocket's token is checked again
     rule_paths: tuple[Path, ...] = ()  # the engine's rule files, listed read-only by /rules
     clickhouse_url: str | None = None  # a ClickHouse server holding the event archive (GET /events)
+    max_body_bytes: int = 2 << 20      # a larger request body is refused (413) before it is read
+    auth_failures_per_principal: float = 10.0  # failed token exchanges per minute and principal id (429 past)
+    auth_failures_per_address: float = 30.0    # ... and per client address; 0: no limit
 
     @classmethod
     def from_env(cls, db_url: str, nats_url: str, env: Mapping[str, str] | None = None,
@@ -54,4 +57,7 @@ ENV_VARS: dict[str, tuple[str, type]] = {
     "OPMAS_AGENT_STALE_AFTER": ("stale_after", float),
     "OPMAS_AGENT_OFFLINE_AFTER": ("offline_after", float),
     "OPMAS_WS_RECHECK_INTERVAL": ("ws_recheck_interval", float),
+    "OPMAS_API_MAX_BODY_BYTES": ("max_body_bytes", int),
+    "OPMAS_AUTH_FAILURES_PER_PRINCIPAL": ("auth_failures_per_principal", float),
+    "OPMAS_AUTH_FAILURES_PER_ADDRESS": ("auth_failures_per_address", float),
 }

@@ -1,7 +1,7 @@
 """What the API's request handlers share: settings, the database pool, NATS, the token issuer."""
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import nats.aio.client
 from nats.js import JetStreamContext
@@ -9,6 +9,7 @@ from psycopg_pool import AsyncConnectionPool
 
 from management.auth import TokenIssuer
 from management.event_archive import EventArchive
+from management.limits import TokenGuard
 from management.settings import ApiSettings
 
 
@@ -20,3 +21,4 @@ class ApiState:
     js: JetStreamContext
     issuer: TokenIssuer
     archive: EventArchive | None = None  # every raw event; None: the API reads PostgreSQL only
+    token_guard: TokenGuard = field(default_factory=lambda: TokenGuard(0, 0))  # POST /auth/token's limits

@@ -10,16 +10,18 @@ import orjson
 from fastapi import APIRouter, Depends, HTTPException, Query, status
 from nats.errors import Error as NatsError
 from psycopg.types.json import Jsonb
-from pydantic import BaseModel, Field, field_validator
+from pydantic import Field, field_validator
 
-from agents.config import config_errors
+from agents.config import SCHEMA_PATH as AGENT_CONFIG_SCHEMA_PATH, config_errors
 from agents.subjects import control_subject
 from engine.event import format_time
 from management.auth import AGENT_PERMISSIONS, Principal, hash_secret, new_secret
 from management.db import execute, fetch_one, fetch_page
 from management.deps import Paging, current_principal, get_state, paging, require
+from management.errors import responses
 from management.nats_auth import SERVICE_USER
 from management.state import ApiState
+from management.validation import ApiModel
 
 router = APIRouter(tags=["agents"])
 log = logging.getLogger("opmas.api")
@@ -33,19 +35,26 @@ RESERVED_AGENT_IDS = {SERVICE_USER: "the NATS user of the OPMAS services",
                       API_AGENT_ID: "the agent id of events users submit"}
 
 
+def _config_schema() -> dict[str, Any]:
+    """The agent configuration's JSON Schema, as the OpenAPI shows ``config`` (what ``_config`` checks)."""
+    schema = orjson.loads(AGENT_CONFIG_SCHEMA_PATH.read_bytes())
+    return {key: value for key, value in schema.items() if key not in ("$schema", "$id", "title")}
+
+
 def _config(value: dict[str, Any] | None) -> dict[str, Any] | None:
     if value is not None and (errors := config_errors(value)):
         raise ValueError("invalid agent config: " + "; ".join(errors))
     return value
 
 
-class AgentIn(BaseModel):
+class AgentIn(ApiModel):
     id: str | None = Field(None, pattern=AGENT_ID_PATTERN,
+                           json_schema_extra={"not": {"enum": sorted(RESERVED_AGENT_IDS)}},
                            description="letters, digits, _ and - (it becomes a NATS subject token and user "
                                        f"name); not {' or '.join(sorted(RESERVED_AGENT_IDS))}")
     name: str = Field(min_length=1, max_length=200)
     type: str = Field(min_length=1, max_length=100)
-    config: dict[str, Any] = Field(default_factory=dict)
+    config: dict[str, Any] = Field(default_factory=dict, json_schema_extra=_config_schema())
 
     _check_config = field_validator("config")(classmethod(lambda cls, v: _config(v)))
 
@@ -57,10 +66,10 @@ class AgentIn(BaseModel):
         return value
 
 
-class AgentUpdate(BaseModel):
+class AgentUpdate(ApiModel):
     name: str | None = Field(None, min_length=1, max_length=200)
     type: str | None = Field(None, min_length=1, max_length=100)
-    config: dict[str, Any] | None = None
+    config: dict[str, Any] | None = Field(None, json_schema_extra=_config_schema())
 
     _check_config = field_validator("config")(classmethod(lambda cls, v: _config(v)))
 
@@ -86,7 +95,8 @@ async def get_agent_row(state: ApiState, agent_id: str) -> dict[str, Any]:
 
 
 @router.post("/agents", status_code=status.HTTP_201_CREATED,
-             summary="Register an agent; its secret (API and NATS password) is shown only here")
+             summary="Register an agent; its secret (API and NATS password) is shown only here",
+             responses=responses(400, 401, 403, 409))
 async def create_agent(body: AgentIn, state: ApiState = Depends(get_state),
                        _: Principal = Depends(require("agents:register"))) -> dict:
     agent_id, secret = body.id or uuid.uuid4().hex, new_secret()
@@ -109,7 +119,7 @@ async def create_agent(body: AgentIn, state: ApiState = Depends(get_state),
                                      "nats_user": agent_id, "nats_password": secret}}
 
 
-@router.get("/agents", summary="List agents with their liveness")
+@router.get("/agents", summary="List agents with their liveness", responses=responses(401, 403))
 async def list_agents(state: ApiState = Depends(get_state), page: Paging = Depends(paging),
                       status_: str | None = Query(None, alias="status", pattern="^(online|stale|offline)$"),
                       type_: str | None = Query(None, alias="type"),
@@ -118,7 +128,8 @@ async def list_agents(state: ApiState = Depends(get_state), page: Paging = Depen
     return await fetch_page(state, AGENT_COLUMNS, "agents", filters, "created_at, id", page)
 
 
-@router.get("/agents/{agent_id}", summary="One agent (an agent may read its own record)")
+@router.get("/agents/{agent_id}", summary="One agent (an agent may read its own record)",
+            responses=responses(401, 403, 404))
 async def get_agent(agent_id: str, state: ApiState = Depends(get_state),
                     principal: Principal = Depends(current_principal)) -> dict:
     if not (principal.can("agents:read") or principal.agent_id == agent_id):
@@ -126,7 +137,8 @@ async def get_agent(agent_id: str, state: ApiState = Depends(get_state),
     return await get_agent_row(state, agent_id)
 
 
-@router.put("/agents/{agent_id}", summary="Update an agent; a new config is pushed to it at once")
+@router.put("/agents/{agent_id}", summary="Update an agent; a new config is pushed to it at once",
+            responses=responses(400, 401, 403, 404))
 async def update_agent(agent_id: str, body: AgentUpdate, state: ApiState = Depends(get_state),
                        _: Principal = Depends(require("agents:admin"))) -> dict:
     current = await get_agent_row(state, agent_id)
@@ -146,7 +158,7 @@ async def update_agent(agent_id: str, body: AgentUpdate, state: ApiState = Depen
 
 
 @router.delete("/agents/{agent_id}", status_code=status.HTTP_204_NO_CONTENT,
-               summary="Delete an agent; its credentials and tokens stop working")
+               summary="Delete an agent; its credentials and tokens stop working", responses=responses(401, 403, 404))
 async def delete_agent(agent_id: str, state: ApiState = Depends(get_state),
                        _: Principal = Depends(require("agents:admin"))) -> None:
     if not await execute(state, "DELETE FROM agents WHERE id = %s", (agent_id,)):

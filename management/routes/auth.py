@@ -5,26 +5,29 @@ import asyncio
 import uuid
 from datetime import datetime, timezone
 
-from fastapi import APIRouter, Depends, HTTPException, status
-from pydantic import BaseModel, Field, field_validator
+from fastapi import APIRouter, Depends, HTTPException, Request, status
+from pydantic import Field, field_validator
 
 from management.auth import PERMISSIONS, Principal, hash_secret, new_secret, verify_secret
 from management.db import execute, fetch_one, fetch_page
 from management.deps import Paging, current_principal, get_state, paging, require, unauthorized
+from management.errors import responses
 from management.state import ApiState
+from management.validation import ApiModel
 
 router = APIRouter(tags=["auth"])
 
 
-class TokenRequest(BaseModel):
+class TokenRequest(ApiModel):
     principal_id: str = Field(min_length=1, max_length=200)
     secret: str = Field(min_length=1, max_length=500)
-    ttl: float | None = Field(None, gt=0, le=30 * 86400, description="seconds; default the server's")
+    ttl: float | None = Field(None, gt=0, le=30 * 86400, allow_inf_nan=False,
+                              description="seconds; default the server's")
 
 
-class PrincipalIn(BaseModel):
+class PrincipalIn(ApiModel):
     name: str = Field(min_length=1, max_length=200)
-    permissions: list[str]
+    permissions: list[str] = Field(json_schema_extra={"items": {"enum": list(PERMISSIONS)}})
 
     @field_validator("permissions")
     @classmethod
@@ -47,24 +50,40 @@ async def issue_token(state: ApiState, principal_id: str, ttl: float | None = No
             "principal_id": principal_id}
 
 
-@router.post("/auth/token", summary="Exchange a principal's id and secret for a JWT")
-async def token(body: TokenRequest, state: ApiState = Depends(get_state)) -> dict:
-    row = await fetch_one(state, "SELECT secret_hash, disabled FROM principals WHERE id = %s",
-                          (body.principal_id,))
-    valid = await asyncio.to_thread(verify_secret, body.secret, row["secret_hash"] if row else None)
+@router.post("/auth/token", summary="Exchange a principal's id and secret for a JWT",
+             description="Failed exchanges are limited per principal id (OPMAS_AUTH_FAILURES_PER_PRINCIPAL, "
+                         "10 a minute) and per client address (OPMAS_AUTH_FAILURES_PER_ADDRESS, 30 a minute), "
+                         "counted by each API process: past that, 429 with Retry-After until the limit refills.",
+             responses=responses(400, 401, 429))
+async def token(body: TokenRequest, request: Request, state: ApiState = Depends(get_state)) -> dict:
+    address = request.client.host if request.client else "unknown"
+    wait = state.token_guard.acquire(body.principal_id, address)
+    if wait is not None:
+        raise HTTPException(status.HTTP_429_TOO_MANY_REQUESTS, headers={"Retry-After": str(wait)},
+                            detail=f"too many failed token requests for this principal or from this address; "
+                                   f"retry in {wait} s")
+    try:
+        row = await fetch_one(state, "SELECT secret_hash, disabled FROM principals WHERE id = %s",
+                              (body.principal_id,))
+        valid = await asyncio.to_thread(verify_secret, body.secret, row["secret_hash"] if row else None)
+    except BaseException:  # the database is away, the client left: not a failed guess
+        state.token_guard.release(body.principal_id, address)
+        raise
     if not valid or row["disabled"]:
         raise unauthorized("unknown principal or wrong secret")
+    state.token_guard.release(body.principal_id, address)
     return await issue_token(state, body.principal_id, body.ttl)
 
 
-@router.get("/auth/me", summary="Who the token belongs to and what it may do")
+@router.get("/auth/me", summary="Who the token belongs to and what it may do", responses=responses(401))
 async def me(principal: Principal = Depends(current_principal)) -> dict:
     return {"id": principal.id, "name": principal.name, "kind": principal.kind,
             "agent_id": principal.agent_id, "permissions": sorted(principal.permissions)}
 
 
 @router.post("/principals", status_code=status.HTTP_201_CREATED,
-             summary="Create a user/service principal; its secret is shown only in this answer")
+             summary="Create a user/service principal; its secret is shown only in this answer",
+             responses=responses(400, 401, 403))
 async def create_principal(body: PrincipalIn, state: ApiState = Depends(get_state),
                            _: Principal = Depends(require("principals:admin"))) -> dict:
     principal_id, secret = uuid.uuid4().hex, new_secret()
@@ -77,7 +96,7 @@ async def create_principal(body: PrincipalIn, state: ApiState = Depends(get_stat
     return {**row, "secret": secret}
 
 
-@router.get("/principals", summary="List principals")
+@router.get("/principals", summary="List principals", responses=responses(401, 403))
 async def list_principals(state: ApiState = Depends(get_state), page: Paging = Depends(paging),
                           _: Principal = Depends(require("principals:admin"))) -> dict:
     return await fetch_page(state, "id, name, kind, agent_id, permissions, disabled, created_at",
@@ -85,7 +104,7 @@ async def list_principals(state: ApiState = Depends(get_state), page: Paging = D
 
 
 @router.delete("/principals/{principal_id}", status_code=status.HTTP_204_NO_CONTENT,
-               summary="Delete a principal (its tokens stop working at once)")
+               summary="Delete a principal (its tokens stop working at once)", responses=responses(401, 403, 404))
 async def delete_principal(principal_id: str, state: ApiState = Depends(get_state),
                            caller: Principal = Depends(require("principals:admin"))) -> None:
     if principal_id == caller.id:
@@ -97,7 +116,7 @@ async def delete_principal(principal_id: str, state: ApiState = Depends(get_stat
 
 
 @router.post("/auth/revoke", status_code=status.HTTP_204_NO_CONTENT,
-             summary="Revoke every token of the calling principal")
+             summary="Revoke every token of the calling principal", responses=responses(401))
 async def revoke(state: ApiState = Depends(get_state),
                  principal: Principal = Depends(current_principal)) -> None:
     await execute(state, "UPDATE tokens SET revoked_at = now() WHERE principal_id = %s"

@@ -7,43 +7,59 @@ took in. ``GET`` reads the archive when the API has one (``management.event_arch
 from __future__ import annotations
 
 import time
-from datetime import datetime
-from typing import Any
+from typing import Annotated, Any
 
 import orjson
 from fastapi import APIRouter, Body, Depends, HTTPException, Query, status
 from nats.errors import Error as NatsError
 from nats.js.errors import NoStreamResponseError
-from pydantic import BaseModel, Field, field_validator
+from pydantic import Field, field_validator
 
 from connectors.nats.subjects import events_subject
 from engine.event import content_id, format_time, parse_time
 from management.auth import Principal
 from management.db import fetch_one, fetch_page
 from management.deps import Paging, get_state, paging, require
+from management.errors import responses
 from management.routes.agents import AGENT_ID_PATTERN, API_AGENT_ID
 from management.state import ApiState
+from management.validation import RAW, ApiModel, IsoTime, as_pipeline_reads
 
 router = APIRouter(tags=["events"])
 
 MAX_EVENTS_PER_REQUEST = 1000
+FIRST_EPOCH, LAST_EPOCH_MS = -62135596800, 253402300799999  # 0001-01-01 in seconds, 9999-12-31 in milliseconds
 EVENT_COLUMNS = "id, agent_id, timestamp, type, data"
 
 
-class EventIn(BaseModel):
+class EventIn(ApiModel):
+    """An event; its ``data`` may hold NUL characters (the pipeline stores it without them), no other
+    field may."""
+
+    raw_fields = frozenset({"data"})
+
     id: str | None = Field(None, min_length=1, max_length=256)
     agent_id: str | None = Field(None, pattern=AGENT_ID_PATTERN,
                                  description="defaults to the calling agent, or 'api' for users (another "
                                              "one needs agents:admin)")
-    timestamp: float | str | None = Field(None, description="ISO 8601 or epoch seconds/ms; default now")
+    timestamp: (Annotated[float, Field(ge=FIRST_EPOCH, le=LAST_EPOCH_MS, allow_inf_nan=False)]
+                | Annotated[str, Field(min_length=1, max_length=64, json_schema_extra={"format": "date-time"})]
+                | None) = Field(None, description="ISO 8601 (years 1-9999), or epoch seconds (below 1e11) or "
+                                                  "milliseconds; default now")
     type: str = Field("event", min_length=1, max_length=256)
-    data: dict[str, Any]
+    data: dict[str, Any] = Field(json_schema_extra=RAW)
+
+    @field_validator("data")
+    @classmethod
+    def readable(cls, value: dict[str, Any]) -> dict[str, Any]:
+        return as_pipeline_reads(value)
 
     @field_validator("timestamp")
     @classmethod
     def parseable(cls, value: float | str | None) -> float | str | None:
         if value is not None and parse_time(value) is None:
-            raise ValueError(f"cannot read {value!r} as a time (ISO 8601 or epoch seconds)")
+            shown = value if isinstance(value, float) else f"{value[:64]!r}{'...' if len(value) > 64 else ''}"
+            raise ValueError(f"cannot read {shown} as a time (ISO 8601 or epoch seconds)")
         return value
 
 
@@ -68,8 +84,10 @@ def envelope(event: EventIn, principal: Principal) -> dict[str, Any]:
 
 
 @router.post("/events", status_code=status.HTTP_202_ACCEPTED,
-             summary="Submit one event or a list; each is stored by JetStream before the answer")
-async def submit_events(body: EventIn | list[EventIn] = Body(...), state: ApiState = Depends(get_state),
+             summary="Submit one event or a list; each is stored by JetStream before the answer",
+             responses=responses(400, 401, 403))
+async def submit_events(body: EventIn | Annotated[list[EventIn], Field(min_length=1, max_length=MAX_EVENTS_PER_REQUEST)]
+                        = Body(...), state: ApiState = Depends(get_state),
                         principal: Principal = Depends(require("events:publish"))) -> dict:
     events = body if isinstance(body, list) else [body]
     if not 1 <= len(events) <= MAX_EVENTS_PER_REQUEST:
@@ -93,11 +111,12 @@ async def submit_events(body: EventIn | list[EventIn] = Body(...), state: ApiSta
 
 
 @router.get("/events", summary="List events by agent, type and time range: every archived event when the API "
-                                "reads the ClickHouse archive, else only those findings refer to")
+                                "reads the ClickHouse archive, else only those findings refer to",
+            responses=responses(401, 403))
 async def list_events(state: ApiState = Depends(get_state), page: Paging = Depends(paging),
                       agent_id: str | None = None, type_: str | None = Query(None, alias="type"),
-                      since: datetime | None = Query(None, description="event time >= (ISO 8601)"),
-                      until: datetime | None = Query(None, description="event time < (ISO 8601)"),
+                      since: IsoTime | None = Query(None, description="event time >= (ISO 8601)"),
+                      until: IsoTime | None = Query(None, description="event time < (ISO 8601)"),
                       _: Principal = Depends(require("events:read"))) -> dict:
     if state.archive is not None:
         return await state.archive.page(page, agent_id, type_, since, until)
@@ -107,7 +126,8 @@ async def list_events(state: ApiState = Depends(get_state), page: Paging = Depen
 
 
 @router.get("/events/{event_id}", summary="One event: one a finding refers to, or (when the API reads the "
-                                           "ClickHouse archive) any archived event")
+                                           "ClickHouse archive) any archived event",
+            responses=responses(401, 403, 404))
 async def get_event(event_id: str, state: ApiState = Depends(get_state),
                     _: Principal = Depends(require("events:read"))) -> dict:
     row = await fetch_one(state, f"SELECT {EVENT_COLUMNS} FROM events WHERE id = %s", (event_id,))

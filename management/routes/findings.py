@@ -2,17 +2,18 @@
 from __future__ import annotations
 
 import uuid
-from datetime import datetime
 from typing import Literal
 
 from fastapi import APIRouter, Depends, HTTPException, Query, status
-from pydantic import BaseModel, Field, model_validator
+from pydantic import ConfigDict, Field, model_validator
 
 from engine.finding import SEVERITIES
 from management.auth import Principal
 from management.db import fetch_one, fetch_page
 from management.deps import Paging, get_state, paging, require
+from management.errors import responses
 from management.state import ApiState
+from management.validation import ApiModel, IsoTime
 
 router = APIRouter(tags=["findings"])
 
@@ -22,10 +23,12 @@ Status = Literal["open", "acknowledged", "resolved"]
 Severity = Literal[SEVERITIES]
 
 
-class FindingUpdate(BaseModel):
+class FindingUpdate(ApiModel):
     """The fields given change; ``assignee`` or ``note`` given as null are cleared."""
 
-    status: Status | None = None
+    model_config = ConfigDict(json_schema_extra={"minProperties": 1})
+
+    status: Status = Field(None, description="cannot be null")  # type: ignore[assignment]  # absent: unchanged
     assignee: str | None = Field(None, max_length=200)
     note: str | None = Field(None, max_length=10000)
 
@@ -38,13 +41,14 @@ class FindingUpdate(BaseModel):
         return self
 
 
-@router.get("/findings", summary="List findings; filters combine with AND, repeated severity/status with OR")
+@router.get("/findings", summary="List findings; filters combine with AND, repeated severity/status with OR",
+            responses=responses(401, 403))
 async def list_findings(state: ApiState = Depends(get_state), page: Paging = Depends(paging),
                         severity: list[Severity] = Query(default_factory=list),
                         status_: list[Status] = Query(default_factory=list, alias="status"),
                         rule_id: str | None = None, agent_id: str | None = None,
-                        since: datetime | None = Query(None, description="event time >= (ISO 8601)"),
-                        until: datetime | None = Query(None, description="event time < (ISO 8601)"),
+                        since: IsoTime | None = Query(None, description="event time >= (ISO 8601)"),
+                        until: IsoTime | None = Query(None, description="event time < (ISO 8601)"),
                         _: Principal = Depends(require("findings:read"))) -> dict:
     filters = [("severity = ANY(%s)", severity or None), ("status = ANY(%s)", status_ or None),
                ("rule_id = %s", rule_id), ("agent_id = %s", agent_id),
@@ -54,7 +58,7 @@ async def list_findings(state: ApiState = Depends(get_state), page: Paging = Dep
                             "COALESCE(event_time, created_at) DESC, id", page)
 
 
-@router.get("/findings/{finding_id}", summary="One finding")
+@router.get("/findings/{finding_id}", summary="One finding", responses=responses(401, 403, 404))
 async def get_finding(finding_id: uuid.UUID, state: ApiState = Depends(get_state),
                       _: Principal = Depends(require("findings:read"))) -> dict:
     row = await fetch_one(state, f"SELECT {FINDING_COLUMNS} FROM findings WHERE id = %s", (finding_id,))
@@ -63,7 +67,8 @@ async def get_finding(finding_id: uuid.UUID, state: ApiState = Depends(get_state
     return row
 
 
-@router.patch("/findings/{finding_id}", summary="Triage a finding: status, assignee, note (null clears these two)")
+@router.patch("/findings/{finding_id}", summary="Triage a finding: status, assignee, note (null clears these two)",
+              responses=responses(400, 401, 403, 404))
 async def update_finding(finding_id: uuid.UUID, body: FindingUpdate, state: ApiState = Depends(get_state),
                          _: Principal = Depends(require("findings:write"))) -> dict:
     changes = body.model_dump(include=body.model_fields_set)  # column names: the model's fields

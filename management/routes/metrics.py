@@ -7,10 +7,12 @@ from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, generate_latest
 import opmas.metrics  # noqa: F401 - registers the pipeline's metrics even when the API runs alone
 from management.auth import Principal
 from management.deps import require
+from management.errors import responses
 
 router = APIRouter(tags=["operations"])
 
 
-@router.get("/metrics", response_class=Response, summary="Prometheus metrics (bearer token with metrics:read)")
+@router.get("/metrics", response_class=Response, summary="Prometheus metrics (bearer token with metrics:read)",
+            responses={200: {"content": {"text/plain": {"schema": {"type": "string"}}}}, **responses(401, 403)})
 async def metrics(_: Principal = Depends(require("metrics:read"))) -> Response:
     return Response(generate_latest(REGISTRY), media_type=CONTENT_TYPE_LATEST)

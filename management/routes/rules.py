@@ -3,12 +3,13 @@ errors), enable/disable, delete. Every change asks the engine to reload (``opmas
 from __future__ import annotations
 
 import asyncio
+import re
 from typing import Any
 
 import orjson
 from fastapi import APIRouter, Depends, HTTPException, Query, status
 from nats.errors import NoRespondersError, TimeoutError as NatsTimeout
-from pydantic import BaseModel, Field
+from pydantic import Field
 
 from connectors.nats.subjects import RELOAD_SUBJECT
 from engine.rule_tests import CheckFailed, CheckTimeout, check_rule, run_isolated
@@ -16,15 +17,17 @@ from engine.ruleset import RuleSource
 from management.auth import Principal
 from management.db import execute, fetch_all, fetch_one, fetch_page
 from management.deps import Paging, get_state, paging, require
+from management.errors import responses
 from management.rule_store import stored_name
 from management.state import ApiState
+from management.validation import RULE_ID_PATTERN, ApiModel, excerpt
 
 router = APIRouter(tags=["rules"])
 
 RULE_COLUMNS = "id, title, kind, level, enabled, source, path, created_at, updated_at"
 
 
-class RuleIn(BaseModel):
+class RuleIn(ApiModel):
     source: str = Field(min_length=1, max_length=1_000_000, description="the rule's Sigma YAML (one rule)")
 
 
@@ -109,7 +112,8 @@ async def _get_changeable(state: ApiState, rule_id: str) -> dict[str, Any]:
     return row
 
 
-@router.get("/rules", summary="List rules: the API's and (``path`` set, read-only) those of the rule files")
+@router.get("/rules", summary="List rules: the API's and (``path`` set, read-only) those of the rule files",
+            responses=responses(401, 403))
 async def list_rules(state: ApiState = Depends(get_state), page: Paging = Depends(paging),
                      enabled: bool | None = None, level: str | None = None,
                      kind: str | None = Query(None, pattern="^(detection|correlation)$"),
@@ -120,16 +124,24 @@ async def list_rules(state: ApiState = Depends(get_state), page: Paging = Depend
     return await fetch_page(state, RULE_COLUMNS, "rules", filters, "id", page)
 
 
-@router.get("/rules/{rule_id}", summary="One rule with its YAML")
+@router.get("/rules/{rule_id}", summary="One rule with its YAML", responses=responses(401, 403, 404))
 async def get_rule(rule_id: str, state: ApiState = Depends(get_state),
                    _: Principal = Depends(require("rules:read"))) -> dict:
     return await _get(state, rule_id)
 
 
-@router.post("/rules", status_code=status.HTTP_201_CREATED, summary="Add a rule (validated), then reload")
+@router.post("/rules", status_code=status.HTTP_201_CREATED, summary="Add a rule (validated), then reload",
+             description="The rule's id must be a UUID (as the Sigma specification asks) or a slug of letters, "
+                         "digits, '.', '_' and '-' starting with a letter or digit, at most 128 characters: "
+                         "the id is how the other routes address it.",
+             responses=responses(400, 401, 403, 409))
 async def create_rule(body: RuleIn, state: ApiState = Depends(get_state),
                       _: Principal = Depends(require("rules:write"))) -> dict:
     meta = await validate_rule(state, body.source, "api:new rule")  # its id is unknown until parsed
+    if not re.fullmatch(RULE_ID_PATTERN, meta["id"]):
+        raise _invalid("the rule's id cannot be addressed by the API: use a UUID, or letters, digits, '.', '_' "
+                       "and '-' (starting with a letter or digit, at most 128 characters)",
+                       [{"file": "api:new rule", "rule_id": excerpt(meta["id"]), "message": "invalid rule id"}])
     row = await fetch_one(
         state,
         "INSERT INTO rules (id, title, kind, level, source, path) VALUES (%s, %s, %s, %s, %s, NULL)"
@@ -141,7 +153,8 @@ async def create_rule(body: RuleIn, state: ApiState = Depends(get_state),
     return {**row, "reload": await reload_or_undo(state, f"rule {meta['id']} created", meta["id"], None)}
 
 
-@router.put("/rules/{rule_id}", summary="Replace a rule's YAML (validated; its id must stay), then reload")
+@router.put("/rules/{rule_id}", summary="Replace a rule's YAML (validated; its id must stay), then reload",
+            responses=responses(400, 401, 403, 404, 409))
 async def update_rule(rule_id: str, body: RuleIn, state: ApiState = Depends(get_state),
                       _: Principal = Depends(require("rules:write"))) -> dict:
     before = await _get_changeable(state, rule_id)
@@ -169,19 +182,19 @@ async def _set_enabled(state: ApiState, rule_id: str, enabled: bool) -> dict:
     return {**row, "reload": await reload_or_undo(state, f"rule {rule_id} {verb}", rule_id, before)}
 
 
-@router.post("/rules/{rule_id}/enable", summary="Enable a rule, then reload")
+@router.post("/rules/{rule_id}/enable", summary="Enable a rule, then reload", responses=responses(401, 403, 404, 409))
 async def enable_rule(rule_id: str, state: ApiState = Depends(get_state),
                       _: Principal = Depends(require("rules:write"))) -> dict:
     return await _set_enabled(state, rule_id, True)
 
 
-@router.post("/rules/{rule_id}/disable", summary="Disable a rule, then reload")
+@router.post("/rules/{rule_id}/disable", summary="Disable a rule, then reload", responses=responses(401, 403, 404, 409))
 async def disable_rule(rule_id: str, state: ApiState = Depends(get_state),
                        _: Principal = Depends(require("rules:write"))) -> dict:
     return await _set_enabled(state, rule_id, False)
 
 
-@router.delete("/rules/{rule_id}", summary="Delete a rule, then reload")
+@router.delete("/rules/{rule_id}", summary="Delete a rule, then reload", responses=responses(401, 403, 404, 409))
 async def delete_rule(rule_id: str, state: ApiState = Depends(get_state),
                       _: Principal = Depends(require("rules:write"))) -> dict:
     before = await _get_changeable(state, rule_id)

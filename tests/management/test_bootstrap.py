@@ -1,14 +1,19 @@
-"""API starts on fresh servers: admin bootstrap (a generated secret printed once, or OPMAS_ADMIN_TOKEN),
-the JWT signing secret kept under the data dir, rule files listed read-only, a database outage."""
+"""API starts on fresh servers: admin bootstrap (a generated secret handed over once, on the terminal or
+in a 0600 file, never in a log; or OPMAS_ADMIN_TOKEN), the JWT signing secret kept under the data dir,
+rule files listed read-only, a database outage."""
 from __future__ import annotations
 
+import io
+import logging
 import time
 
 import httpx
 
+from management.bootstrap import admin_secret_path, deliver_admin_secret
 from management.settings import ApiSettings
 from management.rule_store import stored_rule_sources
 from opmas.embedded import start_postgres
+from opmas.logs import JsonFormatter
 from tests.apiserver import ApiServer, api_settings
 from tests.management.test_resources import RULE
 
@@ -17,16 +22,46 @@ def _token_status(server: ApiServer, secret: str) -> int:
     return httpx.post(f"{server.url}/api/v1/auth/token", json={"principal_id": "admin", "secret": secret}).status_code
 
 
+class _Terminal(io.StringIO):
+    def isatty(self) -> bool:
+        return True
+
+
+def test_the_generated_admin_secret_goes_to_the_terminal_only(tmp_path):
+    terminal = _Terminal()
+    assert deliver_admin_secret("s3cret-value", "http://h:1", tmp_path, terminal) is None
+    assert "secret:       s3cret-value" in terminal.getvalue() and "curl" in terminal.getvalue()
+    assert not admin_secret_path(tmp_path).exists()
+    piped = io.StringIO()  # stderr redirected to a file or a pipe: not a terminal
+    path = deliver_admin_secret("s3cret-value", "http://h:1", tmp_path, piped)
+    assert piped.getvalue() == "" and path == admin_secret_path(tmp_path)
+    assert "s3cret-value" in path.read_text()
+    assert path.stat().st_mode & 0o777 == 0o600 and path.parent.stat().st_mode & 0o777 == 0o700
+
+
 def test_admin_bootstrap(nats_server, postgres, tmp_path, capfd):
+    """Without a terminal (as under pytest) the generated secret is written to a 0600 file whose path is
+    logged; neither stderr nor any log line holds it."""
+    lines = io.StringIO()
+    handler = logging.StreamHandler(lines)
+    handler.setFormatter(JsonFormatter())
+    root = logging.getLogger()
+    root.addHandler(handler)
     settings = api_settings(postgres.url, nats_server.url, tmp_path / "data", admin_token=None, jwt_secret=None)
-    server = ApiServer(settings).start()
     try:
-        banner = capfd.readouterr().err
-        assert "secret:" in banner
-        secret = banner.split("secret:", 1)[1].split()[0]
+        server = ApiServer(settings).start()
+    finally:
+        root.removeHandler(handler)
+    secret_file = admin_secret_path(tmp_path / "data")
+    try:
+        assert secret_file.stat().st_mode & 0o777 == 0o600
+        secret = secret_file.read_text().split("secret:", 1)[1].split()[0]
+        assert secret not in capfd.readouterr().err and secret not in lines.getvalue()
+        assert str(secret_file) in lines.getvalue()  # the log says where it is
         assert _token_status(server, secret) == 200
     finally:
         server.stop()
+    secret_file.unlink()
     jwt_secret_file = tmp_path / "data" / "management" / "jwt_secret"
     assert jwt_secret_file.stat().st_mode & 0o777 == 0o600
     first_jwt_secret = jwt_secret_file.read_text()
@@ -34,7 +69,7 @@ def test_admin_bootstrap(nats_server, postgres, tmp_path, capfd):
     server = ApiServer(api_settings(postgres.url, nats_server.url, tmp_path / "data",
                                     admin_token=None, jwt_secret=None)).start()
     try:
-        assert "secret:" not in capfd.readouterr().err  # printed once only
+        assert not secret_file.exists()  # handed over once only
         assert _token_status(server, secret) == 200
     finally:
         server.stop()
