@@ -20,7 +20,7 @@ from typing import Annotated, Any, ClassVar
 import orjson
 from fastapi import Request
 from fastapi.exceptions import RequestValidationError
-from pydantic import BaseModel, BeforeValidator, ValidationInfo, field_validator
+from pydantic import BaseModel, BeforeValidator, ConfigDict, ValidationInfo, field_validator
 
 EXCERPT_CHARS = 100   # at most this much of an input is quoted back in an error
 MESSAGE_CHARS = 300   # and of an error message
@@ -116,7 +116,10 @@ def _unclean(value: Any, where: tuple, allow_nul: bool) -> Iterator[tuple[tuple,
 
 
 class ApiModel(BaseModel):
-    """A request body: no NUL character in any string and no NaN or infinity anywhere in it."""
+    """A request body: no NUL character in any string and no NaN or infinity anywhere in it; values of
+    the types the OpenAPI names (strict: ``false`` is no number, ``"1"`` no float)."""
+
+    model_config = ConfigDict(strict=True)
 
     raw_fields: ClassVar[frozenset[str]] = frozenset()  # fields whose strings may hold NUL
 

@@ -6,6 +6,7 @@ took in. ``GET`` reads the archive when the API has one (``management.event_arch
 """
 from __future__ import annotations
 
+import re
 import time
 from typing import Annotated, Any
 
@@ -28,6 +29,7 @@ from management.validation import RAW, ApiModel, IsoTime, as_pipeline_reads
 router = APIRouter(tags=["events"])
 
 MAX_EVENTS_PER_REQUEST = 1000
+RFC3339 = re.compile(r"\d{4}-\d{2}-\d{2}[Tt]\d{2}:\d{2}:\d{2}(?:\.\d+)?(?:[Zz]|[+-]\d{2}:\d{2})\Z")
 FIRST_EPOCH, LAST_EPOCH_MS = -62135596800, 253402300799999  # 0001-01-01 in seconds, 9999-12-31 in milliseconds
 EVENT_COLUMNS = "id, agent_id, timestamp, type, data"
 
@@ -43,9 +45,10 @@ class EventIn(ApiModel):
                                  description="defaults to the calling agent, or 'api' for users (another "
                                              "one needs agents:admin)")
     timestamp: (Annotated[float, Field(ge=FIRST_EPOCH, le=LAST_EPOCH_MS, allow_inf_nan=False)]
-                | Annotated[str, Field(min_length=1, max_length=64, json_schema_extra={"format": "date-time"})]
-                | None) = Field(None, description="ISO 8601 (years 1-9999), or epoch seconds (below 1e11) or "
-                                                  "milliseconds; default now")
+                | Annotated[str, Field(min_length=1, max_length=64,
+                                       json_schema_extra={"format": "date-time", "pattern": "^(?!0000)"})]
+                | None) = Field(None, description="RFC 3339 (years 1-9999), or a number: epoch seconds (below "
+                                                  "1e11) or milliseconds; default now")
     type: str = Field("event", min_length=1, max_length=256)
     data: dict[str, Any] = Field(json_schema_extra=RAW)
 
@@ -57,9 +60,14 @@ class EventIn(ApiModel):
     @field_validator("timestamp")
     @classmethod
     def parseable(cls, value: float | str | None) -> float | str | None:
-        if value is not None and parse_time(value) is None:
+        readable = value is None or (isinstance(value, float) and parse_time(value) is not None)
+        if isinstance(value, str) and RFC3339.match(value):
+            value = value.upper()  # 't' and 'z' are RFC 3339 too
+            readable = parse_time(value) is not None
+        if not readable:
             shown = value if isinstance(value, float) else f"{value[:64]!r}{'...' if len(value) > 64 else ''}"
-            raise ValueError(f"cannot read {shown} as a time (ISO 8601 or epoch seconds)")
+            raise ValueError(f"cannot read {shown} as a time: expected RFC 3339 such as 2026-01-31T12:00:00Z, "
+                             "or epoch seconds (or milliseconds) as a number")
         return value
 
 

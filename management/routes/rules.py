@@ -27,8 +27,22 @@ router = APIRouter(tags=["rules"])
 RULE_COLUMNS = "id, title, kind, level, enabled, source, path, created_at, updated_at"
 
 
+EXAMPLE_RULE = """title: Command run as root through sudo
+id: 0f0c3a0e-6a54-4c36-9f5e-2f1b9a7c0d11
+description: the OpenAPI's example of a rule
+logsource: {product: linux, service: auth}
+detection:
+    sudo:
+        process.name: sudo
+        message|contains|all: ['USER=root', 'COMMAND=']
+    condition: sudo
+level: low
+"""
+
+
 class RuleIn(ApiModel):
-    source: str = Field(min_length=1, max_length=1_000_000, description="the rule's Sigma YAML (one rule)")
+    source: str = Field(min_length=1, max_length=1_000_000, description="the rule's Sigma YAML (one rule)",
+                        examples=[EXAMPLE_RULE])
 
 
 def _invalid(message: str, errors: list[dict[str, Any]] | None = None) -> HTTPException:

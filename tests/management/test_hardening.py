@@ -19,6 +19,7 @@ from websockets.sync.client import connect
 
 from connectors.nats.subjects import ensure_streams
 from management.limits import FailureLimiter, TokenGuard
+from management.routes.events import EventIn
 from management.settings import ApiSettings
 from opmas.logs import JsonFormatter, redact
 from tests.management.test_resources import RULE
@@ -209,6 +210,15 @@ def test_nan_ttl_and_an_infinite_timestamp_are_422(stack, admin):
     assert r.status_code == 422 and r.json()["detail"][0]["input"] == "inf"
     r = admin.get("/findings", params={"since": "0001-01-01T00:00:00Z", "until": "9999-12-31T23:59:59Z"})
     assert r.status_code == 200
+
+
+def test_event_timestamps_are_what_the_openapi_says(admin):
+    """A string is RFC 3339 (the OpenAPI's date-time; 't' and 'z' too), epoch seconds go as a number."""
+    for text in ("0", "1700000000", "2024-01-01", "0000-01-01T00:00:00Z", "yesterday-ish"):
+        r = admin.post("/events", json={"timestamp": text, "data": {}})
+        assert r.status_code == 422 and "cannot read" in r.json()["detail"][0]["msg"], (text, r.text)
+    assert EventIn.model_validate({"timestamp": "2024-01-01t00:00:00z", "data": {}}).timestamp == "2024-01-01T00:00:00Z"
+    assert EventIn.model_validate({"timestamp": 1700000000, "data": {}}).timestamp == 1700000000
 
 
 async def test_nul_in_event_data_is_taken(stack, admin):

@@ -17,11 +17,13 @@ from connectors.nats.subjects import ensure_streams
 
 BUDGET = 40  # seconds of generated requests; the whole test takes ~50 s
 
-# A Sigma rule's validity is beyond what JSON Schema can say: a well-formed body may still be an
-# invalid rule, which is a 422 with the rule's errors. POST /auth/revoke is left out: it would revoke
-# the token the run uses.
+# A body over the size limit is refused with 413, before it is read: a rejection too. A Sigma rule's
+# validity is beyond what JSON Schema can say: a well-formed body may still be an invalid rule, which
+# is a 422 with the rule's errors. POST /auth/revoke is left out: it would revoke the token the run uses.
 CONFIG = """
 headers = { Authorization = "Bearer ${OPMAS_FUZZ_TOKEN}" }
+checks.negative_data_rejection.expected-statuses = ["400", "401", "403", "404", "405", "406", "409", "413", "415",
+                                                    "422", "428", "429", "5xx"]
 
 [[operations]]
 include-path-regex = "^/api/v1/rules"
