@@ -329,7 +329,7 @@ class _Translator(dict):  # type: ignore[type-arg]
 
     def __missing__(self, char: int) -> int:
         rep = self.reps[bisect_right(self.cuts, char) - 1]
-        if len(self) < 65536:
+        if len(self) < 1024:  # bounded: texts may hold any number of distinct characters
             self[char] = rep
         return rep
 
