@@ -87,6 +87,7 @@ def run_rule_tests(sources: Sequence[RuleSource], mappings: Sequence[str | Path]
 RULE_CHECK_TIMEOUT = float(os.environ.get("OPMAS_RULE_CHECK_TIMEOUT") or 30.0)  # seconds, load + cases
 _START_TIMEOUT = 120.0  # a fresh child imports the engine before the deadline starts
 _IDLE_WORKERS = 2
+_MEMORY_LIMIT = 4 << 30  # address space of a checker process
 
 
 def check_rule(sources: Sequence[RuleSource], name: str,
@@ -135,6 +136,12 @@ class CheckFailed(Exception):
 
 
 def _serve(conn: Any) -> None:  # the child: one request at a time until the parent goes away
+    try:  # a hostile rule meets a MemoryError here (reported), not the machine's memory
+        import resource
+
+        resource.setrlimit(resource.RLIMIT_AS, (_MEMORY_LIMIT, resource.getrlimit(resource.RLIMIT_AS)[1]))
+    except (ImportError, ValueError, OSError):
+        pass
     conn.send(("ready", None))
     while True:
         try:
@@ -182,7 +189,10 @@ def run_isolated(func: Callable[..., Any], *args: Any, timeout: float | None = N
     timeout = RULE_CHECK_TIMEOUT if timeout is None else timeout
     with _lock:
         worker = _idle.pop() if _idle else None
-    if worker is None or not worker.process.is_alive():
+    if worker is not None and not worker.process.is_alive():
+        worker.kill()  # (reaps it)
+        worker = None
+    if worker is None:
         worker = _Worker()
     where: dict[str, Any] = {}
     if not worker.ready:

@@ -45,6 +45,10 @@ def fail(progress) -> None:
     raise ValueError("broken check")
 
 
+def hog(progress) -> int:
+    return len(bytearray(8 << 30))
+
+
 @pytest.mark.timeout(120)
 def test_rule_with_catastrophic_regexes_and_their_tests_is_checked_quickly() -> None:
     run_isolated(spin, 0, {}, timeout=60)  # a warm child: its start is not what is measured
@@ -92,6 +96,8 @@ def test_a_check_that_overruns_is_stopped_and_located_while_the_caller_runs_on()
     assert run_isolated(spin, 0, {}, timeout=60) == "done"  # the next check gets a working child
 
 
-def test_a_check_that_raises_is_reported() -> None:
+def test_a_check_that_raises_or_runs_out_of_its_memory_is_reported() -> None:
     with pytest.raises(CheckFailed, match="ValueError: broken check"):
         run_isolated(fail, timeout=60)
+    with pytest.raises(CheckFailed, match="MemoryError"):  # the checker's address space is capped
+        run_isolated(hog, timeout=60)
