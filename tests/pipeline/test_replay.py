@@ -10,7 +10,7 @@ import nats
 import nats.js.errors
 import orjson
 import pytest
-from nats.js.api import DiscardPolicy, RetentionPolicy, StreamConfig
+from nats.js.api import ConsumerConfig, DiscardPolicy, RetentionPolicy, StreamConfig
 
 from connectors.nats.replay import replay
 from connectors.nats.subjects import EVENTS_PREFIX, EVENTS_STREAM, ensure_streams
@@ -122,7 +122,10 @@ async def test_a_full_stream_is_waited_for_while_a_consumer_drains_it(tmp_path, 
     nc = await nats.connect(nats_server.url)
     js = nc.jetstream()
     await _full_work_queue(js, 5)
-    sub = await js.pull_subscribe(EVENTS_PREFIX + ">", durable="drain", stream=EVENTS_STREAM)
+    # A fetch that times out on a loaded machine leaves what the server sent it unacknowledged, filling
+    # the work queue until ack_wait: keep that short so such messages come back at once.
+    sub = await js.pull_subscribe(EVENTS_PREFIX + ">", durable="drain", stream=EVENTS_STREAM,
+                                  config=ConsumerConfig(ack_wait=5))
     drained: list[str] = []
 
     async def drain() -> None:
