@@ -52,6 +52,7 @@ import psutil
 
 from benchmarks.bench_rules import bench_rules
 from benchmarks.generate import generate
+from benchmarks.memory import peak_rss_mib, reset_peak
 from connectors.clickhouse.archive import Archive, connect
 from connectors.nats.subjects import EVENTS_STREAM
 from opmas.config import Config
@@ -74,22 +75,6 @@ def _cpu(process: psutil.Process, children: bool = False) -> float:
     its children that exited and were waited for, as PostgreSQL's backends)."""
     times = process.cpu_times()
     return times.user + times.system + (times.children_user + times.children_system if children else 0.0)
-
-
-def _peak_mib(pid: int) -> float:
-    """Peak RSS (VmHWM) of a running process, MiB."""
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
-            return int(line.split()[1]) / 1024
-    return float("nan")
-
-
-def _reset_peak(pid: int) -> None:
-    """Start a new VmHWM for ``pid`` (Linux: "5" to clear_refs), so a second run reports its own."""
-    try:
-        Path(f"/proc/{pid}/clear_refs").write_text("5")
-    except OSError:
-        pass
 
 
 def write_events(args: argparse.Namespace, path: Path) -> str:
@@ -156,7 +141,7 @@ async def run_once(args: argparse.Namespace, work: Path, events_file: Path, rule
     """Start NATS, PostgreSQL, chdb and the engine in ``work``, replay ``events_file`` at ``rate``,
     wait for the last ack, stop everything."""
     out = RunResult(rate)
-    _reset_peak(os.getpid())
+    reset_peak(os.getpid())
     nats = start_nats(work / "nats")
     postgres = start_postgres(work / "pg")
     archive = Archive(connect(None, work / "chdb"))
@@ -193,8 +178,8 @@ async def run_once(args: argparse.Namespace, work: Path, events_file: Path, rule
         out.cpu["replay"] = replay_cpu
         out.cpu["PostgreSQL"] = _cpu(postmaster, children=True) + sum(
             _cpu(c) for c in postmaster.children()) - pg_before
-        out.peaks = {name: _peak_mib(p.pid) for name, p in processes.items()}
-        out.peaks["PostgreSQL"] = max(_peak_mib(c.pid) for c in [postmaster, *postmaster.children()])
+        out.peaks = {name: peak_rss_mib(p.pid) for name, p in processes.items()}
+        out.peaks["PostgreSQL"] = max(peak_rss_mib(c.pid) for c in [postmaster, *postmaster.children()])
         out.peaks["replay"] = replay_peak
         out.archived = await asyncio.to_thread(archive.count)
     finally:

@@ -303,10 +303,15 @@ class _Writer:
         raise _Untranslatable(f"anchor {at}")  # pragma: no cover
 
 
+RE2_MAX_MEM = 1 << 20  # per pattern: RE2's lazily built DFA grows up to it (default 8 MiB, times hundreds of
+# rules), then RE2 runs its slower, still linear-time, engines
+
+
 def _options() -> Any:
     options = _re2.RE2.Options()
     options.log_errors = False
     options.never_capture = True
+    options.max_mem = RE2_MAX_MEM
     return options
 
 
