@@ -67,8 +67,8 @@ class EventView:
     lazily. :meth:`RuleIndex.matches` first runs the prefilters on the few fields they search
     (``scanned``); only an event with candidate rules is read further: ``flat`` (the fields the
     rules read, or every field where ``partial`` is False) through the renames of ``lens``, and
-    ``low``, the fields of the rules being evaluated, lower-cased. :meth:`RuleIndex.matches` turns ``lens``, ``flat`` and
-    ``low`` to the lens of each rule it yields."""
+    ``low``, the fields of the rules being evaluated, lower-cased. :meth:`RuleIndex.matches`
+    turns ``lens``, ``flat`` and ``low`` to the lens of each rule it yields."""
 
     __slots__ = ("mapping", "data", "raw", "group", "lens", "partial", "scanned", "_parts", "_time", "_flat", "_low",
                  "_base", "_haystack", "_full")
@@ -107,7 +107,8 @@ class EventView:
 
     @property
     def low(self) -> dict[str, Any]:
-        """:attr:`flat` lower-cased (lists element-wise), plus the keyword texts where the lens has keyword rules."""
+        """The fields of the rules evaluated last (by default every rule of :attr:`lens`), lower-cased (lists
+        element-wise), plus the keyword texts where those rules search keywords."""
         if self._low is None:
             self._see(self.lens)
         return self._low  # type: ignore[return-value]
