@@ -19,7 +19,7 @@ from engine.logsource import LogsourceEntry, Mapping
 from engine.render import field_value
 from engine.ruleset import DetectionRule, RuleSet
 from engine.sigma.compile import KEYWORDS, KEYWORDS_RAW
-from engine.sigma.prefilter import Prefilter, keyword_haystack
+from engine.sigma.prefilter import Prefilter, keyword_haystack, lowered
 
 MAX_GROUPS = 8192  # cache bound: raw discriminator values of one mapping seen so far (groups are shared)
 
@@ -45,14 +45,6 @@ class Group:
     # prefilters search and the first time field from the event's parts
     read: Callable[[Any], dict[str, Any]] | None  # likewise: every field the rules read, rename targets
     # and the first time field (for events with candidates)
-
-
-def _lower(value: Any) -> Any:
-    if value.__class__ is str:
-        return value.lower()
-    if value.__class__ is list:
-        return [v.lower() if v.__class__ is str else v for v in value]
-    return value
 
 
 def _apply_renames(flat: dict[str, Any], renames: dict[str, str]) -> None:
@@ -147,7 +139,7 @@ class EventView:
         flat = dict(base) if lens.renames else base
         if lens.renames:
             _apply_renames(flat, lens.renames)
-        low = {name: value.lower() if value.__class__ is str else _lower(value)
+        low = {name: value.lower() if value.__class__ is str else lowered(value)
                for name in fields if (value := flat.get(name)) is not None}
         if keywords:
             texts = mapping.keyword_texts(flat)

@@ -44,7 +44,10 @@ def field_text(value: Any) -> str | None:
     return str(value).lower()
 
 
-def _lower(value: Any) -> Any:
+def lowered(value: Any) -> Any:
+    """A field value as rules compare it ignoring case: text lower-cased, lists element-wise."""
+    if value.__class__ is str:
+        return value.lower()
     if value.__class__ is list:
         return [v.lower() if v.__class__ is str else v for v in value]
     return value
@@ -95,7 +98,7 @@ def _numbers(value: Any) -> list[Any]:
 
 def _find(value: Any, search: Callable[[str], Any] | None, numbers: dict[float, Payload] | None) -> Found:
     """The literals of one field found in its value: text literals in its lower-cased text, numbers it equals."""
-    text = value.lower() if value.__class__ is str else field_text(_lower(value))
+    text = value.lower() if value.__class__ is str else field_text(lowered(value))
     found = tuple(search(text)) if search is not None and text else ()
     if numbers is not None:
         found += tuple((None, numbers[n]) for n in _numbers(value) if n in numbers)
