@@ -26,3 +26,13 @@ async def connect(url: str, name: str, persistent: bool = False, **options: Any)
         options.setdefault("reconnect_time_wait", 0.2)
         options.setdefault("connect_timeout", 3)
     return await nats.connect(url, name=name, error_cb=on_error, **options)
+
+
+async def settle(nc: Client) -> None:
+    """Return once the server has processed every command this client sent so far: a subscription
+    just made is live. nats-py's ``flush()`` writes its PING straight to the socket, ahead of
+    commands still queued for its flusher task (a new SUB), so its PONG can come back before the
+    SUB reached the server. The first round trip lets the flusher write them; the second is sent
+    behind them."""
+    await nc.flush()
+    await nc.flush()

@@ -19,6 +19,7 @@ import psycopg
 from fastapi import APIRouter, Query, WebSocket, WebSocketDisconnect
 
 from management.auth import AuthError
+from connectors.nats.client import settle
 from management.deps import authenticate
 from management.liveness import agents_subject
 from management.routes.agents import AGENT_ID_PATTERN
@@ -117,7 +118,7 @@ async def _stream(ws: WebSocket, query_token: str | None, permission: str, strea
             queue.put_nowait(record)
 
     sub = await state.nc.subscribe(subject, cb=on_message)
-    await state.nc.flush()
+    await settle(state.nc)
     await ws.send_text(orjson.dumps({"stream": stream, "subscribed": subject}).decode())
 
     async def send_forever() -> None:

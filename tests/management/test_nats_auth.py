@@ -13,6 +13,7 @@ import pytest
 from nats.errors import NoServersError
 
 from agents.subjects import inbox_prefix
+from connectors.nats.client import settle
 from management.nats_auth import SERVICE_USER, authorization_from_db
 from opmas.embedded import free_port, wait_for_port
 
@@ -77,7 +78,7 @@ async def test_an_agent_publishes_only_under_its_own_subjects(secured_nats):
     await agent.publish("opmas.findings.critical", b'{"forged": 1}')
     await agent.subscribe("opmas.control.sec-a2")
     await agent.subscribe("opmas.control.sec-a1")
-    await agent.flush()
+    await settle(agent)
     await asyncio.sleep(0.5)
 
     subjects = []
@@ -94,7 +95,7 @@ async def test_an_agent_publishes_only_under_its_own_subjects(secured_nats):
     assert "opmas.control.sec-a1" not in violations
 
     control = await agent.subscribe("opmas.control.sec-a1")
-    await agent.flush()
+    await settle(agent)
     await service.publish("opmas.control.sec-a1", b'{"type": "config"}')
     assert (await control.next_msg(timeout=5)).data == b'{"type": "config"}'
     await agent.close()

@@ -12,9 +12,11 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 from psycopg.types.json import Jsonb
 
+from connectors.nats.client import settle
 from connectors.nats.subjects import RELOAD_SUBJECT, ensure_streams
 from management.rule_store import stored_rule_sources
 from opmas.runtime.rules import RuleFiles
+from connectors.nats.client import settle
 
 RULE = """title: API Test Rule
 id: 5a6b7c8d-0000-4000-8000-000000000001
@@ -70,7 +72,7 @@ async def test_config_change_is_pushed_on_the_control_subject(stack, admin):
     admin.post("/agents", json={"id": "push-1", "name": "p", "type": "tail"})
     nc = await nats.connect(stack.nats_url)
     sub = await nc.subscribe("opmas.control.push-1")
-    await nc.flush()
+    await settle(nc)
     r = await asyncio.to_thread(admin.put, "/agents/push-1", json={"config": {"heartbeat_interval": 2}})
     assert r.json()["config_version"] == 1 and r.json()["config_pushed"] is True
     msg = orjson.loads((await sub.next_msg(timeout=5)).data)
@@ -212,7 +214,7 @@ def engine_stub(stack):
             await msg.respond(orjson.dumps(reply))
 
         await nc.subscribe(RELOAD_SUBJECT, cb=on_reload)
-        await nc.flush()
+        await settle(nc)
         ready.set()
         await stop.wait()
         await nc.close()

@@ -6,6 +6,7 @@ import os
 import pytest
 
 from connectors.clickhouse.archive import Archive, connect, encode_row
+from connectors.nats.client import settle
 from connectors.postgres.sink import Checkpoint, PostgresSink
 from connectors.records import EventRecord, FindingRecord
 from engine.event import Event
@@ -126,6 +127,7 @@ async def test_rows_postgres_refuses_become_dead_letters_then_the_checkpoint_is_
         letters.append(orjson.loads(msg.data))
 
     await nc.subscribe("opmas.deadletter", cb=collect)
+    await settle(nc)
     bad = finding(2)
     bad.id = "not-a-uuid"
     dead = await write_postgres(sink, js, *records([finding(1), bad], []), Checkpoint("c1", 7, {}, {}), 0.5,
