@@ -4,7 +4,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import socket
 import sys
 
 import uvicorn
@@ -13,7 +12,7 @@ from connectors.clickhouse.archive import Archive
 from management.app import API_PREFIX, create_app
 from management.settings import ApiSettings
 from opmas.config import Config
-from opmas.embedded import free_port
+from opmas.embedded import free_port, port_available
 from opmas.runtime.stack import Stack
 
 log = logging.getLogger("opmas.api")
@@ -51,15 +50,13 @@ async def serve(settings: ApiSettings, stop_event: asyncio.Event | None = None,
 
 
 def port_or_free(host: str, port: int) -> int:
-    """``port`` if it can be bound on ``host``, else a free one (with a warning)."""
-    with socket.socket() as sock:
-        try:
-            sock.bind((host, port))
-            return port
-        except OSError:
-            chosen = free_port(host)
-            log.warning("API port in use, using another", extra={"wanted": port, "port": chosen})
-            return chosen
+    """``port`` if a server may listen on it (closed connections in TIME_WAIT do not count), else a
+    free one (with a warning)."""
+    if port_available(host, port):
+        return port
+    chosen = free_port(host)
+    log.warning("API port in use, using another", extra={"wanted": port, "port": chosen})
+    return chosen
 
 
 async def up_service(config: Config, stack: Stack, stop: asyncio.Event) -> None:

