@@ -24,7 +24,6 @@ from typing import Any, BinaryIO
 
 import orjson
 
-from engine.event import Event, event_from_obj
 
 CHUNK = 1 << 16
 MAX_RECORD = 64 << 20  # a single record larger than this is refused, not buffered forever
@@ -42,6 +41,7 @@ class BadRecord:
     line: int
     reason: str
     raw: bytes
+    file: str | None = None  # set where several files are read (connectors.inputs)
 
 
 class BadInput(ValueError):
@@ -96,27 +96,6 @@ def iter_objects(stream: BinaryIO, on_error: OnError | None = None) -> Iterator[
     """Yield each JSON object in ``stream`` (see the module docstring for layouts)."""
     for obj, _ in iter_records(stream, on_error):
         yield obj
-
-
-def read_events(path: str | Path, on_error: OnError | None = None) -> Iterator[Event]:
-    """Yield an :class:`Event` for each JSON object in the file (``-`` = stdin), with its JSON text."""
-    with open_source(path) as stream:
-        for obj, text in iter_records(stream, on_error):
-            yield event_from_obj(obj, text)
-
-
-def read_event_batches(
-    path: str | Path, batch_size: int = 1000, on_error: OnError | None = None
-) -> Iterator[list[Event]]:
-    """Events of ``path`` in lists of at most ``batch_size``."""
-    batch: list[Event] = []
-    for event in read_events(path, on_error):
-        batch.append(event)
-        if len(batch) >= batch_size:
-            yield batch
-            batch = []
-    if batch:
-        yield batch
 
 
 def _raise(record: BadRecord) -> None:

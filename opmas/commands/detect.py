@@ -1,8 +1,8 @@
-"""``opmas detect RULES_PATH... --events FILE|- [--output FILE]``: offline detection.
+"""``opmas detect RULES_PATH... --events PATH... [--output FILE]``: offline detection.
 
-Runs the same engine.processor.Processor as the streaming runtimes over a file (or
-stdin) of JSON events and writes the findings as JSON lines (stdout by default).
-Rule load errors and unreadable records are reported on stderr; good rules still run.
+Runs the same engine.processor.Processor as the streaming runtimes over event files, folders
+and globs (JSON, binary EVTX, gzip; stdin) and writes the findings as JSON lines (stdout by
+default). Rule load errors and unreadable records are reported on stderr; good rules still run.
 """
 from __future__ import annotations
 
@@ -18,7 +18,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     """Add the ``detect`` sub-command."""
     parser = subparsers.add_parser("detect", help="run rules over a file of JSON events, write findings as JSON lines")
     parser.add_argument("rules", nargs="+", metavar="RULES_PATH", help="rule files or directories")
-    parser.add_argument("--events", required=True, metavar="FILE", help="JSON events file ('-' = stdin; .gz ok)")
+    parser.add_argument("--events", required=True, nargs="+", action="extend", metavar="PATH",
+                        help="event files, folders (searched recursively) or globs: JSON lines, concatenated "
+                             "JSON or arrays, binary .evtx, any of them .gz; '-' = stdin (repeatable)")
     parser.add_argument("--output", metavar="FILE", help="findings file (default: stdout)")
     parser.add_argument("--mapping", action="append", default=[], metavar="FILE",
                         help="extra logsource mapping file (repeatable)")
@@ -40,27 +42,31 @@ def _output(path: str | None) -> Iterator[IO[bytes]]:
 
 
 def _progress() -> contextlib.AbstractContextManager:
-    """A rich progress display on a terminal, nothing otherwise."""
+    """A rich progress display on a terminal (bytes read of the inputs, ETA), nothing otherwise."""
     if not sys.stderr.isatty():
         return contextlib.nullcontext(None)
     from rich.console import Console
-    from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+    from rich.progress import (BarColumn, Progress, SpinnerColumn, TaskProgressColumn, TextColumn,
+                               TimeElapsedColumn, TimeRemainingColumn)
 
-    return Progress(SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn(),
-                    console=Console(stderr=True), transient=True)
+    return Progress(SpinnerColumn(), TextColumn("{task.description}"), BarColumn(), TaskProgressColumn(),
+                    TimeElapsedColumn(), TimeRemainingColumn(), console=Console(stderr=True), transient=True)
 
 
 def detect_command(args: argparse.Namespace) -> int:
     """Load rules, stream events through a Processor, write findings; 1 if no rule loaded."""
-    from connectors.files import BadRecord, read_event_batches
+    from connectors.files import BadRecord
+    from connectors.inputs import Reading, UnknownInput, check
     from engine.processor import Processor
     from engine.ruleset import load_ruleset, sources_from_paths
     from opmas.gc_tuning import tune_gc_for_rules
 
     try:
         sources = sources_from_paths(args.rules)
-    except FileNotFoundError as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        inputs = check(args.events)
+    except (FileNotFoundError, UnknownInput) as exc:
+        for line in str(exc).splitlines():
+            print(f"error: {line}", file=sys.stderr)
         return 2
     ruleset, errors = load_ruleset(sources, args.mapping, args.lateness)
     for error in errors:
@@ -72,21 +78,24 @@ def detect_command(args: argparse.Namespace) -> int:
 
     def on_bad(record: BadRecord) -> None:
         bad_records.append(record)
-        print(f"{args.events}:{record.line}: skipped record: {record.reason}", file=sys.stderr)
+        print(f"{record.file}:{record.line}: skipped record: {record.reason}", file=sys.stderr)
 
     processor = Processor(ruleset)
     tune_gc_for_rules()
+    reading = Reading(inputs, on_bad)
     started = time.perf_counter()
     try:
         with _output(args.output) as out, _progress() as progress:
-            task = progress.add_task("detecting", total=None) if progress else None
-            for batch in read_event_batches(args.events, args.batch_size, on_bad):
+            task = progress.add_task("detecting", total=reading.total) if progress else None
+            for batch in reading.event_batches(args.batch_size):
                 findings = processor.process(batch)
                 if findings:
                     out.write(b"".join(f.to_json() + b"\n" for f in findings))
                 if progress is not None:
-                    progress.update(task, description=f"{processor.stats.events:,} events, "
-                                                      f"{processor.stats.findings:,} findings")
+                    rate = processor.stats.events / max(time.perf_counter() - started, 1e-9)
+                    progress.update(task, completed=reading.position,
+                                    description=f"{processor.stats.events:,} events ({rate:,.0f}/s), "
+                                                f"{processor.stats.findings:,} findings")
             final = processor.flush()
             out.write(b"".join(f.to_json() + b"\n" for f in final))
     except OSError as exc:

@@ -8,7 +8,12 @@ from pathlib import Path
 import orjson
 import pytest
 
-from connectors.files import BadInput, iter_objects, read_event_batches, read_events
+from connectors.files import BadInput, iter_objects
+from connectors.inputs import Reading, check
+
+
+def _fail(record) -> None:
+    raise AssertionError(record)
 
 
 def _read(data: bytes) -> tuple[list, list]:
@@ -54,18 +59,17 @@ def test_large_input_in_small_chunks(tmp_path: Path, monkeypatch: pytest.MonkeyP
     pretty = b"".join(orjson.dumps(r, option=orjson.OPT_INDENT_2) for r in records)
     path = tmp_path / "events.json.gz"
     path.write_bytes(gzip.compress(pretty))
-    events = list(read_events(path))
-    assert [e.data for e in events] == records
-    batches = list(read_event_batches(path, batch_size=128))
+    batches = list(Reading(check([str(path)]), _fail).event_batches(128))
+    assert [e.data for b in batches for e in b] == records
     assert [len(b) for b in batches] == [128, 128, 44]
 
 
 def test_events_keep_own_id_or_get_content_hash(tmp_path: Path) -> None:
     path = tmp_path / "e.jsonl"
     path.write_bytes(b'{"id": "e1", "x": 1}\n{"x": 2}\n')
-    first = [e.id for e in read_events(path)]
+    first = [e.id for b in Reading(check([str(path)]), _fail).event_batches(10) for e in b]
     assert first[0] == "e1" and len(first[1]) == 32
-    assert [e.id for e in read_events(path)] == first
+    assert [e.id for b in Reading(check([str(path)]), _fail).event_batches(1) for e in b] == first
 
 
 def test_long_single_line_array_is_read_in_chunks(monkeypatch: pytest.MonkeyPatch) -> None:
