@@ -11,6 +11,7 @@ rules. Only the prefilter's candidates are evaluated.
 """
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -190,6 +191,7 @@ class RuleIndex:
             for m in self.mappings
         ]
         self._everywhere = by_logsource.get((), [])
+        self.rule_seconds: dict[str, float] | None = None  # {} to time each rule's evaluation: rule id -> seconds
 
     def mapping_index(self, data: dict[str, Any]) -> int:
         """Index of the first mapping that recognises the raw event (-1: none)."""
@@ -267,14 +269,25 @@ class RuleIndex:
         several lenses, ``view`` shows each yielded rule's lens until the next one is yielded."""
         group = view.group
         if len(group.lenses) > 1:
-            return _matches_per_lens(view)
+            return _matches_per_lens(view, _match if self.rule_seconds is None else self._timed)
         lens = group.lenses[0]
         candidates = lens.prefilter.candidates(view.scanned, view.haystack)
         if not candidates:
             return ()
         rules = [group.rules[i] for i in candidates]
         flat, low = view._see(lens, rules)
+        if self.rule_seconds is not None:
+            return [rule for rule in rules if self._timed(rule, flat, low)]
         return [rule for rule in rules if rule.match(flat, low)]
+
+    def _timed(self, rule: DetectionRule, flat: dict[str, Any], low: dict[str, Any]) -> bool:
+        """``rule.match``, its time added to :attr:`rule_seconds`."""
+        started = time.perf_counter()
+        try:
+            return rule.match(flat, low)
+        finally:
+            seconds = self.rule_seconds  # type: ignore[union-attr]
+            seconds[rule.meta.id] = seconds.get(rule.meta.id, 0.0) + time.perf_counter() - started
 
 
 def _lens(renames: dict[str, str], rules: tuple[DetectionRule, ...], members: list[int]) -> Lens:
@@ -286,7 +299,12 @@ def _lens(renames: dict[str, str], rules: tuple[DetectionRule, ...], members: li
                 members=tuple(members), prefilter=Prefilter([rules[i].requirement for i in members], renames))
 
 
-def _matches_per_lens(view: EventView) -> Iterator[DetectionRule]:
+def _match(rule: DetectionRule, flat: dict[str, Any], low: dict[str, Any]) -> bool:
+    return rule.match(flat, low)
+
+
+def _matches_per_lens(view: EventView, match: Callable[[DetectionRule, dict[str, Any], dict[str, Any]], bool]
+                      ) -> Iterator[DetectionRule]:
     group = view.group
     rules = group.rules
     per_lens = [[lens.members[i] for i in lens.prefilter.candidates(view.scanned, view.haystack)]
@@ -298,6 +316,6 @@ def _matches_per_lens(view: EventView) -> Iterator[DetectionRule]:
             seen[k] = view._see(lens, [rules[j] for j in per_lens[k]])
         flat, low = seen[k]
         rule = rules[i]
-        if rule.match(flat, low):
+        if match(rule, flat, low):
             view.flat, view.low, view.lens = flat, low, lens
             yield rule

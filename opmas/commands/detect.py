@@ -13,6 +13,9 @@ import time
 from collections.abc import Iterator
 from typing import IO
 
+FORMATS = ("jsonl", "csv", "table")  # opmas.findings_output.FORMATS, not imported here (the CLI starts fast)
+SEVERITIES = ("informational", "low", "medium", "high", "critical")  # engine.finding.SEVERITIES
+
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     """Add the ``detect`` sub-command."""
@@ -22,6 +25,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         help="event files, folders (searched recursively) or globs: JSON lines, concatenated "
                              "JSON or arrays, binary .evtx, any of them .gz; '-' = stdin (repeatable)")
     parser.add_argument("--output", metavar="FILE", help="findings file (default: stdout)")
+    parser.add_argument("--format", choices=FORMATS, default="jsonl",
+                        help="jsonl (default): a finding per line; csv; table: a summary (findings per level, "
+                             "top rules and hosts, first and last event time, slowest rules)")
+    parser.add_argument("--min-level", choices=SEVERITIES, metavar="LEVEL",
+                        help="only findings at this level or above (informational, low, medium, high, critical)")
+    parser.add_argument("--timeline", action="store_true",
+                        help="write the findings sorted by event time (after the input is read)")
     parser.add_argument("--mapping", action="append", default=[], metavar="FILE",
                         help="extra logsource mapping file (repeatable)")
     parser.add_argument("--batch-size", type=int, default=1000, help="events per processor batch")
@@ -59,6 +69,7 @@ def detect_command(args: argparse.Namespace) -> int:
     from connectors.inputs import Reading, UnknownInput, check
     from engine.processor import Processor
     from engine.ruleset import load_ruleset, sources_from_paths
+    from opmas.findings_output import Writer
     from opmas.gc_tuning import tune_gc_for_rules
 
     try:
@@ -81,23 +92,25 @@ def detect_command(args: argparse.Namespace) -> int:
         print(f"{record.file}:{record.line}: skipped record: {record.reason}", file=sys.stderr)
 
     processor = Processor(ruleset)
+    if args.format == "table":
+        processor.index.rule_seconds = {}
     tune_gc_for_rules()
     reading = Reading(inputs, on_bad)
     started = time.perf_counter()
     try:
         with _output(args.output) as out, _progress() as progress:
+            writer = Writer(out, args.format, args.timeline, args.min_level)
             task = progress.add_task("detecting", total=reading.total) if progress else None
             for batch in reading.event_batches(args.batch_size):
-                findings = processor.process(batch)
-                if findings:
-                    out.write(b"".join(f.to_json() + b"\n" for f in findings))
+                writer.write(processor.process(batch))
                 if progress is not None:
                     rate = processor.stats.events / max(time.perf_counter() - started, 1e-9)
                     progress.update(task, completed=reading.position,
                                     description=f"{processor.stats.events:,} events ({rate:,.0f}/s), "
                                                 f"{processor.stats.findings:,} findings")
-            final = processor.flush()
-            out.write(b"".join(f.to_json() + b"\n" for f in final))
+            writer.write(processor.flush())
+            titles = {rule.meta.id: rule.meta.title for rule in ruleset.detections}
+            writer.close({rid: (titles.get(rid, rid), s) for rid, s in (processor.index.rule_seconds or {}).items()})
     except OSError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
