@@ -1,9 +1,14 @@
-"""``opmas rules validate PATH...`` and ``opmas rules test PATH...``."""
+"""``opmas rules validate|test PATH...``, ``opmas rules import PACK`` and ``opmas rules reload``."""
 from __future__ import annotations
 
 import argparse
 import sys
+from collections import Counter
+from pathlib import Path
 from typing import TYPE_CHECKING
+
+LEVELS = ("informational", "low", "medium", "high", "critical")  # engine.finding.SEVERITIES
+STATUSES = ("stable", "test", "experimental", "deprecated", "unsupported")  # opmas.rule_import.STATUSES
 
 if TYPE_CHECKING:
     from engine.errors import RuleError
@@ -21,6 +26,18 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         parser.add_argument("--mapping", action="append", default=[], metavar="FILE",
                             help="extra logsource mapping file (repeatable)")
         parser.set_defaults(func=func)
+    pack = sub.add_parser("import", help="copy the rules of a SigmaHQ-layout tree or release zip that load into a "
+                                         "rules directory; report what was left out and why")
+    pack.add_argument("pack", metavar="PATH|ZIP", help="a folder of rule files (SigmaHQ layout) or a release zip")
+    pack.add_argument("--into", type=Path, metavar="DIR",
+                      help="rules directory to copy into (default: <first configured rules directory>/sigma)")
+    pack.add_argument("--status", default="stable,test,experimental",
+                      help="statuses to take, comma-separated (default stable,test,experimental; "
+                           "also deprecated, unsupported)")
+    pack.add_argument("--min-level", choices=LEVELS, metavar="LEVEL", help="only rules at this level or above")
+    pack.add_argument("--mapping", action="append", default=[], metavar="FILE",
+                      help="extra logsource mapping file the rules are loaded with (repeatable)")
+    pack.set_defaults(func=import_command)
     reload = sub.add_parser("reload", help="make the running engine reload its rule files (refused if any has errors)")
     reload.add_argument("--nats", help="NATS URL (default: NATS_URL, else the running `opmas up` of the data dir)")
     reload.set_defaults(func=reload_command)
@@ -70,6 +87,41 @@ def test_command(args: argparse.Namespace) -> int:
         print(result)
     print(f"{len(results)} cases, {len(results) - len(failed)} passed, {len(failed)} failed, {failures} rule errors")
     return 1 if failed or failures else 0
+
+
+def import_command(args: argparse.Namespace) -> int:
+    """Import a rule pack; print each file left out with why, then a summary; exit 1 if nothing was imported."""
+    import zipfile
+
+    from opmas.config import ConfigError, load_config
+    from opmas.rule_import import import_pack
+
+    statuses = [s.strip() for s in args.status.split(",") if s.strip()]
+    unknown = sorted(set(statuses) - set(STATUSES))
+    if unknown:
+        print(f"error: unknown status {', '.join(unknown)} (known: {', '.join(STATUSES)})", file=sys.stderr)
+        return 2
+    pack = Path(args.pack)
+    if not pack.is_dir() and not zipfile.is_zipfile(pack):
+        print(f"error: {pack}: not a folder or a zip file", file=sys.stderr)
+        return 2
+    into = args.into
+    if into is None:
+        try:
+            into = load_config().rules[0] / "sigma"
+        except ConfigError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 2
+    report = import_pack(pack, into, statuses, args.min_level, args.mapping)
+    for skipped in report.skipped:
+        print(f"{pack}/{skipped.path}: skipped ({skipped.kind}): {skipped.reason}")
+    kinds = Counter(s.kind for s in report.skipped)
+    left_out = ", ".join(f"{count} {kind}" for kind, count in sorted(kinds.items())) or "none"
+    uncovered = sum(1 for w in report.warnings if "not covered by any mapping" in w.message)
+    print(f"{len(report.imported) + len(report.skipped)} rule files: {len(report.imported)} imported into {into}; "
+          f"skipped: {left_out}; {len(report.warnings)} warnings ({uncovered} rules whose logsource no mapping "
+          f"covers; `opmas rules validate {into}` lists them)")
+    return 0 if report.imported else 1
 
 
 def reload_command(args: argparse.Namespace) -> int:
