@@ -36,6 +36,7 @@ ENV_VARS: dict[str, str] = {
     "OPMAS_PARTITION_IDLE": "partition_idle",
     "OPMAS_MAX_FUTURE": "max_future",
     "OPMAS_WATCH_RULES": "watch_rules",
+    "OPMAS_SHUTDOWN_TIMEOUT": "shutdown_timeout",
     "OPMAS_KAFKA_URL": "kafka_url",
     "OPMAS_KAFKA_TOPIC": "kafka_topic",
     "OPMAS_KAFKA_SESSION_TIMEOUT": "kafka_session_timeout",
@@ -79,6 +80,7 @@ class Config:
     consumer: str = "opmas-engine"  # durable consumer and checkpoint name
     watch_rules: bool = True  # reload rules when their files change
     log_level: str = "INFO"
+    shutdown_timeout: float = 10.0  # seconds `opmas up` waits for the engine after a stop signal before cutting it off
     # Scale-out (opmas bridge / worker / archiver): a Kafka-protocol log between NATS and the workers.
     kafka_url: str | None = None  # host:port[,host:port]; required by the scale-out commands
     kafka_topic: str = "opmas-events"  # the events topic, with `partitions` partitions
@@ -163,6 +165,8 @@ def _build(base: Config, values: Mapping[str, Any], origin: str) -> Config:
         raise ConfigError(f"{origin}: max_future must be >= 0")
     if config.partition_idle <= 0:
         raise ConfigError(f"{origin}: partition_idle must be > 0")
+    if config.shutdown_timeout < 0:
+        raise ConfigError(f"{origin}: shutdown_timeout must be >= 0")
     return config
 
 

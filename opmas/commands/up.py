@@ -56,12 +56,14 @@ def up_command(args: argparse.Namespace) -> int:
 
 
 async def run_up(config: Config) -> int:
-    """Start the servers and the engine; on SIGINT/SIGTERM stop the engine, then the servers."""
+    """Start the servers and the engine; on SIGINT/SIGTERM stop the engine (by its deadline, see
+    opmas/runtime/shutdown.py), then the servers."""
     import asyncio
 
     from opmas.datadir import DataDirBusy
     from opmas.embedded import PortTaken
     from opmas.runtime.pipeline import Pipeline
+    from opmas.runtime.shutdown import Shutdown
     from opmas.runtime.stack import start_stack
 
     stop = asyncio.Event()
@@ -71,17 +73,13 @@ async def run_up(config: Config) -> int:
         print(f"error: {exc}", file=sys.stderr, flush=True)
         return 1
     pipeline = Pipeline(config, stack.nats_url, stack.db_url, stack.archive)
+    shutdown = Shutdown(stop, pipeline.abort, config.shutdown_timeout)
     loop = asyncio.get_running_loop()
-
-    def on_signal() -> None:
-        if stop.is_set():  # second signal: stop retrying unavailable sinks
-            pipeline.abort.set()
-        stop.set()
-
     for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, on_signal)
+        loop.add_signal_handler(sig, shutdown.on_signal)
     service_tasks = [asyncio.create_task(service(config, stack, stop)) for service in services()]
     engine = asyncio.create_task(pipeline.run(stop))
+    shutdown.watch(engine, stack.stop)
     try:
         await asyncio.wait([engine, asyncio.create_task(pipeline.ready.wait())],
                            return_when=asyncio.FIRST_COMPLETED)
@@ -89,12 +87,20 @@ async def run_up(config: Config) -> int:
             _print_where(config, stack)
         await engine
         return 0
+    except asyncio.CancelledError:
+        if not shutdown.forced:
+            raise
+        return 1
     except Exception:
         log.exception("engine failed")
         return 1
     finally:
         stop.set()
-        await asyncio.gather(*service_tasks, return_exceptions=True)
+        if service_tasks:
+            _, late = await asyncio.wait(service_tasks, timeout=config.shutdown_timeout)
+            for task in late:
+                task.cancel()
+            await asyncio.gather(*service_tasks, return_exceptions=True)
         await asyncio.to_thread(stack.stop)
         print("opmas stopped", file=sys.stderr, flush=True)
 

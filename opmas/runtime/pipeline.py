@@ -155,8 +155,8 @@ class Pipeline:
             await asyncio.gather(*tasks, return_exceptions=True)
             if self.source is not None:
                 await self.source.stop()
-            if self.pool is not None:
-                await asyncio.to_thread(self.pool.close)
+            if self.pool is not None:  # cut off (see shutdown.py): a stuck evaluator is killed at once
+                await asyncio.to_thread(self.pool.close, 0.0 if self.abort.is_set() else 5.0)
             await self.nc.close()  # every publish was already confirmed by JetStream
             await self.pg.close()
             log.info("engine stopped", extra={"acked_seq": self.stats.acked_seq, "events": self.stats.events,
@@ -176,7 +176,7 @@ class Pipeline:
                     break
                 raise
             if not messages:
-                await self._idle(queue)
+                await self._idle(queue, writer)
                 continue
             metrics.MESSAGES_RECEIVED.inc(len(messages))
             checkpoint = None
@@ -186,12 +186,12 @@ class Pipeline:
                 if time.monotonic() - last_checkpoint >= cfg.checkpoint_interval:
                     checkpoint = await self._checkpoint(messages[-1].seq)
                     last_checkpoint = time.monotonic()
-            await queue.put(Batch(messages[-1], [m.time for m in messages], result, checkpoint))
+            await _put(queue, Batch(messages[-1], [m.time for m in messages], result, checkpoint), writer)
         if not writer.done():  # a final checkpoint at the last evaluated message
             async with self._lock:
                 final = await self._checkpoint(self.source.last_seq)
-            await queue.put(Batch(None, [], Evaluated(), final))
-        await queue.put(None)
+            await _put(queue, Batch(None, [], Evaluated(), final), writer)
+        await _put(queue, None, writer)
 
     def _correlate(self, result: Evaluated) -> None:
         """The correlation stage takes the batch's hits; its findings join the batch's."""
@@ -202,14 +202,14 @@ class Pipeline:
             self.stage.take(partition, handoff, now)
         result.findings.extend(map(FindingRecord.of, self.stage.advance(now)))
 
-    async def _idle(self, queue: asyncio.Queue) -> None:
+    async def _idle(self, queue: asyncio.Queue, writer: asyncio.Task) -> None:
         """No new messages: a partition that went quiet may stop holding correlation windows open."""
         if self.stage is None:
             return
         async with self._lock:
             findings = list(map(FindingRecord.of, self.stage.advance(time.time())))
         if findings:  # the events they cite were stored when they arrived; a replay makes them again
-            await queue.put(Batch(None, [], Evaluated(findings=findings), None))
+            await _put(queue, Batch(None, [], Evaluated(findings=findings), None), writer)
 
     def _set_stage(self, ruleset: RuleSet, state: dict[str, Any] | None) -> None:
         """The correlation stage of ``ruleset`` (kept across reloads while it has correlations)."""
@@ -343,3 +343,16 @@ class Pipeline:
         for p, values in stats.items():
             metrics.export_partition(p, values, exported.setdefault(p, {}))
 
+
+async def _put(queue: asyncio.Queue, item: Batch | None, writer: asyncio.Task) -> None:
+    """Queue ``item`` for the writer; if the writer has ended (it failed), raise its error instead
+    of waiting for room it will never make."""
+    put = asyncio.ensure_future(queue.put(item))
+    try:
+        await asyncio.wait([put, writer], return_when=asyncio.FIRST_COMPLETED)
+        if put.done():
+            return
+    finally:
+        put.cancel()  # (no-op once done)
+    writer.result()
+    raise RuntimeError("the writer ended before the reader")

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import multiprocessing
 import signal
+import time
 import traceback
 from collections.abc import Sequence
 from multiprocessing.connection import Connection
@@ -90,7 +91,7 @@ class EvaluatorPool:
             child.close()
             self._conns.append(parent)
             self._procs.append(proc)
-        await asyncio.gather(*(asyncio.to_thread(self._receive, i) for i in range(len(self._conns))))
+        await asyncio.gather(*(self._reply(i) for i in range(len(self._conns))))
 
     def _receive(self, index: int) -> Any:
         try:
@@ -102,14 +103,26 @@ class EvaluatorPool:
             raise WorkerError(f"evaluator process {index} failed:\n{result}")
         return result
 
+    async def _reply(self, index: int) -> Any:
+        """The next answer of worker ``index``; cancellable, so a stuck worker cannot hold its caller."""
+        conn = self._conns[index]
+        readable = asyncio.get_running_loop().create_future()
+        loop = asyncio.get_running_loop()
+        loop.add_reader(conn.fileno(), lambda: readable.done() or readable.set_result(None))
+        try:
+            await readable
+        finally:
+            loop.remove_reader(conn.fileno())
+        return await asyncio.to_thread(self._receive, index)
+
     async def _all(self, command: str, args: list[Any]) -> list[Any]:
-        def call(index: int) -> Any:
+        async def call(index: int) -> Any:
             try:
-                self._conns[index].send((command, args[index]))
+                await asyncio.to_thread(self._conns[index].send, (command, args[index]))
             except (BrokenPipeError, OSError) as exc:
                 raise WorkerError(f"evaluator process {index} is gone") from exc
-            return self._receive(index)
-        return await asyncio.gather(*(asyncio.to_thread(call, i) for i in range(len(self._conns))))
+            return await self._reply(index)
+        return await asyncio.gather(*(call(i) for i in range(len(self._conns))))
 
     async def evaluate(self, messages: Sequence[SourceMessage]) -> Evaluated:
         """Evaluate a batch; whole messages go to their partition's owner (or to all, see Layout)."""
@@ -154,17 +167,19 @@ class EvaluatorPool:
         arg = (list(sources), [str(m) for m in mappings], lateness)
         await self._all("rules", [arg] * len(self._conns))
 
-    def close(self) -> None:
-        """Stop the worker processes (they hold no state the last checkpoint lacks)."""
+    def close(self, grace: float = 5.0) -> None:
+        """Stop the worker processes (they hold no state the last checkpoint lacks): they exit when
+        their pipe closes; those still running after ``grace`` seconds are killed."""
+        if grace <= 0:
+            for proc in self._procs:
+                proc.kill()
         for conn in self._conns:
-            try:
-                conn.send(("stop", None))
-            except OSError:
-                pass
             conn.close()
+        deadline = time.monotonic() + grace
         for proc in self._procs:
-            proc.join(5)
+            proc.join(max(0.0, deadline - time.monotonic()))
             if proc.is_alive():
                 proc.kill()
+                proc.join()
         self._conns.clear()
         self._procs.clear()
