@@ -3,16 +3,20 @@
 A message holds one JSON object, a JSON array of objects, or JSON lines (many
 events per message, for throughput). Each object is an envelope (validated
 against the schema) or a raw event, wrapped with the agent id of the subject.
+An envelope naming another agent than its subject is refused (agents may publish on
+their own subject only); names equal once made subject tokens (``subject_token``, as
+``opmas replay`` and the agents publish them) are the same agent.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 import orjson
 
 from connectors.nats.publishers import DeadLetter
 from connectors.nats.source import SourceMessage
-from connectors.nats.subjects import agent_of_subject
+from connectors.nats.subjects import agent_of_subject, subject_token
 from engine.event import Event, event_from_obj
 from opmas.runtime.envelope import envelope_error, looks_like_envelope
 
@@ -26,6 +30,16 @@ class Decoded:
     seqs: list[int] = field(default_factory=list)  # stream sequence of each event's message
     times: list[float] = field(default_factory=list)  # stream time of each event's message
     dead: list[DeadLetter] = field(default_factory=list)
+
+
+def envelope_refusal(obj: dict[str, Any], subject: str, agent: str) -> str | None:
+    """Why an envelope published on ``subject`` (of ``agent``) is refused: its schema, or another agent."""
+    error = envelope_error(obj)
+    if error is not None:
+        return f"schema: {error}"
+    if subject_token(obj["agent_id"]) != subject_token(agent):
+        return f"agent: envelope agent_id {obj['agent_id']!r} differs from the agent of subject {subject}"
+    return None
 
 
 class Intake:
@@ -79,10 +93,9 @@ class Intake:
                          raw if raw is not None else orjson.dumps(obj), line_no)
             return
         if looks_like_envelope(obj):
-            error = envelope_error(obj)
-            if error is not None:
-                self._reject(out, message, f"schema: {error}", raw if raw is not None else orjson.dumps(obj),
-                             line_no)
+            refusal = envelope_refusal(obj, message.subject, agent)
+            if refusal is not None:
+                self._reject(out, message, refusal, raw if raw is not None else orjson.dumps(obj), line_no)
                 return
             event = event_from_obj(obj)
             text = orjson.dumps(obj["data"])
