@@ -9,6 +9,7 @@ the pipe once.
 """
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass
 
 import orjson
@@ -41,6 +42,21 @@ class FindingRecord:
     def json(self) -> bytes:
         """The finding as one JSON object: the NATS message."""
         return b"".join((self.head[:-1], b',"details":', self.details, b"}"))
+
+    def bounded(self, limit: int) -> bytes:
+        """The NATS message within ``limit`` bytes: the finding, or where that is larger, the finding with
+        its details replaced by their size and SHA-256 (``{"truncated": true, ...}``; PostgreSQL holds them
+        whole), or where even that is larger, only its id, rule, severity and that."""
+        whole = self.json
+        if len(whole) <= limit:
+            return whole
+        note = orjson.dumps({"truncated": True, "size": len(self.details),
+                             "sha256": hashlib.sha256(self.details).hexdigest()})
+        bounded = b"".join((self.head[:-1], b',"details":', note, b"}"))
+        if len(bounded) <= limit:
+            return bounded
+        return orjson.dumps({"id": self.id, "rule_id": self.rule_id, "severity": self.severity,
+                             "details": orjson.Fragment(note)})
 
     @property
     def line(self) -> bytes:

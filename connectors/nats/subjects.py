@@ -1,9 +1,11 @@
-"""OPMAS subjects and JetStream streams, and creating the streams."""
+"""OPMAS subjects and JetStream streams, and creating the streams (and the object store bucket
+``OPMAS_DEADLETTER_PAYLOADS``, which keeps the whole payload of a dead letter too big to carry it)."""
 from __future__ import annotations
 
 from nats.js import JetStreamContext
-from nats.js.api import DiscardPolicy, RetentionPolicy, StorageType, StreamConfig
-from nats.js.errors import BadRequestError, NotFoundError
+from nats.js.api import DiscardPolicy, ObjectStoreConfig, RetentionPolicy, StorageType, StreamConfig
+from nats.js.errors import BadRequestError, BucketNotFoundError, NotFoundError
+from nats.js.object_store import ObjectStore
 
 EVENTS_STREAM = "OPMAS_EVENTS"
 EVENTS_PREFIX = "opmas.events."
@@ -12,6 +14,8 @@ FINDINGS_PREFIX = "opmas.findings."
 DEADLETTER_STREAM = "OPMAS_DEADLETTER"
 DEADLETTER_SUBJECT = "opmas.deadletter"
 RELOAD_SUBJECT = "opmas.engine.reload"
+PAYLOAD_BUCKET = "OPMAS_DEADLETTER_PAYLOADS"
+MAX_AGE = 7 * 24 * 3600.0  # seconds the streams (and the bucket) keep a message by default
 
 
 def events_subject(agent_id: str) -> str:
@@ -36,7 +40,7 @@ def subject_token(text: str) -> str:
     return text.strip().translate(_UNSAFE_IN_TOKEN) or "unknown"
 
 
-async def ensure_streams(js: JetStreamContext, max_age: float = 7 * 24 * 3600.0,
+async def ensure_streams(js: JetStreamContext, max_age: float = MAX_AGE,
                          max_bytes: int = 10 << 30, update: bool = True) -> None:
     """Create the events, findings and dead-letter streams (file-backed) where missing, and with
     ``update`` (the engine) bring existing ones to these limits.
@@ -66,3 +70,14 @@ async def ensure_streams(js: JetStreamContext, max_age: float = 7 * 24 * 3600.0,
             await js.update_stream(config)
         except BadRequestError:
             pass  # a setting the server cannot change in place: keep the existing stream
+    await payload_store(js, max_age)
+
+
+async def payload_store(js: JetStreamContext, max_age: float = MAX_AGE) -> ObjectStore:
+    """The bucket of whole dead-letter payloads (file-backed, kept ``max_age`` as the dead letters are),
+    created where missing."""
+    try:
+        return await js.object_store(PAYLOAD_BUCKET)
+    except BucketNotFoundError:
+        return await js.create_object_store(PAYLOAD_BUCKET, ObjectStoreConfig(
+            ttl=max_age, storage=StorageType.FILE, description="whole payloads of truncated dead letters"))
