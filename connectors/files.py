@@ -1,4 +1,4 @@
-"""Read JSON events from a file or stdin, streaming, in bounded memory.
+"""Read JSON objects from a byte stream, streaming, in bounded memory.
 
 Accepted layouts (detected on the fly, may even be mixed):
 
@@ -6,20 +6,16 @@ Accepted layouts (detected on the fly, may even be mixed):
 * concatenated or pretty-printed objects (``{...}{...}`` or objects spanning lines),
 * a top-level JSON array of objects (streamed element by element, never loaded whole).
 
-``.gz`` files are decompressed transparently; ``-`` is stdin. A record that is not
-valid JSON, or not an object, is handed to ``on_error`` as a :class:`BadRecord`
-(line number, reason, raw bytes) and skipped; without ``on_error`` it raises
-:class:`BadInput`. Memory holds one chunk plus the record being read.
+Files, folders, gzip and EVTX are connectors.inputs' business. A record that is not valid
+JSON, or not an object, is handed to ``on_error`` as a :class:`BadRecord` (line number,
+reason, raw bytes) and skipped; without ``on_error`` it raises :class:`BadInput`. Memory
+holds one chunk plus the record being read.
 """
 from __future__ import annotations
 
-import gzip
 import re
-import sys
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, BinaryIO
 
 import orjson
@@ -55,17 +51,6 @@ class BadInput(ValueError):
 OnError = Callable[[BadRecord], None]
 
 
-@contextmanager
-def open_source(path: str | Path) -> Iterator[BinaryIO]:
-    """A binary stream for ``path``: ``-`` is stdin, ``*.gz`` is decompressed."""
-    if str(path) == "-":
-        yield sys.stdin.buffer
-        return
-    opener = gzip.open if str(path).endswith(".gz") else open
-    with opener(path, "rb") as stream:
-        yield stream
-
-
 def iter_records(stream: BinaryIO, on_error: OnError | None = None) -> Iterator[tuple[dict[str, Any], bytes]]:
     """Yield each JSON object in ``stream`` with the JSON text it was parsed from (see the module
     docstring for layouts)."""
@@ -90,12 +75,6 @@ def iter_records(stream: BinaryIO, on_error: OnError | None = None) -> Iterator[
         # Not one object per line: scan the rest of the input structurally.
         yield from _Scanner(stream, line, line_no, report).objects()
         return
-
-
-def iter_objects(stream: BinaryIO, on_error: OnError | None = None) -> Iterator[dict[str, Any]]:
-    """Yield each JSON object in ``stream`` (see the module docstring for layouts)."""
-    for obj, _ in iter_records(stream, on_error):
-        yield obj
 
 
 def _raise(record: BadRecord) -> None:

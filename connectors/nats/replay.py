@@ -1,4 +1,5 @@
-"""Publishing a recorded event log to NATS, order per agent preserved (``opmas replay FILE``).
+"""Publishing recorded event logs to NATS, order per agent preserved (``opmas replay PATH...``: files,
+folders, globs; JSON, binary EVTX, gzip, as connectors.inputs reads them).
 
 A full events stream (DiscardPolicy.NEW) refuses messages until room is freed (old events age
 out, the limit is raised); a refused or unanswered message is published again with backoff for
@@ -20,7 +21,8 @@ import nats.js.errors
 import orjson
 from nats.js import JetStreamContext
 
-from connectors.files import BadRecord, iter_objects, open_source
+from connectors.files import BadRecord
+from connectors.inputs import Input, Reading
 from connectors.nats.client import connect
 from connectors.nats.subjects import ensure_streams, events_subject, subject_token
 
@@ -44,6 +46,7 @@ class ReplayResult:
     events: int = 0
     messages: int = 0
     bad_records: int = 0
+    unreadable: int = 0  # records that could not be read at all (an EVTX chunk the parser refused), logged
     oversized: int = 0  # events larger than a message may be, skipped
     seconds: float = 0.0
 
@@ -62,11 +65,11 @@ def agent_of(obj: dict[str, Any], default: str | None) -> str:
     return subject_token(str(name)) if name else "replay"
 
 
-async def replay(path: str, nats_url: str, rate: float | None = None, agent: str | None = None,
+async def replay(inputs: list[Input], nats_url: str, rate: float | None = None, agent: str | None = None,
                  batch: int = 100, progress: Progress | None = None, patience: float = PATIENCE,
                  max_bytes: int | None = None) -> ReplayResult:
-    """Publish every object of ``path`` through JetStream; bad records are sent as they are (the
-    engine dead-letters them). A message never exceeds the server's max_payload, nor ``max_bytes``
+    """Publish every object of ``inputs`` through JetStream; bad records are sent as they are (the
+    engine dead-letters them); what has no bytes to send (an unreadable EVTX chunk) is logged. A message never exceeds the server's max_payload, nor ``max_bytes``
     (the engine's max_message_bytes); an event that alone would is skipped with a warning
     (``oversized``). Returns once JetStream has stored everything; raises ReplayStalled if a
     message is refused for ``patience`` seconds."""
@@ -134,7 +137,12 @@ async def replay(path: str, nats_url: str, rate: float | None = None, agent: str
         """A bad record may span good lines (a broken line read as the start of a multi-line
         object): take those, forward the rest unchanged for the engine to dead-letter."""
         while bad:
-            for line in bad.pop(0).raw.split(b"\n"):
+            record = bad.pop(0)
+            if not record.raw:
+                result.unreadable += 1
+                log.warning(f"{record.file}: {record.reason}", extra={"file": record.file, "record": record.line})
+                continue
+            for line in record.raw.split(b"\n"):
                 if not line.strip():
                     continue
                 try:
@@ -148,11 +156,10 @@ async def replay(path: str, nats_url: str, rate: float | None = None, agent: str
                     await send(fallback, [line])
 
     try:
-        with open_source(path) as stream:
-            for obj in iter_objects(stream, on_error=bad.append):
-                await salvage()
-                await take(obj)
+        for obj, _ in Reading(inputs, bad.append).records():
             await salvage()
+            await take(obj)
+        await salvage()
         for key, lines in buffers.items():
             if lines:
                 await send(events_subject(key), lines)

@@ -1,5 +1,5 @@
-"""``opmas replay FILE``: publish a recorded event log to NATS, order per agent preserved
-(connectors.nats.replay, imported when the command runs)."""
+"""``opmas replay PATH...``: publish recorded event logs (files, folders, globs; JSON, binary EVTX, gzip)
+to NATS, order per agent preserved (connectors.nats.replay, imported when the command runs)."""
 from __future__ import annotations
 
 import argparse
@@ -10,8 +10,10 @@ PATIENCE = 60.0  # default --patience: connectors.nats.replay.PATIENCE, not impo
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    parser = subparsers.add_parser("replay", help="publish a recorded event log (JSON lines, EVTX-JSON) to NATS")
-    parser.add_argument("file", help="event file (.json, .jsonl, .gz) or - for stdin")
+    parser = subparsers.add_parser("replay", help="publish recorded event logs (JSON, binary EVTX, gzip) to NATS")
+    parser.add_argument("paths", nargs="+", metavar="PATH",
+                        help="event files, folders (searched recursively) or globs: JSON lines, concatenated JSON "
+                             "or arrays, binary .evtx, any of them .gz; '-' = stdin")
     parser.add_argument("--rate", default="max", help="events per second, or 'max' (default)")
     parser.add_argument("--nats", help="NATS URL (default: NATS_URL, else the running `opmas up` of the data dir)")
     parser.add_argument("--agent", help="agent id for raw events (default: the event's host, else 'replay')")
@@ -30,6 +32,7 @@ def replay_command(args: argparse.Namespace) -> int:
     from rich.console import Console
     from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
+    from connectors.inputs import UnknownInput, check
     from connectors.nats.replay import ReplayStalled, replay
     from opmas.config import ConfigError, load_config
 
@@ -47,15 +50,18 @@ def replay_command(args: argparse.Namespace) -> int:
         except (ValueError, AssertionError):
             print(f"error: --rate must be a positive number or 'max', not {args.rate!r}", file=sys.stderr)
             return 2
-    if args.file != "-" and not Path(args.file).exists():
-        print(f"error: no such file: {args.file}", file=sys.stderr)
+    try:
+        inputs = check(args.paths)
+    except UnknownInput as exc:
+        for line in str(exc).splitlines():
+            print(f"error: {line}", file=sys.stderr)
         return 2
     url = args.nats or config.client_nats_url()
     console = Console(stderr=True)
     columns = (SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn())
     try:
         with Progress(*columns, console=console, transient=True) as progress:
-            result = asyncio.run(replay(args.file, url, rate, args.agent, max(1, args.batch), progress,
+            result = asyncio.run(replay(inputs, url, rate, args.agent, max(1, args.batch), progress,
                                         args.patience, config.max_message_bytes))
     except (OSError, nats.errors.NoServersError) as exc:
         print(f"error: cannot reach NATS at {url}: {exc} (is `opmas up` running?)", file=sys.stderr)
@@ -73,5 +79,6 @@ def replay_command(args: argparse.Namespace) -> int:
                   + (f"; {result.bad_records} unreadable records forwarded for dead-lettering"
                      if result.bad_records else "")
                   + (f"; {result.oversized} events larger than a message may be skipped"
-                     if result.oversized else ""))
+                     if result.oversized else "")
+                  + (f"; {result.unreadable} unreadable records (logged) skipped" if result.unreadable else ""))
     return 0

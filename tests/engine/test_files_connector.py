@@ -8,7 +8,7 @@ from pathlib import Path
 import orjson
 import pytest
 
-from connectors.files import BadInput, iter_objects
+from connectors.files import BadInput, iter_records
 from connectors.inputs import Reading, check
 
 
@@ -18,7 +18,7 @@ def _fail(record) -> None:
 
 def _read(data: bytes) -> tuple[list, list]:
     errors: list = []
-    return list(iter_objects(io.BytesIO(data), errors.append)), errors
+    return [obj for obj, _ in iter_records(io.BytesIO(data), errors.append)], errors
 
 
 def test_line_delimited() -> None:
@@ -50,7 +50,7 @@ def test_bad_records_are_reported_with_line_and_skipped() -> None:
 
 def test_bad_record_raises_without_callback() -> None:
     with pytest.raises(BadInput, match="line 2"):
-        list(iter_objects(io.BytesIO(b'{"a":1}\nnope\n')))
+        list(iter_records(io.BytesIO(b"{\"a\":1}\nnope\n")))
 
 
 def test_large_input_in_small_chunks(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -8,6 +8,7 @@ import orjson
 import psycopg
 import pytest
 
+from connectors.inputs import check
 from connectors.nats.replay import agent_of, replay
 from connectors.nats.subjects import EVENTS_STREAM
 from engine.partition import partition_of
@@ -33,7 +34,7 @@ async def test_replayed_sample_reaches_every_sink(config, archive, rules_dir, ke
 
     await nc.subscribe("opmas.findings.>", cb=collect)
     async with running(config, archive) as pipeline:
-        result = await replay(str(SAMPLE), config.nats_url, batch=7)
+        result = await replay(check([str(SAMPLE)]), config.nats_url, batch=7)
         assert result.events == len(objects)
         last = (await nc.jetstream().stream_info(EVENTS_STREAM)).state.last_seq
         await wait_until(lambda: pipeline.stats.acked_seq >= last, what="the engine to ack every message")
@@ -110,7 +111,7 @@ async def test_absurd_event_times_do_not_stop_the_stream(config, archive, rules_
     async with running(config, archive) as pipeline:
         for obj in POISON:
             await js.publish("opmas.events.poison", orjson.dumps(obj))
-        await replay(str(SAMPLE), config.nats_url, batch=7)
+        await replay(check([str(SAMPLE)]), config.nats_url, batch=7)
         last = (await js.stream_info(EVENTS_STREAM)).state.last_seq
         await wait_until(lambda: pipeline.stats.acked_seq >= last, what="every message acked")
         await wait_until(lambda: _total(metrics.LATE_EVENTS) > late_before, 15, "the late events counted")

@@ -2,9 +2,12 @@
 from __future__ import annotations
 
 import asyncio
+import gzip
+import shutil
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import nats
 import nats.js.errors
@@ -12,8 +15,11 @@ import orjson
 import pytest
 from nats.js.api import ConsumerConfig, DiscardPolicy, RetentionPolicy, StreamConfig
 
+from connectors.inputs import check
 from connectors.nats.replay import replay
 from connectors.nats.subjects import EVENTS_PREFIX, EVENTS_STREAM, ensure_streams
+
+EVTX = Path(__file__).parent.parent / "data" / "evtx" / "Security_short_selected.evtx"
 
 
 async def stream_events(url: str) -> list[tuple[str, bytes]]:
@@ -39,7 +45,7 @@ async def test_order_per_agent_is_kept(tmp_path, nats_server, batch):
     await ensure_streams(nc.jetstream())
     await nc.close()
 
-    result = await replay(str(path), nats_server.url, batch=batch)
+    result = await replay(check([str(path)]), nats_server.url, batch=batch)
     assert (result.events, result.bad_records) == (70, 1)
     published = await stream_events(nats_server.url)
     assert (b"{oops" in [line for _, line in published])
@@ -52,6 +58,26 @@ async def test_order_per_agent_is_kept(tmp_path, nats_server, batch):
     assert by_subject["opmas.events.web-7"] == [f"r{i}" for i in range(10)]
 
 
+async def test_a_folder_of_binary_evtx_and_json_is_replayed(tmp_path, nats_server):
+    folder = tmp_path / "case"
+    (folder / "dc1").mkdir(parents=True)
+    shutil.copy(EVTX, folder / "dc1" / "Security.evtx")
+    (folder / "web.jsonl.gz").write_bytes(gzip.compress(b'{"id": "w1", "host": {"name": "web-7"}}\n'))
+    broken = bytearray(EVTX.read_bytes())
+    broken[5000:5200] = b"\xff" * 200
+    (folder / "dc1" / "broken.evtx").write_bytes(bytes(broken))
+    nc = await nats.connect(nats_server.url)
+    await ensure_streams(nc.jetstream())
+    await nc.close()
+
+    result = await replay(check([str(folder)]), nats_server.url)
+    assert (result.events, result.unreadable, result.bad_records) == (8, 1, 0)
+    published = await stream_events(nats_server.url)
+    evtx = [orjson.loads(line) for subject, line in published if subject == "opmas.events.temporal"]
+    assert [e["Event"]["System"]["EventID"] for e in evtx] == [5152, 4611, 4776, 4625, 5152, 5157, 4673]
+    assert [subject for subject, _ in published if subject != "opmas.events.temporal"] == ["opmas.events.web-7"]
+
+
 async def test_messages_stay_within_max_payload_and_a_too_large_event_is_skipped(tmp_path, nats_server, caplog):
     nc = await nats.connect(nats_server.url)
     limit = nc.max_payload
@@ -61,7 +87,7 @@ async def test_messages_stay_within_max_payload_and_a_too_large_event_is_skipped
     path = tmp_path / "log.jsonl"
     path.write_bytes(b"\n".join(orjson.dumps(r) for r in records))
 
-    result = await replay(str(path), nats_server.url, agent="a1", batch=100)
+    result = await replay(check([str(path)]), nats_server.url, agent="a1", batch=100)
     assert (result.events, result.oversized) == (20, 1)
     assert result.messages > 2  # 20 events of an eighth of the limit need at least three messages
     assert [orjson.loads(line)["id"] for _, line in await stream_events(nats_server.url)] == \
@@ -80,7 +106,7 @@ async def test_a_message_filled_to_the_limit_still_fits_with_its_header(tmp_path
         record["message"] = "x" * (size - len(orjson.dumps(record)))
     path = tmp_path / "log.jsonl"
     path.write_bytes(b"\n".join(orjson.dumps(r) for r in records))
-    result = await replay(str(path), nats_server.url, agent="a1", batch=100)
+    result = await replay(check([str(path)]), nats_server.url, agent="a1", batch=100)
     assert (result.events, result.oversized) == (8, 0)
     assert [orjson.loads(line)["id"] for _, line in await stream_events(nats_server.url)] == [r["id"] for r in records]
 
@@ -89,7 +115,7 @@ async def test_messages_stay_within_the_engines_message_limit(tmp_path, nats_ser
     records = [{"id": f"e{i}", "message": "x" * 1000} for i in range(20)]
     path = tmp_path / "log.jsonl"
     path.write_bytes(b"\n".join(orjson.dumps(r) for r in records))
-    result = await replay(str(path), nats_server.url, agent="a1", batch=100, max_bytes=4096)
+    result = await replay(check([str(path)]), nats_server.url, agent="a1", batch=100, max_bytes=4096)
     assert (result.events, result.oversized) == (20, 0)
     nc = await nats.connect(nats_server.url)
     js = nc.jetstream()
@@ -140,7 +166,7 @@ async def test_a_full_stream_is_waited_for_while_a_consumer_drains_it(tmp_path, 
 
     consumer = asyncio.create_task(drain())
     try:
-        result = await asyncio.wait_for(replay(str(path), nats_server.url, agent="a1", batch=1, patience=30), 90)
+        result = await asyncio.wait_for(replay(check([str(path)]), nats_server.url, agent="a1", batch=1, patience=30), 90)
         assert result.messages == 40
         deadline = time.monotonic() + 20
         while len(drained) < 40 and time.monotonic() < deadline:
