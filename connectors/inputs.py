@@ -30,6 +30,8 @@ from engine.event import Event, event_from_obj
 
 EVTX_MAGIC = b"ElfFile\x00"
 GZIP_MAGIC = b"\x1f\x8b"
+UTF8_BOM = b"\xef\xbb\xbf"
+UTF16_BOMS = (b"\xff\xfe", b"\xfe\xff")
 HEAD = 4096  # bytes read to tell a format
 # what a folder is searched for (also with .gz after it)
 LOG_SUFFIXES = (".json", ".jsonl", ".ndjson", ".evtx", ".log")
@@ -94,6 +96,9 @@ def sniff(path: str) -> Input:
             raise UnknownInput(f"{path}: not a readable gzip file ({exc})") from None
     if head[:8] == EVTX_MAGIC:
         return Input(path, "evtx", compressed)
+    if head[:2] in UTF16_BOMS:
+        raise UnknownInput(f"{path}: UTF-16 text (as Windows PowerShell writes it): convert it to UTF-8 first, "
+                           "e.g. iconv -f UTF-16 -t UTF-8")
     if _is_text(head):
         return Input(path, "json", compressed)
     raise UnknownInput(f"{path}: not JSON, gzip or EVTX (binary data, starting {head[:8]!r})")
@@ -191,9 +196,16 @@ class Reading:
             self._raw = raw
             if source.gzip:
                 with gzip.GzipFile(fileobj=raw) as stream:
-                    yield stream  # type: ignore[misc]
+                    yield _without_bom(stream)  # type: ignore[arg-type]
             else:
-                yield raw
+                yield _without_bom(raw)
+
+
+def _without_bom(stream: BinaryIO) -> BinaryIO:
+    """``stream`` past a UTF-8 byte order mark, if it starts with one (Windows tools write them)."""
+    if stream.read(len(UTF8_BOM)) != UTF8_BOM:
+        stream.seek(0)
+    return stream
 
 
 def _evtx_records(stream: BinaryIO, report: Callable[[BadRecord], None]) -> Iterator[tuple[dict[str, Any], None]]:

@@ -103,6 +103,18 @@ def test_text_that_is_not_json_still_gives_bad_records(tmp_path: Path, capsys: p
     assert f"{log}:2: skipped record: not a JSON object" in err and "2 events" in err
 
 
+def test_utf8_with_a_byte_order_mark_is_read_and_utf16_is_refused_clearly(tmp_path: Path) -> None:
+    text = '[{"a": 1},\n {"a": 2}]\n'
+    (tmp_path / "bom.json").write_bytes(b"\xef\xbb\xbf" + text.encode())
+    (tmp_path / "bom.json.gz").write_bytes(gzip.compress(b"\xef\xbb\xbf" + text.encode()))
+    records = [obj for obj, _ in Reading(check([str(tmp_path / "bom.json"), str(tmp_path / "bom.json.gz")]),
+                                         pytest.fail).records()]
+    assert records == [{"a": 1}, {"a": 2}] * 2
+    (tmp_path / "ps.json").write_bytes(text.encode("utf-16"))
+    with pytest.raises(UnknownInput, match="ps.json: UTF-16 text"):
+        check([str(tmp_path / "ps.json")])
+
+
 def test_an_unreadable_evtx_chunk_is_a_bad_record(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     data = bytearray(EVTX.read_bytes())
     data[5000:5200] = b"\xff" * 200  # inside the only chunk's string table
