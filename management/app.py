@@ -26,7 +26,7 @@ from management.limits import BodyLimit, TokenGuard
 from management.liveness import LivenessMonitor
 from management.metrics import API_LATENCY, API_REQUESTS
 from management.rule_store import file_rule_rows, sync_file_rules
-from management.routes import agents, auth, events, findings, metrics, rules, ws
+from management.routes import agents, auth, events, findings, health, metrics, rules, ws
 from management.settings import ApiSettings
 from management.state import ApiState
 from management.validation import document_nul_refusal, refuse_nul
@@ -104,6 +104,8 @@ def create_app(settings: ApiSettings, archive: Archive | None = None) -> FastAPI
     for module in (auth, agents, events, findings, rules):
         app.include_router(module.router, prefix=API_PREFIX, **checked)
     app.include_router(ws.router, prefix=API_PREFIX)
+    app.include_router(health.router, prefix=API_PREFIX, dependencies=[Depends(refuse_nul)],
+                       responses=responses(413, 422))
     app.include_router(metrics.router, **checked)
     app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
     generate_openapi = app.openapi

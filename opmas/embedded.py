@@ -79,20 +79,44 @@ def _stop_child(process: subprocess.Popen, signals: tuple[tuple[int, float], ...
 
 @dataclass
 class NatsServer:
-    """A running ``nats-server -js`` process."""
+    """A ``nats-server -js`` process, a child of this one."""
 
-    process: subprocess.Popen
+    command: list[str]
     host: str
     port: int
     store_dir: Path
+    log_file: Path | None = None
+    process: subprocess.Popen | None = None
 
     @property
     def url(self) -> str:
         return f"nats://{self.host}:{self.port}"
 
+    @property
+    def alive(self) -> bool:
+        return self.process is not None and self.process.poll() is None
+
+    def start(self) -> None:
+        """Start the server and wait until it accepts connections."""
+        log = open(self.log_file, "ab") if self.log_file else None
+        try:
+            self.process = spawn(self.command, signal.SIGTERM, stdout=log or subprocess.DEVNULL,
+                                 stderr=log or subprocess.DEVNULL,
+                                 start_new_session=True)  # Ctrl-C reaches the caller, which stops the server in order
+        finally:
+            if log is not None:
+                log.close()
+        try:
+            wait_for_port(self.host, self.port, process=self.process)
+        except (TimeoutError, RuntimeError):
+            self.process.kill()
+            self.process.wait()
+            raise
+
     def stop(self, timeout: float = 10.0) -> None:
         """Stop gracefully (SIGTERM), killing after ``timeout``."""
-        _stop_child(self.process, ((signal.SIGTERM, timeout), (signal.SIGKILL, 10.0)))
+        if self.process is not None:
+            _stop_child(self.process, ((signal.SIGTERM, timeout), (signal.SIGKILL, 10.0)))
 
 
 def stop_leftover_nats(store_dir: Path) -> list[int]:
@@ -121,17 +145,10 @@ def start_nats(store_dir: Path, port: int | None = None, host: str = "127.0.0.1"
     port = port or free_port(host)
     config = store_dir / "nats.conf"  # max_payload has no command-line flag
     config.write_text(f"max_payload: {max_payload}\n")
-    log = open(log_file, "ab") if log_file else subprocess.DEVNULL
-    process = spawn([binary, "-c", str(config), "-js", "-sd", str(store_dir), "-a", host, "-p", str(port)],
-                    signal.SIGTERM, stdout=log, stderr=log,
-                    start_new_session=True)  # Ctrl-C reaches the caller, which stops the server in order
-    try:
-        wait_for_port(host, port, process=process)
-    except (TimeoutError, RuntimeError):
-        process.kill()
-        process.wait()
-        raise
-    return NatsServer(process=process, host=host, port=port, store_dir=store_dir)
+    server = NatsServer([binary, "-c", str(config), "-js", "-sd", str(store_dir), "-a", host, "-p", str(port)],
+                        host, port, store_dir, log_file)
+    server.start()
+    return server
 
 
 @dataclass

@@ -56,8 +56,8 @@ def up_command(args: argparse.Namespace) -> int:
 
 
 async def run_up(config: Config) -> int:
-    """Start the servers and the engine; on SIGINT/SIGTERM stop the engine (by its deadline, see
-    opmas/runtime/shutdown.py), then the servers."""
+    """Start the servers and the engine, restarting whichever crashes (opmas/runtime/supervise.py);
+    on SIGINT/SIGTERM stop the engine (by its deadline, see opmas/runtime/shutdown.py), then the servers."""
     import asyncio
 
     from opmas.datadir import DataDirBusy
@@ -65,6 +65,7 @@ async def run_up(config: Config) -> int:
     from opmas.runtime.pipeline import Pipeline
     from opmas.runtime.shutdown import Shutdown
     from opmas.runtime.stack import start_stack
+    from opmas.runtime.supervise import supervise_engine, supervise_servers
 
     stop = asyncio.Event()
     try:
@@ -72,18 +73,31 @@ async def run_up(config: Config) -> int:
     except (DataDirBusy, PortTaken) as exc:
         print(f"error: {exc}", file=sys.stderr, flush=True)
         return 1
-    pipeline = Pipeline(config, stack.nats_url, stack.db_url, stack.archive)
-    shutdown = Shutdown(stop, pipeline.abort, config.shutdown_timeout)
+    abort = asyncio.Event()  # shared by every run of the engine
+    shutdown = Shutdown(stop, abort, config.shutdown_timeout)
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, shutdown.on_signal)
     service_tasks = [asyncio.create_task(service(config, stack, stop)) for service in services()]
-    engine = asyncio.create_task(pipeline.run(stop))
+    service_tasks.append(asyncio.create_task(supervise_servers(stack.servers, stop)))
+    first_ready = asyncio.Event()
+
+    async def run_engine() -> None:
+        pipeline = Pipeline(config, stack.nats_url, stack.db_url, stack.archive, abort)
+        ready = asyncio.create_task(pipeline.ready.wait())
+        ready.add_done_callback(lambda task: task.cancelled() or first_ready.set())
+        try:
+            await pipeline.run(stop)
+        finally:
+            ready.cancel()
+
+    engine = asyncio.create_task(supervise_engine(run_engine, stop))
     shutdown.watch(engine, stack.stop)
     try:
-        await asyncio.wait([engine, asyncio.create_task(pipeline.ready.wait())],
-                           return_when=asyncio.FIRST_COMPLETED)
-        if pipeline.ready.is_set():
+        waiting = asyncio.create_task(first_ready.wait())
+        await asyncio.wait([engine, waiting], return_when=asyncio.FIRST_COMPLETED)
+        waiting.cancel()
+        if first_ready.is_set():
             _print_where(config, stack)
         await engine
         return 0
@@ -96,11 +110,10 @@ async def run_up(config: Config) -> int:
         return 1
     finally:
         stop.set()
-        if service_tasks:
-            _, late = await asyncio.wait(service_tasks, timeout=config.shutdown_timeout)
-            for task in late:
-                task.cancel()
-            await asyncio.gather(*service_tasks, return_exceptions=True)
+        _, late = await asyncio.wait(service_tasks, timeout=config.shutdown_timeout)
+        for task in late:
+            task.cancel()
+        await asyncio.gather(*service_tasks, return_exceptions=True)
         await asyncio.to_thread(stack.stop)
         print("opmas stopped", file=sys.stderr, flush=True)
 

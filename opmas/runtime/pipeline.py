@@ -81,14 +81,15 @@ class PipelineStats:
 class Pipeline:
     """Runs until ``stop`` is set; ``abort`` gives up retries on a second signal."""
 
-    def __init__(self, config: Config, nats_url: str, db_url: str, archive: Archive):
+    def __init__(self, config: Config, nats_url: str, db_url: str, archive: Archive,
+                 abort: asyncio.Event | None = None):
         self.config = config
         self.nats_url = nats_url
         self.pg = PostgresSink(db_url)
         self.archive = archive
         self.rules = RuleFiles(tuple(config.rules), tuple(config.mappings), db_url, config.lateness)
         self.stats = PipelineStats()
-        self.abort = asyncio.Event()
+        self.abort = abort or asyncio.Event()
         self.ready = asyncio.Event()
         self.pool: EvaluatorPool | None = None
         self.rule_count = 0
@@ -315,12 +316,18 @@ class Pipeline:
         paths = [p for p in self.config.rules if p.exists()]
         if not paths:
             return
-        async for _changes in awatch(*paths, stop_event=stop, debounce=500):
-            log.info("rule files changed, reloading")
-            try:
-                await self.reload_rules()
-            except Exception:  # e.g. a rule path gone, PostgreSQL away: the next change tries again
-                log.exception("rule reload failed, the running rule set stays")
+        watching = asyncio.Event()  # awatch sets its stop event when it ends: not ``stop``, which outlives this run
+        relay = asyncio.create_task(stop.wait())
+        relay.add_done_callback(lambda _: watching.set())
+        try:
+            async for _changes in awatch(*paths, stop_event=watching, debounce=500):
+                log.info("rule files changed, reloading")
+                try:
+                    await self.reload_rules()
+                except Exception:  # e.g. a rule path gone, PostgreSQL away: the next change tries again
+                    log.exception("rule reload failed, the running rule set stays")
+        finally:
+            relay.cancel()
 
     async def _gauges(self, stop: asyncio.Event) -> None:
         exported: dict[int | str, dict[str, int]] = {}

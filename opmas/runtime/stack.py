@@ -9,6 +9,7 @@ from connectors.clickhouse.archive import Archive, connect
 from opmas.config import Config
 from opmas.datadir import lock_data_dir
 from opmas.embedded import NATS_PAYLOAD_LIMIT, start_nats, start_postgres
+from opmas.runtime.supervise import Server
 
 log = logging.getLogger("opmas.stack")
 
@@ -22,6 +23,7 @@ class Stack:
     archive: Archive
     archive_location: str
     embedded: list[str] = field(default_factory=list)  # names of the servers started here
+    servers: dict[str, Server] = field(default_factory=dict)  # the embedded servers, to supervise
     _stops: list[Callable[[], None]] = field(default_factory=list)
 
     def stop(self) -> None:
@@ -42,12 +44,14 @@ def start_stack(config: Config) -> Stack:
     lock = lock_data_dir(config.data_dir)
     stops: list[Callable[[], None]] = [lock.close]  # released last
     embedded: list[str] = []
+    servers: dict[str, Server] = {}
     try:
         nats_url = config.nats_url
         if not nats_url:
             nats = start_nats(config.nats_dir, port=config.nats_port, log_file=config.data_dir / "nats.log",
                               max_payload=min(config.max_message_bytes, NATS_PAYLOAD_LIMIT))
             stops.append(nats.stop)
+            servers["nats"] = nats
             url_file = config.nats_url_file
             url_file.write_text(nats.url + "\n")
             stops.append(lambda: url_file.unlink(missing_ok=True))
@@ -57,6 +61,7 @@ def start_stack(config: Config) -> Stack:
         if not db_url:
             postgres = start_postgres(config.postgres_dir)
             stops.append(postgres.stop)
+            servers["postgres"] = postgres
             embedded.append("postgres")
             db_url = postgres.url
         archive = Archive(connect(config.clickhouse_url, config.clickhouse_dir))
@@ -67,4 +72,4 @@ def start_stack(config: Config) -> Stack:
         for stop in reversed(stops):
             stop()
         raise
-    return Stack(nats_url, db_url, archive, location, embedded, stops)
+    return Stack(nats_url, db_url, archive, location, embedded, servers, stops)
