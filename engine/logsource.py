@@ -9,13 +9,18 @@ which take precedence). Format (checked against schemas/mapping.schema.json)::
       equals: {a.b: value}     #   optional: paths with a required value
                                # (an empty ``recognize`` matches every event: a fallback)
     flatten: evtx              # evtx | dotted: how an event becomes a flat field dict
+    lift: [winlog.event_data]  # dotted only: the keys of these objects also as top-level fields
+    copy: {EventID: [winlog.event_id, event.code]}  # dotted only: a flat field under another name
+                               #   (the first of the paths present), before `when:` and rules read it
+    join: [event.exec.args]    # dotted only: lists at these flat paths read as one space-joined text
     product: windows           # product of every event of this mapping (optional)
     time: [TimeCreated_SystemTime]   # flat fields holding the event time, first present wins
                                      #   (as the event names them: logsource renames do not apply)
     keywords: "*"              # fields searched by Sigma keywords; "*" = every string value
     placeholders:              # values of |expand placeholders, e.g. %Admins% (a file may hold
       Admins: [admin, "adm_*"] #   only name and placeholders: it then describes no events)
-    logsources:                # (product/category/service) -> the events that belong to it
+    logsources:                # (product/category/service) -> the events that belong to it; or
+                               #   the file name of a built-in mapping whose logsources these events share
       - category: process_creation
         when: {Channel: Security, EventID: 4688}   # field: value | [values] | "*" (present);
                                                    # a list of such maps is an OR
@@ -47,7 +52,11 @@ from opmas.paths import SCHEMAS_DIR
 
 BUILTIN_DIR = Path(__file__).parent / "mappings"
 _MISSING = object()
-BUILTIN_MAPPINGS = (BUILTIN_DIR / "windows.yml", BUILTIN_DIR / "generic.yml")
+# recognition order: Windows first (the most events), vendor shapes (each recognised by a few
+# top-level keys), the generic ECS-like fallback last
+BUILTIN_MAPPINGS = tuple(BUILTIN_DIR / f"{name}.yml" for name in (
+    "windows", "winlogbeat", "azure", "m365", "okta", "gcp", "github", "kubernetes", "bitbucket", "opencanary",
+    "macos", "fortigate", "auditd", "zeek", "generic"))
 
 
 class MappingError(ValueError):
@@ -203,6 +212,40 @@ def _flatten_into(node: dict[str, Any], prefix: str, flat: dict[str, Any], in_li
             flat[name] = merged + (value if value.__class__ is list else [value])
         else:
             flat[name] = value
+
+
+@dataclass(frozen=True, slots=True)
+class Reshape:
+    """What a dotted mapping does to a flattened event: ``lift`` objects' keys to the top, ``copy`` fields
+    under Sigma names (first present path), ``join`` lists into one space-separated text."""
+
+    lift: tuple[str, ...] = ()
+    copy: tuple[tuple[str, tuple[str, ...]], ...] = ()
+    join: tuple[str, ...] = ()
+
+    def around(self, flatten: Callable[[dict[str, Any]], dict[str, Any]]) -> Callable[[dict[str, Any]], dict[str, Any]]:
+        """``flatten`` followed by this reshaping."""
+        lift, copy, join = self.lift, self.copy, self.join
+
+        def flat(data: dict[str, Any]) -> dict[str, Any]:
+            out = flatten(data)
+            for path in lift:
+                value = out.get(path)
+                if value.__class__ is dict:
+                    for key, item in value.items():
+                        out.setdefault(key, item)
+            for name, paths in copy:
+                for path in paths:
+                    value = out.get(path)
+                    if value is not None:
+                        out[name] = value
+                        break
+            for path in join:
+                value = out.get(path)
+                if value.__class__ is list:
+                    out[path] = " ".join(map(str, value))
+            return out
+        return flat
 
 
 FLATTENERS: dict[str, Callable[[dict[str, Any]], dict[str, Any]]] = {
@@ -377,7 +420,8 @@ def mapping_from_dict(data: Any, file: str) -> Mapping:
         where = "/".join(str(p) for p in first.absolute_path) or "document"
         raise MappingError(file, f"{where}: {first.message}")
     product = str(data["product"]).lower() if data.get("product") else None
-    entries = tuple(
+    shared = data.get("logsources")
+    entries = _shared_entries(shared, file) if isinstance(shared, str) else tuple(
         LogsourceEntry(
             product=str(e["product"]).lower() if e.get("product") else product,
             category=str(e["category"]).lower() if e.get("category") else None,
@@ -385,7 +429,7 @@ def mapping_from_dict(data: Any, file: str) -> Mapping:
             when=_when(e.get("when")),
             fields=tuple((str(k), str(v)) for k, v in (e.get("fields") or {}).items()),
         )
-        for e in data.get("logsources") or []
+        for e in shared or []
     )
     disc: list[str] = []
     for entry in entries:
@@ -395,11 +439,20 @@ def mapping_from_dict(data: Any, file: str) -> Mapping:
                     disc.append(name)
     recognize = data.get("recognize") or {}
     keywords = data.get("keywords", "*")
+    flatten, selector = FLATTENERS[data.get("flatten", "dotted")], SELECTORS.get(data.get("flatten", "dotted"))
+    reshape = Reshape(
+        lift=tuple(data.get("lift") or ()),
+        copy=tuple((name, tuple(p if isinstance(p, list) else [p])) for name, p in (data.get("copy") or {}).items()),
+        join=tuple(data.get("join") or ()))
+    if reshape != Reshape():
+        if selector is not None:
+            raise MappingError(file, f"lift, copy and join are for flatten: dotted, not {data['flatten']}")
+        flatten = reshape.around(flatten)
     return Mapping(
         name=data["name"],
         file=file,
-        flatten=FLATTENERS[data.get("flatten", "dotted")],
-        selector=SELECTORS.get(data.get("flatten", "dotted")),
+        flatten=flatten,
+        selector=selector,
         exists=tuple(recognize.get("exists") or ()),
         equals=tuple((k, disc_value(v)) for k, v in (recognize.get("equals") or {}).items()),
         product=product,
@@ -411,6 +464,14 @@ def mapping_from_dict(data: Any, file: str) -> Mapping:
         discriminator_fields=tuple(disc),
         placeholders_only="recognize" not in data and "logsources" not in data,
     )
+
+
+def _shared_entries(name: str, file: str) -> tuple[LogsourceEntry, ...]:
+    """The logsource entries of the built-in mapping file ``name`` (``logsources: windows.yml``)."""
+    path = BUILTIN_DIR / name
+    if path not in BUILTIN_MAPPINGS or path.resolve() == Path(file).resolve():
+        raise MappingError(file, f"logsources: {name!r} is no other built-in mapping file")
+    return load_mapping(path).entries
 
 
 def load_mapping(path: str | Path) -> Mapping:
@@ -428,5 +489,5 @@ def load_mapping(path: str | Path) -> Mapping:
 
 @lru_cache(maxsize=1)
 def builtin_mappings() -> tuple[Mapping, ...]:
-    """The shipped mappings: Windows EVTX-JSON, then the generic ECS-like fallback."""
+    """The shipped mappings, in recognition order (BUILTIN_MAPPINGS)."""
     return tuple(load_mapping(p) for p in BUILTIN_MAPPINGS)

@@ -175,7 +175,8 @@ def test_user_mapping_names_are_case_insensitive(tmp_path: Path) -> None:
 
 
 def test_builtin_mappings_are_valid_and_ordered() -> None:
-    windows, generic = builtin_mappings()
+    mappings = builtin_mappings()
+    windows, generic = mappings[0], mappings[-1]  # Windows first (most events), the fallback last
     assert windows.product == "windows" and windows.discriminator_fields == ("Channel", "EventID")
     assert generic.recognizes({"anything": 1}) and not windows.recognizes({"Event": {}})
 
