@@ -21,6 +21,7 @@ import orjson
 
 from engine.errors import RuleError
 from engine.logsource import Mapping, MappingError, builtin_mappings, load_mapping
+from engine.taxonomy import case_suggestion
 from engine.render import attack_from_tags
 from engine.rule_cache import RuleCache, code_version, default_cache_dir, encode
 from engine.sigma.compile import CompileError, Matcher, Requirement, compile_conditions, compile_ir
@@ -186,6 +187,7 @@ def load_ruleset(sources: Sequence[RuleSource], mappings: Sequence[str | Path] =
             errors.extend(doc.errors)
             if doc.rule is not None:
                 errors.extend(_coverage_warning(doc.rule, doc.logsource_line, all_mappings, covered))
+                errors.extend(_field_case_warnings(doc.rule, doc.field_lines))
                 ruleset.detections.append(doc.rule)
                 ruleset.rules.append(doc.rule.meta)
     if cache is not None:
@@ -218,6 +220,20 @@ def _coverage_warning(rule: DetectionRule, line: int, mappings: Sequence[Mapping
                       "mapping: the rule never matches (add a mapping file)", severity="warning")]
 
 
+def _field_case_warnings(rule: DetectionRule, field_lines: dict[str, int]) -> list[RuleError]:
+    """A warning for each field the rule names that its logsource's known fields (engine/taxonomy.yml)
+    have only with another case: it never matches."""
+    warnings = []
+    for name in sorted(rule.fields):
+        suggestion = case_suggestion(rule.meta.logsource, name)
+        if suggestion is not None:
+            warnings.append(RuleError(rule.meta.source, field_lines.get(name, rule.meta.line), rule.id,
+                                      f"field '{name}' is not a field of {rule.meta.logsource} events: did you mean "
+                                      f"'{suggestion}'? (field names are case-sensitive; this one never matches)",
+                                      severity="warning"))
+    return warnings
+
+
 # --- one source: parsed into plain records (cached), then into rules -------------------------
 
 @dataclass(slots=True)
@@ -232,6 +248,7 @@ class _DocOutcome:
     errors: list[RuleError]  # why a detection rule is refused
     rule: DetectionRule | None = None
     logsource_line: int = 0
+    field_lines: dict[str, int] = field(default_factory=dict)  # where each detection field is first named
     doc: Doc | None = None  # a correlation or filter document: handled once every source is loaded
 
 
@@ -325,7 +342,17 @@ def _rule_record(doc: Doc, source: str, placeholders: dict[str, list[str]]
         "logsource": parsed.logsource, "description": parsed.description, "tests": parsed.tests,
         "finding": parsed.finding, "suppress": doc.data.get("suppress"), "ir": ir,
         "detection_line": parsed.detection_line, "logsource_line": doc.line_of(("logsource",)),
+        "field_lines": _field_lines(doc),
     }
+
+
+def _field_lines(doc: Doc) -> dict[str, int]:
+    """The line where each field the detection names first appears (``CommandLine|contains`` -> CommandLine)."""
+    lines: dict[str, int] = {}
+    for path, line in sorted(doc.lines.items(), key=lambda item: item[1]):
+        if len(path) > 2 and path[0] == "detection" and isinstance(path[-1], str):
+            lines.setdefault(path[-1].split("|", 1)[0], line)
+    return lines
 
 
 def _error_record(error: RuleError) -> list[Any]:
@@ -358,6 +385,7 @@ def _doc_outcome(record: dict[str, Any], source: str, doc: Doc | None) -> _DocOu
     rule_record = record["rule"]
     if rule_record is not None:
         outcome.logsource_line = rule_record["logsource_line"]
+        outcome.field_lines = rule_record["field_lines"]
         try:
             outcome.rule = _detection_rule(rule_record, source, record["line"])
         except CompileError as exc:
