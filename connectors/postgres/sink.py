@@ -2,6 +2,10 @@
 
 Writes are idempotent: findings and events are keyed by id (``ON CONFLICT (id) DO
 NOTHING``), the checkpoint row is replaced. A batch written twice changes nothing.
+Announcing once: a finding stored for the first time also gets a row in ``finding_outbox``
+in the same transaction, and ``write`` returns its id; the caller publishes those findings
+and names them to a later ``write`` (``announced``), which removes their rows. What a crash
+left in the outbox is read back with ``unannounced``.
 PostgreSQL text and JSONB cannot hold the NUL character: it is dropped; a time
 beyond PostgreSQL's range is NULL. A row PostgreSQL still refuses for its content
 would be refused on every retry: the batch is then written row by row, without the
@@ -41,8 +45,13 @@ _STAGING = (  # temporary tables live as long as the connection; ON COMMIT DELET
 )
 _COPY_FINDINGS = f"COPY opmas_findings_in ({_FINDING_COLUMNS}) FROM STDIN"
 _COPY_EVENTS = f"COPY opmas_events_in ({_EVENT_COLUMNS}) FROM STDIN"
-_MOVE_FINDINGS = (f"INSERT INTO findings ({_FINDING_COLUMNS}) SELECT {_FINDING_COLUMNS} FROM opmas_findings_in"
-                  " ON CONFLICT (id) DO NOTHING")
+_MOVE_FINDINGS = (f"WITH stored AS (INSERT INTO findings ({_FINDING_COLUMNS}) SELECT {_FINDING_COLUMNS}"
+                  " FROM opmas_findings_in ON CONFLICT (id) DO NOTHING RETURNING id)"
+                  " INSERT INTO finding_outbox (id) SELECT id FROM stored RETURNING id")
+_FORGET_ANNOUNCED = "DELETE FROM finding_outbox WHERE id = ANY(%s::uuid[])"
+_UNANNOUNCED = (f"SELECT {_FINDING_COLUMNS} FROM finding_outbox JOIN findings USING (id)"
+                " WHERE finding_outbox.created_at <= now() - make_interval(secs => %s)"
+                " ORDER BY finding_outbox.created_at, id LIMIT %s")
 _MOVE_EVENTS = (f"INSERT INTO events ({_EVENT_COLUMNS}) SELECT {_EVENT_COLUMNS} FROM opmas_events_in"
                 " ON CONFLICT (id) DO NOTHING")
 _EMPTY_STAGING = "TRUNCATE opmas_findings_in, opmas_events_in"
@@ -61,6 +70,15 @@ class Checkpoint:
     seq: int
     layout: dict[str, Any]
     state: dict[str, Any]
+
+
+@dataclass(slots=True)
+class Written:
+    """What a write did: rows refused for their content, and the ids of the findings stored for the first
+    time (to announce)."""
+
+    rejected: list[Rejected]
+    stored: list[str]
 
 
 @dataclass(slots=True)
@@ -170,15 +188,17 @@ class PostgresSink:
             return await migrate(conn)
 
     async def write(self, findings: Sequence[FindingRecord], events: Sequence[EventRecord],
-                    checkpoint: Checkpoint | None = None) -> list[Rejected]:
-        """Findings, their events and (optionally) the checkpoint, committed together. Returns the
-        rows refused for their content: then the others are written but not the checkpoint.
-        Findings and events come as records (connectors/records.py: ``FindingRecord.of(finding)``)."""
-        if not findings and not events and checkpoint is None:
-            return []
+                    checkpoint: Checkpoint | None = None, announced: Sequence[str] = ()) -> Written:
+        """Findings, their events and (optionally) the checkpoint, committed together; the outbox rows of
+        the ``announced`` finding ids are removed in the same transaction. Where rows are refused for
+        their content, the others are written but not the checkpoint. Findings and events come as
+        records (connectors/records.py: ``FindingRecord.of(finding)``)."""
+        if not findings and not events and checkpoint is None and not announced:
+            return Written([], [])
         conn = await self._connection()
         try:
             try:
+                stored: list[str] = []
                 async with conn.transaction():
                     async with conn.cursor() as cur:
                         if findings or events:
@@ -186,16 +206,34 @@ class PostgresSink:
                         if findings:
                             await self._copy(cur, _COPY_FINDINGS, b"".join([f.line for f in findings]))
                             await cur.execute(_MOVE_FINDINGS)
+                            stored = [str(row[0]) for row in await cur.fetchall()]
                         if events:
                             await self._copy(cur, _COPY_EVENTS, b"".join([e.line for e in events]))
                             await cur.execute(_MOVE_EVENTS)
+                        if announced:
+                            await cur.execute(_FORGET_ANNOUNCED, (list(announced),))
                         await self._save(cur, checkpoint)
-                return []
+                return Written([], stored)
             except CONTENT_ERRORS:
-                return await self._write_rows(conn, findings, events)
+                return await self._write_rows(conn, findings, events, announced)
         except psycopg.Error:
             await self.close()
             raise
+
+    async def unannounced(self, older_than: float = 0.0, limit: int = 1000) -> list[FindingRecord]:
+        """Findings stored at least ``older_than`` seconds ago but not announced (a crash came between):
+        the oldest ``limit``."""
+        from connectors.records import FindingRecord
+
+        conn = await self._connection()
+        cur = await conn.execute(_UNANNOUNCED, (older_than, limit))
+        rows = await cur.fetchall()
+        await conn.commit()
+        return [FindingRecord.of(Finding(id=str(r[0]), rule_id=r[1], rule_title=r[2], severity=r[3], title=r[4],
+                                         description=r[5], tags=list(r[6]), event_ids=list(r[7]), agent_id=r[8],
+                                         group_key=r[9], timestamp=r[10].timestamp() if r[10] else None,
+                                         details=r[11]))
+                for r in rows]
 
     @staticmethod
     async def _stage(cur: psycopg.AsyncCursor) -> None:
@@ -210,9 +248,9 @@ class PostgresSink:
             await copy.write(data)
 
     async def _write_rows(self, conn: psycopg.AsyncConnection, findings: Sequence[FindingRecord],
-                          events: Sequence[EventRecord]) -> list[Rejected]:
+                          events: Sequence[EventRecord], announced: Sequence[str]) -> Written:
         """The slow way, after a content error: each row on its own savepoint."""
-        rejected: list[Rejected] = []
+        written = Written([], [])
         rows = [(_COPY_FINDINGS, _MOVE_FINDINGS, f) for f in findings] + \
             [(_COPY_EVENTS, _MOVE_EVENTS, e) for e in events]
         async with conn.transaction():
@@ -223,10 +261,14 @@ class PostgresSink:
                         async with conn.transaction():
                             await self._copy(cur, copy, item.line)
                             await cur.execute(move)
+                            if move is _MOVE_FINDINGS:
+                                written.stored += [str(row[0]) for row in await cur.fetchall()]
                             await cur.execute(_EMPTY_STAGING)
                     except CONTENT_ERRORS as exc:
-                        rejected.append(Rejected(item, f"{type(exc).__name__}: {exc}".strip()))
-        return rejected
+                        written.rejected.append(Rejected(item, f"{type(exc).__name__}: {exc}".strip()))
+                if announced:
+                    await cur.execute(_FORGET_ANNOUNCED, (list(announced),))
+        return written
 
     @staticmethod
     async def _save(cur: psycopg.AsyncCursor, checkpoint: Checkpoint | None) -> None:

@@ -46,7 +46,7 @@ from faust.types import EventT
 
 from connectors.kafka.records import decode
 from connectors.kafka.security import KafkaSecurity
-from connectors.nats.publishers import DeadLetter, publish_dead_letters, publish_findings
+from connectors.nats.publishers import DeadLetter, publish_dead_letters
 from connectors.nats.subjects import RELOAD_SUBJECT, ensure_streams
 from connectors.postgres.sink import PostgresSink
 from connectors.records import EventRecord, FindingRecord
@@ -57,7 +57,8 @@ from engine.processor import Processor
 from engine.ruleset import RuleSet
 from opmas import metrics
 from opmas.gc_tuning import tune_gc_for_rules
-from opmas.runtime.outputs import NATS_ERRORS, PG_ERRORS, report_dead_letters, report_findings, write_postgres
+from opmas.runtime.outputs import (NATS_ERRORS, PG_ERRORS, announce, announce_pending, report_dead_letters,
+                                   report_findings, write_postgres)
 from opmas.runtime.retry import retry
 from opmas.runtime.rules import RuleFiles, blocking_errors, log_errors, warn_split_correlations
 from opmas.runtime.streaming import process_streamed
@@ -69,6 +70,9 @@ CHECKPOINTS = "checkpoints"
 # Largest checkpoint record (zlib-compressed JSON, ~6x smaller than the JSON): the workers'
 # producer request size and the changelog topic's max.message.bytes. See README (scale-out).
 CHECKPOINT_MAX_BYTES = 16 << 20
+# Every this many seconds a worker announces findings stored at least that long ago and still
+# unannounced: another worker stored them and died before publishing (connectors/postgres/sink.py).
+ANNOUNCE_SWEEP = 10.0
 
 
 @dataclass(frozen=True)
@@ -160,6 +164,7 @@ class WorkerRuntime:
         self.states: dict[int, PartitionState] = {}
         self.exported: dict[int, dict[str, int]] = {}  # per partition: the counters last exported (metrics)
         self.pg = PostgresSink(settings.db_url)
+        self.sweeper = PostgresSink(settings.db_url)  # its own connection: the sweep runs beside batches
         self.abort = asyncio.Event()
         self._started = False
         self._start_lock = asyncio.Lock()
@@ -203,6 +208,12 @@ class WorkerRuntime:
             async for batch in stream.take_events(self.records_per_batch, within=s.batch_wait):
                 await self.handle_uncancelled(batch)
 
+        @app.timer(interval=ANNOUNCE_SWEEP)
+        async def announce_left() -> None:
+            """Findings a worker that died stored but did not announce (its partitions moved here)."""
+            if self._started:
+                await announce_pending(self.sweeper, self.js, s.retry_max_delay, self.abort, ANNOUNCE_SWEEP)
+
         @app.on_partitions_revoked.connect
         async def on_revoked(app_: faust.App, revoked: set, **_: Any) -> None:
             dropped = sorted(tp.partition for tp in revoked
@@ -224,6 +235,7 @@ class WorkerRuntime:
             self.js = self.nc.jetstream()
             await retry(lambda: ensure_streams(self.js), "nats", NATS_ERRORS, s.retry_max_delay, self.abort)
             await retry(self.pg.migrate, "postgres", PG_ERRORS, s.retry_max_delay, self.abort)
+            await announce_pending(self.pg, self.js, s.retry_max_delay, self.abort)
             _, self.ruleset, errors = await asyncio.to_thread(self.rules.load)
             tune_gc_for_rules()
             log_errors(errors, "startup")
@@ -317,16 +329,16 @@ class WorkerRuntime:
         async with self._lock:
             findings, referenced = await asyncio.to_thread(self._evaluate, states, grouped)
         refused: list[DeadLetter] = []  # rows PostgreSQL refused, already dead-lettered
+        new: list[FindingRecord] = []  # findings PostgreSQL stored for the first time, announced once
         if findings:
-            await retry(lambda: publish_findings(self.js, findings), "nats-findings", NATS_ERRORS,
-                        s.retry_max_delay, self.abort)
-            refused = await write_postgres(self.pg, self.js, findings, referenced, None, s.retry_max_delay,
-                                           self.abort)
+            refused, new = await write_postgres(self.pg, self.js, findings, referenced, None, s.retry_max_delay,
+                                                self.abort)
+            await announce(self.pg, self.js, new, s.retry_max_delay, self.abort)
         if dead:
             await retry(lambda: publish_dead_letters(self.js, dead), "nats-deadletter", NATS_ERRORS,
                         s.retry_max_delay, self.abort)
         report_dead_letters(log, dead + refused)
-        report_findings(log, findings)
+        report_findings(log, new)
         advanced = {p: offset for p, offset in offsets.items() if offset > states[p].offset}
         self._fence(advanced)
         sources = {p: last.get(p, states[p].source) for p in advanced}

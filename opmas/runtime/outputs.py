@@ -1,5 +1,6 @@
 """What both streaming runtimes (pipeline.py, faust_worker.py) do with a batch's output once it
-is evaluated: PostgreSQL writes whose refused rows become dead letters, and the finding logs."""
+is evaluated: PostgreSQL writes whose refused rows become dead letters; findings announced on NATS
+once, when PostgreSQL first stores them (the outbox, connectors/postgres/sink.py); the finding logs."""
 from __future__ import annotations
 
 import asyncio
@@ -12,7 +13,7 @@ import nats.js.errors
 import psycopg
 from nats.js import JetStreamContext
 
-from connectors.nats.publishers import DeadLetter, publish_dead_letters
+from connectors.nats.publishers import DeadLetter, publish_dead_letters, publish_findings
 from connectors.nats.subjects import events_subject, findings_subject
 from connectors.postgres.sink import Checkpoint, PostgresSink, Rejected
 from connectors.records import EventRecord, FindingRecord
@@ -25,18 +26,45 @@ NATS_ERRORS = (nats.errors.Error, nats.js.errors.Error, asyncio.TimeoutError)
 
 async def write_postgres(pg: PostgresSink, js: JetStreamContext, findings: Sequence[FindingRecord],
                          events: Sequence[EventRecord], checkpoint: Checkpoint | None, max_delay: float,
-                         abort: asyncio.Event) -> list[DeadLetter]:
+                         abort: asyncio.Event) -> tuple[list[DeadLetter], list[FindingRecord]]:
     """Write findings, their events and the checkpoint (retried while a server is away). Rows
     PostgreSQL refuses for their content are published as dead letters, then the checkpoint is
-    saved alone; returns those dead letters."""
-    rejected = await retry(lambda: pg.write(findings, events, checkpoint), "postgres", PG_ERRORS, max_delay, abort)
-    if not rejected:
-        return []
-    letters = [rejected_letter(r) for r in rejected]
+    saved alone. Returns those dead letters, and the findings stored for the first time: the
+    caller announces them (:func:`announce`)."""
+    written = await retry(lambda: pg.write(findings, events, checkpoint), "postgres", PG_ERRORS, max_delay, abort)
+    stored = set(written.stored)
+    new = [f for f in findings if f.id in stored]
+    if not written.rejected:
+        return [], new
+    letters = [rejected_letter(r) for r in written.rejected]
     await retry(lambda: publish_dead_letters(js, letters), "nats-deadletter", NATS_ERRORS, max_delay, abort)
     if checkpoint is not None:
         await retry(lambda: pg.write((), (), checkpoint), "postgres", PG_ERRORS, max_delay, abort)
-    return letters
+    return letters, new
+
+
+async def announce(pg: PostgresSink, js: JetStreamContext, findings: Sequence[FindingRecord], max_delay: float,
+                   abort: asyncio.Event) -> None:
+    """Publish findings PostgreSQL stored for the first time on ``opmas.findings.<severity>`` (their ids as
+    ``Nats-Msg-Id``: JetStream drops a repeat), then take them out of the outbox. A crash in between
+    leaves them there for :func:`announce_pending`: announced at least once, and a replayed log's
+    findings, already stored, not again."""
+    if not findings:
+        return
+    await retry(lambda: publish_findings(js, findings), "nats-findings", NATS_ERRORS, max_delay, abort)
+    ids = [f.id for f in findings]
+    await retry(lambda: pg.write((), (), None, ids), "postgres", PG_ERRORS, max_delay, abort)
+
+
+async def announce_pending(pg: PostgresSink, js: JetStreamContext, max_delay: float, abort: asyncio.Event,
+                           older_than: float = 0.0) -> int:
+    """Announce the findings a crash left stored but unannounced (at start; the Faust workers also
+    sweep for another worker's, ``older_than`` seconds old); returns how many."""
+    total = 0
+    while records := await retry(lambda: pg.unannounced(older_than), "postgres", PG_ERRORS, max_delay, abort):
+        await announce(pg, js, records, max_delay, abort)
+        total += len(records)
+    return total
 
 
 def rejected_letter(rejected: Rejected) -> DeadLetter:

@@ -33,7 +33,7 @@ from watchfiles import awatch
 
 from connectors.clickhouse.archive import Archive
 from connectors.nats.client import connect
-from connectors.nats.publishers import publish_dead_letters, publish_findings
+from connectors.nats.publishers import publish_dead_letters
 from connectors.nats.source import JetStreamSource, SourceMessage
 from connectors.nats.subjects import EVENTS_STREAM, RELOAD_SUBJECT, ensure_streams
 from connectors.postgres.sink import Checkpoint, PostgresSink
@@ -43,7 +43,8 @@ from engine.ruleset import RuleSet
 from opmas import metrics
 from opmas.config import Config
 from opmas.runtime.evaluator import Evaluated
-from opmas.runtime.outputs import NATS_ERRORS, PG_ERRORS, report_dead_letters, report_findings, write_postgres
+from opmas.runtime.outputs import (NATS_ERRORS, PG_ERRORS, announce, announce_pending, report_dead_letters,
+                                   report_findings, write_postgres)
 from opmas.runtime.retry import retry
 from opmas.runtime.rules import RuleFiles, blocking_errors, log_errors
 from opmas.runtime.workers import EvaluatorPool
@@ -107,6 +108,9 @@ class Pipeline:
         try:
             await ensure_streams(self.js, cfg.stream_max_age, cfg.stream_max_bytes)
             await retry(self.pg.migrate, "postgres", PG_ERRORS, cfg.retry_max_delay, self.abort)
+            pending = await announce_pending(self.pg, self.js, cfg.retry_max_delay, self.abort)
+            if pending:
+                log.info("announced findings a stop left stored but unannounced", extra={"findings": pending})
             checkpoint = await retry(lambda: self.pg.load_checkpoint(cfg.consumer), "postgres", PG_ERRORS,
                                      cfg.retry_max_delay, self.abort)
             await retry(lambda: asyncio.to_thread(self.archive.ensure_table), "clickhouse", CH_ERRORS,
@@ -245,25 +249,25 @@ class Pipeline:
         if block:
             writes.append(retry(lambda: asyncio.to_thread(self.archive.insert_block, block),
                                 "clickhouse", CH_ERRORS, cfg.retry_max_delay, self.abort))
-        if result.findings:
-            writes.append(retry(lambda: publish_findings(self.js, result.findings),
-                                "nats-findings", NATS_ERRORS, cfg.retry_max_delay, self.abort))
         if result.dead:
             writes.append(retry(lambda: publish_dead_letters(self.js, result.dead),
                                 "nats-deadletter", NATS_ERRORS, cfg.retry_max_delay, self.abort))
         await asyncio.gather(*writes)
         # PostgreSQL last: its transaction carries the checkpoint, which must only cover
-        # batches that every other sink already holds.
-        result.dead.extend(await write_postgres(self.pg, self.js, result.findings, result.referenced,
-                                                batch.checkpoint, cfg.retry_max_delay, self.abort))
+        # batches that every other sink already holds. Then the findings it stored for the
+        # first time are announced (a crash in between: at the next start).
+        refused, new = await write_postgres(self.pg, self.js, result.findings, result.referenced,
+                                            batch.checkpoint, cfg.retry_max_delay, self.abort)
+        result.dead.extend(refused)
+        await announce(self.pg, self.js, new, cfg.retry_max_delay, self.abort)
         if batch.last is not None:
             await retry(lambda: self.source.ack(batch.last), "nats-ack", NATS_ERRORS, cfg.retry_max_delay,
                         self.abort)
             self.stats.acked_seq = batch.last.seq
-        self._account(batch)
+        self._account(batch, new)
 
-    def _account(self, batch: Batch) -> None:
-        """Metrics, logs and totals of a batch that every sink holds."""
+    def _account(self, batch: Batch, announced: list[FindingRecord]) -> None:
+        """Metrics, logs and totals of a batch that every sink holds (the findings logged: those announced)."""
         result = batch.result
         now = time.time()
         for t in batch.times:
@@ -278,7 +282,7 @@ class Pipeline:
         for p, n in result.per_partition.items():
             metrics.EVENTS_PROCESSED.labels(str(p)).inc(n)
         report_dead_letters(log, result.dead)
-        report_findings(log, result.findings)
+        report_findings(log, announced)
         self.stats.messages += len(batch.times)
         self.stats.events += result.events
         self.stats.findings += len(result.findings)

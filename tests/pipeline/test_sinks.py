@@ -3,11 +3,12 @@ from __future__ import annotations
 
 import os
 
+import orjson
 import pytest
 
 from connectors.clickhouse.archive import Archive, connect, encode_row
 from connectors.nats.client import settle
-from connectors.postgres.sink import Checkpoint, PostgresSink
+from connectors.postgres.sink import Checkpoint, PostgresSink, Written
 from connectors.records import EventRecord, FindingRecord
 from engine.event import Event
 from engine.finding import Finding, finding_id
@@ -78,6 +79,23 @@ async def test_postgres_sink_is_idempotent_and_keeps_the_checkpoint(postgres):
     await sink.close()
 
 
+async def test_only_findings_stored_for_the_first_time_wait_in_the_outbox(postgres):
+    sink = PostgresSink(postgres.url)
+    await sink.migrate()
+    first = await sink.write(*records([finding(1), finding(2)], []), Checkpoint("c1", 1, {}, {}))
+    assert sorted(first.stored) == sorted([finding(1).id, finding(2).id])
+    again = await sink.write(*records([finding(2), finding(3)], []), Checkpoint("c1", 2, {}, {}), announced=first.stored[:1])
+    assert again.stored == [finding(3).id]  # finding 2 was stored before: not announced twice
+    assert await sink.unannounced(older_than=3600) == []  # a sweep leaves a live writer's rows to it
+    left = await sink.unannounced()
+    assert sorted(r.id for r in left) == sorted([*first.stored[1:], finding(3).id])
+    record = next(r for r in left if r.id == finding(3).id)
+    assert orjson.loads(record.json) == orjson.loads(FindingRecord.of(finding(3)).json)  # as it was published
+    await sink.write([], [], announced=[r.id for r in left])
+    assert await sink.unannounced() == []
+    await sink.close()
+
+
 async def test_postgres_sink_takes_nul_and_absurd_times_and_refuses_only_the_bad_row(postgres):
     sink = PostgresSink(postgres.url)
     await sink.migrate()
@@ -85,7 +103,7 @@ async def test_postgres_sink_takes_nul_and_absurd_times_and_refuses_only_the_bad
     absurd = finding(1)
     absurd.title, absurd.event_ids, absurd.timestamp = "t\x00itle", [nul.id], float("inf")
     absurd.details = {"event": nul.data}
-    assert await sink.write(*records([absurd], [nul]), Checkpoint("c1", 5, {}, {})) == []
+    assert (await sink.write(*records([absurd], [nul]), Checkpoint("c1", 5, {}, {}))).rejected == []
     conn = await sink._connection()
     cur = await conn.execute("SELECT id, timestamp, data FROM events")
     assert await cur.fetchall() == [("enul", None, {"message": "ab", "k": ["", "\\u0000 stays"]})]
@@ -95,8 +113,9 @@ async def test_postgres_sink_takes_nul_and_absurd_times_and_refuses_only_the_bad
 
     not_a_uuid = finding(2)
     not_a_uuid.id = "not-a-uuid"
-    rejected = await sink.write(*records([finding(3), not_a_uuid], [Event("e4", {"n": 4})]), Checkpoint("c1", 9, {}, {}))
-    assert [(r.item.id, r.reason.split(":")[0]) for r in rejected] == [("not-a-uuid", "InvalidTextRepresentation")]
+    written = await sink.write(*records([finding(3), not_a_uuid], [Event("e4", {"n": 4})]), Checkpoint("c1", 9, {}, {}))
+    assert [(r.item.id, r.reason.split(":")[0]) for r in written.rejected] == [("not-a-uuid", "InvalidTextRepresentation")]
+    assert written.stored == [finding(3).id]
     cur = await conn.execute("SELECT count(*) FROM findings")
     assert (await cur.fetchone())[0] == 2  # the good rows of the batch are written
     cur = await conn.execute("SELECT count(*) FROM events WHERE id = 'e4'")
@@ -130,9 +149,10 @@ async def test_rows_postgres_refuses_become_dead_letters_then_the_checkpoint_is_
     await settle(nc)
     bad = finding(2)
     bad.id = "not-a-uuid"
-    dead = await write_postgres(sink, js, *records([finding(1), bad], []), Checkpoint("c1", 7, {}, {}), 0.5,
-                                asyncio.Event())
+    dead, new = await write_postgres(sink, js, *records([finding(1), bad], []), Checkpoint("c1", 7, {}, {}), 0.5,
+                                     asyncio.Event())
     assert [d.reason.split(": ")[:2] for d in dead] == [["postgres", "finding not-a-uuid refused"]]
+    assert [f.id for f in new] == [finding(1).id]
     await nc.flush()
     assert [(letter["subject"], orjson.loads(letter["payload"])["id"]) for letter in letters] == \
         [("opmas.findings.high", "not-a-uuid")]
@@ -165,7 +185,7 @@ async def test_postgres_copy_takes_odd_values_unchanged(postgres):
         findings.append(f)
     findings[0].agent_id = None
     events[0].data["huge"] = findings[0].details["huge"] = huge
-    assert await sink.write(*records(findings, events), Checkpoint("c1", 3, {}, {})) == []
+    assert (await sink.write(*records(findings, events), Checkpoint("c1", 3, {}, {}))).rejected == []
     clean = {o: o for o in odd} | {"nulkey": "ab", "literal": "\\u0000 stays", "nested": data["nested"]}
     conn = await sink._connection()
     cur = await conn.execute("SELECT id, agent_id, type, data FROM events ORDER BY timestamp")
@@ -178,7 +198,7 @@ async def test_postgres_copy_takes_odd_values_unchanged(postgres):
                      {"event": clean} | ({"huge": huge} if i == 0 else {})) for i, o in enumerate(odd)]
     await conn.commit()
     # written again (a replay): nothing changes, and the staging tables are empty after each commit
-    assert await sink.write(*records(findings, events), Checkpoint("c1", 4, {}, {})) == []
+    assert await sink.write(*records(findings, events), Checkpoint("c1", 4, {}, {})) == Written([], [])
     cur = await conn.execute("SELECT (SELECT count(*) FROM findings), (SELECT count(*) FROM events),"
                              " (SELECT count(*) FROM opmas_findings_in), (SELECT count(*) FROM opmas_events_in)")
     assert await cur.fetchone() == (len(odd), len(odd), 0, 0)

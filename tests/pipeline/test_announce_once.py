@@ -1,0 +1,70 @@
+"""A finding is announced once (issue 13): published on opmas.findings.<severity> and logged only when
+PostgreSQL first stores it; one a stop left stored but unannounced is announced at the next start."""
+from __future__ import annotations
+
+import logging
+
+import nats
+import orjson
+
+from connectors.inputs import check
+from connectors.nats.replay import agent_of, replay
+from connectors.nats.subjects import EVENTS_STREAM
+from connectors.postgres.sink import Checkpoint, PostgresSink
+from connectors.records import FindingRecord
+from engine.finding import Finding, finding_id
+from tests.pipeline.conftest import SAMPLE, expected_findings, running, sample_objects, wait_until
+
+
+async def _subscribed(url: str) -> tuple[nats.NATS, list[dict]]:
+    """A core NATS subscriber to every finding publication: it sees repeats JetStream would deduplicate."""
+    nc = await nats.connect(url)
+    seen: list[dict] = []
+
+    async def collect(msg) -> None:
+        seen.append(orjson.loads(msg.data))
+
+    await nc.subscribe("opmas.findings.>", cb=collect)
+    await nc.flush()
+    await nc.flush()
+    return nc, seen
+
+
+async def test_a_replayed_log_announces_its_findings_once(config, archive, rules_dir, caplog):
+    objects = sample_objects()
+    expected = expected_findings(objects, rules_dir, lambda o: agent_of(o, None), config.partitions,
+                                 config.partition_key)
+    nc, seen = await _subscribed(config.nats_url)
+    caplog.set_level(logging.INFO, logger="opmas")
+    async with running(config, archive) as pipeline:
+        for _ in range(2):
+            await replay(check([str(SAMPLE)]), config.nats_url, batch=7)
+            last = (await nc.jetstream().stream_info(EVENTS_STREAM)).state.last_seq
+            await wait_until(lambda: pipeline.stats.acked_seq >= last, what="the engine to ack every message")
+        assert pipeline.stats.findings >= 2 * len(expected)  # the engine found them both times
+    await nc.flush()
+    await nc.close()
+    assert sorted(f["id"] for f in seen) == sorted(expected)  # published once each
+    logged = [r.finding_id for r in caplog.records if r.getMessage() == "finding"]
+    assert sorted(logged) == sorted(expected)
+
+
+async def test_findings_a_stop_left_unannounced_are_announced_at_start(config, archive):
+    """The state a kill between PostgreSQL's commit and the publish leaves: stored, in the outbox."""
+    sink = PostgresSink(config.db_url)
+    await sink.migrate()
+    findings = [Finding(id=finding_id("left", [f"e{n}"]), rule_id="left", rule_title="Left", severity="high",
+                        tags=[], event_ids=[f"e{n}"], timestamp=1764043200.0 + n, title="Left", details={"n": n})
+                for n in range(3)]
+    written = await sink.write([FindingRecord.of(f) for f in findings], [], Checkpoint(config.consumer, 0, {}, {}))
+    assert len(written.stored) == 3
+    await sink.close()
+    nc, seen = await _subscribed(config.nats_url)
+    async with running(config, archive):
+        await wait_until(lambda: len(seen) >= 3, 30, "the left findings on NATS")
+    await nc.close()
+    assert sorted(f["id"] for f in seen) == sorted(f.id for f in findings)
+    assert [f["details"] for f in sorted(seen, key=lambda f: f["details"]["n"])] == [{"n": n} for n in range(3)]
+    sink = PostgresSink(config.db_url)
+    assert await sink.unannounced() == []
+    await sink.close()
