@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import signal
 import sys
 from collections.abc import Awaitable, Callable
@@ -68,6 +69,7 @@ async def run_up(config: Config) -> int:
     from opmas.runtime.supervise import supervise_engine, supervise_servers
 
     stop = asyncio.Event()
+    os.umask(0o077)  # what this process and its servers write in the data dir is the user's alone
     try:
         stack = await asyncio.to_thread(start_stack, config)
     except (DataDirBusy, PortTaken) as exc:

@@ -7,7 +7,7 @@ from typing import Callable
 
 from connectors.clickhouse.archive import Archive, connect
 from opmas.config import Config
-from opmas.datadir import lock_data_dir
+from opmas.datadir import lock_data_dir, make_private
 from opmas.embedded import NATS_PAYLOAD_LIMIT, start_nats, start_postgres
 from opmas.runtime.supervise import Server
 
@@ -68,6 +68,8 @@ def start_stack(config: Config) -> Stack:
         location = config.clickhouse_url or f"chdb://{config.clickhouse_dir}"
         if not config.clickhouse_url:
             embedded.append("clickhouse")
+        # PostgreSQL run as another user (as root) has just opened the data dir to it: search only
+        make_private(config.data_dir, traversable="postgres" in servers and servers["postgres"].user is not None)
     except BaseException:
         for stop in reversed(stops):
             stop()

@@ -6,6 +6,7 @@ import asyncio
 import os
 import re
 import signal
+import stat
 import subprocess
 import sys
 import time
@@ -67,6 +68,17 @@ def api_answers(api: str, secret: str) -> None:
     assert agents.status_code == 200, agents.text
 
 
+def open_to_others(data_dir: Path) -> list[str]:
+    """Paths under the data dir that group or others may read, write or search (issue 11, item 12); the
+    data dir itself may be searchable, not readable, where PostgreSQL runs as another user (root)."""
+    found = [f"{data_dir}: {stat.filemode(data_dir.stat().st_mode)}"] if data_dir.stat().st_mode & 0o066 else []
+    for path in data_dir.rglob("*"):
+        info = path.lstat()
+        if not (stat.S_ISLNK(info.st_mode) or stat.S_ISSOCK(info.st_mode)) and info.st_mode & 0o077:
+            found.append(f"{path}: {stat.filemode(info.st_mode)}")
+    return found
+
+
 def findings_in(db_url: str) -> int:
     with psycopg.connect(db_url) as conn:
         return conn.execute("SELECT count(*) FROM findings").fetchone()[0]
@@ -110,6 +122,7 @@ def test_up_replay_ctrl_c_restart(tmp_path):
         time.sleep(2)
         found = findings_in(db_url)
         assert found > 0
+        assert open_to_others(tmp_path / "data") == []  # the archive, the NATS store, logs: the user's alone
         reload = subprocess.run([sys.executable, "-m", "opmas.cli", "rules", "reload"], env=tools_env,
                                 capture_output=True, text=True, timeout=60)
         assert reload.returncode == 0 and "reloaded:" in reload.stdout, reload.stdout + reload.stderr
