@@ -121,6 +121,8 @@ async def run_up(config: Config) -> int:
 
 
 def _print_where(config: Config, stack: "Stack") -> None:
+    from opmas.logs import redact
+
     kind = {True: "embedded", False: "external"}
     lines = [
         f"OPMAS is up (data dir {config.data_dir})",
@@ -130,4 +132,4 @@ def _print_where(config: Config, stack: "Stack") -> None:
         f"  rules       {', '.join(map(str, config.rules))}",
         "  findings on opmas.findings.<severity>, dead letters on opmas.deadletter; Ctrl-C stops",
     ]
-    print("\n".join(lines), file=sys.stderr, flush=True)
+    print(redact("\n".join(lines)), file=sys.stderr, flush=True)  # an external URL's password stays out

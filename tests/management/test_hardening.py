@@ -10,6 +10,8 @@ import logging
 import socket
 import time
 import uuid
+from pathlib import Path
+from types import SimpleNamespace
 
 import httpx
 import jwt
@@ -21,6 +23,7 @@ from connectors.nats.subjects import ensure_streams
 from management.limits import FailureLimiter, TokenGuard
 from management.routes.events import EventIn
 from management.settings import ApiSettings
+from opmas.commands.up import _print_where
 from opmas.logs import JsonFormatter, redact
 from tests.management.test_resources import RULE
 
@@ -295,3 +298,13 @@ def test_failed_token_exchanges_are_limited_per_address(stack):
 
 def test_successful_token_exchanges_are_not_limited(stack):
     assert all(_exchange(stack, "admin", "test-admin-secret", "192.0.2.1").status_code == 200 for _ in range(15))
+
+
+def test_opmas_up_prints_external_urls_without_their_passwords(capsys):
+    stack = SimpleNamespace(nats_url="nats://svc:natspw@nats.example:4222",
+                            db_url="postgresql://opmas:pgpw@db.example:5432/opmas",
+                            archive_location="https://default:chpw@ch.example:8443", embedded=[])
+    _print_where(SimpleNamespace(data_dir=Path("/d"), rules=[Path("/r")]), stack)
+    printed = capsys.readouterr().err
+    assert "db.example:5432/opmas" in printed and "nats.example:4222" in printed
+    assert not any(secret in printed for secret in ("natspw", "pgpw", "chpw"))
