@@ -26,7 +26,8 @@ from engine.render import attack_from_tags
 from engine.rule_cache import RuleCache, code_version, default_cache_dir, encode
 from engine.sigma.compile import CompileError, Matcher, Requirement, compile_conditions, compile_ir
 from engine.sigma.ir import lower_conditions
-from engine.sigma.parse import logsource_of, parse_detection, parse_rule, rule_id_of, rule_schema_text, schema_errors
+from engine.sigma.parse import (logsource_of, parse_detection, parse_rule, rule_id_of, rule_id_problem,
+                                rule_schema_text, schema_errors)
 from engine.sigma.yamldoc import Doc, YamlError, rule_documents
 
 DEFAULT_SEVERITY = "medium"
@@ -311,6 +312,9 @@ def _doc_record(doc: Doc, source: str, placeholders: dict[str, list[str]]) -> di
     if isinstance(doc.data, dict):
         problems = schema_errors(doc, source)
         rule_id, id_line = rule_id_of(doc.data), doc.line_of(("id",))
+        why = None if rule_id is None else rule_id_problem(rule_id)
+        if why is not None:
+            problems.append(RuleError(source, id_line, None, why))
     else:
         problems = [RuleError(source, doc.line, None, "a rule document must be a mapping")]
         rule_id, id_line = None, doc.line

@@ -25,9 +25,6 @@ from pydantic import BaseModel, BeforeValidator, ConfigDict, ValidationInfo, fie
 EXCERPT_CHARS = 100   # at most this much of an input is quoted back in an error
 MESSAGE_CHARS = 300   # and of an error message
 MAX_OFFSET = 1_000_000_000  # paging: rows to skip (PostgreSQL's bigint and ClickHouse's UInt64 hold it)
-# A rule id the API can address: the Sigma spec's UUID, or a slug (letters, digits, '.', '_', '-';
-# starting with a letter or digit, so neither '.' nor '..'), at most 128 characters.
-RULE_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$"
 
 
 def excerpt(value: Any, limit: int = EXCERPT_CHARS) -> Any:

@@ -84,6 +84,21 @@ def rule_validator() -> jsonschema.Draft202012Validator:
     return jsonschema.Draft202012Validator(json.loads(rule_schema_text()))
 
 
+# A rule id every component can address (an API path segment, a file name in the rule store): the Sigma
+# spec's UUID, or a slug (letters, digits, '.', '_', '-'; starting with a letter or digit, so neither '.'
+# nor '..'), at most 128 characters.
+RULE_ID_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
+
+
+def rule_id_problem(rule_id: str) -> str | None:
+    """Why ``rule_id`` cannot be a rule's id, or None."""
+    if RULE_ID_PATTERN.fullmatch(rule_id):
+        return None
+    shown = rule_id if len(rule_id) <= 60 else rule_id[:57] + "..."
+    return (f"rule id {shown!r} cannot be addressed: use a UUID, or letters, digits, '.', '_' and '-' "
+            "(starting with a letter or digit, at most 128 characters)")
+
+
 def rule_id_of(data: Any) -> str | None:
     """The id a rule is known by: Sigma ``id``, else ``name``."""
     if not isinstance(data, dict):

@@ -3,7 +3,6 @@ errors), enable/disable, delete. Every change asks the engine to reload (``opmas
 from __future__ import annotations
 
 import asyncio
-import re
 from typing import Any
 
 import orjson
@@ -20,7 +19,7 @@ from management.deps import Paging, get_state, paging, require
 from management.errors import responses
 from management.rule_store import stored_name
 from management.state import ApiState
-from management.validation import RULE_ID_PATTERN, ApiModel, excerpt
+from management.validation import ApiModel
 
 router = APIRouter(tags=["rules"])
 
@@ -152,10 +151,6 @@ async def get_rule(rule_id: str, state: ApiState = Depends(get_state),
 async def create_rule(body: RuleIn, state: ApiState = Depends(get_state),
                       _: Principal = Depends(require("rules:write"))) -> dict:
     meta = await validate_rule(state, body.source, "api:new rule")  # its id is unknown until parsed
-    if not re.fullmatch(RULE_ID_PATTERN, meta["id"]):
-        raise _invalid("the rule's id cannot be addressed by the API: use a UUID, or letters, digits, '.', '_' "
-                       "and '-' (starting with a letter or digit, at most 128 characters)",
-                       [{"file": "api:new rule", "rule_id": excerpt(meta["id"]), "message": "invalid rule id"}])
     row = await fetch_one(
         state,
         "INSERT INTO rules (id, title, kind, level, source, path) VALUES (%s, %s, %s, %s, %s, NULL)"

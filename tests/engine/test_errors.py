@@ -245,3 +245,13 @@ def test_more_located_errors(tmp_path: Path) -> None:
     assert [(e.file, e.line, e.rule_id, e.severity) for e in errors] == [("f.yml", 5, "f", "warning")]
     assert "filter logsource {'product': 'linux'} differs from rule 'r'" in errors[0].message
     assert "not applied" in errors[0].message and "User" not in ruleset.detection("r").fields
+
+
+def test_a_rule_id_no_component_can_address_is_refused_at_its_line() -> None:
+    rule = "title: t\nid: {}\nlogsource: {{}}\ndetection:\n  s: {{a: 1}}\n  condition: s\n"
+    ruleset, errors = load_ruleset([RuleSource("x.yml", rule.format("../../etc/x")),
+                                    RuleSource("y.yml", rule.format("ssh-brute_force.v2"))], cache_dir=None)
+    assert [r.id for r in ruleset.rules] == ["ssh-brute_force.v2"]
+    assert [str(e) for e in errors] == ["x.yml:2: error: rule id '../../etc/x' cannot be addressed: use a UUID, or "
+                                        "letters, digits, '.', '_' and '-' (starting with a letter or digit, at most "
+                                        "128 characters)"]

@@ -159,7 +159,8 @@ def test_a_rule_id_the_api_cannot_address_is_refused(admin):
     for bad in ("../../../../tmp/x", "a/b", "has space", ".hidden", "x" * 129):
         r = admin.post("/rules", json={"source": RULE.replace("5a6b7c8d-0000-4000-8000-000000000001", bad)})
         assert r.status_code == 422, (bad, r.text)
-        assert "cannot be addressed" in r.json()["detail"]["message"]
+        [error] = r.json()["detail"]["errors"]
+        assert "cannot be addressed" in error["message"] and error["line"] == 2, error
     assert not [rule for rule in admin.get("/rules", params={"limit": 1000}).json()["items"] if "/" in rule["id"]]
 
 
