@@ -13,6 +13,9 @@ which take precedence). Format (checked against schemas/mapping.schema.json)::
     copy: {EventID: [winlog.event_id, event.code]}  # dotted only: a flat field under another name
                                #   (the first of the paths present), before `when:` and rules read it
     join: [event.exec.args]    # dotted only: lists at these flat paths read as one space-joined text
+    spread: {EXECVE.ARGV: a}   # dotted only: a list's items also as numbered fields (a0, a1, ...)
+    present: {type: [SYSCALL, EXECVE]}  # dotted only: a field listing which of these top-level keys
+                               #   the event has (laurel's records grouped by type -> Sigma's `type`)
     product: windows           # product of every event of this mapping (optional)
     time: [TimeCreated_SystemTime]   # flat fields holding the event time, first present wins
                                      #   (as the event names them: logsource renames do not apply)
@@ -51,12 +54,13 @@ from engine.sigma.yamldoc import YamlError, load_yaml
 from opmas.paths import SCHEMAS_DIR
 
 BUILTIN_DIR = Path(__file__).parent / "mappings"
+MAX_SPREAD = 64  # list items a ``spread`` numbers (a command line's arguments a0..a63)
 _MISSING = object()
 # recognition order: Windows first (the most events), vendor shapes (each recognised by a few
 # top-level keys), the generic ECS-like fallback last
 BUILTIN_MAPPINGS = tuple(BUILTIN_DIR / f"{name}.yml" for name in (
     "windows", "winlogbeat", "azure", "m365", "okta", "gcp", "github", "kubernetes", "bitbucket", "opencanary",
-    "macos", "fortigate", "auditd", "zeek", "generic"))
+    "macos", "fortigate", "auditd", "laurel", "zeek", "generic"))
 
 
 class MappingError(ValueError):
@@ -217,18 +221,30 @@ def _flatten_into(node: dict[str, Any], prefix: str, flat: dict[str, Any], in_li
 @dataclass(frozen=True, slots=True)
 class Reshape:
     """What a dotted mapping does to a flattened event: ``lift`` objects' keys to the top, ``copy`` fields
-    under Sigma names (first present path), ``join`` lists into one space-separated text."""
+    under Sigma names (first present path), ``join`` lists into one space-separated text, ``spread`` a
+    list's items into numbered fields, ``present``: a field listing which of some top-level keys exist."""
 
     lift: tuple[str, ...] = ()
     copy: tuple[tuple[str, tuple[str, ...]], ...] = ()
     join: tuple[str, ...] = ()
+    spread: tuple[tuple[str, str], ...] = ()
+    present: tuple[tuple[str, tuple[str, ...]], ...] = ()
 
     def around(self, flatten: Callable[[dict[str, Any]], dict[str, Any]]) -> Callable[[dict[str, Any]], dict[str, Any]]:
         """``flatten`` followed by this reshaping."""
-        lift, copy, join = self.lift, self.copy, self.join
+        lift, copy, join, spread, present = self.lift, self.copy, self.join, self.spread, self.present
 
         def flat(data: dict[str, Any]) -> dict[str, Any]:
             out = flatten(data)
+            for name, keys in present:
+                found = [key for key in keys if key in data]
+                if found:
+                    out[name] = found
+            for path, prefix in spread:
+                value = out.get(path)
+                if value.__class__ is list:
+                    for index, item in enumerate(value[:MAX_SPREAD]):
+                        out.setdefault(f"{prefix}{index}", item)
             for path in lift:
                 value = out.get(path)
                 if value.__class__ is dict:
@@ -443,10 +459,13 @@ def mapping_from_dict(data: Any, file: str) -> Mapping:
     reshape = Reshape(
         lift=tuple(data.get("lift") or ()),
         copy=tuple((name, tuple(p if isinstance(p, list) else [p])) for name, p in (data.get("copy") or {}).items()),
-        join=tuple(data.get("join") or ()))
+        join=tuple(data.get("join") or ()),
+        spread=tuple((str(k), str(v)) for k, v in (data.get("spread") or {}).items()),
+        present=tuple((str(k), tuple(map(str, v))) for k, v in (data.get("present") or {}).items()))
     if reshape != Reshape():
         if selector is not None:
-            raise MappingError(file, f"lift, copy and join are for flatten: dotted, not {data['flatten']}")
+            raise MappingError(file, "lift, copy, join, spread and present are for flatten: dotted, "
+                                     f"not {data['flatten']}")
         flatten = reshape.around(flatten)
     return Mapping(
         name=data["name"],
