@@ -42,6 +42,9 @@ from typing import Any
 import faust
 import nats
 import orjson
+from faust.tables.manager import TableManager
+from faust.tables.recovery import Recovery
+from faust.transport.drivers import aiokafka as faust_aiokafka
 from faust.types import EventT
 
 from connectors.kafka.records import decode
@@ -114,10 +117,52 @@ class CheckpointTable(faust.Table):
         return int(key)
 
 
+class ActivePartitions:
+    """Faust's live set of active (not paused) partitions as aiokafka's ``fetched_records`` reads it:
+    never empty to it, since it returns the records of every partition for an empty set.
+
+    Faust hands aiokafka its set of active partitions itself, and aiokafka reads it again after each
+    wait for records. When the set empties during that wait (a rebalance, or the recovery pausing
+    the changelog partitions while the stream partitions are still paused), aiokafka returns and
+    moves its position past the records of every partition, and Faust drops those of the paused
+    ones: records no one receives, before or after a seek."""
+
+    __slots__ = ("tps",)
+
+    def __init__(self, tps: Set) -> None:
+        self.tps = tps
+
+    def __bool__(self) -> bool:
+        return True
+
+    def __contains__(self, tp: object) -> bool:
+        return tp in self.tps
+
+
+class WorkerConsumerThread(faust_aiokafka.AIOKafkaConsumerThread):
+    async def _fetch_records(self, consumer: Any, active_partitions: Set, timeout: float | None = None,
+                             max_records: int | None = None) -> Any:
+        return await super()._fetch_records(consumer, ActivePartitions(active_partitions), timeout, max_records)
+
+
+class WorkerConsumer(faust_aiokafka.Consumer):
+    def _new_consumer_thread(self) -> WorkerConsumerThread:
+        return WorkerConsumerThread(self, loop=self.loop, beacon=self.beacon)
+
+
+class WorkerTransport(faust_aiokafka.Transport):
+    """Faust's aiokafka transport, fetching only the records of its active partitions."""
+
+    Consumer = WorkerConsumer
+
+
 class WorkerApp(faust.App):
     """A Faust app that knows since when the running rebalance waits for it."""
 
     rebalance_started: float | None = None  # monotonic seconds; None: no rebalance running
+
+    def _new_transport(self) -> WorkerTransport:
+        return WorkerTransport(self.conf.broker_consumer, self)
 
     def on_rebalance_start(self) -> None:
         super().on_rebalance_start()
@@ -127,6 +172,69 @@ class WorkerApp(faust.App):
     def on_rebalance_end(self) -> None:
         super().on_rebalance_end()
         self.rebalance_started = None
+
+
+class SeekFirstRecovery(Recovery):
+    """Faust's recovery, seeking the stream partitions to their committed offsets before it resumes
+    them (Faust 0.15 resumes them first).
+
+    Faust's ``Recovery.on_recovery_completed`` calls ``consumer.resume_partitions`` and then
+    ``consumer.perform_seek``, while its Fetcher already runs (the changelog recovery started it).
+    aiokafka fetches every assigned partition, paused or not, so records of a newly assigned events
+    partition fetched during the recovery reach the agent while the seek is still running; the seek
+    then moves aiokafka's position back to the committed offset and drops its buffered records, and
+    Faust's read offset (set by the records already delivered) drops the refetched ones below it:
+    the records between are never delivered. The partition then stalls at that gap, or Faust counts
+    the gap as committed and skips them. Seeking while the partitions are still paused leaves
+    nothing to deliver before the seek.
+
+    A partition without a committed offset (0 or none) is sought to its start: aiokafka's
+    seek_to_committed leaves it where it is, and that may be past records no one received (a fetch
+    that waited while Faust's set of active partitions was empty, as it is when the recovery pauses
+    the changelog partitions again, returns the records of every partition, and Faust drops those
+    of paused ones). The rest is Faust 0.15.3's method as it is."""
+
+    async def on_recovery_completed(self, generation_id: int = 0) -> None:
+        consumer = self.app.consumer
+        self.log.info("Restore complete!")
+        await self.app.on_rebalance_complete.send()
+        self._set_recovery_ended()
+        callbacks = [asyncio.ensure_future(table.on_recovery_completed(self.actives_for_table[table],
+                                                                       self.standbys_for_table[table]))
+                     for table in self.tables.values()]
+        if callbacks:
+            await asyncio.wait(callbacks)
+        assignment = consumer.assignment()
+        if self.app.consumer_generation_id != generation_id:
+            self.log.warning(f"Recovery rebalancing again app id {self.app.consumer_generation_id}"
+                             f" param {generation_id}")
+            return
+        streams = {tp for tp in assignment if not self._is_changelog_tp(tp)}
+        if assignment:
+            self.log.info("Seek stream partitions to committed offsets.")
+            await self._wait(consumer.perform_seek(), timeout=self.app.conf.broker_request_timeout)
+            for tp in sorted(tp for tp in streams if not consumer._committed_offset.get(tp)):
+                await self._wait(consumer.seek(tp, 0), timeout=self.app.conf.broker_request_timeout)
+        consumer.resume_partitions(streams)
+        self.completed.set()
+        self.app.flow_control.resume()
+        consumer.resume_flow()
+        await self.app._fetcher.maybe_start()
+        self.tables.on_actives_ready()
+        if not self.app.assignor.assigned_standbys():
+            self.tables.on_standbys_ready()
+        self.app.on_rebalance_end()
+        self.log.info("Worker ready")
+
+
+class WorkerTableManager(TableManager):
+    """The table manager of the workers: its recovery is SeekFirstRecovery."""
+
+    @property
+    def recovery(self) -> Recovery:
+        if self._recovery is None:
+            self._recovery = SeekFirstRecovery(self.app, self, beacon=self.beacon, loop=self.loop)
+        return self._recovery
 
 
 class StaleBatch(RuntimeError):
@@ -194,6 +302,7 @@ class WorkerRuntime:
             broker_commit_interval=1.0,  # less to replay after a crash
             producer_max_request_size=CHECKPOINT_MAX_BYTES,
             broker_credentials=s.security.faust_credentials(),
+            TableManager=WorkerTableManager,  # seeks the stream partitions before resuming them
         )
         events = app.topic(s.topic, partitions=s.partitions, key_type=bytes, value_type=bytes,
                            key_serializer="raw", value_serializer="raw")
