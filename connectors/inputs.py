@@ -149,13 +149,16 @@ class Reading:
             sum(Path(i.path).stat().st_size for i in inputs)
         self.current: Input | None = None
         self._done = 0  # bytes of the inputs finished
+        self._furthest = 0  # the largest position told
         self._raw: BinaryIO | None = None  # the file being read, as stored
 
     @property
     def position(self) -> int:
-        """Bytes of the inputs read so far."""
+        """Bytes of the inputs read so far (never less than it said before: a parser may seek back)."""
         raw = self._raw
-        return self._done + (raw.tell() if raw is not None and not raw.closed else 0)
+        here = self._done + (raw.tell() if raw is not None and not raw.closed else 0)
+        self._furthest = max(self._furthest, here)
+        return self._furthest
 
     def records(self) -> Iterator[tuple[dict[str, Any], bytes | None]]:
         """Each event of every input, with the JSON text it was parsed from where it was JSON (EVTX:
