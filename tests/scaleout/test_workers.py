@@ -206,6 +206,9 @@ def test_killed_worker_loses_and_doubles_nothing(spawn, nats_server, postgres):
     assert set(ids) == expected
     with psycopg.connect(postgres.url) as conn:  # every event a finding cites is stored, correlations' too
         assert conn.execute(UNSTORED_CITED_EVENTS).fetchone()[0] == 0
+    # a finding w2 stored but had no time to announce is announced by w1's sweep (ANNOUNCE_SWEEP)
+    wait_until(lambda: asyncio.run(findings_on_nats(nats_server.url)) >= len(expected), 30,
+               "every finding on NATS", procs)
     assert asyncio.run(findings_on_nats(nats_server.url)) == len(expected)
 
 
