@@ -16,6 +16,12 @@ having its hits counted late. A partition whose watermark has not risen for
 it back; when all are idle the highest counts, so windows still close. A partition
 that comes back with older events then has those hits counted in ``late_hits``.
 Partitions that never saw a timed event do not count at all.
+
+A live stream (its newest event time within LIVE seconds of the runtime's clock) whose
+partitions are all idle goes on in event time while nothing arrives: the clock moves the
+watermark to ``now - lateness``. So on a quiet live stream a window closes, and a hit becomes
+final, ``lateness`` seconds after its time (plus the runtime's idle poll), without waiting for
+a later event. A replayed old log is not live: its watermark moves only with its events.
 """
 from __future__ import annotations
 
@@ -26,6 +32,7 @@ from engine.correlation.correlator import Correlator, Handoff
 from engine.finding import Finding
 
 DEFAULT_IDLE_TIMEOUT = 30.0  # seconds (runtime clock) after which a partition stops holding the watermark
+LIVE = 3600.0  # seconds: a stream whose newest event time is this close to the clock is live
 
 
 class CorrelationStage:
@@ -36,6 +43,7 @@ class CorrelationStage:
                  idle_timeout: float = DEFAULT_IDLE_TIMEOUT):
         state = state or {}
         self.idle_timeout = idle_timeout
+        self.lateness = cset.lateness
         self.correlator: Correlator = cset.correlator(state.get("correlator"))
         self.watermarks: dict[int, float] = {int(p): float(w) for p, w in (state.get("watermarks") or {}).items()}
         self._risen: dict[int, float] = {}  # partition -> runtime clock when its watermark last rose
@@ -49,12 +57,18 @@ class CorrelationStage:
             self._risen[partition] = now
 
     def watermark(self, now: float) -> float | None:
-        """The lowest watermark of the partitions not idle at ``now`` (all idle: the highest)."""
+        """The lowest watermark of the partitions not idle at ``now``; all idle: the highest, or on a live
+        stream ``now - lateness`` where that is later."""
         if not self.watermarks:
             return None
         risen = self._risen
         active = [w for p, w in self.watermarks.items() if now - risen.setdefault(p, now) < self.idle_timeout]
-        return min(active) if active else max(self.watermarks.values())
+        if active:
+            return min(active)
+        highest = max(self.watermarks.values())
+        if highest + self.lateness >= now - LIVE:  # the newest event time is near the clock
+            return max(highest, now - self.lateness)
+        return highest
 
     def advance(self, now: float) -> list[Finding]:
         """Findings the common watermark makes final (call after each batch's takes)."""
@@ -70,6 +84,7 @@ class CorrelationStage:
 
     def replace(self, cset: CorrelationSet) -> None:
         """Hot reload: the new correlations, with the groups of those that did not change."""
+        self.lateness = cset.lateness
         self.correlator = cset.correlator(self.correlator.snapshot())
 
     def snapshot(self) -> dict[str, Any]:

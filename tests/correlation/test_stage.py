@@ -93,6 +93,25 @@ def test_a_quiet_partition_stops_holding_the_watermark_after_the_idle_timeout():
     assert [f.event_ids for f in of_rule(findings, "many-fail")] == [["x0", "x10", "x20"]]
 
 
+def test_on_a_quiet_live_stream_the_clock_moves_the_watermark():
+    """Issue 13: the brute force fires ``lateness`` after its last event with nothing after it, where the
+    stream is live (event time near the clock); a replayed old log still waits for its events."""
+    rs = ruleset(AUTH_RULES, COUNT)
+    lateness = rs.correlations.lateness
+    burst = [auth(t, host="web-00", eid=f"x{t}") for t in range(0, 30, 10)]
+    live = Partitioned(rs, 2, idle=5.0)
+    assert not of_rule(live.feed([(0, burst)], now=BASE + 21), "many-fail")
+    assert not of_rule(live.stage.advance(now=BASE + 25), "many-fail")  # not idle yet
+    assert not of_rule(live.stage.advance(now=BASE + 20 + lateness - 1), "many-fail")  # idle; within lateness
+    fired = of_rule(live.stage.advance(now=BASE + 20 + lateness + 1), "many-fail")
+    assert [f.event_ids for f in fired] == [["x0", "x10", "x20"]]
+    replayed = Partitioned(ruleset(AUTH_RULES, COUNT), 2, idle=5.0)
+    later = BASE + 2 * 86400  # the same events replayed two days later: not live
+    assert not of_rule(replayed.feed([(0, burst)], now=later), "many-fail")
+    assert not of_rule(replayed.stage.advance(now=later + 3600), "many-fail")
+    assert replayed.stage.watermark(later + 3600) == BASE + 20 - lateness
+
+
 def test_suppression_counts_findings_of_every_partition_once():
     rs = ruleset(SUPPRESSED)
     events = [auth(t * 10, host=f"web-0{t % 2}", eid=f"s{t}") for t in range(6)] + \
