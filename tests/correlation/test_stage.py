@@ -112,6 +112,19 @@ def test_on_a_quiet_live_stream_the_clock_moves_the_watermark():
     assert replayed.stage.watermark(later + 3600) == BASE + 20 - lateness
 
 
+def test_a_window_closing_condition_closes_on_a_quiet_live_stream():
+    """A ``lt`` count (too few logins) is known once its window is over: on a quiet live stream the
+    clock closes it ``lateness`` after the window's end, with no later event."""
+    few = COUNT.replace("id: many-fail", "id: few-fail").replace("condition: {gte: 3}", "condition: {lt: 3}")
+    rs = ruleset(AUTH_RULES, few)
+    lateness = rs.correlations.lateness
+    live = Partitioned(rs, 1, idle=5.0)
+    assert not of_rule(live.feed([(0, [auth(0, eid="only"), auth(10, eid="second")])], now=BASE + 11), "few-fail")
+    assert not of_rule(live.stage.advance(now=BASE + 60 + lateness - 1), "few-fail")  # the window is open
+    closed = of_rule(live.stage.advance(now=BASE + 60 + lateness + 1), "few-fail")
+    assert [f.event_ids for f in closed] == [["only", "second"]]
+
+
 def test_suppression_counts_findings_of_every_partition_once():
     rs = ruleset(SUPPRESSED)
     events = [auth(t * 10, host=f"web-0{t % 2}", eid=f"s{t}") for t in range(6)] + \
