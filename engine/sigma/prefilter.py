@@ -74,7 +74,7 @@ def keyword_haystack(data: Any, raw: bytes | None = None) -> bytes | None:
         return None
 
 
-def _json_escaped(literal: str) -> bytes:
+def json_escaped(literal: str) -> bytes:
     """How a (lower-case) literal appears inside the lower-cased JSON text of a string holding it."""
     return orjson.dumps(literal).decode()[1:-1].lower().encode()
 
@@ -109,7 +109,7 @@ def _keyword_search(literals: dict[str, Payload]) -> Callable[[bytes], Found]:
     """A search of the keyword literals (JSON-escaped) in a :func:`keyword_haystack`: every occurrence,
     overlapping ones too (a Rust automaton: the haystack is a whole event, where pyahocorasick is slow)."""
     payloads = list(literals.values())
-    automaton = ahocorasick_rs.BytesAhoCorasick([_json_escaped(literal) for literal in literals],
+    automaton = ahocorasick_rs.BytesAhoCorasick([json_escaped(literal) for literal in literals],
                                                 matchkind=ahocorasick_rs.MatchKind.Standard)
     find = automaton.find_matches_as_indexes
 
