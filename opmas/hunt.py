@@ -32,6 +32,7 @@ from engine.sigma.literals import NUMBER
 from engine.sigma.prefilter import json_escaped
 
 NEEDLES_PER_SEARCH = 250  # ClickHouse's multiSearchAny takes at most 255 needles
+SLICE_ROWS = 50_000  # archived events ClickHouse sorts at a time
 _PRINTABLE_RUN = re.compile(r"[!-~]+")  # printable ASCII, no space
 _FIRST, _LAST = -2208988800.0, 10413791999.0  # 1900-01-01 and the end of 2299, DateTime64's range
 
@@ -101,7 +102,10 @@ def hunt(archive: Archive, ruleset: RuleSet, since: float, until: float, agent: 
          prefilter: bool = True, stats: HuntStats | None = None,
          progress: Callable[[HuntStats], None] | None = None) -> Iterator[list[Finding]]:
     """The findings of ``ruleset`` over the archived events with ``since <= time < until`` (epoch
-    seconds), batch by batch; ``prefilter`` False reads every event of the range (to compare)."""
+    seconds), batch by batch; ``prefilter`` False reads every event of the range (to compare).
+
+    The range is read in slices of about SLICE_ROWS events (whole minutes, from a count per minute),
+    each sorted by ClickHouse on its own: memory stays bounded however long the range."""
     stats = stats if stats is not None else HuntStats()
     texts = needles(ruleset) if prefilter else None
     range_where, range_parameters = _where(since, until, agent, None)
@@ -109,18 +113,38 @@ def hunt(archive: Archive, ruleset: RuleSet, since: float, until: float, agent: 
     where, parameters = _where(since, until, agent, texts)
     processor = Processor(ruleset)
     sql = (f"SELECT id, timestamp, agent_id, type, data FROM {TABLE} FINAL WHERE {where}"
+           " AND timestamp >= {slice_start:DateTime64(6)} AND timestamp < {slice_end:DateTime64(6)}"
            " ORDER BY timestamp, id")
-    with archive.client.query_row_block_stream(sql, parameters=parameters) as stream:
-        for block in stream:
-            events = [Event(row[0], orjson.loads(row[4]), row[1].timestamp(), row[2] or None, row[3] or None,
-                            raw=row[4].encode()) for row in block]
-            stats.read += len(events)
-            stats.reached = block[-1][1].timestamp()
-            findings = processor.process(events)
-            stats.findings += len(findings)
-            yield findings
-            if progress is not None:
-                progress(stats)
+    for start, end in _slices(archive, where, parameters, since, until):  # of the rows the prefilter keeps
+        bounds = {**parameters, "slice_start": _in_range(start), "slice_end": _in_range(end)}
+        with archive.client.query_row_block_stream(sql, parameters=bounds) as stream:
+            for block in stream:
+                events = [Event(row[0], orjson.loads(row[4]), row[1].timestamp(), row[2] or None, row[3] or None,
+                                raw=row[4].encode()) for row in block]
+                stats.read += len(events)
+                stats.reached = block[-1][1].timestamp()
+                findings = processor.process(events)
+                stats.findings += len(findings)
+                yield findings
+                if progress is not None:
+                    progress(stats)
     final = processor.flush()
     stats.findings += len(final)
     yield final
+
+
+def _slices(archive: Archive, where: str, parameters: dict[str, Any], since: float,
+            until: float) -> Iterator[tuple[float, float]]:
+    """Consecutive [start, end) time slices covering the range, each of whole minutes holding about
+    SLICE_ROWS archived rows (a minute holding more is a slice of its own)."""
+    minutes = archive.client.query(
+        f"SELECT toUnixTimestamp(toStartOfMinute(timestamp)) AS minute, count() FROM {TABLE} WHERE {where}"
+        " GROUP BY minute ORDER BY minute", parameters=parameters).result_rows
+    start, rows = since, 0
+    for minute, count in minutes:
+        if rows and rows + count > SLICE_ROWS:
+            yield start, float(minute)
+            start, rows = float(minute), 0
+        rows += count
+    if rows:
+        yield start, until
