@@ -13,8 +13,9 @@ import time
 from collections.abc import Iterator
 from typing import IO
 
-FORMATS = ("jsonl", "csv", "table")  # opmas.findings_output.FORMATS, not imported here (the CLI starts fast)
-SEVERITIES = ("informational", "low", "medium", "high", "critical")  # engine.finding.SEVERITIES
+from engine.finding import SEVERITIES
+from opmas.findings_output import FORMATS, Writer
+
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -69,7 +70,6 @@ def detect_command(args: argparse.Namespace) -> int:
     from connectors.inputs import Reading, UnknownInput, check
     from engine.processor import Processor
     from engine.ruleset import load_ruleset, sources_from_paths
-    from opmas.findings_output import Writer
     from opmas.gc_tuning import tune_gc_for_rules
 
     try:

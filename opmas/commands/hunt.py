@@ -12,11 +12,12 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from engine.finding import SEVERITIES
+from opmas.findings_output import FORMATS, Writer
+
 if TYPE_CHECKING:
     from opmas.hunt import HuntStats
 
-FORMATS = ("jsonl", "csv", "table")  # opmas.findings_output.FORMATS
-SEVERITIES = ("informational", "low", "medium", "high", "critical")  # engine.finding.SEVERITIES
 _AGO = re.compile(r"(\d+(?:\.\d+)?)([smhd])")
 _UNIT = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 
@@ -57,7 +58,6 @@ def hunt_command(args: argparse.Namespace) -> int:
     from engine.ruleset import load_ruleset, sources_from_paths
     from opmas.config import ConfigError, load_config
     from opmas.datadir import DataDirBusy, lock_data_dir
-    from opmas.findings_output import Writer
     from opmas.hunt import HuntStats, hunt
 
     now = time.time()

@@ -7,8 +7,8 @@ from collections import Counter
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-LEVELS = ("informational", "low", "medium", "high", "critical")  # engine.finding.SEVERITIES
-STATUSES = ("stable", "test", "experimental", "deprecated", "unsupported")  # opmas.rule_import.STATUSES
+from engine.finding import SEVERITIES
+
 
 if TYPE_CHECKING:
     from engine.errors import RuleError
@@ -34,7 +34,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     pack.add_argument("--status", default="stable,test,experimental",
                       help="statuses to take, comma-separated (default stable,test,experimental; "
                            "also deprecated, unsupported)")
-    pack.add_argument("--min-level", choices=LEVELS, metavar="LEVEL", help="only rules at this level or above")
+    pack.add_argument("--min-level", choices=SEVERITIES, metavar="LEVEL", help="only rules at this level or above")
     pack.add_argument("--mapping", action="append", default=[], metavar="FILE",
                       help="extra logsource mapping file the rules are loaded with (repeatable)")
     pack.set_defaults(func=import_command)
@@ -94,7 +94,7 @@ def import_command(args: argparse.Namespace) -> int:
     import zipfile
 
     from opmas.config import ConfigError, load_config
-    from opmas.rule_import import import_pack
+    from opmas.rule_import import STATUSES, import_pack
 
     statuses = [s.strip() for s in args.status.split(",") if s.strip()]
     unknown = sorted(set(statuses) - set(STATUSES))
