@@ -19,12 +19,12 @@ from pathlib import Path
 import httpx
 import nats
 
-from agents.sdk import AgentSettings
-from agents.tail import TailAgent
-from connectors.nats.subjects import ensure_streams
-from management.service import serve
-from management.settings import ApiSettings
-from opmas.embedded import free_port, start_nats, start_postgres
+from opmas.agents.sdk import AgentSettings
+from opmas.agents.tail import TailAgent
+from opmas.connectors.nats.subjects import ensure_streams
+from opmas.api.service import serve
+from opmas.api.settings import ApiSettings
+from opmas.runtime.embedded import free_port, start_nats, start_postgres
 
 LINES = [
     "Nov 25 04:{m:02d}:{s:02d} web-{h} sshd[{pid}]: Failed password for invalid user admin from 203.0.113.{ip} port {port} ssh2",

@@ -27,11 +27,11 @@ import time
 import tracemalloc
 from types import SimpleNamespace
 
-from engine.correlation import CorrelationStage
-from engine.event import Event, format_time
-from engine.partition import partition_of
-from engine.processor import Processor
-from engine.ruleset import RuleSet, RuleSource, load_ruleset
+from opmas.core.correlation import CorrelationStage
+from opmas.core.event import Event, format_time
+from opmas.core.partition import partition_of
+from opmas.core.processor import Processor
+from opmas.core.ruleset import RuleSet, RuleSource, load_ruleset
 
 ACTIONS = ["ssh_fail", "ssh_ok", "conn", "download", "exec", "sudo_fail", "priv", "dns", "http_err", "file_write"]
 WEIGHTS = [20, 6, 25, 3, 3, 4, 2, 20, 10, 7]

@@ -21,9 +21,9 @@ import orjson
 from benchmarks.bench_sigma import DEFAULT_SIGMA, QUIET_SHARE, matching_events
 from benchmarks.memory import peak_rss_mib
 from benchmarks.sigma_corpus import storm_events
-from connectors.clickhouse.archive import Archive, connect, encode_row
-from engine.ruleset import RuleSet, load_ruleset, sources_from_paths
-from opmas.hunt import HuntStats, hunt
+from opmas.connectors.clickhouse.archive import Archive, connect, encode_row
+from opmas.core.ruleset import RuleSet, load_ruleset, sources_from_paths
+from opmas.runtime.hunt import HuntStats, hunt
 
 SELECTIVE = "rules/windows/process_creation/proc_creation_win_whoami_all_execution.yml"
 START = 1_790_000_000.0

@@ -20,7 +20,7 @@ Events: generated (``benchmarks.generate``, ``--kind``) against ``--rules`` gene
 rules; or, with ``--sigma DIR``, the rules of DIR (e.g. SigmaHQ's ``rules/windows``) against
 the ``--corpus`` of ``benchmarks.sigma_corpus``: ``quiet`` has 0.5% of events built to give a
 finding, ``storm`` 60%. Those events are the ``rule_events`` of DIR's rules that give a
-finding (each checked alone with ``engine.processor.Processor``), built afresh on every run.
+finding (each checked alone with ``opmas.core.processor.Processor``), built afresh on every run.
 Floors (issue 10): 30,000 events/s quiet, 15,000 storm; p99 below 1 s at 80% of saturation.
 
 ``--latency-at 0.8`` runs twice, each on a fresh stack: at ``--rate`` (max by default) for
@@ -53,10 +53,10 @@ import psutil
 from benchmarks.bench_rules import bench_rules
 from benchmarks.generate import generate
 from benchmarks.memory import peak_rss_mib, reset_peak
-from connectors.clickhouse.archive import Archive, connect
-from connectors.nats.subjects import EVENTS_STREAM
+from opmas.connectors.clickhouse.archive import Archive, connect
+from opmas.connectors.nats.subjects import EVENTS_STREAM
 from opmas.config import Config
-from opmas.embedded import start_nats, start_postgres
+from opmas.runtime.embedded import start_nats, start_postgres
 from opmas.logs import setup_logging
 from opmas.runtime.pipeline import Pipeline
 
@@ -83,9 +83,9 @@ def write_events(args: argparse.Namespace, path: Path) -> str:
     with open(path, "wb") as out:
         if args.sigma:
             from benchmarks.sigma_corpus import rule_documents, rule_events, storm_events
-            from engine.event import event_from_obj
-            from engine.processor import Processor
-            from engine.ruleset import load_ruleset, sources_from_paths
+            from opmas.core.event import event_from_obj
+            from opmas.core.processor import Processor
+            from opmas.core.ruleset import load_ruleset, sources_from_paths
 
             docs = rule_documents(args.sigma)
             candidates = rule_events(docs)

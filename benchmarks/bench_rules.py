@@ -26,10 +26,10 @@ from typing import Any
 import orjson
 
 from benchmarks.generate import generate
-from engine.event import event_from_obj
-from engine.processor import Processor
-from engine.ruleset import RuleSet, RuleSource, load_ruleset
-from opmas.gc_tuning import tune_gc_for_rules
+from opmas.core.event import event_from_obj
+from opmas.core.processor import Processor
+from opmas.core.ruleset import RuleSet, RuleSource, load_ruleset
+from opmas.runtime.gc_tuning import tune_gc_for_rules
 
 # CPU time of this (single-threaded) process: on a shared host, time spent waiting for the
 # core while other processes run is not counted, so figures are per core actually used.

@@ -38,10 +38,10 @@ import orjson
 
 from benchmarks.memory import peak_rss_mib
 from benchmarks.sigma_corpus import rule_documents, rule_events, storm_events
-from engine.event import Event, event_from_obj
-from engine.processor import Processor
-from engine.ruleset import RuleSet, load_ruleset, sources_from_paths
-from opmas.gc_tuning import tune_gc_for_rules
+from opmas.core.event import Event, event_from_obj
+from opmas.core.processor import Processor
+from opmas.core.ruleset import RuleSet, load_ruleset, sources_from_paths
+from opmas.runtime.gc_tuning import tune_gc_for_rules
 
 CLOCK = time.process_time
 QUIET_SHARE, STORM_SHARE = 0.005, 0.6
@@ -61,7 +61,7 @@ def matching_events(ruleset: RuleSet, rules_dir: Path) -> list[dict[str, Any]]:
 
 def _load_in_child(paths: list[Path], cache: Path) -> tuple[float, int]:
     """Seconds ``load_ruleset`` takes in a fresh process with ``cache`` as its cache dir, and the rule count."""
-    code = ("import sys,time\nfrom engine.ruleset import load_ruleset, sources_from_paths\n"
+    code = ("import sys,time\nfrom opmas.core.ruleset import load_ruleset, sources_from_paths\n"
             "sources = sources_from_paths(sys.argv[1:])\nt = time.perf_counter()\n"
             "ruleset, _ = load_ruleset(sources)\nprint(time.perf_counter() - t, len(ruleset.rules))\n")
     env = {**os.environ, "OPMAS_CACHE_DIR": str(cache)}

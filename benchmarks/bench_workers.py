@@ -32,12 +32,12 @@ import psycopg
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from benchmarks.generate import generate
-from connectors.kafka.bridge import DURABLE
-from connectors.kafka.tansu import TansuBroker, start_tansu
-from connectors.nats.subjects import EVENTS_STREAM, ensure_streams, events_subject
-from connectors.postgres.migrations import migrate
-from opmas.embedded import start_nats, start_postgres
-from opmas.paths import PROJECT_ROOT
+from opmas.connectors.kafka.bridge import DURABLE
+from opmas.connectors.kafka.tansu import TansuBroker, start_tansu
+from opmas.connectors.nats.subjects import EVENTS_STREAM, ensure_streams, events_subject
+from opmas.connectors.postgres.migrations import migrate
+from opmas.runtime.embedded import start_nats, start_postgres
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
 from opmas.runtime.faust_worker import APP_ID
 
 TOPIC = "opmas-events"

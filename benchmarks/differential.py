@@ -18,9 +18,10 @@ import orjson
 
 from benchmarks.generate import generate
 from benchmarks.sigma_corpus import quiet_events, rule_documents, rule_events
-from engine.event import Event, event_from_obj
-from engine.processor import Processor
-from engine.ruleset import RuleSet, load_ruleset, sources_from_paths
+from opmas.core.event import Event, event_from_obj
+from opmas.core.processor import Processor
+from opmas.core.ruleset import RuleSet, load_ruleset, sources_from_paths
+from opmas.paths import RULES_DIR
 
 ROOT = Path(__file__).resolve().parent.parent
 SIGMA_WINDOWS = ROOT.parent / "shared" / "sigma" / "rules" / "windows"
@@ -28,7 +29,7 @@ SIGMA_WINDOWS = ROOT.parent / "shared" / "sigma" / "rules" / "windows"
 
 def corpus_ruleset(**load: Any) -> RuleSet:
     """SigmaHQ's ``rules/windows`` and the shipped ``rules/``, loaded together."""
-    ruleset, errors = load_ruleset(sources_from_paths([SIGMA_WINDOWS, ROOT / "rules"]), **load)
+    ruleset, errors = load_ruleset(sources_from_paths([SIGMA_WINDOWS, RULES_DIR]), **load)
     hard = [e for e in errors if e.severity == "error"]
     if hard:
         raise ValueError(f"corpus rules did not load: {hard[:3]}")

@@ -324,7 +324,7 @@ def rule_documents(rules_dir: str | Path) -> list[dict[str, Any]]:
 
 def windows_mapping_entries() -> list[dict[str, Any]]:
     """The logsource entries of the built-in Windows mapping."""
-    from engine.logsource import BUILTIN_DIR
+    from opmas.core.logsource import BUILTIN_DIR
 
     return yaml.safe_load((BUILTIN_DIR / "windows.yml").read_text())["logsources"]
 

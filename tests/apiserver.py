@@ -9,10 +9,10 @@ from pathlib import Path
 
 import httpx
 
-from connectors.clickhouse.archive import Archive
-from management.service import serve
-from management.settings import ApiSettings
-from opmas.embedded import free_port, wait_for_port
+from opmas.connectors.clickhouse.archive import Archive
+from opmas.api.service import serve
+from opmas.api.settings import ApiSettings
+from opmas.runtime.embedded import free_port, wait_for_port
 
 ADMIN_SECRET = "test-admin-secret"
 JWT_SECRET = "test-jwt-secret-of-enough-length-for-hs256"

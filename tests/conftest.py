@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from opmas.embedded import NatsServer, Postgres, start_nats, start_postgres
+from opmas.runtime.embedded import NatsServer, Postgres, start_nats, start_postgres
 
 
 @pytest.fixture

@@ -7,10 +7,11 @@ import subprocess
 import sys
 from pathlib import Path
 
-from opmas.paths import PROJECT_ROOT, RULES_DIR, SAMPLES_DIR
+from opmas.paths import RULES_DIR
+from tests.paths import PROJECT_ROOT, SAMPLES_DIR
 
 NOT_FOR_DETECT = ("fastapi", "starlette", "uvicorn", "nats", "psycopg", "faust", "aiokafka", "clickhouse_connect",
-                  "chdb", "management", "connectors.nats")
+                  "chdb", "opmas.api", "opmas.connectors.nats")
 
 # Run in a fresh interpreter: this one has imported whatever other tests needed.
 DETECT = """
@@ -40,7 +41,7 @@ def test_detect_imports_no_server_or_api_module(tmp_path: Path) -> None:
 def test_replay_patience_default_is_the_replay_modules() -> None:
     """``opmas replay --patience`` defaults to connectors.nats.replay.PATIENCE, written out in the
     command module so that registering it does not load NATS."""
-    from connectors.nats.replay import PATIENCE
+    from opmas.connectors.nats.replay import PATIENCE
     from opmas.cli import build_parser
 
     assert build_parser().parse_args(["replay", "events.jsonl"]).patience == PATIENCE

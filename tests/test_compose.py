@@ -6,10 +6,10 @@ import re
 
 import yaml
 
-from management.settings import ENV_VARS as API_ENV_VARS
+from opmas.api.settings import ENV_VARS as API_ENV_VARS
 from opmas.cli import build_parser
 from opmas.config import ENV_VARS, Config
-from opmas.paths import PROJECT_ROOT
+from tests.paths import PROJECT_ROOT
 
 
 def compose() -> dict:

@@ -3,7 +3,7 @@ import asyncio
 
 import nats
 
-from opmas.embedded import nats_server_binary, start_nats
+from opmas.runtime.embedded import nats_server_binary, start_nats
 
 
 async def test_nats_jetstream_answers(nats_server):

@@ -1,7 +1,7 @@
 """Schema migrations apply in order, once, and are tracked."""
 import psycopg
 
-from connectors.postgres.migrations import discover, migrate
+from opmas.connectors.postgres.migrations import discover, migrate
 
 
 async def test_migrations_apply_once(postgres):

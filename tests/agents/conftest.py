@@ -7,7 +7,7 @@ import nats
 import orjson
 import pytest
 
-from connectors.nats.subjects import ensure_streams
+from opmas.connectors.nats.subjects import ensure_streams
 from tests.management.conftest import admin, stack  # noqa: F401 - shared module fixtures
 
 

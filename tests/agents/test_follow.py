@@ -3,8 +3,8 @@ from __future__ import annotations
 
 import os
 
-from agents.follow import FileFollower, Line, Position
-from agents.tail import line_event_id
+from opmas.agents.follow import FileFollower, Line, Position
+from opmas.agents.tail import line_event_id
 
 
 def texts(follower: FileFollower) -> list[str]:

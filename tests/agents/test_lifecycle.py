@@ -8,8 +8,8 @@ import time
 import orjson
 import pytest
 
-from agents.sdk import AgentError, AgentSettings
-from agents.tail import TailAgent
+from opmas.agents.sdk import AgentError, AgentSettings
+from opmas.agents.tail import TailAgent
 from tests.agents.conftest import EventTap
 
 

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import pytest
 
-from agents.parse import parse_line, parse_syslog
+from opmas.agents.parse import parse_line, parse_syslog
 
 CASES = [
     ("Nov 25 04:10:00 web-1 sshd[4410]: Failed password for invalid user admin from 203.0.113.7 port 51290 ssh2",

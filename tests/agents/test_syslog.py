@@ -4,8 +4,8 @@ from __future__ import annotations
 import asyncio
 import socket
 
-from agents.sdk import AgentSettings
-from agents.syslog import SyslogAgent
+from opmas.agents.sdk import AgentSettings
+from opmas.agents.syslog import SyslogAgent
 from tests.agents.conftest import EventTap
 
 RFC3164 = "<38>Nov 25 04:10:00 web-1 sshd[4410]: Failed password for root from 198.51.100.4 port 40222 ssh2"

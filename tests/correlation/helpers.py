@@ -4,10 +4,10 @@ from __future__ import annotations
 import random
 from typing import Any
 
-from engine.event import Event, event_from_obj, format_time, parse_time
-from engine.finding import Finding
-from engine.processor import Processor
-from engine.ruleset import RuleSet, RuleSource, load_ruleset
+from opmas.core.event import Event, event_from_obj, format_time, parse_time
+from opmas.core.finding import Finding
+from opmas.core.processor import Processor
+from opmas.core.ruleset import RuleSet, RuleSource, load_ruleset
 
 BASE = 1_795_000_000.0  # an event-time origin (epoch seconds)
 

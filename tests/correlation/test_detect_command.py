@@ -8,9 +8,9 @@ from pathlib import Path
 import orjson
 import yaml
 
-from engine.event import event_from_obj
-from engine.processor import Processor
-from engine.ruleset import load_ruleset, sources_from_paths
+from opmas.core.event import event_from_obj
+from opmas.core.processor import Processor
+from opmas.core.ruleset import load_ruleset, sources_from_paths
 from opmas.cli import main
 from opmas.paths import RULES_DIR
 

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import pytest
 
-from engine.ruleset import RuleSource, load_ruleset
+from opmas.core.ruleset import RuleSource, load_ruleset
 from tests.correlation.helpers import AUTH_RULES
 
 GOOD = """

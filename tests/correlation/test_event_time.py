@@ -5,9 +5,9 @@ import random
 
 import pytest
 
-from agents.sdk import envelope
-from engine.event import Event, event_from_obj, format_time, parse_time
-from engine.processor import Processor
+from opmas.agents.sdk import envelope
+from opmas.core.event import Event, event_from_obj, format_time, parse_time
+from opmas.core.processor import Processor
 from opmas.runtime.envelope import envelope_error
 from tests.correlation.helpers import BASE, AUTH_RULES, auth, of_rule, ruleset, run, shuffled_within
 from tests.correlation.test_suppression import FLOOD

@@ -1,8 +1,8 @@
 """Which correlations a runtime partitioned by a key cannot see whole."""
 from __future__ import annotations
 
-from engine.correlation import split_by_partitioning
-from engine.ruleset import load_ruleset, sources_from_paths
+from opmas.core.correlation import split_by_partitioning
+from opmas.core.ruleset import load_ruleset, sources_from_paths
 from opmas.paths import RULES_DIR
 from tests.correlation.helpers import AUTH_RULES, ruleset
 from tests.correlation.test_types import COUNT, VALUE_COUNT

@@ -4,8 +4,8 @@ from __future__ import annotations
 from sigma.collection import SigmaCollection
 from sigma.correlations import SigmaCorrelationRule
 
-from engine.event import event_from_obj
-from engine.ruleset import RuleSource, load_ruleset
+from opmas.core.event import event_from_obj
+from opmas.core.ruleset import RuleSource, load_ruleset
 from tests.correlation.helpers import run
 
 SPEC_EXAMPLE = """

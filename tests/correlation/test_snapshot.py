@@ -5,7 +5,7 @@ import json
 
 import pytest
 
-from engine.processor import Processor
+from opmas.core.processor import Processor
 from tests.correlation.helpers import AUTH_RULES, auth, of_rule, ruleset, run
 from tests.correlation.test_event_time import _all_types, _canonical, _stream
 from tests.correlation.test_types import COUNT, RANGE

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import orjson
 
-from engine.correlation import CorrelationStage
-from engine.event import Event
-from engine.finding import Finding
-from engine.processor import Processor
-from engine.ruleset import RuleSet
+from opmas.core.correlation import CorrelationStage
+from opmas.core.event import Event
+from opmas.core.finding import Finding
+from opmas.core.processor import Processor
+from opmas.core.ruleset import RuleSet
 from tests.correlation.helpers import AUTH_RULES, BASE, auth, of_rule, ruleset, run
 from tests.correlation.test_types import COUNT, VALUE_COUNT
 

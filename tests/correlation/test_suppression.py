@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import pytest
 
-from engine.processor import Processor
+from opmas.core.processor import Processor
 from tests.correlation.helpers import BASE, auth, of_rule, ruleset, run, shuffled_within
 from tests.correlation.test_types import COUNT
 

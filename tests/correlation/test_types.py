@@ -1,9 +1,9 @@
 """Each correlation type through load_ruleset + Processor: windows open, slide, fire, expire."""
 from __future__ import annotations
 
-from engine.correlation.windows import MAX_REFS
-from engine.event import format_time
-from engine.processor import Processor
+from opmas.core.correlation.windows import MAX_REFS
+from opmas.core.event import format_time
+from opmas.core.processor import Processor
 from tests.correlation.helpers import AUTH_RULES, BASE, auth, of_rule, ruleset, run
 
 COUNT = """
@@ -158,7 +158,7 @@ def test_range_condition_is_decided_when_the_window_closes():
 
 def test_range_window_fires_when_the_watermark_passes_not_before():
     rs = ruleset(AUTH_RULES, RANGE, lateness=10)
-    from engine.processor import Processor
+    from opmas.core.processor import Processor
     processor = Processor(rs)
     assert of_rule(processor.process([auth(0), auth(10)]), "few-fail") == []
     assert of_rule(processor.process([auth(65, ip="198.51.100.1")]), "few-fail") == []  # watermark 55 < 60

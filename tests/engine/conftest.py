@@ -7,9 +7,9 @@ from typing import Any
 
 import pytest
 
-from engine.event import event_from_obj
-from engine.processor import Processor
-from engine.ruleset import RuleSet, RuleSource, load_ruleset
+from opmas.core.event import event_from_obj
+from opmas.core.processor import Processor
+from opmas.core.ruleset import RuleSet, RuleSource, load_ruleset
 
 
 def rule_text(detection: str, logsource: str = "{}", rule_id: str = "test-rule", extra: str = "") -> str:

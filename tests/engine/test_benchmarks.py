@@ -6,9 +6,9 @@ import pytest
 
 from benchmarks import bench_rules
 from benchmarks.generate import generate, main
-from engine.event import event_from_obj
-from engine.processor import Processor
-from engine.ruleset import load_ruleset
+from opmas.core.event import event_from_obj
+from opmas.core.processor import Processor
+from opmas.core.ruleset import load_ruleset
 
 
 def test_same_seed_same_events_and_kinds(tmp_path) -> None:

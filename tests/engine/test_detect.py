@@ -12,11 +12,11 @@ import pytest
 
 from benchmarks.bench_rules import bench_rules
 from benchmarks.generate import PROGRAMS, generate
-from engine.dispatch import RuleIndex
-from engine.event import event_from_obj, format_time, parse_time
-from engine.processor import Processor
-from engine.rule_tests import run_rule_tests
-from engine.ruleset import RuleSource, load_ruleset
+from opmas.core.dispatch import RuleIndex
+from opmas.core.event import event_from_obj, format_time, parse_time
+from opmas.core.processor import Processor
+from opmas.core.rule_tests import run_rule_tests
+from opmas.core.ruleset import RuleSource, load_ruleset
 from opmas.cli import main
 from opmas.paths import SCHEMAS_DIR
 from tests.engine.conftest import load_ok, rule_text

@@ -53,7 +53,7 @@ def test_min_level_drops_lower_findings(case, tmp_path: Path) -> None:
 
 @pytest.mark.parametrize("run_size", [50_000, 1])  # in memory, and spilled to a file per finding
 def test_timeline_sorts_by_event_time(case, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, run_size: int) -> None:
-    monkeypatch.setattr("opmas.findings_output.RUN_SIZE", run_size)
+    monkeypatch.setattr("opmas.cli.findings_output.RUN_SIZE", run_size)
     found = [orjson.loads(line) for line in _run(case, tmp_path, "--timeline").splitlines()]
     assert [f["timestamp"][17:19] for f in found] == ["05", "10", "20", "30"]
     rows = list(csv.DictReader(io.StringIO(_run(case, tmp_path, "--timeline", "--format", "csv"))))

@@ -18,10 +18,10 @@ from typing import Any
 import pytest
 
 from benchmarks.differential import SIGMA_WINDOWS, corpus_objects, corpus_ruleset, digest
-from engine.dispatch import RuleIndex
-from engine.logsource import Mapping
-from engine.ruleset import DetectionRule, RuleSet
-from engine.sigma.compile import KEYWORDS, KEYWORDS_RAW
+from opmas.core.dispatch import RuleIndex
+from opmas.core.logsource import Mapping
+from opmas.core.ruleset import DetectionRule, RuleSet
+from opmas.core.sigma.compile import KEYWORDS, KEYWORDS_RAW
 
 pytestmark = pytest.mark.skipif(not SIGMA_WINDOWS.is_dir(), reason=f"no SigmaHQ snapshot at {SIGMA_WINDOWS}")
 

@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 
-from engine.ruleset import RuleSource, load_ruleset
+from opmas.core.ruleset import RuleSource, load_ruleset
 from opmas.cli import main
 
 

@@ -2,7 +2,7 @@
 its file, line and rule; the rule still loads (and never matches that field, as it says)."""
 from __future__ import annotations
 
-from engine.ruleset import RuleSource, load_ruleset
+from opmas.core.ruleset import RuleSource, load_ruleset
 
 RULE = """title: Whoami
 id: 5f8a3b1e-0000-4000-8000-00000000f1e1

@@ -8,8 +8,8 @@ from pathlib import Path
 import orjson
 import pytest
 
-from connectors.files import BadInput, iter_records
-from connectors.inputs import Reading, check
+from opmas.connectors.files import BadInput, iter_records
+from opmas.connectors.inputs import Reading, check
 
 
 def _fail(record) -> None:
@@ -54,7 +54,7 @@ def test_bad_record_raises_without_callback() -> None:
 
 
 def test_large_input_in_small_chunks(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr("connectors.files.CHUNK", 7)
+    monkeypatch.setattr("opmas.connectors.files.CHUNK", 7)
     records = [{"i": i, "s": "x" * (i % 13), "n": {"k": [i, "}"]}} for i in range(300)]
     pretty = b"".join(orjson.dumps(r, option=orjson.OPT_INDENT_2) for r in records)
     path = tmp_path / "events.json.gz"
@@ -73,8 +73,8 @@ def test_events_keep_own_id_or_get_content_hash(tmp_path: Path) -> None:
 
 
 def test_long_single_line_array_is_read_in_chunks(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr("connectors.files.LINE_LIMIT", 64)
-    monkeypatch.setattr("connectors.files.CHUNK", 50)
+    monkeypatch.setattr("opmas.connectors.files.LINE_LIMIT", 64)
+    monkeypatch.setattr("opmas.connectors.files.CHUNK", 50)
     records = [{"i": i, "pad": "y" * 30} for i in range(200)]
     objs, errors = _read(orjson.dumps(records) + b"\n" + orjson.dumps({"after": 1}))
     assert objs == records + [{"after": 1}] and errors == []

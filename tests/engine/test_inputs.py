@@ -12,7 +12,7 @@ from pathlib import Path
 import orjson
 import pytest
 
-from connectors.inputs import Reading, UnknownInput, check
+from opmas.connectors.inputs import Reading, UnknownInput, check
 from opmas.cli import main
 
 EVTX = Path(__file__).parent.parent / "data" / "evtx" / "Security_short_selected.evtx"

@@ -4,9 +4,9 @@ from __future__ import annotations
 from pathlib import Path
 
 from benchmarks.generate import generate
-from engine.event import event_from_obj, parse_time
-from engine.logsource import builtin_mappings, evtx_parts, evtx_plan, flatten_evtx
-from engine.processor import Processor
+from opmas.core.event import event_from_obj, parse_time
+from opmas.core.logsource import builtin_mappings, evtx_parts, evtx_plan, flatten_evtx
+from opmas.core.processor import Processor
 from tests.engine.conftest import load_ok, matched_ids, rule_text
 
 SYSMON = "Microsoft-Windows-Sysmon/Operational"
@@ -182,7 +182,7 @@ def test_builtin_mappings_are_valid_and_ordered() -> None:
 
 
 def test_the_fast_path_of_parse_time_agrees_with_the_general_one() -> None:
-    from engine.event import _epoch, _utc_text
+    from opmas.core.event import _epoch, _utc_text
 
     values = ["2024-01-01T00:00:00.123456789Z", "2024-01-01 00:00:00.123Z", "2024-01-01T00:00:00+02:00",
               1700000000, "2026-11-25T05:33:00Z", "2026-13-25T05:33:00Z", "2024-01-01T00:00:00.12x4Z", "nonsense"]
@@ -201,7 +201,7 @@ def test_odd_shaped_events_never_break_the_processor() -> None:
     import random
 
     from benchmarks.bench_rules import bench_rules
-    from engine.ruleset import load_ruleset, sources_from_paths
+    from opmas.core.ruleset import load_ruleset, sources_from_paths
     from opmas.paths import RULES_DIR
 
     ruleset, _ = load_ruleset(sources_from_paths([RULES_DIR]) + bench_rules(50))
@@ -273,7 +273,7 @@ def test_security_4688_renames_apply_to_process_creation_rules_only() -> None:
         findings = Processor(ruleset).process([event_from_obj(event)])
         assert [(f.rule_id, f.title) for f in findings] == [("sec-raw", "pid 0x1d49 image -"),
                                                              ("proc-new", f"pid 0x325b image {WHOAMI}")]
-    from engine.dispatch import RuleIndex
+    from opmas.core.dispatch import RuleIndex
 
     index = RuleIndex(ruleset)
     view = index.view(security_4688())
@@ -303,7 +303,7 @@ def test_correlations_group_by_the_fields_each_rule_sees() -> None:
 
 
 def test_event_view_field_by_sigma_name_or_path() -> None:
-    from engine.dispatch import RuleIndex
+    from opmas.core.dispatch import RuleIndex
 
     index = RuleIndex(load_ok(PROC_RULE))
     view = index.view(security_4688_xml_style(WHOAMI, "alice"))
@@ -312,7 +312,7 @@ def test_event_view_field_by_sigma_name_or_path() -> None:
 
 
 def test_groups_are_shared_by_discriminators_with_the_same_logsources() -> None:
-    from engine.dispatch import RuleIndex
+    from opmas.core.dispatch import RuleIndex
 
     index = RuleIndex(load_ok(rule_text("  s:\n    Image|endswith: '/nc'\n  condition: s\n",
                                         "{product: linux, category: process_creation}", "nc")))

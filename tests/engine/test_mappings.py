@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from engine.logsource import MappingError, mapping_from_dict
+from opmas.core.logsource import MappingError, mapping_from_dict
 from tests.engine.conftest import load_ok, matched_ids
 
 SIGMA = Path(__file__).resolve().parents[3] / "shared" / "sigma"

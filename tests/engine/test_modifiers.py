@@ -110,7 +110,7 @@ def test_regex_that_backtracks_exponentially_runs_in_linear_time(matcher, patter
 
 
 def test_regex_engine_choice_and_flags_with_re2(matcher) -> None:
-    from engine.sigma.regex import backtrack_paths, compile_regex
+    from opmas.core.sigma.regex import backtrack_paths, compile_regex
 
     assert backtrack_paths("evil$") == 1 and backtrack_paths("(?:ab|cd){2,5}") == 4 + 8 + 16 + 32
     assert backtrack_paths("(x(a+))+") == float("inf")
@@ -121,7 +121,7 @@ def test_regex_engine_choice_and_flags_with_re2(matcher) -> None:
 
 
 def test_regex_that_backtracks_exponentially_and_re2_cannot_run_is_refused() -> None:
-    from engine.sigma.regex import compile_regex, compile_search
+    from opmas.core.sigma.regex import compile_regex, compile_search
 
     with pytest.raises(ValueError, match=r"'\^\(a\+\)\+\\1\$' cannot run in RE2 .*could backtrack badly"):
         compile_regex(r"^(a+)+\1$")
@@ -310,7 +310,7 @@ def test_keywords_search_all_evtx_strings() -> None:
 
 
 def test_placeholder_only_mapping_describes_no_events(tmp_path) -> None:
-    from engine.logsource import builtin_mappings
+    from opmas.core.logsource import builtin_mappings
     from tests.engine.conftest import load_ok, rule_text
 
     mapping = tmp_path / "site.yml"

@@ -22,9 +22,9 @@ import yaml
 
 from benchmarks.generate import generate
 from benchmarks.sigma_corpus import quiet_events, rule_documents, rule_events
-from engine.ruleset import RuleSource, load_ruleset
-from engine.sigma import regex as rx
-from engine.sigma.regex import compile_regex
+from opmas.core.ruleset import RuleSource, load_ruleset
+from opmas.core.sigma import regex as rx
+from opmas.core.sigma.regex import compile_regex
 from tests.engine.conftest import matched_ids, rule_text
 
 SIGMA = Path(__file__).resolve().parents[3] / "shared" / "sigma"

@@ -17,15 +17,15 @@ from typing import Any
 import orjson
 import pytest
 
-import engine.ruleset
+import opmas.core.ruleset
 from benchmarks.generate import generate
-from engine.errors import RuleError
-from engine.logsource import Mapping
-from engine.rule_cache import ENV_VAR, RuleCache, default_cache_dir
-from engine.ruleset import DetectionRule, RuleSet, RuleSource, load_ruleset, sources_from_paths
-from engine.sigma.compile import KEYWORDS, KEYWORDS_RAW
-from engine.sigma.yamldoc import rule_documents
-from opmas.paths import PROJECT_ROOT, SAMPLES_DIR
+from opmas.core.errors import RuleError
+from opmas.core.logsource import Mapping
+from opmas.core.rule_cache import ENV_VAR, RuleCache, default_cache_dir
+from opmas.core.ruleset import DetectionRule, RuleSet, RuleSource, load_ruleset, sources_from_paths
+from opmas.core.sigma.compile import KEYWORDS, KEYWORDS_RAW
+from opmas.core.sigma.yamldoc import rule_documents
+from tests.paths import PROJECT_ROOT, SAMPLES_DIR
 from tests.engine.conftest import matched_ids
 
 SIGMA_WINDOWS = PROJECT_ROOT.parent / "shared" / "sigma" / "rules" / "windows"
@@ -127,12 +127,12 @@ def corpus(tmp_path: Path) -> tuple[list[RuleSource], list[Path]]:
 def _parsed_sources(monkeypatch: pytest.MonkeyPatch) -> list[str]:
     """The names of the sources the next loads parse (rather than read from the cache)."""
     parsed: list[str] = []
-    original = engine.ruleset._source_record
+    original = opmas.core.ruleset._source_record
 
     def record(source: RuleSource, placeholders: dict[str, list[str]]) -> Any:
         parsed.append(Path(source.name).name)
         return original(source, placeholders)
-    monkeypatch.setattr(engine.ruleset, "_source_record", record)
+    monkeypatch.setattr(opmas.core.ruleset, "_source_record", record)
     return parsed
 
 
@@ -269,7 +269,7 @@ def test_a_cache_dir_that_cannot_be_written_only_costs_speed(
 
     def refuse(*args: Any, **kwargs: Any) -> Any:
         raise PermissionError("read-only")
-    monkeypatch.setattr("engine.rule_cache.tempfile.mkstemp", refuse)
+    monkeypatch.setattr("opmas.core.rule_cache.tempfile.mkstemp", refuse)
     edited = [RuleSource(s.name, s.text.replace("evil*thing", "other*thing")) for s in sources]
     parsed = _parsed_sources(monkeypatch)
     try:
@@ -281,7 +281,7 @@ def test_a_cache_dir_that_cannot_be_written_only_costs_speed(
 
 
 def test_no_cache_where_the_engine_code_cannot_be_read(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(engine.ruleset, "code_version", lambda: None)
+    monkeypatch.setattr(opmas.core.ruleset, "code_version", lambda: None)
     source = [RuleSource("good.yml", GOOD)]
     _assert_same(load_ruleset(source, cache_dir=None), load_ruleset(source, cache_dir=tmp_path / "cache"))
     assert not (tmp_path / "cache").exists()

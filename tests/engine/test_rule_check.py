@@ -10,8 +10,8 @@ from typing import Any
 
 import pytest
 
-from engine.rule_tests import CheckFailed, CheckTimeout, check_rule, run_isolated
-from engine.ruleset import RuleSource
+from opmas.core.rule_tests import CheckFailed, CheckTimeout, check_rule, run_isolated
+from opmas.core.ruleset import RuleSource
 
 REDOS_RULE = """title: Backtracking
 id: 0c0c0c0c-0000-4000-8000-000000000011

@@ -7,11 +7,12 @@ from typing import Any
 
 import pytest
 
-from engine.ruleset import sources_from_paths
-from engine.sigma.parse import _jsonable, rule_validator
-from engine.sigma.schemacheck import check
-from engine.sigma.yamldoc import YamlError, rule_documents
-from opmas.paths import PROJECT_ROOT, RULES_DIR
+from opmas.core.ruleset import sources_from_paths
+from opmas.core.sigma.parse import _jsonable, rule_validator
+from opmas.core.sigma.schemacheck import check
+from opmas.core.sigma.yamldoc import YamlError, rule_documents
+from opmas.paths import RULES_DIR
+from tests.paths import PROJECT_ROOT
 
 SIGMA = PROJECT_ROOT.parent / "shared" / "sigma" / "rules"
 VALUES = [None, True, 0, 1, 1.5, "", "x", "Bad Tag", "attack.t1059", "high", "stable", [], ["x"], [1], [{}], {},

@@ -13,11 +13,11 @@ from pathlib import Path
 
 import pytest
 
-from engine.logsource import MappingError, load_mapping
-from engine.ruleset import RuleSource, load_ruleset
-from engine.sigma.yamldoc import YamlError, iter_documents, load_yaml
+from opmas.core.logsource import MappingError, load_mapping
+from opmas.core.ruleset import RuleSource, load_ruleset
+from opmas.core.sigma.yamldoc import YamlError, iter_documents, load_yaml
 from opmas.config import ConfigError, load_config
-from opmas.paths import PROJECT_ROOT
+from tests.paths import PROJECT_ROOT
 
 LAUGHS = "".join(f"{name}: &{name} [{', '.join([f'*{prev}'] * 9)}]\n"
                  for prev, name in zip("abcdefgh", "bcdefghi"))

@@ -4,8 +4,8 @@ from __future__ import annotations
 import pytest
 import yaml
 
-from engine.ruleset import sources_from_paths
-from engine.sigma.yamldoc import iter_documents
+from opmas.core.ruleset import sources_from_paths
+from opmas.core.sigma.yamldoc import iter_documents
 from opmas.paths import RULES_DIR
 
 TRICKY = [

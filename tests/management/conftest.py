@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from opmas.embedded import Postgres, start_nats, start_postgres
+from opmas.runtime.embedded import Postgres, start_nats, start_postgres
 from tests.apiserver import ApiServer, api_settings
 
 

@@ -9,10 +9,10 @@ import time
 
 import httpx
 
-from management.bootstrap import admin_secret_path, deliver_admin_secret
-from management.settings import ApiSettings
-from management.rule_store import stored_rule_sources
-from opmas.embedded import start_postgres
+from opmas.api.bootstrap import admin_secret_path, deliver_admin_secret
+from opmas.api.settings import ApiSettings
+from opmas.api.rule_store import stored_rule_sources
+from opmas.runtime.embedded import start_postgres
 from opmas.logs import JsonFormatter
 from tests.apiserver import ApiServer, api_settings
 from tests.management.test_resources import RULE

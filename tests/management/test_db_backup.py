@@ -8,7 +8,7 @@ from pathlib import Path
 import psycopg
 
 from opmas.cli import main
-from opmas.embedded import start_postgres
+from opmas.runtime.embedded import start_postgres
 
 
 def _count(url: str, sql: str):

@@ -19,11 +19,11 @@ import nats
 import pytest
 from websockets.sync.client import connect
 
-from connectors.nats.subjects import ensure_streams
-from management.limits import FailureLimiter, TokenGuard
-from management.routes.events import EventIn
-from management.settings import ApiSettings
-from opmas.commands.up import _print_where
+from opmas.connectors.nats.subjects import ensure_streams
+from opmas.api.limits import FailureLimiter, TokenGuard
+from opmas.api.routes.events import EventIn
+from opmas.api.settings import ApiSettings
+from opmas.cli.up import _print_where
 from opmas.logs import JsonFormatter, redact
 from tests.management.test_resources import RULE
 

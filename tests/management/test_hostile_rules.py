@@ -9,7 +9,7 @@ import time
 
 import pytest
 
-import engine.rule_tests
+import opmas.core.rule_tests
 from tests.engine.test_rule_check import REDOS_RULE
 from tests.engine.test_yaml_limits import BOMB
 
@@ -83,7 +83,7 @@ def test_a_check_past_its_deadline_is_stopped_and_located(stack, admin, monkeypa
     source = rule.replace("  no_match:\n", "  no_match:\n" + cases)
     assert admin.post("/rules", json={"source": REDOS_RULE.replace("-000000000011", "-000000000014")}
                       ).status_code == 201  # a warm checker: the deadline counts the check only
-    monkeypatch.setattr(engine.rule_tests, "RULE_CHECK_TIMEOUT", 3.0)
+    monkeypatch.setattr(opmas.core.rule_tests, "RULE_CHECK_TIMEOUT", 3.0)
     with Latency(stack) as latency:
         started = time.monotonic()
         answer = admin.post("/rules", json={"source": source})

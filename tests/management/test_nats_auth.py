@@ -12,10 +12,10 @@ import psycopg
 import pytest
 from nats.errors import NoServersError
 
-from agents.subjects import inbox_prefix
-from connectors.nats.client import settle
-from management.nats_auth import SERVICE_USER, authorization_from_db
-from opmas.embedded import free_port, wait_for_port
+from opmas.agents.subjects import inbox_prefix
+from opmas.connectors.nats.client import settle
+from opmas.api.nats_auth import SERVICE_USER, authorization_from_db
+from opmas.runtime.embedded import free_port, wait_for_port
 
 SERVICE_PASSWORD = "service-password-for-tests"
 

@@ -14,7 +14,7 @@ import time
 import httpx
 import nats
 
-from connectors.nats.subjects import ensure_streams
+from opmas.connectors.nats.subjects import ensure_streams
 
 BUDGET = 40  # seconds of generated requests; the whole test takes ~50 s
 

@@ -12,11 +12,11 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 from psycopg.types.json import Jsonb
 
-from connectors.nats.client import settle
-from connectors.nats.subjects import RELOAD_SUBJECT, ensure_streams
-from management.rule_store import stored_rule_sources
+from opmas.connectors.nats.client import settle
+from opmas.connectors.nats.subjects import RELOAD_SUBJECT, ensure_streams
+from opmas.api.rule_store import stored_rule_sources
 from opmas.runtime.rules import RuleFiles
-from connectors.nats.client import settle
+from opmas.connectors.nats.client import settle
 
 RULE = """title: API Test Rule
 id: 5a6b7c8d-0000-4000-8000-000000000001

@@ -12,14 +12,15 @@ import orjson
 import psycopg
 import pytest
 
-from connectors.clickhouse.archive import Archive, connect
-from engine.correlation import CorrelationStage
-from engine.event import event_from_obj
-from engine.partition import key_of, partition_of
-from engine.processor import Processor
-from engine.ruleset import load_ruleset, sources_from_paths
+from opmas.connectors.clickhouse.archive import Archive, connect
+from opmas.core.correlation import CorrelationStage
+from opmas.core.event import event_from_obj
+from opmas.core.partition import key_of, partition_of
+from opmas.core.processor import Processor
+from opmas.core.ruleset import load_ruleset, sources_from_paths
 from opmas.config import Config
-from opmas.paths import RULES_DIR, SAMPLES_DIR
+from opmas.paths import RULES_DIR
+from tests.paths import SAMPLES_DIR
 from opmas.runtime.pipeline import Pipeline
 
 SAMPLE = SAMPLES_DIR / "security_events.jsonl"

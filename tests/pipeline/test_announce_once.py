@@ -7,12 +7,12 @@ import logging
 import nats
 import orjson
 
-from connectors.inputs import check
-from connectors.nats.replay import agent_of, replay
-from connectors.nats.subjects import EVENTS_STREAM
-from connectors.postgres.sink import Checkpoint, PostgresSink
-from connectors.records import FindingRecord
-from engine.finding import Finding, finding_id
+from opmas.connectors.inputs import check
+from opmas.connectors.nats.replay import agent_of, replay
+from opmas.connectors.nats.subjects import EVENTS_STREAM
+from opmas.connectors.postgres.sink import Checkpoint, PostgresSink
+from opmas.connectors.records import FindingRecord
+from opmas.core.finding import Finding, finding_id
 from tests.pipeline.conftest import SAMPLE, expected_findings, running, sample_objects, wait_until
 
 

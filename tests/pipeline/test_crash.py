@@ -15,11 +15,11 @@ import psycopg
 import pytest
 from nats.js.errors import NotFoundError
 
-from connectors.clickhouse.archive import Archive, connect
-from engine.event import format_time
-from engine.ruleset import load_ruleset, sources_from_paths
-from connectors.nats.replay import agent_of
-from connectors.nats.subjects import EVENTS_STREAM, FINDINGS_STREAM, ensure_streams
+from opmas.connectors.clickhouse.archive import Archive, connect
+from opmas.core.event import format_time
+from opmas.core.ruleset import load_ruleset, sources_from_paths
+from opmas.connectors.nats.replay import agent_of
+from opmas.connectors.nats.subjects import EVENTS_STREAM, FINDINGS_STREAM, ensure_streams
 from tests.pipeline.conftest import (UNSTORED_CITED_EVENTS, expected_findings, finding_ids_in_postgres, sample_objects,
                                      wait_until)
 

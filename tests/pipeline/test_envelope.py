@@ -1,8 +1,8 @@
 """Envelope validation: the fast path agrees with the JSON Schema; partitioning is stable."""
 import pytest
 
-from engine.event import Event
-from engine.partition import key_of, partition_of
+from opmas.core.event import Event
+from opmas.core.partition import key_of, partition_of
 from opmas.runtime.envelope import envelope_error, looks_like_envelope, validator
 
 GOOD = {"id": "e1", "agent_id": "a1", "type": "linux.auth", "timestamp": "2026-11-25T04:00:00Z", "data": {}}

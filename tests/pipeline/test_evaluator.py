@@ -5,11 +5,11 @@ from collections.abc import Sequence
 
 import orjson
 
-from connectors.nats.source import SourceMessage
-from engine.event import Event
-from engine.finding import Finding
-from engine.processor import Processor
-from engine.ruleset import load_ruleset, sources_from_paths
+from opmas.connectors.nats.source import SourceMessage
+from opmas.core.event import Event
+from opmas.core.finding import Finding
+from opmas.core.processor import Processor
+from opmas.core.ruleset import load_ruleset, sources_from_paths
 from opmas.runtime.evaluator import Evaluator, Layout
 from tests.pipeline.conftest import sample_objects
 

@@ -7,8 +7,8 @@ import time
 import nats
 import orjson
 
-from connectors.nats.subjects import EVENTS_STREAM
-from engine.event import format_time
+from opmas.connectors.nats.subjects import EVENTS_STREAM
+from opmas.core.event import format_time
 from opmas import metrics
 from tests.pipeline.conftest import expected_findings, finding_ids_in_postgres, running, wait_until
 from tests.pipeline.test_crash import _correlation_rule_ids, brute_force

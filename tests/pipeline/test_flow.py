@@ -8,10 +8,10 @@ import orjson
 import psycopg
 import pytest
 
-from connectors.inputs import check
-from connectors.nats.replay import agent_of, replay
-from connectors.nats.subjects import EVENTS_STREAM
-from engine.partition import partition_of
+from opmas.connectors.inputs import check
+from opmas.connectors.nats.replay import agent_of, replay
+from opmas.connectors.nats.subjects import EVENTS_STREAM
+from opmas.core.partition import partition_of
 from opmas import metrics
 from tests.pipeline.conftest import (SAMPLE, expected_findings, finding_ids_in_postgres, running,
                                      sample_objects, wait_until)

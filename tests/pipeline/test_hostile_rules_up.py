@@ -18,7 +18,7 @@ import orjson
 import psycopg
 import pytest
 
-from opmas.embedded import free_port
+from opmas.runtime.embedded import free_port
 from tests.engine.test_rule_check import REDOS_RULE
 from tests.engine.test_yaml_limits import BOMB
 from tests.pipeline.test_up import start_up, wait_for_line

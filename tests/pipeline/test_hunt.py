@@ -10,13 +10,13 @@ from pathlib import Path
 import orjson
 import pytest
 
-from connectors.clickhouse.archive import Archive, connect, encode_row
-from connectors.nats.replay import agent_of
-from engine.event import Event, event_from_obj
-from engine.processor import Processor
-from engine.ruleset import RuleSource, load_ruleset, sources_from_paths
+from opmas.connectors.clickhouse.archive import Archive, connect, encode_row
+from opmas.connectors.nats.replay import agent_of
+from opmas.core.event import Event, event_from_obj
+from opmas.core.processor import Processor
+from opmas.core.ruleset import RuleSource, load_ruleset, sources_from_paths
 from opmas.cli import main
-from opmas.hunt import HuntStats, hunt, needles
+from opmas.runtime.hunt import HuntStats, hunt, needles
 from opmas.paths import RULES_DIR
 from tests.pipeline.conftest import sample_objects
 
@@ -130,7 +130,7 @@ def test_opmas_hunt_reads_the_embedded_archive_unless_opmas_up_holds_it(tmp_path
     assert main(["hunt", str(RULES_DIR), "--since", "2020-01-01T00:00:00Z", "--output", str(out)]) == 0
     assert {orjson.loads(line)["id"] for line in out.read_bytes().splitlines()} == live
     assert f"{len({e.id for e in events})} events in range" in capsys.readouterr().err
-    holder = subprocess.Popen([sys.executable, "-c", "import sys, time; from opmas.datadir import lock_data_dir; "
+    holder = subprocess.Popen([sys.executable, "-c", "import sys, time; from opmas.runtime.datadir import lock_data_dir; "
                                f"lock = lock_data_dir(__import__('pathlib').Path({str(data)!r})); print('held', flush=True); "
                                "time.sleep(60)"], stdout=subprocess.PIPE, env=os.environ)
     try:

@@ -16,10 +16,10 @@ from pathlib import Path
 import pytest
 
 from opmas.config import Config
-from opmas.datadir import DataDirBusy, lock_data_dir
-from opmas.embedded import PortTaken, free_port
+from opmas.runtime.datadir import DataDirBusy, lock_data_dir
+from opmas.runtime.embedded import PortTaken, free_port
 from opmas.paths import RULES_DIR
-from opmas.processes import cmdline
+from opmas.runtime.processes import cmdline
 from opmas.runtime.stack import start_stack
 from tests.pipeline.test_up import servers_of, start_up, wait_for_line
 
@@ -97,7 +97,7 @@ def _stack_config(tmp_path: Path, port: int) -> Config:
 
 
 def test_time_wait_does_not_move_nats_and_a_taken_port_is_an_error(tmp_path: Path) -> None:
-    from management.service import port_or_free
+    from opmas.api.service import port_or_free
 
     port, api_port = free_port(), free_port()
     _time_wait_on(port)

@@ -6,8 +6,8 @@ import asyncio
 import nats
 import orjson
 
-from connectors.nats.replay import agent_of
-from connectors.nats.subjects import EVENTS_STREAM
+from opmas.connectors.nats.replay import agent_of
+from opmas.connectors.nats.subjects import EVENTS_STREAM
 from opmas import metrics
 from tests.pipeline.conftest import (expected_findings, finding_ids_in_postgres, running, sample_objects,
                                      wait_until)

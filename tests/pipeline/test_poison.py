@@ -11,11 +11,11 @@ import nats.errors
 import orjson
 import pytest
 
-from connectors.nats.publishers import DeadLetter, PublishRefused, publish_dead_letters, publish_findings
-from connectors.nats.subjects import (DEADLETTER_STREAM, DEADLETTER_SUBJECT, FINDINGS_STREAM, PAYLOAD_BUCKET,
+from opmas.connectors.nats.publishers import DeadLetter, PublishRefused, publish_dead_letters, publish_findings
+from opmas.connectors.nats.subjects import (DEADLETTER_STREAM, DEADLETTER_SUBJECT, FINDINGS_STREAM, PAYLOAD_BUCKET,
                                       ensure_streams)
-from connectors.records import FindingRecord
-from engine.finding import Finding
+from opmas.connectors.records import FindingRecord
+from opmas.core.finding import Finding
 from opmas.runtime.outputs import NATS_ERRORS
 from opmas.runtime.retry import retry, retryable
 

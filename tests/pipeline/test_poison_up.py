@@ -19,8 +19,8 @@ import orjson
 import psycopg
 import pytest
 
-from connectors.nats.subjects import DEADLETTER_STREAM, DEADLETTER_SUBJECT, PAYLOAD_BUCKET
-from opmas.embedded import free_port
+from opmas.connectors.nats.subjects import DEADLETTER_STREAM, DEADLETTER_SUBJECT, PAYLOAD_BUCKET
+from opmas.runtime.embedded import free_port
 from tests.pipeline.test_poison import POISON
 from tests.pipeline.test_up import start_up, wait_for_line
 

@@ -4,10 +4,10 @@ from __future__ import annotations
 import nats
 import pytest
 
-from connectors.nats.publishers import PublishRefused, publish_batch, publish_findings
-from connectors.nats.subjects import FINDINGS_STREAM, ensure_streams
-from connectors.records import FindingRecord
-from engine.finding import Finding, finding_id
+from opmas.connectors.nats.publishers import PublishRefused, publish_batch, publish_findings
+from opmas.connectors.nats.subjects import FINDINGS_STREAM, ensure_streams
+from opmas.connectors.records import FindingRecord
+from opmas.core.finding import Finding, finding_id
 
 
 def findings(n: int) -> list[FindingRecord]:

@@ -9,7 +9,7 @@ import logging
 import nats
 import orjson
 
-from connectors.nats.control import request_reload
+from opmas.connectors.nats.control import request_reload
 from tests.pipeline.conftest import running, wait_until
 
 RULE = """title: Canary {n}

@@ -15,9 +15,9 @@ import orjson
 import pytest
 from nats.js.api import ConsumerConfig, DiscardPolicy, RetentionPolicy, StreamConfig
 
-from connectors.inputs import check
-from connectors.nats.replay import replay
-from connectors.nats.subjects import EVENTS_PREFIX, EVENTS_STREAM, ensure_streams
+from opmas.connectors.inputs import check
+from opmas.connectors.nats.replay import replay
+from opmas.connectors.nats.subjects import EVENTS_PREFIX, EVENTS_STREAM, ensure_streams
 
 EVTX = Path(__file__).parent.parent / "data" / "evtx" / "Security_short_selected.evtx"
 

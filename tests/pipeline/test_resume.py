@@ -4,7 +4,7 @@ from __future__ import annotations
 import nats
 import orjson
 
-from connectors.postgres.sink import Checkpoint, PostgresSink
+from opmas.connectors.postgres.sink import Checkpoint, PostgresSink
 from tests.pipeline.conftest import running, wait_until
 
 

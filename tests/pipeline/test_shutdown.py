@@ -15,10 +15,10 @@ import psutil
 import psycopg
 import pytest
 
-from connectors.nats.subjects import ensure_streams
-from connectors.postgres.sink import PostgresSink
+from opmas.connectors.nats.subjects import ensure_streams
+from opmas.connectors.postgres.sink import PostgresSink
 from opmas.config import Config
-from opmas.embedded import free_port
+from opmas.runtime.embedded import free_port
 from opmas.runtime.pipeline import Pipeline
 from tests.pipeline.test_kill9 import up_env, wait_gone
 from tests.pipeline.test_up import start_up, wait_for_line

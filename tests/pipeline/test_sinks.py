@@ -6,12 +6,12 @@ import os
 import orjson
 import pytest
 
-from connectors.clickhouse.archive import Archive, connect, encode_row
-from connectors.nats.client import settle
-from connectors.postgres.sink import Checkpoint, PostgresSink, Written
-from connectors.records import EventRecord, FindingRecord
-from engine.event import Event
-from engine.finding import Finding, finding_id
+from opmas.connectors.clickhouse.archive import Archive, connect, encode_row
+from opmas.connectors.nats.client import settle
+from opmas.connectors.postgres.sink import Checkpoint, PostgresSink, Written
+from opmas.connectors.records import EventRecord, FindingRecord
+from opmas.core.event import Event
+from opmas.core.finding import Finding, finding_id
 
 
 def rows(n: int, start: int = 0) -> bytes:
@@ -132,7 +132,7 @@ async def test_rows_postgres_refuses_become_dead_letters_then_the_checkpoint_is_
     import nats
     import orjson
 
-    from connectors.nats.subjects import ensure_streams
+    from opmas.connectors.nats.subjects import ensure_streams
     from opmas.runtime.outputs import write_postgres
 
     sink = PostgresSink(postgres.url)

@@ -8,8 +8,8 @@ import nats
 import orjson
 import psycopg
 
-from connectors.nats.source import SourceMessage
-from connectors.nats.subjects import EVENTS_STREAM
+from opmas.connectors.nats.source import SourceMessage
+from opmas.connectors.nats.subjects import EVENTS_STREAM
 from opmas.runtime.intake import Intake
 from tests.pipeline.conftest import running, wait_until
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 import nats
 from nats.js.api import DiscardPolicy, StreamConfig
 
-from connectors.nats.subjects import EVENTS_PREFIX, EVENTS_STREAM, ensure_streams, subject_token
+from opmas.connectors.nats.subjects import EVENTS_PREFIX, EVENTS_STREAM, ensure_streams, subject_token
 
 
 async def test_a_full_events_stream_refuses_new_events_instead_of_dropping_old_ones(nats_server):

@@ -17,7 +17,7 @@ import psutil
 import psycopg
 import pytest
 
-from opmas.embedded import free_port
+from opmas.runtime.embedded import free_port
 from tests.pipeline.test_hostile_rules_up import MARKER
 from tests.pipeline.test_kill9 import up_env
 from tests.pipeline.test_up import start_up, wait_for_line

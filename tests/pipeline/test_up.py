@@ -18,7 +18,7 @@ import psycopg
 import pytest
 
 from opmas.config import Config
-from opmas.embedded import free_port
+from opmas.runtime.embedded import free_port
 from opmas.paths import RULES_DIR
 from tests.pipeline.conftest import SAMPLE
 

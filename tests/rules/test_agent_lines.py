@@ -9,10 +9,10 @@ from functools import lru_cache
 
 import pytest
 
-from agents.parse import parse_syslog
-from engine.event import event_from_obj
-from engine.processor import Processor
-from engine.ruleset import RuleSet, load_ruleset, sources_from_paths
+from opmas.agents.parse import parse_syslog
+from opmas.core.event import event_from_obj
+from opmas.core.processor import Processor
+from opmas.core.ruleset import RuleSet, load_ruleset, sources_from_paths
 from opmas.paths import RULES_DIR
 
 CASES = [

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from opmas.cli import main
-from opmas.rule_import import MAX_FILE
+from opmas.cli.rule_import import MAX_FILE
 
 SIGMA = Path(__file__).resolve().parents[3] / "shared" / "sigma"
 

@@ -15,11 +15,11 @@ import pytest
 import yaml
 from sigma.collection import SigmaCollection
 
-from engine.event import event_from_obj
-from engine.logsource import builtin_mappings
-from engine.processor import Processor
-from engine.rule_tests import run_rule_tests
-from engine.ruleset import RuleMeta, RuleSet, RuleSource, load_ruleset, sources_from_paths
+from opmas.core.event import event_from_obj
+from opmas.core.logsource import builtin_mappings
+from opmas.core.processor import Processor
+from opmas.core.rule_tests import run_rule_tests
+from opmas.core.ruleset import RuleMeta, RuleSet, RuleSource, load_ruleset, sources_from_paths
 from opmas.paths import RULES_DIR
 
 SOURCES = sources_from_paths([RULES_DIR])

@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from connectors.kafka.tansu import TansuBroker, start_tansu
-from opmas.paths import PROJECT_ROOT
+from opmas.connectors.kafka.tansu import TansuBroker, start_tansu
+from tests.paths import PROJECT_ROOT
 
 PARTITIONS = 4
 SESSION_TIMEOUT = 6.0  # seconds; Tansu also holds a group's join for half of it

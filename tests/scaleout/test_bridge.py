@@ -6,8 +6,8 @@ import asyncio
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
-from connectors.kafka.bridge import produce_in_order
-from connectors.kafka.topics import ensure_topic
+from opmas.connectors.kafka.bridge import produce_in_order
+from opmas.connectors.kafka.topics import ensure_topic
 
 
 async def produce_and_read(url: str, records: dict[int, list[tuple[bytes, bytes]]],

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import orjson
 
-from engine.event import Event
-from engine.processor import Processor
+from opmas.core.event import Event
+from opmas.core.processor import Processor
 from opmas.paths import RULES_DIR
 from opmas.runtime.faust_worker import CHECKPOINT_MAX_BYTES, decode_checkpoint, encode_checkpoint, fenced
 from opmas.runtime.rules import RuleFiles

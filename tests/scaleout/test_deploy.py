@@ -3,10 +3,10 @@ from __future__ import annotations
 
 import yaml
 
-from connectors.kafka.security import KafkaSecurity
+from opmas.connectors.kafka.security import KafkaSecurity
 from opmas.cli import build_parser
 from opmas.config import ENV_VARS, load_config
-from opmas.paths import PROJECT_ROOT
+from tests.paths import PROJECT_ROOT
 
 DEPLOY = PROJECT_ROOT / "deploy"
 

@@ -8,8 +8,8 @@ import sys
 
 import pytest
 
-from connectors.kafka.topics import TopicLayoutError, ensure_topic
-from opmas.paths import PROJECT_ROOT
+from opmas.connectors.kafka.topics import TopicLayoutError, ensure_topic
+from tests.paths import PROJECT_ROOT
 
 
 def test_topic_with_another_partition_count_is_refused(tansu):

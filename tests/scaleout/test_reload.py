@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import asyncio
 
-from connectors.nats.control import request_reload
+from opmas.connectors.nats.control import request_reload
 from tests.scaleout.conftest import wait_until
 from tests.scaleout.test_workers import finding_ids, publish
 

@@ -12,9 +12,9 @@ import pytest
 from faust.auth import SASLCredentials, SSLCredentials
 from faust.transport.drivers.aiokafka import credentials_to_aiokafka_auth
 
-from connectors.kafka.security import KafkaSecurity
+from opmas.connectors.kafka.security import KafkaSecurity
 from opmas.config import ConfigError, load_config
-from opmas.paths import PROJECT_ROOT
+from tests.paths import PROJECT_ROOT
 from opmas.runtime.faust_worker import WorkerRuntime, WorkerSettings
 from opmas.runtime.rules import RuleFiles
 

@@ -15,12 +15,12 @@ import pytest
 from aiokafka import AIOKafkaProducer
 
 from benchmarks.generate import START, generate
-from connectors.clickhouse.archive import Archive, connect
-from connectors.nats.source import SourceMessage
-from engine.processor import Processor
-from connectors.nats.subjects import (DEADLETTER_STREAM, DEADLETTER_SUBJECT, FINDINGS_STREAM, ensure_streams,
+from opmas.connectors.clickhouse.archive import Archive, connect
+from opmas.connectors.nats.source import SourceMessage
+from opmas.core.processor import Processor
+from opmas.connectors.nats.subjects import (DEADLETTER_STREAM, DEADLETTER_SUBJECT, FINDINGS_STREAM, ensure_streams,
                                       events_subject)
-from opmas.embedded import free_port
+from opmas.runtime.embedded import free_port
 from opmas.paths import RULES_DIR
 from opmas.runtime.evaluator import Layout
 from opmas.runtime.intake import Intake

@@ -1,1 +1,0 @@
-"""Sub-commands of ``opmas``: each module here defines ``register(subparsers)``."""

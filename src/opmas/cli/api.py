@@ -1,0 +1,84 @@
+"""``opmas api``: the management API alone (on configured NATS and PostgreSQL);
+``opmas api nats-auth``: the nats-server authorization block for the registered agents."""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "api", help="run the management API alone (needs NATS_URL and OPMAS_DB_URL; `opmas up` runs it too)")
+    parser.add_argument("--config", type=Path, help="YAML configuration file")
+    parser.add_argument("--host", help="listen address (default 127.0.0.1, env OPMAS_API_HOST)")
+    parser.add_argument("--port", type=int, help="listen port (default 8080, env OPMAS_API_PORT)")
+    parser.set_defaults(func=api_command)
+    sub = parser.add_subparsers(dest="api_command")
+    auth = sub.add_parser("nats-auth", help="print the nats-server authorization block for the registered agents")
+    auth.add_argument("--config", type=Path, help="YAML configuration file")
+    auth.add_argument("--out", type=Path, help="write it here (mode 0600) instead of printing it")
+    auth.set_defaults(func=nats_auth_command)
+
+
+def _urls(config_path: Path | None) -> tuple[object, str, str]:
+    from opmas.config import ConfigError, load_config
+
+    config = load_config(config_path)
+    if not config.db_url or not config.nats_url:
+        raise ConfigError("the API alone needs OPMAS_DB_URL and NATS_URL (or db_url and nats_url in the "
+                          "config file); `opmas up` runs it on the embedded servers")
+    return config, config.db_url, config.nats_url
+
+
+def api_command(args: argparse.Namespace) -> int:
+    import asyncio
+
+    from opmas.api.service import serve
+    from opmas.api.settings import ApiSettings
+    from opmas.config import ConfigError
+    from opmas.logs import setup_logging
+
+    try:
+        config, db_url, nats_url = _urls(args.config)
+        settings = ApiSettings.from_env(db_url, nats_url, data_dir=config.data_dir, host=args.host, port=args.port,
+                                        rule_paths=tuple(config.rules), clickhouse_url=config.clickhouse_url)
+    except (ConfigError, ValueError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    setup_logging(config.log_level)
+    print(f"management API on http://{settings.host}:{settings.port}/api/v1", file=sys.stderr, flush=True)
+    asyncio.run(serve(settings))
+    return 0
+
+
+def nats_auth_command(args: argparse.Namespace) -> int:
+    import asyncio
+
+    import psycopg
+
+    from opmas.api.nats_auth import authorization_from_db
+    from opmas.config import ConfigError
+
+    password = os.environ.get("OPMAS_NATS_SERVICE_PASSWORD")
+    try:
+        _, db_url, _ = _urls(args.config)
+        if not password:
+            raise ConfigError("set OPMAS_NATS_SERVICE_PASSWORD: the password of the OPMAS services' NATS user "
+                              "'opmas' (put it in their NATS_URL: nats://opmas:<password>@host:4222)")
+    except ConfigError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+
+    async def render() -> str:
+        async with await psycopg.AsyncConnection.connect(db_url) as conn:
+            return await authorization_from_db(conn, password)
+
+    text = asyncio.run(render())
+    if args.out:
+        args.out.touch(mode=0o600)
+        args.out.write_text(text)
+    else:
+        sys.stdout.write(text)
+    return 0

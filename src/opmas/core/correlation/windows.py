@@ -1,0 +1,278 @@
+"""Per-group window machines: how one group's hits, taken in event-time order, make results.
+
+Every machine sees the hits of one group strictly in ``(time, event id)`` order
+and only once they are final (behind the watermark), so what it decides never
+depends on arrival order. The semantics (``T`` = timespan):
+
+* Sliding (``event_count``, ``value_count``, ``temporal`` with only lower bounds
+  ``gt``/``gte``): a window is ``[a, a+T)`` anchored at a hit ``a``. At each hit
+  the machine holds exactly the hits of the window anchored at the oldest hit
+  still within ``T``; as soon as the count (events, distinct values, distinct
+  rules) satisfies the condition it fires with those hits. The fired window's
+  whole span is then consumed: hits before ``a+T`` are absorbed, the next window
+  anchors at the first hit at or after ``a+T``. So a burst fires once per
+  group per timespan, at the earliest hit that completes it.
+* Tumbling (any condition with an upper bound ``lt``/``lte``/``eq``): the count
+  is only known when the window is over, so windows are ``[a, a+T)`` anchored at
+  the first hit not in an earlier window; each is evaluated once when the
+  watermark reaches ``a+T`` and fires if the condition holds.
+* Ordered (``temporal_ordered``, lower bounds only): the first ``k`` referenced
+  rules must hit in that order (a different event for each step) within ``T``
+  of the first; ``k`` is the smallest count the condition accepts. Fires at the
+  hit completing the sequence, then consumes ``[a, a+T)`` like sliding.
+
+Group state is a small list (JSON-friendly via ``dump``/``load``); a ref is an
+event id, or a tuple of event ids for a hit that is itself a correlation result.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Union
+
+from opmas.core.correlation.spec import Condition
+
+Ref = Union[str, tuple]
+NO_CONSUMPTION = float("-inf")
+MAX_REFS = 1000  # event references kept per tumbling window (the count stays exact)
+
+
+@dataclass(slots=True)
+class Fire:
+    """One correlation result of one group."""
+
+    start: float  # window anchor
+    end: float  # start + timespan
+    last: float  # time of the last event taken
+    count: int  # the aggregate the condition was applied to
+    refs: list[Ref]
+    values: list[Any] | None  # distinct values (value_count) or input indexes (temporal kinds)
+    decision: float  # event time at which the result was decided (chained correlations use it)
+
+
+def _unique(refs: list[Ref]) -> list[Ref]:
+    return list(dict.fromkeys(refs))
+
+
+def _consumed(value: Any) -> float:
+    return NO_CONSUMPTION if value is None else float(value)
+
+
+def _ref_in(value: Any) -> Ref:
+    return tuple(value) if isinstance(value, list) else value
+
+
+def _ref_out(ref: Ref) -> Any:
+    return list(ref) if isinstance(ref, tuple) else ref
+
+
+def _consumed_out(value: float) -> float | None:
+    return None if value == NO_CONSUMPTION else value
+
+
+class Sliding:
+    """event_count with lower bounds. State: [last_ts, consumed_until, t0, ref0, t1, ref1, ...]
+    (one flat list per group: few objects for the cyclic GC to walk)."""
+
+    def __init__(self, timespan: float, condition: Condition):
+        self.timespan = timespan
+        self.holds = condition.holds
+
+    def hit(self, st: list | None, ts: float, ref: Ref, val: Any) -> tuple[list, Fire | None, bool]:
+        """Take one hit; returns (state, result or None, whether the group's expiry moved)."""
+        if st is None:
+            st = [ts, NO_CONSUMPTION]
+        elif ts < st[1]:
+            return st, None, False
+        st[0] = ts
+        low = ts - self.timespan
+        end, size = 2, len(st)
+        while end < size and st[end] <= low:
+            end += 2
+        if end > 2:
+            del st[2:end]
+        st.append(ts)
+        st.append(ref)
+        count = (len(st) - 2) >> 1
+        if self.holds(count):
+            start = st[2]
+            fire = Fire(start, start + self.timespan, ts, count, _unique(st[3::2]), None, ts)
+            st[1] = start + self.timespan
+            del st[2:]
+            return st, fire, True
+        return st, None, True
+
+    def expiry(self, st: list) -> float:
+        """From this watermark on, the group holds nothing that can matter."""
+        return st[0] + self.timespan
+
+    def close(self, st: list) -> Fire | None:
+        return None
+
+    def dump(self, st: list) -> list:
+        return [st[0], _consumed_out(st[1]), st[2::2], [_ref_out(r) for r in st[3::2]]]
+
+    def load(self, data: list) -> list:
+        st = [float(data[0]), _consumed(data[1])]
+        for t, r in zip(data[2], data[3]):
+            st.append(float(t))
+            st.append(_ref_in(r))
+        return st
+
+
+class SlidingDistinct(Sliding):
+    """value_count / temporal with lower bounds. State: [last_ts, consumed_until, {value: (ts, ref)}].
+
+    The dict is kept in order of last occurrence, so expired values leave from its front."""
+
+    def hit(self, st: list | None, ts: float, ref: Ref, val: Any) -> tuple[list, Fire | None, bool]:
+        if st is None:
+            st = [ts, NO_CONSUMPTION, {}]
+        elif ts < st[1]:
+            return st, None, False
+        st[0] = ts
+        seen = st[2]
+        low = ts - self.timespan
+        while seen:
+            first = next(iter(seen))
+            if seen[first][0] > low:
+                break
+            del seen[first]
+        seen.pop(val, None)
+        seen[val] = (ts, ref)
+        if self.holds(len(seen)):
+            entries = list(seen.values())
+            start = entries[0][0]
+            fire = Fire(start, start + self.timespan, ts, len(seen), _unique([e[1] for e in entries]),
+                        list(seen), ts)
+            st[1] = start + self.timespan
+            st[2] = {}
+            return st, fire, True
+        return st, None, True
+
+
+    def dump(self, st: list) -> list:
+        items = [[v, t, _ref_out(r)] for v, (t, r) in st[2].items()]
+        return [st[0], _consumed_out(st[1]), items]
+
+    def load(self, data: list) -> list:
+        return [float(data[0]), _consumed(data[1]), {v: (float(t), _ref_in(r)) for v, t, r in data[2]}]
+
+
+class Tumbling:
+    """Any condition with an upper bound. State: [anchor, last_ts, n_events, {value: ref | None} | None, ref0, ...]
+    (the refs of distinct values past the first ``MAX_REFS`` are None)."""
+
+    def __init__(self, timespan: float, condition: Condition, distinct: bool):
+        self.timespan = timespan
+        self.holds = condition.holds
+        self.distinct = distinct
+        upper = min(limit for op, limit in condition.bounds if op in ("lt", "lte", "eq"))
+        # Past the upper bound a window can no longer fire: count no more distinct values than that,
+        # keep no more references than that (nor than MAX_REFS).
+        self.cap = int(upper) + 1
+        self.max_refs = min(self.cap, MAX_REFS)
+
+    def hit(self, st: list | None, ts: float, ref: Ref, val: Any) -> tuple[list, Fire | None, bool]:
+        fire = None
+        if st is not None and ts >= st[0] + self.timespan:
+            fire = self.close(st)
+            st = None
+        moved = st is None
+        if st is None:
+            st = [ts, ts, 0, {} if self.distinct else None]
+        st[1] = ts
+        st[2] += 1
+        if self.distinct:
+            seen = st[3]
+            if val not in seen and len(seen) < self.cap:
+                seen[val] = ref if len(seen) < MAX_REFS else None
+        elif len(st) - 4 < self.max_refs:
+            st.append(ref)
+        return st, fire, moved
+
+    def expiry(self, st: list) -> float:
+        return st[0] + self.timespan
+
+    def close(self, st: list) -> Fire | None:
+        """Evaluate a complete window."""
+        if self.distinct:
+            count, refs, values = len(st[3]), _unique([r for r in st[3].values() if r is not None]), list(st[3])
+        else:
+            count, refs, values = st[2], st[4:], None
+        if not self.holds(count):
+            return None
+        end = st[0] + self.timespan
+        return Fire(st[0], end, st[1], count, refs, values, end)
+
+    def dump(self, st: list) -> list:
+        seen = [[v, _ref_out(r)] for v, r in st[3].items()] if self.distinct else None
+        return [st[0], st[1], st[2], [_ref_out(r) for r in st[4:]], seen]
+
+    def load(self, data: list) -> list:
+        seen = {v: _ref_in(r) for v, r in data[4]} if self.distinct else None
+        return [float(data[0]), float(data[1]), int(data[2]), seen, *(_ref_in(r) for r in data[3])]
+
+
+class Ordered(Sliding):
+    """temporal_ordered. State: [last_ts, consumed_until, p0, p1, ...]; ``pk`` = (start, refs) of the
+    match of steps 0..k with the latest start (the one with most room left), or None."""
+
+    def __init__(self, timespan: float, steps: int):
+        self.timespan = timespan
+        self.steps = steps
+
+    def hit(self, st: list | None, ts: float, ref: Ref, val: Any) -> tuple[list, Fire | None, bool]:
+        if st is None:
+            st = [ts, NO_CONSUMPTION, *([None] * self.steps)]
+        elif ts < st[1]:
+            return st, None, False
+        st[0] = ts
+        step = -1 - val  # see ordered_value(): later steps of one event sort first
+        if step >= self.steps:
+            return st, None, True
+        if step == 0:
+            candidate = (ts, (ref,))
+        else:
+            before = st[1 + step]
+            if before is None or before[0] <= ts - self.timespan:
+                return st, None, True
+            candidate = (before[0], before[1] + (ref,))
+        current = st[2 + step]
+        if current is None or candidate[0] >= current[0]:
+            st[2 + step] = candidate
+        if step == self.steps - 1:
+            start, refs = st[2 + step]
+            fire = Fire(start, start + self.timespan, ts, self.steps, _unique(list(refs)),
+                        list(range(self.steps)), ts)
+            st[1] = start + self.timespan
+            st[2:] = [None] * self.steps
+            return st, fire, True
+        return st, None, True
+
+    def dump(self, st: list) -> list:
+        parts = [None if p is None else [p[0], [_ref_out(r) for r in p[1]]] for p in st[2:]]
+        return [st[0], _consumed_out(st[1]), parts]
+
+    def load(self, data: list) -> list:
+        parts = [None if p is None else (float(p[0]), tuple(_ref_in(r) for r in p[1])) for p in data[2]]
+        return [float(data[0]), _consumed(data[1]), *parts]
+
+
+def ordered_value(step: int) -> int:
+    """The hit value for step ``step`` of an ordered correlation. Hits of one event sort by value, and
+    later steps must be taken first so that one event never serves two steps of the same sequence."""
+    return -1 - step
+
+
+Machine = Union[Sliding, SlidingDistinct, Tumbling, Ordered]
+
+
+def machine_for(ctype: str, timespan: float, condition: Condition, n_inputs: int) -> Machine:
+    """The window machine for a correlation type and condition."""
+    if ctype == "temporal_ordered":
+        steps = next(k for k in range(1, n_inputs + 1) if condition.holds(k))
+        return Ordered(timespan, steps)
+    distinct = ctype != "event_count"
+    if not condition.monotone:
+        return Tumbling(timespan, condition, distinct)
+    return SlidingDistinct(timespan, condition) if distinct else Sliding(timespan, condition)
