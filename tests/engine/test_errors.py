@@ -254,4 +254,4 @@ def test_a_rule_id_no_component_can_address_is_refused_at_its_line() -> None:
     assert [r.id for r in ruleset.rules] == ["ssh-brute_force.v2"]
     assert [str(e) for e in errors] == ["x.yml:2: error: rule id '../../etc/x' cannot be addressed: use a UUID, or "
                                         "letters, digits, '.', '_' and '-' (starting with a letter or digit, at most "
-                                        "128 characters)"]
+                                        "128 characters) [RULE_ID_INVALID]"]

@@ -26,10 +26,10 @@ def test_a_wrong_case_field_is_warned_with_a_suggestion() -> None:
     assert [str(e) for e in errors] == [
         "whoami.yml:9: [5f8a3b1e-0000-4000-8000-00000000f1e1] warning: field 'commandline' is not a field of "
         "{'category': 'process_creation', 'product': 'windows'} events: did you mean 'CommandLine'? "
-        "(field names are case-sensitive; this one never matches)",
+        "(field names are case-sensitive; this one never matches) [FIELD_NAME_CASE]",
         "whoami.yml:11: [5f8a3b1e-0000-4000-8000-00000000f1e1] warning: field 'parentimage' is not a field of "
         "{'category': 'process_creation', 'product': 'windows'} events: did you mean 'ParentImage'? "
-        "(field names are case-sensitive; this one never matches)",
+        "(field names are case-sensitive; this one never matches) [FIELD_NAME_CASE]",
     ]
 
 

@@ -63,10 +63,11 @@ def test_check_rule_reports_errors_and_failed_cases_with_their_place() -> None:
     failing = REDOS_RULE.replace("- {CommandLine: aaaa}", "- {CommandLine: cccc}")
     result = check_rule([RuleSource("api:x", failing)], "api:x")
     assert result == {"ok": False, "message": "1 test case(s) of the rule failed", "errors": [
-        {"file": "api:x", "line": 1, "rule_id": "0c0c0c0c-0000-4000-8000-000000000011",
+        {"file": "api:x", "line": 1, "rule_id": "0c0c0c0c-0000-4000-8000-000000000011", "code": "RULE_TEST_FAILED",
          "message": "tests.match case #1: expected a finding, got none"}]}
     broken = check_rule([RuleSource("api:y", REDOS_RULE.replace("condition: sel", "condition: nope"))], "api:y")
     assert not broken["ok"] and broken["errors"][0]["file"] == "api:y" and broken["errors"][0]["line"] == 11
+    assert broken["errors"][0]["code"] == "UNDEFINED_SEARCH"
 
 
 @pytest.mark.timeout(120)

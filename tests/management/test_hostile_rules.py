@@ -72,7 +72,7 @@ def test_alias_bomb_rule_is_a_located_422_in_bounded_memory(stack, admin) -> Non
     assert answer.status_code == 422 and time.monotonic() - started < 30
     error = answer.json()["detail"]["errors"][0]
     assert error["file"] == "api:new rule" and error["line"] == len(rule.splitlines()) + 2
-    assert "YAML alias *a is not allowed" in error["message"]
+    assert "YAML alias *a is not allowed" in error["message"] and error["code"] == "YAML_ALIAS"
     assert _rss_mib() - before < 200  # the API and its checker: the issue saw 6.7 GB
 
 
@@ -93,7 +93,7 @@ def test_a_check_past_its_deadline_is_stopped_and_located(stack, admin, monkeypa
     detail = answer.json()["detail"]
     error = detail["errors"][0]
     assert detail["message"] == "checking the rule took too long" and error["file"] == "api:new rule"
-    assert "did not finish within 3 s (stopped)" in error["message"]
+    assert "did not finish within 3 s (stopped)" in error["message"] and error["code"] == "RULE_CHECK_TIMEOUT"
     if error["message"].startswith("tests."):  # (on a slow machine the deadline may pass while loading)
         assert error["line"] == 1 and error["rule_id"] == "0c0c0c0c-0000-4000-8000-000000000013"
     assert latency.worst < 2.0, latency.worst

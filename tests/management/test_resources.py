@@ -232,9 +232,10 @@ async def test_rules_create_validate_update_enable_delete(stack, admin, engine_s
     assert broken.status_code == 422
     error = broken.json()["detail"]["errors"][0]
     assert error["file"] == "api:new rule" and error["rule_id"] == "5a6b7c8d-0000-4000-8000-000000000002"
-    assert error["line"] and "missing_thing" in error["message"]
+    assert error["line"] and "missing_thing" in error["message"] and error["code"] == "UNDEFINED_SEARCH"
     not_yaml = await call(admin.post, "/rules", json={"source": "title: [unclosed"})
     assert not_yaml.status_code == 422 and not_yaml.json()["detail"]["errors"][0]["line"] in (1, 2)
+    assert not_yaml.json()["detail"]["errors"][0]["code"] == "YAML_PARSE"
 
     created = await call(admin.post, "/rules", json={"source": RULE})
     assert created.status_code == 201, created.text
@@ -276,11 +277,14 @@ async def test_a_change_the_engine_refuses_is_undone(stack, admin, engine_stub):
     task = asyncio.create_task(answer())
     await ready.wait()
     reply.clear()
-    reply.update({"ok": False, "errors": ["rules:x:3: [x] error: duplicate rule id"]})
+    reply.update({"ok": False, "errors": ["rules:x:3: [x] error: duplicate rule id [DUPLICATE_RULE_ID]",
+                                          "rules:y:1: error: an engine's text without a code"]})
 
     refused = await call(admin.post, "/rules", json={"source": RULE.replace("-000000000001", "-000000000005")})
     assert refused.status_code == 422 and "change was undone" in refused.json()["detail"]["message"]
-    assert refused.json()["detail"]["errors"] == [{"message": "rules:x:3: [x] error: duplicate rule id"}]
+    assert refused.json()["detail"]["errors"] == [
+        {"code": "DUPLICATE_RULE_ID", "message": "rules:x:3: [x] error: duplicate rule id [DUPLICATE_RULE_ID]"},
+        {"code": None, "message": "rules:y:1: error: an engine's text without a code"}]
     assert (await call(admin.get, "/rules/5a6b7c8d-0000-4000-8000-000000000005")).status_code == 404
     assert (await call(admin.put, f"/rules/{kept_id}", json={"source": kept.replace("level: high", "level: low")})
             ).status_code == 422
@@ -362,6 +366,6 @@ def test_a_rule_whose_tests_fail_is_refused(admin):
     assert refused.status_code == 422
     assert refused.json()["detail"]["errors"] == [{
         "file": "api:new rule", "line": 1, "rule_id": "5a6b7c8d-0000-4000-8000-000000000006",
-        "message": "tests.match case #2: expected a finding, got none"}]
+        "code": "RULE_TEST_FAILED", "message": "tests.match case #2: expected a finding, got none"}]
     fixed = "\n".join(line for line in rule.splitlines() if "Accepted password" not in line)
     assert admin.post("/rules", json={"source": fixed}).status_code == 201

@@ -2,7 +2,7 @@
 
 Every error is JSON ``{"detail": ...}``: a message (``Problem``), or for 422 the list of what
 failed validation (``ValidationProblem``, FastAPI's ``HTTPValidationError`` with inputs cut to
-excerpts), a message, or a rule's errors with file, line and rule id (``RuleProblem``).
+excerpts), a message, or a rule's errors with file, line, rule id and code (``RuleProblem``).
 ``responses(...)`` documents the codes a route answers beyond those every route may answer
 (``COMMON``: 413, 422, 503).
 """
@@ -22,6 +22,7 @@ from starlette.responses import Response
 from pydantic import BaseModel, Field
 
 from opmas.api.validation import MESSAGE_CHARS, excerpt, validation_errors
+from opmas.core.errors import Code
 
 log = logging.getLogger("management")
 
@@ -46,6 +47,8 @@ class RuleError(BaseModel):
     file: str | None = None
     line: int | None = None
     rule_id: str | None = None
+    code: Code | None = Field(None, description="the stable code of the problem (docs/diagnostics.md); match on "
+                                                "it rather than on the message")
     message: str
 
 

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 from collections import Counter
 from pathlib import Path
@@ -26,6 +27,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         parser.add_argument("--mapping", action="append", default=[], metavar="FILE",
                             help="extra logsource mapping file (repeatable)")
         parser.set_defaults(func=func)
+    validate.add_argument("--format", choices=("text", "json"), default="text",
+                          help="text: one line per error or warning, then a summary (default); json: one JSON "
+                               "object with the counts and every diagnostic's file, line, rule_id, severity, code "
+                               "and message (codes: docs/diagnostics.md)")
     pack = sub.add_parser("import", help="copy the rules of a SigmaHQ-layout tree or release zip that load into a "
                                          "rules directory; report what was left out and why")
     pack.add_argument("pack", metavar="PATH|ZIP", help="a folder of rule files (SigmaHQ layout) or a release zip")
@@ -68,6 +73,12 @@ def validate_command(args: argparse.Namespace) -> int:
     if sources is None:
         return 2
     ruleset, errors = load_ruleset(sources, args.mapping)
+    if args.format == "json":
+        failures = sum(1 for e in errors if e.severity == "error")
+        print(json.dumps({"files": len(sources), "rules": len(ruleset.rules), "errors": failures,
+                          "warnings": len(errors) - failures, "diagnostics": [e.to_dict() for e in errors]},
+                         indent=2, ensure_ascii=False))
+        return 1 if failures else 0
     failures, warnings = _print_errors(errors)
     print(f"{len(sources)} files, {len(ruleset.rules)} rules loaded, {failures} errors, {warnings} warnings")
     return 1 if failures else 0

@@ -49,6 +49,7 @@ from typing import Any
 
 import jsonschema
 
+from opmas.core.errors import Code
 from opmas.core.event import parse_time
 from opmas.core.sigma.yamldoc import YamlError, load_yaml
 from opmas.paths import SCHEMAS_DIR, resource
@@ -64,10 +65,11 @@ BUILTIN_MAPPINGS = tuple(BUILTIN_DIR / f"{name}.yml" for name in (
 
 
 class MappingError(ValueError):
-    """A mapping file that cannot be used."""
+    """A mapping file that cannot be used; ``code``: MAPPING_UNREADABLE or MAPPING_INVALID."""
 
-    def __init__(self, file: str, message: str):
+    def __init__(self, file: str, message: str, code: Code = Code.MAPPING_INVALID):
         self.file = file
+        self.code = code
         super().__init__(message)
 
 
@@ -499,10 +501,10 @@ def load_mapping(path: str | Path) -> Mapping:
     try:
         data = load_yaml(Path(path).read_text())
     except OSError as exc:
-        raise MappingError(str(path), f"cannot read mapping: {exc}") from None
+        raise MappingError(str(path), f"cannot read mapping: {exc}", Code.MAPPING_UNREADABLE) from None
     except YamlError as exc:
         where = f"line {exc.line}: " if exc.line else ""
-        raise MappingError(str(path), f"cannot read mapping: {where}{exc}") from None
+        raise MappingError(str(path), f"cannot read mapping: {where}{exc}", Code.MAPPING_UNREADABLE) from None
     return mapping_from_dict(data, str(path))
 
 

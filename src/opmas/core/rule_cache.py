@@ -29,7 +29,7 @@ from typing import Any
 
 import orjson
 
-FORMAT = 1
+FORMAT = 2  # 2: error records carry their diagnostic code
 MAX_BYTES = 128 << 20
 ENV_VAR = "OPMAS_CACHE_DIR"  # the cache directory; empty or "off": no cache
 _REFRESH_AFTER = 24 * 3600.0  # seconds: an entry read this long after its last write is touched

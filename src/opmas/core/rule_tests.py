@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from opmas.core.errors import RuleError
+from opmas.core.errors import Code, RuleError
 from opmas.core.event import event_from_obj
 from opmas.core.processor import Processor
 from opmas.core.ruleset import RuleSet, RuleSource, load_ruleset
@@ -39,9 +39,16 @@ class CaseResult:
     passed: bool
     detail: str = ""
 
+    @property
+    def code(self) -> Code | None:
+        """RULE_TEST_FAILED for a failed case, else None."""
+        return None if self.passed else Code.RULE_TEST_FAILED
+
     def __str__(self) -> str:
         status = "ok" if self.passed else "FAIL"
-        return f"{status} {self.file} [{self.rule_id}] {self.expectation} case #{self.index}{': ' + self.detail if self.detail else ''}"
+        detail = f": {self.detail}" if self.detail else ""
+        code = f" [{self.code}]" if self.code else ""
+        return f"{status} {self.file} [{self.rule_id}] {self.expectation} case #{self.index}{detail}{code}"
 
 
 def _events(case: Any) -> list[dict[str, Any]]:
@@ -94,7 +101,7 @@ def check_rule(sources: Sequence[RuleSource], name: str,
                progress: Callable[[dict[str, Any]], None] | None = None) -> dict[str, Any]:
     """Load ``sources`` (the rule ``name`` last among them) and run the ``tests:`` cases of the rule
     in ``name``: ``{"ok": True, "rule": {id, title, level, kind}}``, or ``{"ok": False, "message": ...,
-    "errors": [{file, line, rule_id, message}, ...]}`` for its load errors or failed cases. ``progress``
+    "errors": [{file, line, rule_id, code, message}, ...]}`` for its load errors or failed cases. ``progress``
     is told where the check is (``{"file", "line", "rule_id", "step"}``)."""
     report = progress or (lambda where: None)
     report({"file": name, "line": None, "rule_id": None, "step": "loading the rule"})
@@ -102,8 +109,8 @@ def check_rule(sources: Sequence[RuleSource], name: str,
     own = [e for e in problems if e.file == name and e.severity == "error"]
     if own:
         return {"ok": False, "message": f"{len(own)} error(s) in the rule",
-                "errors": [{"file": e.file, "line": e.line, "rule_id": e.rule_id, "message": e.message}
-                           for e in own]}
+                "errors": [{"file": e.file, "line": e.line, "rule_id": e.rule_id, "code": str(e.code),
+                            "message": e.message} for e in own]}
     rules = [r for r in ruleset.rules if r.source == name]
     if len(rules) != 1:
         return {"ok": False, "message": f"a rule source must hold exactly one rule, found {len(rules)}", "errors": []}
@@ -115,6 +122,7 @@ def check_rule(sources: Sequence[RuleSource], name: str,
             if run_case(ruleset, rule.id, case) != (expectation == "match"):
                 outcome = "a finding, got none" if expectation == "match" else "no finding, got one"
                 failed.append({"file": name, "line": rule.line, "rule_id": rule.id,
+                               "code": str(Code.RULE_TEST_FAILED),
                                "message": f"tests.{expectation} case #{index}: expected {outcome}"})
     if failed:
         return {"ok": False, "message": f"{len(failed)} test case(s) of the rule failed", "errors": failed}
@@ -123,6 +131,8 @@ def check_rule(sources: Sequence[RuleSource], name: str,
 
 class CheckTimeout(Exception):
     """A check that did not finish in time; ``where`` is its last progress report."""
+
+    code = Code.RULE_CHECK_TIMEOUT
 
     def __init__(self, seconds: float, where: dict[str, Any]):
         self.seconds = seconds
@@ -133,6 +143,8 @@ class CheckTimeout(Exception):
 
 class CheckFailed(Exception):
     """The check itself failed (it raised, or its process died)."""
+
+    code = Code.RULE_CHECK_FAILED
 
 
 def _serve(conn: Any) -> None:  # the child: one request at a time until the parent goes away

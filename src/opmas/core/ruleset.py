@@ -19,7 +19,7 @@ from typing import Any
 
 import orjson
 
-from opmas.core.errors import RuleError
+from opmas.core.errors import Code, RuleError, code_of
 from opmas.core.logsource import Mapping, MappingError, builtin_mappings, load_mapping
 from opmas.core.taxonomy import case_suggestion
 from opmas.core.render import attack_from_tags
@@ -155,7 +155,7 @@ def load_ruleset(sources: Sequence[RuleSource], mappings: Sequence[str | Path] =
         try:
             loaded.append(load_mapping(path))
         except MappingError as exc:
-            errors.append(RuleError(exc.file, None, None, f"mapping: {exc}"))
+            errors.append(RuleError(exc.file, None, None, f"mapping: {exc}", code=exc.code))
     placeholders: dict[str, list[str]] = {}
     for mapping in reversed((*loaded, *builtin_mappings())):
         placeholders.update(mapping.placeholders)
@@ -179,7 +179,8 @@ def load_ruleset(sources: Sequence[RuleSource], mappings: Sequence[str | Path] =
             if doc.rule_id is not None:
                 if doc.rule_id in first_seen:
                     errors.append(RuleError(source.name, doc.id_line, doc.rule_id,
-                                            f"duplicate rule id (first defined at {first_seen[doc.rule_id]})"))
+                                            f"duplicate rule id (first defined at {first_seen[doc.rule_id]})",
+                                            code=Code.DUPLICATE_RULE_ID))
                     continue
                 first_seen[doc.rule_id] = f"{source.name}:{doc.line}"
             if doc.doc is not None:
@@ -199,7 +200,8 @@ def load_ruleset(sources: Sequence[RuleSource], mappings: Sequence[str | Path] =
         compile_correlations = _compile_correlations()
         if compile_correlations is None:
             errors.extend(RuleError(d.source, d.doc.line, rule_id_of(d.doc.data),
-                                    "correlation rules are not supported by this build") for d in correlation_docs)
+                                    "correlation rules are not supported by this build",
+                                    code=Code.CORRELATION_UNSUPPORTED) for d in correlation_docs)
         else:
             errors.extend(compile_correlations(correlation_docs, ruleset, lateness))
     return ruleset, errors
@@ -218,7 +220,8 @@ def _coverage_warning(rule: DetectionRule, line: int, mappings: Sequence[Mapping
     if covered[key]:
         return []
     return [RuleError(rule.meta.source, line, rule.id, f"logsource {rule.meta.logsource} is not covered by any "
-                      "mapping: the rule never matches (add a mapping file)", severity="warning")]
+                      "mapping: the rule never matches (add a mapping file)", severity="warning",
+                      code=Code.LOGSOURCE_NOT_COVERED)]
 
 
 def _field_case_warnings(rule: DetectionRule, field_lines: dict[str, int]) -> list[RuleError]:
@@ -231,7 +234,7 @@ def _field_case_warnings(rule: DetectionRule, field_lines: dict[str, int]) -> li
             warnings.append(RuleError(rule.meta.source, field_lines.get(name, rule.meta.line), rule.id,
                                       f"field '{name}' is not a field of {rule.meta.logsource} events: did you mean "
                                       f"'{suggestion}'? (field names are case-sensitive; this one never matches)",
-                                      severity="warning"))
+                                      severity="warning", code=Code.FIELD_NAME_CASE))
     return warnings
 
 
@@ -303,7 +306,7 @@ def _source_record(source: RuleSource, placeholders: dict[str, list[str]]) -> tu
         for doc in rule_documents(source.text):
             docs.append(doc)
     except YamlError as exc:
-        yaml_error = [exc.line, None, str(exc), "error"]
+        yaml_error = _error_record(RuleError(source.name, exc.line, None, str(exc), code=exc.code))
     return {"yaml_error": yaml_error, "docs": [_doc_record(doc, source.name, placeholders) for doc in docs]}, docs
 
 
@@ -314,9 +317,10 @@ def _doc_record(doc: Doc, source: str, placeholders: dict[str, list[str]]) -> di
         rule_id, id_line = rule_id_of(doc.data), doc.line_of(("id",))
         why = None if rule_id is None else rule_id_problem(rule_id)
         if why is not None:
-            problems.append(RuleError(source, id_line, None, why))
+            problems.append(RuleError(source, id_line, None, why, code=Code.RULE_ID_INVALID))
     else:
-        problems = [RuleError(source, doc.line, None, "a rule document must be a mapping")]
+        problems = [RuleError(source, doc.line, None, "a rule document must be a mapping",
+                              code=Code.SCHEMA_NOT_MAPPING)]
         rule_id, id_line = None, doc.line
     errors: list[list[Any]] = []
     rule = None
@@ -340,7 +344,8 @@ def _rule_record(doc: Doc, source: str, placeholders: dict[str, list[str]]
     try:
         ir = lower_conditions(parsed.conditions)
     except (CompileError, ValueError) as exc:
-        return [_error_record(RuleError(source, parsed.detection_line, parsed.id, f"detection: {exc}"))], None
+        return [_error_record(RuleError(source, parsed.detection_line, parsed.id, f"detection: {exc}",
+                                        code=code_of(exc, Code.DETECTION_VALUE_INVALID)))], None
     return [], {
         "id": parsed.id, "title": parsed.title, "level": parsed.level, "tags": parsed.tags, "name": parsed.name,
         "logsource": parsed.logsource, "description": parsed.description, "tests": parsed.tests,
@@ -360,8 +365,14 @@ def _field_lines(doc: Doc) -> dict[str, int]:
 
 
 def _error_record(error: RuleError) -> list[Any]:
-    """A RuleError of a source without its file name (the source's own)."""
-    return [error.line, error.rule_id, error.message, error.severity]
+    """A RuleError of a source without its file name (the source's own); :func:`_error_of` reads it."""
+    return [error.line, error.rule_id, error.message, error.severity, str(error.code)]
+
+
+def _error_of(record: list[Any], source: str) -> RuleError:
+    """The RuleError of a record of :func:`_error_record` (ValueError for a code this code does not know)."""
+    line, rule_id, message, severity, code = record
+    return RuleError(source, line, rule_id, message, severity, code=code)
 
 
 def _outcome(record: dict[str, Any], source: str, docs: list[Doc] | None) -> _SourceOutcome:
@@ -370,7 +381,7 @@ def _outcome(record: dict[str, Any], source: str, docs: list[Doc] | None) -> _So
     outcomes = []
     for index, doc_record in enumerate(record["docs"]):
         outcomes.append(_doc_outcome(doc_record, source, docs[index] if docs is not None else None))
-    return _SourceOutcome(RuleError(source, *yaml_error) if yaml_error is not None else None, outcomes)
+    return _SourceOutcome(_error_of(yaml_error, source) if yaml_error is not None else None, outcomes)
 
 
 def _doc_outcome(record: dict[str, Any], source: str, doc: Doc | None) -> _DocOutcome:
@@ -379,8 +390,8 @@ def _doc_outcome(record: dict[str, Any], source: str, doc: Doc | None) -> _DocOu
         raise ValueError(f"unknown document kind {kind!r}")
     outcome = _DocOutcome(
         kind, record["line"], record["id"], record["id_line"],
-        problems=[RuleError(source, *p) for p in record["problems"]],
-        errors=[RuleError(source, *e) for e in record["errors"]],
+        problems=[_error_of(p, source) for p in record["problems"]],
+        errors=[_error_of(e, source) for e in record["errors"]],
     )
     if kind in ("correlation", "filter"):
         if doc is None:
@@ -394,7 +405,7 @@ def _doc_outcome(record: dict[str, Any], source: str, doc: Doc | None) -> _DocOu
             outcome.rule = _detection_rule(rule_record, source, record["line"])
         except CompileError as exc:
             outcome.errors.append(RuleError(source, rule_record["detection_line"], rule_record["id"],
-                                            f"detection: {exc}"))
+                                            f"detection: {exc}", code=exc.code))
     return outcome
 
 
@@ -430,7 +441,8 @@ def _apply_filter(rule_doc: RuleDoc, ruleset: RuleSet, placeholders: dict[str, l
     try:
         compiled = compile_conditions(trees)
     except (CompileError, ValueError) as exc:
-        return [RuleError(source, doc.line_of(("filter",)), filter_id, f"filter: {exc}")]
+        return [RuleError(source, doc.line_of(("filter",)), filter_id, f"filter: {exc}",
+                          code=code_of(exc, Code.DETECTION_VALUE_INVALID))]
     logsource = logsource_of(doc.data)
 
     def applies(rule: DetectionRule) -> bool:
@@ -444,10 +456,12 @@ def _apply_filter(rule_doc: RuleDoc, ruleset: RuleSet, placeholders: dict[str, l
             line = doc.line_of(("filter", "rules", index) if isinstance(refs, list) else ("filter", "rules"))
             rule = ruleset.detection(str(ref))
             if rule is None:
-                errors.append(RuleError(source, line, filter_id, f"filter references unknown rule '{ref}'"))
+                errors.append(RuleError(source, line, filter_id, f"filter references unknown rule '{ref}'",
+                                        code=Code.FILTER_UNKNOWN_RULE))
             elif not applies(rule):
                 errors.append(RuleError(source, line, filter_id, f"filter logsource {logsource} differs from rule "
-                                        f"'{ref}' logsource {rule.meta.logsource}: not applied", severity="warning"))
+                                        f"'{ref}' logsource {rule.meta.logsource}: not applied", severity="warning",
+                                        code=Code.FILTER_LOGSOURCE_MISMATCH))
             else:
                 targets.append(rule)
     for rule in targets:

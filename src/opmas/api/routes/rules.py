@@ -1,5 +1,6 @@
 """Rules: list, get, create/update (validated by the engine's loader: 422 with file/line/rule
-errors), enable/disable, delete. Every change asks the engine to reload (``opmas.engine.reload``)."""
+errors, each with its diagnostic code, docs/diagnostics.md), enable/disable, delete. Every change
+asks the engine to reload (``opmas.engine.reload``)."""
 from __future__ import annotations
 
 import asyncio
@@ -11,6 +12,7 @@ from nats.errors import NoRespondersError, TimeoutError as NatsTimeout
 from pydantic import Field
 
 from opmas.connectors.nats.subjects import RELOAD_SUBJECT
+from opmas.core.errors import code_in
 from opmas.core.rule_tests import CheckFailed, CheckTimeout, check_rule, run_isolated
 from opmas.core.ruleset import RuleSource
 from opmas.api.auth import Principal
@@ -53,7 +55,7 @@ async def validate_rule(state: ApiState, source: str, name: str) -> dict[str, An
     """Load ``source`` with the engine (beside the other rules, so correlations resolve) and run
     its ``tests:`` cases, in a child process with a deadline (engine/rule_tests.py: the work stays
     off the event loop, and a check that overruns is stopped); returns the rule's metadata or
-    raises 422 listing each error or failed case with file, line and rule id."""
+    raises 422 listing each error or failed case with file, line, rule id and code."""
     others = await fetch_all(state, "SELECT DISTINCT ON (COALESCE(path, id)) id, source, path FROM rules"
                                     " WHERE enabled ORDER BY COALESCE(path, id)")
     sources = [RuleSource(r["path"] or stored_name(r["id"]), r["source"])
@@ -65,10 +67,10 @@ async def validate_rule(state: ApiState, source: str, name: str) -> dict[str, An
         where = exc.where
         raise _invalid("checking the rule took too long", [
             {"file": where.get("file") or name, "line": where.get("line"), "rule_id": where.get("rule_id"),
-             "message": str(exc)}]) from None
+             "code": str(exc.code), "message": str(exc)}]) from None
     except CheckFailed as exc:
         raise _invalid("checking the rule failed", [{"file": name, "line": None, "rule_id": None,
-                                                     "message": str(exc)}]) from None
+                                                     "code": str(exc.code), "message": str(exc)}]) from None
     if not result["ok"]:
         raise _invalid(result["message"], result["errors"])
     return result["rule"]
@@ -92,7 +94,8 @@ async def request_reload(state: ApiState, reason: str) -> dict[str, Any]:
 async def reload_or_undo(state: ApiState, reason: str, rule_id: str, before: dict[str, Any] | None) -> dict[str, Any]:
     """Reload the engine; if it refuses the new rule set (it keeps running the old one), put the
     rule back as it was (``before``; None: it did not exist) and answer 422 with the engine's errors,
-    so the stored rules never hold a set the engine will not load."""
+    so the stored rules never hold a set the engine will not load. The engine lists its errors as text
+    (``str(RuleError)``): each one's code is read from its end (None where the text has none)."""
     reload = await request_reload(state, reason)
     if reload.get("ok") is not False:
         return reload
@@ -106,7 +109,8 @@ async def reload_or_undo(state: ApiState, reason: str, rule_id: str, before: dic
             " enabled = EXCLUDED.enabled, source = EXCLUDED.source, path = EXCLUDED.path, updated_at = now()",
             tuple(before[c] for c in ("id", "title", "kind", "level", "enabled", "source", "path")))
     raise _invalid("the engine refused the resulting rule set (it keeps running the previous one); "
-                   "the change was undone", [{"message": str(e)} for e in reload.get("errors", [])])
+                   "the change was undone",
+                   [{"code": code_in(str(e)), "message": str(e)} for e in reload.get("errors", [])])
 
 
 async def _get(state: ApiState, rule_id: str) -> dict[str, Any]:

@@ -22,7 +22,7 @@ from opmas.core.correlation.link import LinkedCorrelation, RuleRef, link_correla
 from opmas.core.correlation.partitioning import split_by_partitioning
 from opmas.core.correlation.spec import CorrelationSpec, Suppression, parse_correlation, parse_suppression
 from opmas.core.correlation.stage import DEFAULT_IDLE_TIMEOUT, CorrelationStage
-from opmas.core.errors import RuleError
+from opmas.core.errors import Code, RuleError
 from opmas.core.render import attack_from_tags
 from opmas.core.ruleset import RuleMeta
 
@@ -57,7 +57,8 @@ def compile_correlations(docs: list[Any], ruleset: Any, lateness: float | None =
         try:
             suppressions[rule.id] = parse_suppression(rule.suppress)
         except ValueError as exc:
-            errors.append(RuleError(rule.meta.source, rule.meta.line, rule.id, f"suppress: {exc}"))
+            errors.append(RuleError(rule.meta.source, rule.meta.line, rule.id, f"suppress: {exc}",
+                                    code=Code.SUPPRESS_INVALID))
             ruleset.detections.remove(rule)
             ruleset.rules.remove(rule.meta)
             continue

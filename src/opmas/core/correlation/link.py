@@ -12,7 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from opmas.core.correlation.spec import CorrelationSpec
-from opmas.core.errors import RuleError
+from opmas.core.errors import Code, RuleError
 
 
 @dataclass(frozen=True, slots=True)
@@ -67,26 +67,28 @@ def link_correlations(
     errors: list[RuleError] = []
     linked: dict[str, LinkedCorrelation] = {}
     for spec in specs:
-        problems: list[tuple[str, int | None]] = []
+        problems: list[tuple[Code, str, int | None]] = []
         if spec.name and named[spec.name][0].rule_id != spec.rule_id:
-            problems.append((f"duplicate name {spec.name!r}: {named[spec.name][0]} has it too", spec.line))
+            problems.append((Code.CORRELATION_DUPLICATE_NAME,
+                             f"duplicate name {spec.name!r}: {named[spec.name][0]} has it too", spec.line))
         inputs = []
         for ref in spec.rules:
             where = spec.ref_lines.get(ref, spec.line)
             try:
                 target = resolve(ref)
             except ValueError as exc:
-                problems.append((f"references {exc}", where))
+                problems.append((Code.CORRELATION_AMBIGUOUS_REFERENCE, f"references {exc}", where))
                 continue
             if target is None:
-                problems.append((f"references unknown rule {ref!r} (no rule in the rule set has this id or name)",
+                problems.append((Code.CORRELATION_UNKNOWN_RULE,
+                                 f"references unknown rule {ref!r} (no rule in the rule set has this id or name)",
                                  where))
             elif target == spec.rule_id:
-                problems.append((f"references itself ({ref!r})", where))
+                problems.append((Code.CORRELATION_SELF_REFERENCE, f"references itself ({ref!r})", where))
             else:
                 inputs.append(target)
         if len(set(inputs)) != len(inputs):
-            problems.append(("references the same rule more than once", spec.line))
+            problems.append((Code.CORRELATION_REPEATED_RULE, "references the same rule more than once", spec.line))
         alias_maps: dict[str, dict[str, str]] = {}
         for alias, mapping in spec.aliases.items():
             resolved = {}
@@ -94,10 +96,11 @@ def link_correlations(
                 try:
                     target = resolve(ref)
                 except ValueError as exc:
-                    problems.append((f"alias {alias!r}: {exc}", spec.line))
+                    problems.append((Code.CORRELATION_AMBIGUOUS_REFERENCE, f"alias {alias!r}: {exc}", spec.line))
                     continue
                 if target is None or target not in inputs:
-                    problems.append((f"alias {alias!r} names {ref!r}, which is not one of the correlation's rules",
+                    problems.append((Code.CORRELATION_ALIAS,
+                                     f"alias {alias!r} names {ref!r}, which is not one of the correlation's rules",
                                      spec.line))
                 else:
                     resolved[target] = fieldname
@@ -106,9 +109,11 @@ def link_correlations(
             if alias in spec.group_by or alias == spec.condition.field:
                 missing = [spec.rules[i] for i, rid in enumerate(inputs) if rid not in resolved]
                 if missing:
-                    problems.append((f"alias {alias!r} gives no field for rule(s) {', '.join(missing)}", spec.line))
+                    problems.append((Code.CORRELATION_ALIAS,
+                                     f"alias {alias!r} gives no field for rule(s) {', '.join(missing)}", spec.line))
         if problems:
-            errors.extend(RuleError(spec.source, where, spec.rule_id, message) for message, where in problems)
+            errors.extend(RuleError(spec.source, where, spec.rule_id, message, code=code)
+                          for code, message, where in problems)
             continue
         key_fields = [
             tuple(alias_maps[g][rid] if g in alias_maps else g for g in spec.group_by) for rid in inputs
@@ -139,7 +144,7 @@ def _in_dependency_order(
             cycle = path[path.index(rule_id):] + [rule_id]
             spec = by_id[rule_id]
             errors.append(RuleError(spec.source, spec.line, rule_id,
-                                    f"correlation cycle: {' -> '.join(cycle)}"))
+                                    f"correlation cycle: {' -> '.join(cycle)}", code=Code.CORRELATION_CYCLE))
             state[rule_id] = "bad"
             return False
         corr = linked.get(rule_id)
@@ -152,7 +157,8 @@ def _in_dependency_order(
             if target in by_id and not visit(target, path + [rule_id]):
                 if state.get(target) == "bad" and ok and state.get(rule_id) != "bad":
                     errors.append(RuleError(corr.spec.source, corr.spec.line, rule_id,
-                                            f"references correlation {target!r}, which was refused"))
+                                            f"references correlation {target!r}, which was refused",
+                                            code=Code.CORRELATION_REFUSED_INPUT))
                 ok = False
         if state.get(rule_id) == "bad":
             return False

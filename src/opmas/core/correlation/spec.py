@@ -15,7 +15,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
-from opmas.core.errors import RuleError
+from opmas.core.errors import Code, RuleError
 
 TYPES = ("event_count", "value_count", "temporal", "temporal_ordered")
 OPERATORS = ("gt", "gte", "lt", "lte", "eq")
@@ -194,72 +194,78 @@ def parse_correlation(doc: dict[str, Any], source: str, line_of: Callable[[tuple
     errors: list[RuleError] = []
     line = line_of(())
 
-    def fail(message: str, *path: str) -> None:
-        errors.append(RuleError(source, line_of(path), rule_id, message))
+    def fail(code: Code, message: str, *path: str) -> None:
+        errors.append(RuleError(source, line_of(path), rule_id, message, code=code))
 
     title = doc.get("title")
     if not isinstance(title, str) or not title.strip():
-        fail("correlation rule needs a title")
+        fail(Code.CORRELATION_MISSING_FIELD, "correlation rule needs a title")
     if rule_id is None:
-        fail("correlation rule needs an id (or a name)")
+        fail(Code.CORRELATION_MISSING_FIELD, "correlation rule needs an id (or a name)")
     body = doc.get("correlation")
     if not isinstance(body, dict):
-        fail("'correlation' must be a mapping with type, rules, group-by, timespan and condition", "correlation")
+        fail(Code.CORRELATION_VALUE,
+             "'correlation' must be a mapping with type, rules, group-by, timespan and condition", "correlation")
         return None, errors
     unknown = set(body) - {"type", "rules", "group-by", "timespan", "condition", "aliases", "generate"}
     if unknown:
-        fail(f"correlation has unknown keys: {', '.join(sorted(map(str, unknown)))}", "correlation")
+        fail(Code.CORRELATION_UNKNOWN_KEY,
+             f"correlation has unknown keys: {', '.join(sorted(map(str, unknown)))}", "correlation")
     ctype = body.get("type")
     if ctype not in TYPES:
-        fail(f"correlation type {ctype!r} is not one of {', '.join(TYPES)}", "correlation", "type")
+        fail(Code.CORRELATION_TYPE,
+             f"correlation type {ctype!r} is not one of {', '.join(TYPES)}", "correlation", "type")
     rules = body.get("rules")
     if isinstance(rules, str):
         rules = [rules]
     if not isinstance(rules, list) or not rules or not all(isinstance(r, str) and r for r in rules):
-        fail("correlation 'rules' must list the referenced rules by id or name", "correlation", "rules")
+        fail(Code.CORRELATION_VALUE,
+             "correlation 'rules' must list the referenced rules by id or name", "correlation", "rules")
         rules = []
     group_by = body.get("group-by", [])
     if isinstance(group_by, str):
         group_by = [group_by]
     if not isinstance(group_by, list) or not all(isinstance(g, str) and g for g in group_by):
-        fail("correlation 'group-by' must be a field name or a list of field names", "correlation", "group-by")
+        fail(Code.CORRELATION_VALUE,
+             "correlation 'group-by' must be a field name or a list of field names", "correlation", "group-by")
         group_by = []
     timespan = 0.0
     if "timespan" not in body:
-        fail("correlation needs a timespan, e.g. '5m'", "correlation")
+        fail(Code.CORRELATION_MISSING_FIELD, "correlation needs a timespan, e.g. '5m'", "correlation")
     else:
         try:
             timespan = parse_duration(body["timespan"])
         except ValueError as exc:
-            fail(str(exc), "correlation", "timespan")
+            fail(Code.CORRELATION_TIMESPAN, str(exc), "correlation", "timespan")
     condition = None
     if ctype in TYPES:
         try:
             condition = _parse_condition(body.get("condition"), ctype, len(rules))
         except ValueError as exc:
-            fail(str(exc), "correlation", "condition")
+            fail(Code.CORRELATION_CONDITION, str(exc), "correlation", "condition")
     aliases = body.get("aliases") or {}
     if not isinstance(aliases, dict) or not all(
         isinstance(m, dict) and all(isinstance(k, str) and isinstance(v, str) for k, v in m.items())
         for m in aliases.values()
     ):
-        fail("correlation 'aliases' must map alias -> {rule name: field}", "correlation", "aliases")
+        fail(Code.CORRELATION_VALUE,
+             "correlation 'aliases' must map alias -> {rule name: field}", "correlation", "aliases")
         aliases = {}
     generate = body.get("generate", False)
     if not isinstance(generate, bool):
-        fail("correlation 'generate' must be true or false", "correlation", "generate")
+        fail(Code.CORRELATION_VALUE, "correlation 'generate' must be true or false", "correlation", "generate")
     level = doc.get("level", "medium")
     if level not in LEVELS:
-        fail(f"level {level!r} is not one of {', '.join(LEVELS)}", "level")
+        fail(Code.CORRELATION_VALUE, f"level {level!r} is not one of {', '.join(LEVELS)}", "level")
     suppress = None
     if "suppress" in doc:
         try:
             suppress = parse_suppression(doc["suppress"])
         except ValueError as exc:
-            fail(str(exc), "suppress")
+            fail(Code.SUPPRESS_INVALID, str(exc), "suppress")
     finding = doc.get("finding") or {}
     if not isinstance(finding, dict):
-        fail("'finding' must be a mapping with title and/or description templates", "finding")
+        fail(Code.CORRELATION_VALUE, "'finding' must be a mapping with title and/or description templates", "finding")
         finding = {}
     tags = doc.get("tags") or []
     if errors or condition is None:

@@ -28,6 +28,7 @@ from typing import Any
 
 import ahocorasick
 
+from opmas.core.errors import Code, code_of
 from opmas.core.event import parse_time
 from opmas.core.sigma.ir import CompileError, Node, lower, lower_conditions
 from opmas.core.sigma.literals import number_literal, regex_literals
@@ -372,7 +373,7 @@ def _regex_leaf(name: str, source: str, flags: int, leaf: Callable[[str, Callabl
     try:
         test = compile_regex(source, flags).test
     except ValueError as exc:
-        raise CompileError(str(exc)) from None
+        raise CompileError(str(exc), code_of(exc, Code.REGEX_INVALID)) from None
     literals = regex_literals(source, flags)
     key = prefilter_name or name
     requirement = (frozenset((key, lit) for lit in literals),) if literals else None

@@ -49,13 +49,18 @@ from sigma.types import (
     SpecialChars,
 )
 
+from opmas.core.errors import Code, code_of
 from opmas.core.sigma.regex import compile_regex
 
 Node = list[Any]
 
 
 class CompileError(ValueError):
-    """A rule value that cannot be evaluated (e.g. an unresolved placeholder)."""
+    """A rule value that cannot be evaluated (e.g. an unresolved placeholder), with its diagnostic code."""
+
+    def __init__(self, message: str, code: Code = Code.DETECTION_UNSUPPORTED):
+        self.code = code
+        super().__init__(message)
 
 
 def pattern(value: SigmaString, cased: bool) -> list[str]:
@@ -72,7 +77,7 @@ def pattern(value: SigmaString, cased: bool) -> list[str]:
             parts.append(part)
         else:
             raise CompileError(f"placeholder %{part.name}% has no configured value (use |expand "
-                               "with a placeholders: entry in a mapping file)")
+                               "with a placeholders: entry in a mapping file)", Code.PLACEHOLDER_UNDEFINED)
     plain = [p for p in parts if isinstance(p, str)]
     literal = max(plain, key=len) if plain else ""
     multi = SpecialChars.WILDCARD_MULTI
@@ -112,7 +117,7 @@ def _regex(value: SigmaRegularExpression) -> tuple[str, int]:
     try:
         compile_regex(source, flags)
     except ValueError as exc:
-        raise CompileError(str(exc)) from None
+        raise CompileError(str(exc), code_of(exc, Code.REGEX_INVALID)) from None
     return source, int(flags)
 
 

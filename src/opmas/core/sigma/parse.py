@@ -16,14 +16,15 @@ from typing import Any
 
 import jsonschema
 from sigma.conditions import SigmaCondition
-from sigma.exceptions import SigmaError
+from sigma.exceptions import (SigmaConditionError, SigmaError, SigmaModifierError, SigmaRegularExpressionError,
+                              SigmaTypeError)
 from sigma.modifiers import SigmaWideModifier, modifier_mapping
 from sigma.policy import SigmaPolicy
 from sigma.policy.regex_engine import RE2RegexEngine
 from sigma.rule.detection import SigmaDetection, SigmaDetectionItem, SigmaDetections
 from sigma.types import Placeholder, SigmaExpansion, SigmaRegularExpression, SigmaString
 
-from opmas.core.errors import RuleError
+from opmas.core.errors import Code, RuleError
 from opmas.core.sigma.regex import re2_compile
 from opmas.core.sigma.schemacheck import check
 from opmas.core.sigma.yamldoc import Doc, Path
@@ -119,11 +120,17 @@ def schema_errors(doc: Doc, source: str) -> list[RuleError]:
     for error in sorted(found, key=lambda e: list(map(str, e.absolute_path))):
         path = tuple(error.absolute_path)
         where = "/".join(str(p) for p in path) or "document"
-        errors.append(RuleError(source, doc.line_of(path), rule_id, f"schema: {where}: {error.message}"))
+        errors.append(RuleError(source, doc.line_of(path), rule_id, f"schema: {where}: {error.message}",
+                                code=_SCHEMA_CODES.get(error.validator, Code.SCHEMA_VALUE)))
     for path, line in doc.duplicates:
         errors.append(RuleError(source, line, rule_id, f"duplicate key {'/'.join(map(str, path))}",
-                                severity="warning"))
+                                severity="warning", code=Code.YAML_DUPLICATE_KEY))
     return errors
+
+
+# the code of a JSON Schema violation, by the schema keyword that failed (others: SCHEMA_VALUE)
+_SCHEMA_CODES = {"required": Code.SCHEMA_REQUIRED, "type": Code.SCHEMA_TYPE, "enum": Code.SCHEMA_ENUM,
+                 "additionalProperties": Code.SCHEMA_UNKNOWN_KEY}
 
 
 def _jsonable(value: Any) -> Any:
@@ -138,8 +145,9 @@ def _jsonable(value: Any) -> Any:
 
 
 class _Located(Exception):
-    def __init__(self, line: int, message: str):
+    def __init__(self, line: int, message: str, code: Code):
         self.line = line
+        self.code = code
         super().__init__(message)
 
 
@@ -152,11 +160,11 @@ class _DetectionParser:
         """SigmaDetection.from_definition, item by item, errors located."""
         if isinstance(definition, dict):
             if not definition:
-                raise _Located(self.doc.line_of(path), "search identifier is empty")
+                raise _Located(self.doc.line_of(path), "search identifier is empty", Code.DETECTION_EMPTY_SEARCH)
             items: list[Any] = [self.item(key, value, (*path, key)) for key, value in definition.items()]
         elif isinstance(definition, list):
             if not definition:
-                raise _Located(self.doc.line_of(path), "search identifier is empty")
+                raise _Located(self.doc.line_of(path), "search identifier is empty", Code.DETECTION_EMPTY_SEARCH)
             if all(not isinstance(v, (dict, list)) for v in definition):
                 items = [self.item(None, definition, path)]
             else:
@@ -168,28 +176,32 @@ class _DetectionParser:
     def item(self, key: Any, value: Any, path: Path) -> SigmaDetectionItem:
         line = self.doc.line_of(path)
         if key is not None and not isinstance(key, str):  # the document knows keys by their YAML text
-            raise _Located(self.doc.line_of((*path[:-1], str(key))), f"field name {key!r} must be text (quote it)")
+            raise _Located(self.doc.line_of((*path[:-1], str(key))), f"field name {key!r} must be text (quote it)",
+                           Code.DETECTION_FIELD_NAME)
         if isinstance(value, (dict, list)) and (isinstance(value, dict) or any(isinstance(v, (dict, list)) for v in value)):
-            raise _Located(line, f"value of '{key}' must be a scalar or a list of scalars")
+            raise _Located(line, f"value of '{key}' must be a scalar or a list of scalars", Code.DETECTION_VALUE_TYPE)
         for index, scalar in enumerate(value if isinstance(value, list) else [value]):
             where = self.doc.line_of((*path, index)) if isinstance(value, list) else line
             if isinstance(scalar, (date, time)):
-                raise _Located(where, f"value {scalar} of '{key}' is a YAML date or time: quote it to match it as text")
+                raise _Located(where, f"value {scalar} of '{key}' is a YAML date or time: quote it to match it as text",
+                               Code.DETECTION_VALUE_TYPE)
             if key is None and (scalar is None or isinstance(scalar, bool)):
-                raise _Located(where, f"keyword {json.dumps(scalar)} is not supported: keywords are text or numbers")
+                raise _Located(where, f"keyword {json.dumps(scalar)} is not supported: keywords are text or numbers",
+                               Code.DETECTION_VALUE_TYPE)
         if key is not None and "expand" in key.split("|")[1:]:
             value = _escape_percents(value)
         try:
             item = SigmaDetectionItem.from_mapping(key, value, policy=_POLICY)
         except SigmaError as exc:
-            raise _Located(line, _message(exc)) from None
+            raise _Located(line, _message(exc), _item_code(exc)) from None
         except Exception as exc:  # pySigma raises plain errors for some malformed values
-            raise _Located(line, f"{key}: {exc}") from None
+            raise _Located(line, f"{key}: {exc}", Code.DETECTION_VALUE_INVALID) from None
         try:
             item.value = [v for value_ in item.value for v in self.expand(value_)]
         except KeyError as exc:
             raise _Located(line, f"placeholder %{exc.args[0]}% has no configured value "
-                                 "(define it under placeholders: in a mapping file)") from None
+                                 "(define it under placeholders: in a mapping file)",
+                           Code.PLACEHOLDER_UNDEFINED) from None
         return item
 
     def expand(self, value: Any) -> list[Any]:
@@ -215,6 +227,29 @@ def _restore_percents(value: Any) -> None:
     """The stand-ins of escaped percent signs in a parsed SigmaString become "%" again."""
     if isinstance(value, SigmaString):
         value.s = [p.replace(_ESCAPED_PERCENT, "%") if isinstance(p, str) else p for p in value.s]
+
+
+def _item_code(exc: SigmaError) -> Code:
+    """The code of pySigma's error about a detection item."""
+    if isinstance(exc, SigmaRegularExpressionError):
+        return Code.REGEX_INVALID
+    if isinstance(exc, SigmaTypeError):  # (a SigmaModifierError): the value does not suit the modifier
+        return Code.MODIFIER_VALUE_MISMATCH
+    if isinstance(exc, SigmaModifierError):
+        return Code.UNKNOWN_MODIFIER if str(exc.args[0] if exc.args else exc).startswith("Unknown modifier") \
+            else Code.MODIFIER_INVALID
+    return Code.DETECTION_VALUE_INVALID
+
+
+_UNDEFINED = re.compile(r"Detection '.*' not defined in detections|Selector '.*' doesn't match any detection",
+                        re.DOTALL)
+
+
+def _condition_code(exc: Exception) -> Code:
+    """The code of pySigma's (or pyparsing's) error about a condition."""
+    if isinstance(exc, SigmaConditionError) and _UNDEFINED.match(str(exc.args[0] if exc.args else exc)):
+        return Code.UNDEFINED_SEARCH
+    return Code.CONDITION_SYNTAX
 
 
 def _message(exc: SigmaError) -> str:
@@ -245,13 +280,14 @@ def parse_detection(doc: Doc, source: str, section: str, placeholders: dict[str,
         try:
             detections[name] = parser.detection(definition, (section, name))
         except _Located as exc:
-            errors.append(RuleError(source, exc.line, rule_id, f"{section} '{name}': {exc}"))
+            errors.append(RuleError(source, exc.line, rule_id, f"{section} '{name}': {exc}", code=exc.code))
     conditions = detection["condition"]
     conditions = conditions if isinstance(conditions, list) else [conditions]
     if errors:
         return [], errors
     if not detections:
-        return [], [RuleError(source, doc.line_of((section,)), rule_id, f"no search identifiers in {section}")]
+        return [], [RuleError(source, doc.line_of((section,)), rule_id, f"no search identifiers in {section}",
+                              code=Code.DETECTION_NO_SEARCH)]
     trees: list[Any] = []
     sigma_detections = SigmaDetections(detections, conditions)
     for index, condition in enumerate(conditions):
@@ -259,13 +295,16 @@ def parse_detection(doc: Doc, source: str, section: str, placeholders: dict[str,
         try:
             tree = SigmaCondition(condition, sigma_detections).parse()
         except SigmaError as exc:
-            errors.append(RuleError(source, doc.line_of(path), rule_id, f"condition '{condition}': {_message(exc)}"))
+            errors.append(RuleError(source, doc.line_of(path), rule_id, f"condition '{condition}': {_message(exc)}",
+                                    code=_condition_code(exc)))
             continue
         except Exception as exc:  # pyparsing and other parse failures
-            errors.append(RuleError(source, doc.line_of(path), rule_id, f"condition '{condition}': {exc}"))
+            errors.append(RuleError(source, doc.line_of(path), rule_id, f"condition '{condition}': {exc}",
+                                    code=Code.CONDITION_SYNTAX))
             continue
         if tree is None:
-            errors.append(RuleError(source, doc.line_of(path), rule_id, f"condition '{condition}' is empty"))
+            errors.append(RuleError(source, doc.line_of(path), rule_id, f"condition '{condition}' is empty",
+                                    code=Code.CONDITION_EMPTY))
         else:
             trees.append(tree)
     return trees, errors

@@ -48,6 +48,8 @@ from typing import Any
 
 import re2
 
+from opmas.core.errors import Code
+
 try:  # the compiled core of google-re2: one call per match, no Match objects or offset decoding
     from re2 import _re2
 except ImportError:  # pragma: no cover - the wrapper's layout changed
@@ -65,6 +67,14 @@ _INLINE = ((re.IGNORECASE, "i"), (re.MULTILINE, "m"), (re.DOTALL, "s"))
 _WORD_CHARS = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZ_abcdefghijklmnopqrstuvwxyz"  # RE2's \w
 _NEWLINE: Ranges = ((10, 10),)
 _EMPTY_CLASS = r"[^\x00-\x{10FFFF}]"
+
+
+class RegexError(ValueError):
+    """A pattern that cannot be run safely; ``code``: REGEX_INVALID or REGEX_UNSAFE."""
+
+    def __init__(self, message: str, code: Code):
+        self.code = code
+        super().__init__(message)
 
 
 class _Untranslatable(Exception):
@@ -453,7 +463,8 @@ class Regex:
         try:
             compiled = re.compile(source, flags)
         except re.error as exc:  # pySigma validates with RE2, whose dialect differs (\z, \pL, \x{41})
-            raise ValueError(f"regular expression '{source}' is not supported by Python's re: {exc}") from None
+            raise RegexError(f"regular expression '{source}' is not supported by Python's re: {exc}",
+                             Code.REGEX_INVALID) from None
         parsed = _p.parse(source, flags)
         flags = parsed.state.flags
         self._parsed = parsed
@@ -474,9 +485,9 @@ class Regex:
             paths = backtrack_paths(source, flags)
             if paths > MAX_PATHS:
                 bound = "an unbounded repeat" if paths == _INFINITE else f"up to {paths:.3g} ways to match"
-                raise ValueError(f"regular expression '{source}' cannot run in RE2 ({why}) and could backtrack "
+                raise RegexError(f"regular expression '{source}' cannot run in RE2 ({why}) and could backtrack "
                                  f"badly in Python's re ({bound} from one position; at most {MAX_PATHS}, "
-                                 "no unbounded repeats, for what only re can run)") from None
+                                 "no unbounded repeats, for what only re can run)", Code.REGEX_UNSAFE) from None
             self.engine = "re"
             run = compiled.fullmatch if full else compiled.search
             self.test = lambda text: run(text) is not None
@@ -510,7 +521,7 @@ class Regex:
 @lru_cache(maxsize=4096)
 def compile_regex(source: str, flags: int = 0, full: bool = False) -> Regex:
     """``source`` (Python syntax and meaning, ``re`` flags) compiled to a linear-time test; see the
-    module's doc. Raises ValueError naming the pattern if it cannot be run safely."""
+    module's doc. Raises RegexError (a ValueError) naming the pattern if it cannot be run safely."""
     return Regex(source, int(flags), full)
 
 

@@ -13,6 +13,8 @@ from typing import Any
 
 import yaml
 
+from opmas.core.errors import Code
+
 Path = tuple[str | int, ...]
 _STR_TAG = "tag:yaml.org,2002:str"
 
@@ -47,10 +49,11 @@ class Doc:
 
 
 class YamlError(Exception):
-    """Bad YAML, with the line it was found on."""
+    """Bad YAML, with the line it was found on and its diagnostic code (YAML_PARSE, YAML_ALIAS)."""
 
-    def __init__(self, line: int | None, message: str):
+    def __init__(self, line: int | None, message: str, code: Code = Code.YAML_PARSE):
         self.line = line
+        self.code = code
         super().__init__(message)
 
 
@@ -64,7 +67,8 @@ def refuse_aliases(text: str) -> None:
             event = loader.get_event()
             if isinstance(event, yaml.AliasEvent):
                 raise YamlError(event.start_mark.line + 1,
-                                f"YAML alias *{event.anchor} is not allowed (aliases can expand without bound)")
+                                f"YAML alias *{event.anchor} is not allowed (aliases can expand without bound)",
+                                Code.YAML_ALIAS)
     except yaml.YAMLError:
         return  # the loader reports it
     finally:
