@@ -55,7 +55,7 @@ from benchmarks.generate import generate
 from benchmarks.memory import peak_rss_mib, reset_peak
 from opmas.connectors.clickhouse.archive import Archive, connect
 from opmas.connectors.nats.subjects import EVENTS_STREAM
-from opmas.config import Config
+from opmas.config import Config, NatsConfig, PipelineConfig, PostgresConfig
 from opmas.runtime.embedded import start_nats, start_postgres
 from opmas.logs import setup_logging
 from opmas.runtime.pipeline import Pipeline
@@ -145,8 +145,9 @@ async def run_once(args: argparse.Namespace, work: Path, events_file: Path, rule
     nats = start_nats(work / "nats")
     postgres = start_postgres(work / "pg")
     archive = Archive(connect(None, work / "chdb"))
-    config = Config(data_dir=work, nats_url=nats.url, db_url=postgres.url, rules=(rules_dir,),
-                    partitions=args.partitions, workers=args.workers, watch_rules=False)
+    config = Config(data_dir=work, nats=NatsConfig(url=nats.url), postgres=PostgresConfig(url=postgres.url),
+                    pipeline=PipelineConfig(rules=(rules_dir,), partitions=args.partitions, workers=args.workers,
+                                            watch_rules=False))
     pipeline = Pipeline(config, nats.url, postgres.url, archive)
     pipeline.stats.keep_latencies = True
     stop = asyncio.Event()

@@ -6,9 +6,8 @@ import re
 
 import yaml
 
-from opmas.api.settings import ENV_VARS as API_ENV_VARS
 from opmas.cli import build_parser
-from opmas.config import ENV_VARS, Config
+from opmas.config import Config, settings
 from tests.paths import PROJECT_ROOT
 
 
@@ -21,7 +20,8 @@ def test_engine_runs_opmas_up_with_known_settings_and_publishes_the_api() -> Non
     commands = set(build_parser()._subparsers._group_actions[0].choices)
     assert engine["command"][0] == "opmas" and engine["command"][1] in commands
     env = engine["environment"]
-    assert set(env) <= set(ENV_VARS) | set(API_ENV_VARS), set(env) - set(ENV_VARS) - set(API_ENV_VARS)
+    known = {f.metadata["env"] for _, f in settings()}
+    assert set(env) <= known, set(env) - known
     assert env["OPMAS_API_HOST"] == "0.0.0.0"  # 127.0.0.1 inside a container is unreachable
     assert f"{env['OPMAS_API_PORT']}:{env['OPMAS_API_PORT']}" in engine["ports"]
     assert set(engine["depends_on"]) == {"nats", "postgres", "clickhouse"}
@@ -34,5 +34,5 @@ def test_nats_max_payload_is_the_engines_message_limit() -> None:
     assert nats["command"][nats["command"].index("-c") + 1] == target
     content = doc["configs"][nats["configs"][0]["source"]]["content"]
     max_payload = int(re.search(r"max_payload:\s*(\d+)", content).group(1))
-    limit = int(doc["services"]["engine"]["environment"].get("OPMAS_MAX_MESSAGE_BYTES", Config().max_message_bytes))
+    limit = int(doc["services"]["engine"]["environment"].get("OPMAS_MAX_MESSAGE_BYTES", Config().nats.max_message_bytes))
     assert max_payload == limit

@@ -6,18 +6,26 @@ import os
 import signal
 import subprocess
 import sys
+from urllib.parse import urlsplit
 
 from tests.agents.conftest import EventTap
 from tests.agents.test_lifecycle import wait_for
 
 
 async def test_opmas_agent_tail_runs_publishes_and_stops_on_sigterm(stack, admin, enroll_token, tmp_path):
+    """The agent reads the configuration every command reads: the API's port from the YAML file,
+    NATS and the data dir (where its credentials go) from the environment, the enrollment token
+    from the environment (never a flag: command lines show in ``ps``). No URL flag is given."""
     logfile = tmp_path / "secure"
     logfile.write_text("")
+    port = urlsplit(stack.url).port
+    config = tmp_path / "opmas.yaml"
+    config.write_text(f"api:\n  port: {port}\n")
+    env = {**os.environ, "OPMAS_CONFIG": "", "NATS_URL": stack.nats_url, "OPMAS_DATA_DIR": str(tmp_path / "data"),
+           "OPMAS_ENROLL_TOKEN": enroll_token, "OPMAS_API_URL": "", "OPMAS_API_HOST": "", "OPMAS_API_PORT": ""}
     command = [sys.executable, "-m", "opmas.cli", "agent", "tail", str(logfile), "--id", "cli-tail",
-               "--management-url", stack.url, "--nats-url", stack.nats_url, "--enroll-token", enroll_token,
-               "--credentials", str(tmp_path / "cli.json")]
-    process = subprocess.Popen(command, stderr=subprocess.PIPE, text=True)
+               "--name", "cli-tail", "--config", str(config)]
+    process = subprocess.Popen(command, stderr=subprocess.PIPE, text=True, env=env)
     try:
         async with EventTap(stack.nats_url) as tap:
             await wait_for(lambda: admin.get("/agents/cli-tail").json().get("status") == "online", 30, "online")
@@ -33,6 +41,8 @@ async def test_opmas_agent_tail_runs_publishes_and_stops_on_sigterm(stack, admin
     stopped = [entry for entry in logs if entry["message"] == "agent stopped"]
     assert stopped and stopped[0]["agent_id"] == "cli-tail" and stopped[0]["published"] == 1
     await wait_for(lambda: admin.get("/agents/cli-tail").json()["status"] == "offline", 5, "offline")
+    credentials = tmp_path / "data" / "agents" / "cli-tail.json"
+    assert json.loads(credentials.read_text())["agent_id"] == "cli-tail"
 
 
 def test_opmas_agent_without_credentials_says_what_is_missing(stack, tmp_path):

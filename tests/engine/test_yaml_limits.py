@@ -81,8 +81,8 @@ def test_config_file_with_aliases_is_a_located_error_quickly(tmp_path: Path) -> 
     path.write_text(CONFIG)
     with pytest.raises(ConfigError, match=rf"^{path}:3: YAML alias \*a is not allowed"):
         _bounded(lambda: load_config(path, env={}))
-    path.write_text("partitions: &p 3\n")  # an anchor alone is fine
-    assert load_config(path, env={}).partitions == 3
+    path.write_text("pipeline:\n  partitions: &p 3\n")  # an anchor alone is fine
+    assert load_config(path, env={}).pipeline.partitions == 3
 
 
 @pytest.mark.timeout(120)

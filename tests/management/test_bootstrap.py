@@ -11,6 +11,7 @@ import httpx
 
 from opmas.api.bootstrap import admin_secret_path, deliver_admin_secret
 from opmas.api.settings import ApiSettings
+from opmas.config import load_config
 from opmas.api.rule_store import stored_rule_sources
 from opmas.runtime.embedded import start_postgres
 from opmas.logs import JsonFormatter
@@ -76,8 +77,8 @@ def test_admin_bootstrap(nats_server, postgres, tmp_path, capfd):
     assert jwt_secret_file.read_text() == first_jwt_secret
 
     env = {"OPMAS_ADMIN_TOKEN": "chosen-admin-secret", "OPMAS_API_PORT": str(settings.port + 0)}
-    from_env = ApiSettings.from_env(postgres.url, nats_server.url, env=env, data_dir=tmp_path / "data",
-                                    liveness_interval=1.0)
+    from_env = ApiSettings.from_config(load_config(env=env), postgres.url, nats_server.url,
+                                       data_dir=tmp_path / "data", liveness_interval=1.0)
     assert from_env.admin_token == "chosen-admin-secret" and from_env.port == settings.port
     server = ApiServer(from_env).start()
     try:

@@ -9,7 +9,7 @@ import json
 import httpx
 from websockets.asyncio.client import connect
 
-from opmas.config import Config
+from opmas.config import Config, NatsConfig, PipelineConfig, PostgresConfig
 from tests.apiserver import ADMIN_SECRET, ApiServer, api_settings
 from tests.management.test_resources import RULE, metric
 from tests.pipeline.conftest import archive, running, wait_until  # noqa: F401 - the archive fixture
@@ -18,8 +18,9 @@ from tests.pipeline.conftest import archive, running, wait_until  # noqa: F401 -
 async def test_rule_event_finding_through_the_api(tmp_path, nats_server, postgres, archive):
     rules = tmp_path / "rules"
     rules.mkdir()
-    config = Config(data_dir=tmp_path / "data", nats_url=nats_server.url, db_url=postgres.url, rules=(rules,),
-                    partitions=1, checkpoint_interval=0.2, watch_rules=False)
+    config = Config(data_dir=tmp_path / "data", nats=NatsConfig(url=nats_server.url),
+                    postgres=PostgresConfig(url=postgres.url),
+                    pipeline=PipelineConfig(rules=(rules,), partitions=1, checkpoint_interval=0.2, watch_rules=False))
     server = await asyncio.to_thread(lambda: ApiServer(api_settings(postgres.url, nats_server.url,
                                                                     tmp_path / "api")).start())
     try:
@@ -60,8 +61,9 @@ async def test_rule_event_finding_through_the_api(tmp_path, nats_server, postgre
 async def test_events_no_rule_matched_are_read_from_the_archive(tmp_path, nats_server, postgres, archive):
     rules = tmp_path / "rules"
     rules.mkdir()
-    config = Config(data_dir=tmp_path / "data", nats_url=nats_server.url, db_url=postgres.url, rules=(rules,),
-                    partitions=1, checkpoint_interval=0.2, watch_rules=False)
+    config = Config(data_dir=tmp_path / "data", nats=NatsConfig(url=nats_server.url),
+                    postgres=PostgresConfig(url=postgres.url),
+                    pipeline=PipelineConfig(rules=(rules,), partitions=1, checkpoint_interval=0.2, watch_rules=False))
     settings = api_settings(postgres.url, nats_server.url, tmp_path / "api")
     server = await asyncio.to_thread(lambda: ApiServer(settings, archive).start())  # as `opmas up` runs it
     try:

@@ -23,6 +23,7 @@ from opmas.connectors.nats.subjects import ensure_streams
 from opmas.api.limits import FailureLimiter, TokenGuard
 from opmas.api.routes.events import EventIn
 from opmas.api.settings import ApiSettings
+from opmas.config import Config, PipelineConfig, load_config
 from opmas.cli.up import _print_where
 from opmas.logs import JsonFormatter, redact
 from tests.management.test_resources import RULE
@@ -148,7 +149,7 @@ def test_a_rule_at_the_size_the_api_takes_fits_under_the_body_limit(admin):
 
 
 def test_the_body_limit_is_configurable():
-    settings = ApiSettings.from_env("postgresql://x", "nats://x", env={"OPMAS_API_MAX_BODY_BYTES": "1048576"})
+    settings = ApiSettings.from_config(load_config(env={"OPMAS_API_MAX_BODY_BYTES": "1048576"}), "postgresql://x", "nats://x")
     assert settings.max_body_bytes == MIB
     assert ApiSettings(db_url="x", nats_url="y").max_body_bytes == 2 * MIB
 
@@ -305,7 +306,7 @@ def test_opmas_up_prints_external_urls_without_their_passwords(capsys):
     stack = SimpleNamespace(nats_url="nats://svc:natspw@nats.example:4222",
                             db_url="postgresql://opmas:pgpw@db.example:5432/opmas",
                             archive_location="https://default:chpw@ch.example:8443", embedded=[])
-    _print_where(SimpleNamespace(data_dir=Path("/d"), rules=[Path("/r")]), stack)
+    _print_where(Config(data_dir=Path("/d"), pipeline=PipelineConfig(rules=(Path("/r"),))), stack)
     printed = capsys.readouterr().err
     assert "db.example:5432/opmas" in printed and "nats.example:4222" in printed
     assert not any(secret in printed for secret in ("natspw", "pgpw", "chpw"))

@@ -18,7 +18,7 @@ from opmas.core.event import event_from_obj
 from opmas.core.partition import key_of, partition_of
 from opmas.core.processor import Processor
 from opmas.core.ruleset import load_ruleset, sources_from_paths
-from opmas.config import Config
+from opmas.config import Config, NatsConfig, PipelineConfig, PostgresConfig
 from opmas.paths import RULES_DIR
 from tests.paths import SAMPLES_DIR
 from opmas.runtime.pipeline import Pipeline
@@ -36,10 +36,12 @@ def rules_dir(tmp_path: Path) -> Path:
 
 @pytest.fixture
 def config(tmp_path: Path, nats_server, postgres, chdb_dir, rules_dir) -> Config:
-    return Config(data_dir=tmp_path / "data", nats_url=nats_server.url, db_url=postgres.url,
-                  rules=(rules_dir,), partitions=3, batch_size=200, checkpoint_interval=0.2,
-                  retry_max_delay=0.5, watch_rules=False,
-                  partition_idle=3600.0)  # no partition turns idle mid-test: findings as expected_findings
+    return Config(data_dir=tmp_path / "data", nats=NatsConfig(url=nats_server.url),
+                  postgres=PostgresConfig(url=postgres.url),
+                  pipeline=PipelineConfig(rules=(rules_dir,), partitions=3, batch_size=200, checkpoint_interval=0.2,
+                                          retry_max_delay=0.5, watch_rules=False,
+                                          # no partition turns idle mid-test: findings as expected_findings
+                                          partition_idle=3600.0))
 
 
 @pytest.fixture
@@ -52,7 +54,7 @@ def archive(chdb_dir: Path):
 @asynccontextmanager
 async def running(config: Config, archive: Archive) -> AsyncIterator[Pipeline]:
     """An engine running in this process until the block ends."""
-    pipeline = Pipeline(config, config.nats_url, config.db_url, archive)
+    pipeline = Pipeline(config, config.nats.url, config.postgres.url, archive)
     stop = asyncio.Event()
     task = asyncio.create_task(pipeline.run(stop))
     ready = asyncio.create_task(pipeline.ready.wait())

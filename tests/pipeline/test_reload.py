@@ -38,8 +38,8 @@ def canary(n: int) -> bytes:
 
 
 async def test_good_rules_swap_in_bad_rules_are_refused(config, archive, rules_dir):
-    config = config.with_overrides(watch_rules=True)
-    nc = await nats.connect(config.nats_url)
+    config = config.with_overrides(pipeline={"watch_rules": True})
+    nc = await nats.connect(config.nats.url)
     js = nc.jetstream()
     rules_seen: list[str] = []
 
@@ -55,13 +55,13 @@ async def test_good_rules_swap_in_bad_rules_are_refused(config, archive, rules_d
         assert canary1 not in rules_seen
 
         (rules_dir / "canary1.yml").write_text(RULE.format(n=1))
-        answer = await request_reload(config.nats_url)
+        answer = await request_reload(config.nats.url)
         assert answer["ok"] is True and answer["rules"] == before + 1
         await js.publish("opmas.events.lab-1", canary(1))
         await wait_until(lambda: canary1 in rules_seen, 20, "a finding of the reloaded rule")
 
         (rules_dir / "broken.yml").write_text(BAD)
-        answer = await request_reload(config.nats_url)
+        answer = await request_reload(config.nats.url)
         assert answer["ok"] is False
         assert any("broken.yml" in e and "nosuchmodifier" in e for e in answer["errors"]), answer
         assert answer["rules"] == before + 1
@@ -86,7 +86,7 @@ async def test_watching_goes_on_after_a_failed_reload(config, archive, rules_dir
     caplog.set_level(logging.INFO, "opmas.pipeline")
     extra = tmp_path / "extra.yml"
     extra.write_text(RULE.format(n=3))
-    config = config.with_overrides(watch_rules=True, rules=(rules_dir, extra))
+    config = config.with_overrides(pipeline={"watch_rules": True, "rules": (rules_dir, extra)})
     async with running(config, archive) as pipeline:
         before = pipeline.rule_count
         extra.unlink()  # a configured rule path gone: the reload fails

@@ -9,13 +9,13 @@ from tests.pipeline.conftest import running, wait_until
 
 
 async def test_checkpoint_ahead_of_a_new_stream_starts_from_its_beginning(config, archive):
-    config = config.with_overrides(workers=0)
-    sink = PostgresSink(config.db_url)
+    config = config.with_overrides(pipeline={"workers": 0})
+    sink = PostgresSink(config.postgres.url)
     await sink.migrate()
-    await sink.write([], [], Checkpoint(config.consumer, 5000, {"partitions": config.partitions,
-                                                               "key": config.partition_key}, {}))
+    await sink.write([], [], Checkpoint(config.pipeline.consumer, 5000, {"partitions": config.pipeline.partitions,
+                                                               "key": config.pipeline.partition_key}, {}))
     await sink.close()
-    nc = await nats.connect(config.nats_url)
+    nc = await nats.connect(config.nats.url)
     async with running(config, archive) as pipeline:
         js = nc.jetstream()
         for i in range(3):
@@ -23,6 +23,6 @@ async def test_checkpoint_ahead_of_a_new_stream_starts_from_its_beginning(config
         await wait_until(lambda: pipeline.stats.acked_seq >= ack.seq, 30, "the new events acked")
     await nc.close()
     assert archive.count() == 3
-    sink = PostgresSink(config.db_url)
-    assert (await sink.load_checkpoint(config.consumer)).seq == 3
+    sink = PostgresSink(config.postgres.url)
+    assert (await sink.load_checkpoint(config.pipeline.consumer)).seq == 3
     await sink.close()

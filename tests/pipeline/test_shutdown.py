@@ -36,7 +36,7 @@ async def _publish(url: str, count: int) -> None:
     nc = await nats.connect(url)
     try:
         js = nc.jetstream()
-        await ensure_streams(js, Config().stream_max_age, Config().stream_max_bytes)
+        await ensure_streams(js, Config().nats.stream_max_age, Config().nats.stream_max_bytes)
         for i in range(count):
             await js.publish(f"opmas.events.agent-{i % 3}", orjson.dumps({"id": f"stuck-{i}", "n": i}))
     finally:
@@ -73,12 +73,12 @@ def test_sigterm_stops_opmas_up_with_a_stuck_evaluator(tmp_path: Path) -> None:
 
 
 async def test_a_failing_writer_ends_the_engine_instead_of_blocking_the_reader(config: Config, archive) -> None:
-    await PostgresSink(config.db_url).migrate()
-    with psycopg.connect(config.db_url, autocommit=True) as conn:
+    await PostgresSink(config.postgres.url).migrate()
+    with psycopg.connect(config.postgres.url, autocommit=True) as conn:
         conn.execute(FAILING_CHECKPOINTS)
-    await _publish(config.nats_url, 20)
-    config = config.with_overrides(workers=0, batch_size=1, checkpoint_interval=0.0)
-    pipeline = Pipeline(config, config.nats_url, config.db_url, archive)
+    await _publish(config.nats.url, 20)
+    config = config.with_overrides(pipeline={"workers": 0, "batch_size": 1, "checkpoint_interval": 0.0})
+    pipeline = Pipeline(config, config.nats.url, config.postgres.url, archive)
     stop = asyncio.Event()
     run = asyncio.create_task(pipeline.run(stop))
     try:

@@ -49,7 +49,7 @@ def test_an_envelope_naming_another_agent_is_a_dead_letter():
 
 async def test_a_spoofed_agent_gets_no_events_or_findings(config, archive, rules_dir):
     (rules_dir / "spoof_marker.yml").write_text(MARKER)
-    nc = await nats.connect(config.nats_url)
+    nc = await nats.connect(config.nats.url)
     js = nc.jetstream()
     letters: list[dict] = []
 
@@ -65,7 +65,7 @@ async def test_a_spoofed_agent_gets_no_events_or_findings(config, archive, rules
         await wait_until(lambda: pipeline.stats.acked_seq >= last, what="every message acked")
         await wait_until(lambda: letters, 10, "the dead letter")
     await nc.close()
-    with psycopg.connect(config.db_url) as conn:
+    with psycopg.connect(config.postgres.url) as conn:
         found = conn.execute("SELECT agent_id FROM findings WHERE rule_id = %s ORDER BY agent_id",
                              ("0f0f0f0f-0000-4000-8000-000000000001",)).fetchall()
     assert [row[0] for row in found] == ["host.example", "test"]

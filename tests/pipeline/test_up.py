@@ -107,7 +107,7 @@ def test_up_replay_ctrl_c_restart(tmp_path):
         db_url = wait_for_line(log, r"PostgreSQL  (\S+)", up).group(1)
         assert f"nats://127.0.0.1:{port}" in log.read_text()
         # the embedded server takes what the engine takes: clients split their batches below it
-        assert asyncio.run(max_payload(f"nats://127.0.0.1:{port}")) == Config().max_message_bytes
+        assert asyncio.run(max_payload(f"nats://127.0.0.1:{port}")) == Config().nats.max_message_bytes
         assert str(tmp_path / "data") in wait_for_line(log, r"ClickHouse  (\S+)  \(embedded\)", up).group(1)
         api_answers(wait_for_line(log, r"API +(http://\S+)", up).group(1), secret)
         assert servers_of(tmp_path / "data") == {"nats-server", "postgres"}

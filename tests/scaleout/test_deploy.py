@@ -5,7 +5,7 @@ import yaml
 
 from opmas.connectors.kafka.security import KafkaSecurity
 from opmas.cli import build_parser
-from opmas.config import ENV_VARS, load_config
+from opmas.config import load_config, settings as config_settings
 from tests.paths import PROJECT_ROOT
 
 DEPLOY = PROJECT_ROOT / "deploy"
@@ -75,11 +75,11 @@ def test_kafka_security_settings_are_there_with_the_password_in_the_secret():
         set(config["data"])
     assert {"OPMAS_KAFKA_SASL_USERNAME", "OPMAS_KAFKA_SASL_PASSWORD"} <= set(secret["stringData"])
     assert "OPMAS_KAFKA_SASL_PASSWORD" not in config["data"]
-    assert KafkaSecurity.of(load_config(env=settings())).client_kwargs() == {"security_protocol": "PLAINTEXT"}
+    assert KafkaSecurity.of(load_config(env=settings()).kafka).client_kwargs() == {"security_protocol": "PLAINTEXT"}
 
 
 def test_settings_are_known_to_opmas():
-    known = set(ENV_VARS)
+    known = {f.metadata["env"] for _, f in config_settings()}
     env = settings()
     assert env and set(env) <= known, set(env) - known
     hpa = next(d for d in manifests() if d["kind"] == "HorizontalPodAutoscaler")

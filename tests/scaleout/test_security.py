@@ -35,7 +35,7 @@ SASL = {"sasl_mechanism": "SCRAM-SHA-512", "sasl_plain_username": "opmas", "sasl
      SASLCredentials),
 ])
 def test_settings_map_to_client_arguments_and_faust_credentials(env, expected, credentials):
-    security = KafkaSecurity.of(load_config(env=env))
+    security = KafkaSecurity.of(load_config(env=env).kafka)
     kwargs = security.client_kwargs()
     assert {k: type(v) if k == "ssl_context" else v for k, v in kwargs.items()} == expected
     if "ssl_context" in kwargs:

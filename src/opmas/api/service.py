@@ -5,6 +5,7 @@ import asyncio
 import contextlib
 import logging
 import sys
+from dataclasses import replace
 
 import uvicorn
 
@@ -62,9 +63,8 @@ def port_or_free(host: str, port: int) -> int:
 async def up_service(config: Config, stack: Stack, stop: asyncio.Event) -> None:
     """The management API as a service of ``opmas up`` (on the stack's NATS and PostgreSQL; reading
     the stack's embedded chdb archive, or with a client of its own the ClickHouse server)."""
-    settings = ApiSettings.from_env(stack.db_url, stack.nats_url, data_dir=config.data_dir,
-                                    rule_paths=tuple(config.rules), clickhouse_url=config.clickhouse_url)
-    settings.port = port_or_free(settings.host, settings.port)
+    settings = ApiSettings.from_config(config, stack.db_url, stack.nats_url)
+    settings = replace(settings, port=port_or_free(settings.host, settings.port))
     print(f"  API         http://{settings.host}:{settings.port}{API_PREFIX}  (OpenAPI {API_PREFIX}/docs,"
           f" Prometheus /metrics)", file=sys.stderr, flush=True)
     try:

@@ -7,7 +7,6 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from opmas.paths import DEFAULT_DATA_DIR
 
 if TYPE_CHECKING:
     from opmas.agents.sdk import AgentSettings, SecurityAgent
@@ -35,26 +34,31 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def _common(parser: argparse.ArgumentParser, kind: str) -> None:
-    parser.add_argument("--management-url", default=os.environ.get("OPMAS_API_URL", "http://127.0.0.1:8080"),
-                        help="management API (env OPMAS_API_URL)")
-    parser.add_argument("--nats-url", default=os.environ.get("NATS_URL", "nats://127.0.0.1:4222"),
-                        help="NATS (env NATS_URL)")
+    parser.add_argument("--config", type=Path, help="YAML configuration file (the same as opmas up's)")
+    parser.add_argument("--management-url", help="management API (default: agent.api_url, else this machine's "
+                                                 "API from api.host/api.port; env OPMAS_API_URL)")
+    parser.add_argument("--nats-url", help="NATS (default: NATS_URL, else the running opmas up's of the data dir)")
     parser.add_argument("--name", default=f"{kind}@{os.uname().nodename}")
     parser.add_argument("--id", dest="agent_id", help="agent id (default: assigned at registration)")
-    parser.add_argument("--enroll-token", default=os.environ.get("OPMAS_ENROLL_TOKEN"),
-                        help="JWT with agents:register, needed on the first run only (env OPMAS_ENROLL_TOKEN)")
     parser.add_argument("--credentials", type=Path,
-                        help=f"where the agent keeps its credentials (default {DEFAULT_DATA_DIR}/agents/<name>.json)")
-    parser.add_argument("--log-level", default="INFO")
+                        help="where the agent keeps its credentials (default <data dir>/agents/<name>.json)")
+    parser.add_argument("--log-level", help="default: log_level of the configuration")
 
 
 def _settings(args: argparse.Namespace, kind: str) -> AgentSettings:
+    """The agent's settings: the configuration tree (file, environment) under its flags. The
+    enrollment token is read from the configuration (OPMAS_ENROLL_TOKEN), never from a flag:
+    command lines show up in ``ps``."""
     from opmas.agents.sdk import AgentSettings
+    from opmas.config import load_config
 
+    config = load_config(args.config)
+    args.log_level = args.log_level or config.log_level
     safe_name = "".join(c if c.isalnum() or c in "-_." else "_" for c in args.name)
-    return AgentSettings(management_url=args.management_url, nats_url=args.nats_url, name=args.name, type=kind,
-                         agent_id=args.agent_id, enroll_token=args.enroll_token,
-                         credentials_file=args.credentials or DEFAULT_DATA_DIR / "agents" / f"{safe_name}.json")
+    return AgentSettings(management_url=args.management_url or config.client_api_url(),
+                         nats_url=args.nats_url or config.client_nats_url(), name=args.name, type=kind,
+                         agent_id=args.agent_id, enroll_token=config.agent.enroll_token,
+                         credentials_file=args.credentials or config.data_dir / "agents" / f"{safe_name}.json")
 
 
 def _run(agent: SecurityAgent, level: str) -> int:

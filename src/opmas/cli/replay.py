@@ -62,7 +62,7 @@ def replay_command(args: argparse.Namespace) -> int:
     try:
         with Progress(*columns, console=console, transient=True) as progress:
             result = asyncio.run(replay(inputs, url, rate, args.agent, max(1, args.batch), progress,
-                                        args.patience, config.max_message_bytes))
+                                        args.patience, config.nats.max_message_bytes))
     except (OSError, nats.errors.NoServersError) as exc:
         print(f"error: cannot reach NATS at {url}: {exc} (is `opmas up` running?)", file=sys.stderr)
         return 1

@@ -33,9 +33,9 @@ def services() -> list[Service]:
 def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser("up", help="run the pipeline (embedded NATS, PostgreSQL, ClickHouse by default)")
     parser.add_argument("--config", type=Path, help="YAML configuration file")
-    parser.add_argument("--data-dir", type=Path, help="where embedded servers keep their data (default ./data)")
+    parser.add_argument("--data-dir", type=Path, help="where embedded servers keep their data (default: data_dir of the configuration)")
     parser.add_argument("--rules", action="append", type=Path, metavar="PATH",
-                        help="rule files or directories (repeatable; default rules/)")
+                        help="rule files or directories (repeatable; default: the shipped rules)")
     parser.add_argument("--partitions", type=int, help="number of partition processors")
     parser.set_defaults(func=up_command)
 
@@ -48,7 +48,7 @@ def up_command(args: argparse.Namespace) -> int:
 
     try:
         config = load_config(args.config).with_overrides(
-            data_dir=args.data_dir, rules=args.rules, partitions=args.partitions)
+            data_dir=args.data_dir, pipeline={"rules": args.rules, "partitions": args.partitions})
     except ConfigError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
@@ -129,7 +129,7 @@ def _print_where(config: Config, stack: "Stack") -> None:
         f"  NATS        {stack.nats_url}  ({kind['nats' in stack.embedded]}; events on opmas.events.<agent_id>)",
         f"  PostgreSQL  {stack.db_url}  ({kind['postgres' in stack.embedded]})",
         f"  ClickHouse  {stack.archive_location}  ({kind['clickhouse' in stack.embedded]})",
-        f"  rules       {', '.join(map(str, config.rules))}",
+        f"  rules       {', '.join(map(str, config.pipeline.rules))}",
         "  findings on opmas.findings.<severity>, dead letters on opmas.deadletter; Ctrl-C stops",
     ]
     print(redact("\n".join(lines)), file=sys.stderr, flush=True)  # an external URL's password stays out

@@ -38,27 +38,28 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                             help="serve Prometheus metrics on http://0.0.0.0:PORT/metrics")
         if name == "worker":
             parser.add_argument("--rules", action="append", type=Path, metavar="PATH",
-                                help="rule files or directories (repeatable; default rules/)")
+                                help="rule files or directories (repeatable; default: the shipped rules)")
         parser.set_defaults(func=func)
 
 
 def _config(args: argparse.Namespace, needs: tuple[str, ...]) -> tuple[Config, KafkaSecurity] | None:
     """The configuration with the command's flags and its Kafka security, logging set up, metrics
-    served on ``--metrics-port``; None (error printed) where it is invalid or lacks a server URL in
-    ``needs``."""
+    served on ``--metrics-port``; None (error printed) where it is invalid or lacks a server URL whose
+    environment variable is in ``needs``."""
     from opmas.connectors.kafka.security import KafkaSecurity
     from opmas import metrics
     from opmas.config import ConfigError, load_config
     from opmas.logs import setup_logging
 
-    env_names = {"kafka_url": "OPMAS_KAFKA_URL", "nats_url": "NATS_URL", "db_url": "OPMAS_DB_URL"}
     try:
         config = load_config(args.config).with_overrides(
-            kafka_url=args.kafka_url, partitions=args.partitions, rules=getattr(args, "rules", None))
-        missing = [env_names[name] for name in needs if not getattr(config, name)]
+            kafka={"url": args.kafka_url},
+            pipeline={"partitions": args.partitions, "rules": getattr(args, "rules", None)})
+        missing = [env for env, url in (("OPMAS_KAFKA_URL", config.kafka.url), ("NATS_URL", config.nats.url),
+                                        ("OPMAS_DB_URL", config.postgres.url)) if env in needs and not url]
         if missing:
             raise ConfigError(f"{args.command} needs {', '.join(missing)} (environment or config file)")
-        security = KafkaSecurity.of(config)
+        security = KafkaSecurity.of(config.kafka)
     except ConfigError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return None
@@ -76,25 +77,25 @@ def worker_command(args: argparse.Namespace) -> int:
     from opmas.runtime.faust_worker import WorkerRuntime, WorkerSettings
     from opmas.runtime.rules import RuleFiles
 
-    loaded = _config(args, ("kafka_url", "nats_url", "db_url"))
+    loaded = _config(args, ("OPMAS_KAFKA_URL", "NATS_URL", "OPMAS_DB_URL"))
     if loaded is None:
         return 2
     config, security = loaded
     loop = asyncio.new_event_loop()
     asyncio.set_event_loop(loop)
     try:
-        loop.run_until_complete(ensure_topic(config.kafka_url, config.kafka_topic, config.partitions,
-                                             config.kafka_replication, security))
+        loop.run_until_complete(ensure_topic(config.kafka.url, config.kafka.topic, config.pipeline.partitions,
+                                             config.kafka.replication, security))
     except TopicLayoutError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     settings = WorkerSettings(
-        kafka_url=config.kafka_url, topic=config.kafka_topic, partitions=config.partitions,
-        partition_key=config.partition_key, nats_url=config.nats_url, db_url=config.db_url,
-        batch_size=config.batch_size, batch_wait=config.batch_wait, max_future=config.max_future,
-        session_timeout=config.kafka_session_timeout, replication=config.kafka_replication,
-        retry_max_delay=config.retry_max_delay, security=security)
-    runtime = WorkerRuntime(settings, RuleFiles(tuple(config.rules), tuple(config.mappings), config.db_url, config.lateness))
+        kafka_url=config.kafka.url, topic=config.kafka.topic, partitions=config.pipeline.partitions,
+        partition_key=config.pipeline.partition_key, nats_url=config.nats.url, db_url=config.postgres.url,
+        batch_size=config.pipeline.batch_size, batch_wait=config.pipeline.batch_wait, max_future=config.pipeline.max_future,
+        session_timeout=config.kafka.session_timeout, replication=config.kafka.replication,
+        retry_max_delay=config.pipeline.retry_max_delay, security=security)
+    runtime = WorkerRuntime(settings, RuleFiles(tuple(config.pipeline.rules), tuple(config.pipeline.mappings), config.postgres.url, config.pipeline.lateness))
     worker = faust.Worker(runtime.app, loop=loop, loglevel=config.log_level, quiet=True,
                           redirect_stdouts=False, logging_config=_json_logging(config.log_level))
     worker.execute_from_commandline()  # runs until SIGINT/SIGTERM, then exits the process
@@ -115,7 +116,7 @@ def _json_logging(level: str) -> dict:
 def bridge_command(args: argparse.Namespace) -> int:
     import asyncio
 
-    loaded = _config(args, ("kafka_url", "nats_url"))
+    loaded = _config(args, ("OPMAS_KAFKA_URL", "NATS_URL"))
     return 2 if loaded is None else asyncio.run(_run_bridge(*loaded))
 
 
@@ -127,19 +128,19 @@ async def _run_bridge(config: Config, security: KafkaSecurity) -> int:
     from opmas.connectors.nats.subjects import ensure_streams
 
     try:
-        await ensure_topic(config.kafka_url, config.kafka_topic, config.partitions, config.kafka_replication,
+        await ensure_topic(config.kafka.url, config.kafka.topic, config.pipeline.partitions, config.kafka.replication,
                            security)
     except TopicLayoutError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    nc = await nats.connect(config.nats_url, max_reconnect_attempts=-1, reconnect_time_wait=0.5,
+    nc = await nats.connect(config.nats.url, max_reconnect_attempts=-1, reconnect_time_wait=0.5,
                             name="opmas-bridge")
     try:
         js = nc.jetstream()
-        await ensure_streams(js, config.stream_max_age, config.stream_max_bytes)
-        bridge = Bridge(js, config.kafka_url, config.kafka_topic, config.partitions, config.partition_key,
-                        config.max_message_bytes, config.batch_size, config.batch_wait,
-                        config.retry_max_delay, security=security)
+        await ensure_streams(js, config.nats.stream_max_age, config.nats.stream_max_bytes)
+        bridge = Bridge(js, config.kafka.url, config.kafka.topic, config.pipeline.partitions, config.pipeline.partition_key,
+                        config.nats.max_message_bytes, config.pipeline.batch_size, config.pipeline.batch_wait,
+                        config.pipeline.retry_max_delay, security=security)
         return await _until_signal(bridge.run, bridge.abort)
     finally:
         await nc.drain() if nc.is_connected else await nc.close()
@@ -148,7 +149,7 @@ async def _run_bridge(config: Config, security: KafkaSecurity) -> int:
 def archiver_command(args: argparse.Namespace) -> int:
     import asyncio
 
-    loaded = _config(args, ("kafka_url",))
+    loaded = _config(args, ("OPMAS_KAFKA_URL",))
     return 2 if loaded is None else asyncio.run(_run_archiver(*loaded))
 
 
@@ -160,12 +161,12 @@ async def _run_archiver(config: Config, security: KafkaSecurity) -> int:
     from opmas.core.ruleset import load_ruleset
     from opmas.runtime.rules import log_errors
 
-    no_rules, errors = load_ruleset([], list(config.mappings))  # the mappings: event times as workers read them
+    no_rules, errors = load_ruleset([], list(config.pipeline.mappings))  # the mappings: event times as workers read them
     log_errors(errors, "startup")
-    archive = Archive(await asyncio.to_thread(connect, config.clickhouse_url, config.clickhouse_dir))
+    archive = Archive(await asyncio.to_thread(connect, config.clickhouse.url, config.clickhouse_dir))
     try:
-        archiver = Archiver(archive, config.kafka_url, config.kafka_topic, no_rules.mappings,
-                            max(config.batch_size, 5000), config.kafka_session_timeout, config.retry_max_delay,
+        archiver = Archiver(archive, config.kafka.url, config.kafka.topic, no_rules.mappings,
+                            max(config.pipeline.batch_size, 5000), config.kafka.session_timeout, config.pipeline.retry_max_delay,
                             security=security)
         return await _until_signal(archiver.run, archiver.abort)
     finally:

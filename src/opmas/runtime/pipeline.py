@@ -88,7 +88,7 @@ class Pipeline:
         self.nats_url = nats_url
         self.pg = PostgresSink(db_url)
         self.archive = archive
-        self.rules = RuleFiles(tuple(config.rules), tuple(config.mappings), db_url, config.lateness)
+        self.rules = RuleFiles(tuple(config.pipeline.rules), tuple(config.pipeline.mappings), db_url, config.pipeline.lateness)
         self.stats = PipelineStats()
         self.abort = abort or asyncio.Event()
         self.ready = asyncio.Event()
@@ -102,19 +102,19 @@ class Pipeline:
 
     async def run(self, stop: asyncio.Event) -> None:
         cfg = self.config
-        self.nc = await connect(self.nats_url, f"opmas-engine:{cfg.consumer}", persistent=True)
+        self.nc = await connect(self.nats_url, f"opmas-engine:{cfg.pipeline.consumer}", persistent=True)
         self.js = self.nc.jetstream()
         tasks: list[asyncio.Task] = []
         try:
-            await ensure_streams(self.js, cfg.stream_max_age, cfg.stream_max_bytes)
-            await retry(self.pg.migrate, "postgres", PG_ERRORS, cfg.retry_max_delay, self.abort)
-            pending = await announce_pending(self.pg, self.js, cfg.retry_max_delay, self.abort)
+            await ensure_streams(self.js, cfg.nats.stream_max_age, cfg.nats.stream_max_bytes)
+            await retry(self.pg.migrate, "postgres", PG_ERRORS, cfg.pipeline.retry_max_delay, self.abort)
+            pending = await announce_pending(self.pg, self.js, cfg.pipeline.retry_max_delay, self.abort)
             if pending:
                 log.info("announced findings a stop left stored but unannounced", extra={"findings": pending})
-            checkpoint = await retry(lambda: self.pg.load_checkpoint(cfg.consumer), "postgres", PG_ERRORS,
-                                     cfg.retry_max_delay, self.abort)
+            checkpoint = await retry(lambda: self.pg.load_checkpoint(cfg.pipeline.consumer), "postgres", PG_ERRORS,
+                                     cfg.pipeline.retry_max_delay, self.abort)
             await retry(lambda: asyncio.to_thread(self.archive.ensure_table), "clickhouse", CH_ERRORS,
-                        cfg.retry_max_delay, self.abort)
+                        cfg.pipeline.retry_max_delay, self.abort)
             sources, ruleset, errors = await asyncio.to_thread(self.rules.load)
             log_errors(errors, "startup")
             last_seq = (await self.js.stream_info(EVENTS_STREAM)).state.last_seq
@@ -122,7 +122,7 @@ class Pipeline:
                 log.warning("checkpoint is ahead of the events stream (was the stream recreated?): "
                             "starting from the stream's beginning with empty state",
                             extra={"checkpoint_seq": checkpoint.seq, "stream_last_seq": last_seq})
-                checkpoint = Checkpoint(cfg.consumer, 0, {}, {})
+                checkpoint = Checkpoint(cfg.pipeline.consumer, 0, {}, {})
             state: dict[str, Any] = {}
             if checkpoint is not None and checkpoint.seq:
                 if checkpoint.layout == self._layout():
@@ -131,24 +131,24 @@ class Pipeline:
                     log.warning("checkpoint layout differs from the configuration: starting with empty state",
                                 extra={"checkpoint_layout": checkpoint.layout, "layout": self._layout()})
             self._set_stage(ruleset, state.get("correlation"))
-            self.pool = EvaluatorPool(cfg.partitions, cfg.partition_key, cfg.workers, sources, cfg.mappings,
-                                      cfg.lateness, state.get("partitions"), cfg.max_message_bytes,
-                                      cfg.max_future)
+            self.pool = EvaluatorPool(cfg.pipeline.partitions, cfg.pipeline.partition_key, cfg.pipeline.workers, sources, cfg.pipeline.mappings,
+                                      cfg.pipeline.lateness, state.get("partitions"), cfg.nats.max_message_bytes,
+                                      cfg.pipeline.max_future)
             await self.pool.start()
             self.rule_count = len(ruleset.rules)
             metrics.RULES_LOADED.set(self.rule_count)
-            self.source = JetStreamSource(self.js, cfg.consumer)
+            self.source = JetStreamSource(self.js, cfg.pipeline.consumer)
             after = await self.source.start(checkpoint.seq if checkpoint else None)
             self.stats.acked_seq = after
             await self.nc.subscribe(RELOAD_SUBJECT, cb=self._on_reload)
             log.info("engine started", extra={
-                "rules": len(ruleset.rules), "rule_errors": len(errors), "partitions": cfg.partitions,
-                "workers": cfg.workers,
-                "partition_key": cfg.partition_key, "resume_after_seq": after,
+                "rules": len(ruleset.rules), "rule_errors": len(errors), "partitions": cfg.pipeline.partitions,
+                "workers": cfg.pipeline.workers,
+                "partition_key": cfg.pipeline.partition_key, "resume_after_seq": after,
                 "state_restored": bool(state)})
             queue: asyncio.Queue[Batch | None] = asyncio.Queue(maxsize=2)
             tasks = [asyncio.create_task(self._gauges(stop))]
-            if cfg.watch_rules:
+            if cfg.pipeline.watch_rules:
                 tasks.append(asyncio.create_task(self._watch_rules(stop)))
             writer = asyncio.create_task(self._write(queue))
             self.ready.set()
@@ -174,8 +174,8 @@ class Pipeline:
         last_checkpoint = time.monotonic()
         while not stop.is_set() and not writer.done():
             try:
-                messages = await retry(lambda: self.source.fetch(cfg.batch_size, cfg.batch_wait), "nats-fetch",
-                                       NATS_ERRORS, cfg.retry_max_delay, stop)
+                messages = await retry(lambda: self.source.fetch(cfg.pipeline.batch_size, cfg.pipeline.batch_wait), "nats-fetch",
+                                       NATS_ERRORS, cfg.pipeline.retry_max_delay, stop)
             except NATS_ERRORS:
                 if stop.is_set():  # stopping while NATS is away: nothing fetched, nothing to lose
                     break
@@ -188,7 +188,7 @@ class Pipeline:
             async with self._lock:
                 result = await self.pool.evaluate(messages)
                 self._correlate(result)
-                if time.monotonic() - last_checkpoint >= cfg.checkpoint_interval:
+                if time.monotonic() - last_checkpoint >= cfg.pipeline.checkpoint_interval:
                     checkpoint = await self._checkpoint(messages[-1].seq)
                     last_checkpoint = time.monotonic()
             await _put(queue, Batch(messages[-1], [m.time for m in messages], result, checkpoint), writer)
@@ -222,18 +222,18 @@ class Pipeline:
         if cset is None:
             self.stage = None
         elif self.stage is None:
-            self.stage = CorrelationStage(cset, state, self.config.partition_idle)
+            self.stage = CorrelationStage(cset, state, self.config.pipeline.partition_idle)
         else:
             self.stage.replace(cset)
 
     def _layout(self) -> dict[str, Any]:
         cfg = self.config
-        return {"partitions": cfg.partitions, "key": cfg.partition_key, "state": STATE_FORMAT}
+        return {"partitions": cfg.pipeline.partitions, "key": cfg.pipeline.partition_key, "state": STATE_FORMAT}
 
     async def _checkpoint(self, seq: int) -> Checkpoint:
         state = {"partitions": await self.pool.snapshot(),
                  "correlation": self.stage.snapshot() if self.stage is not None else None}
-        return Checkpoint(self.config.consumer, seq, self._layout(), state)
+        return Checkpoint(self.config.pipeline.consumer, seq, self._layout(), state)
 
     # -- writer: sinks, then ack ---------------------------------------------------------------
 
@@ -248,20 +248,20 @@ class Pipeline:
         writes = []
         if block:
             writes.append(retry(lambda: asyncio.to_thread(self.archive.insert_block, block),
-                                "clickhouse", CH_ERRORS, cfg.retry_max_delay, self.abort))
+                                "clickhouse", CH_ERRORS, cfg.pipeline.retry_max_delay, self.abort))
         if result.dead:
             writes.append(retry(lambda: publish_dead_letters(self.js, result.dead),
-                                "nats-deadletter", NATS_ERRORS, cfg.retry_max_delay, self.abort))
+                                "nats-deadletter", NATS_ERRORS, cfg.pipeline.retry_max_delay, self.abort))
         await asyncio.gather(*writes)
         # PostgreSQL last: its transaction carries the checkpoint, which must only cover
         # batches that every other sink already holds. Then the findings it stored for the
         # first time are announced (a crash in between: at the next start).
         refused, new = await write_postgres(self.pg, self.js, result.findings, result.referenced,
-                                            batch.checkpoint, cfg.retry_max_delay, self.abort)
+                                            batch.checkpoint, cfg.pipeline.retry_max_delay, self.abort)
         result.dead.extend(refused)
-        await announce(self.pg, self.js, new, cfg.retry_max_delay, self.abort)
+        await announce(self.pg, self.js, new, cfg.pipeline.retry_max_delay, self.abort)
         if batch.last is not None:
-            await retry(lambda: self.source.ack(batch.last), "nats-ack", NATS_ERRORS, cfg.retry_max_delay,
+            await retry(lambda: self.source.ack(batch.last), "nats-ack", NATS_ERRORS, cfg.pipeline.retry_max_delay,
                         self.abort)
             self.stats.acked_seq = batch.last.seq
         self._account(batch, new)
@@ -299,7 +299,7 @@ class Pipeline:
             log_errors(fatal, "reload refused, the running rule set stays")
             return {"ok": False, "errors": [str(e) for e in fatal], "rules": self.rule_count}
         async with self._lock:
-            await self.pool.replace_rules(sources, self.config.mappings, self.config.lateness)
+            await self.pool.replace_rules(sources, self.config.pipeline.mappings, self.config.pipeline.lateness)
             self._set_stage(ruleset, None)
         metrics.RULE_RELOADS.labels("applied").inc()
         self.rule_count = len(ruleset.rules)
@@ -317,7 +317,7 @@ class Pipeline:
             await msg.respond(orjson.dumps(result))
 
     async def _watch_rules(self, stop: asyncio.Event) -> None:
-        paths = [p for p in self.config.rules if p.exists()]
+        paths = [p for p in self.config.pipeline.rules if p.exists()]
         if not paths:
             return
         watching = asyncio.Event()  # awatch sets its stop event when it ends: not ``stop``, which outlives this run

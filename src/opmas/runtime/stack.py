@@ -46,10 +46,10 @@ def start_stack(config: Config) -> Stack:
     embedded: list[str] = []
     servers: dict[str, Server] = {}
     try:
-        nats_url = config.nats_url
+        nats_url = config.nats.url
         if not nats_url:
-            nats = start_nats(config.nats_dir, port=config.nats_port, log_file=config.data_dir / "nats.log",
-                              max_payload=min(config.max_message_bytes, NATS_PAYLOAD_LIMIT))
+            nats = start_nats(config.nats_dir, port=config.nats.port, log_file=config.data_dir / "nats.log",
+                              max_payload=min(config.nats.max_message_bytes, NATS_PAYLOAD_LIMIT))
             stops.append(nats.stop)
             servers["nats"] = nats
             url_file = config.nats_url_file
@@ -57,16 +57,16 @@ def start_stack(config: Config) -> Stack:
             stops.append(lambda: url_file.unlink(missing_ok=True))
             embedded.append("nats")
             nats_url = nats.url
-        db_url = config.db_url
+        db_url = config.postgres.url
         if not db_url:
             postgres = start_postgres(config.postgres_dir)
             stops.append(postgres.stop)
             servers["postgres"] = postgres
             embedded.append("postgres")
             db_url = postgres.url
-        archive = Archive(connect(config.clickhouse_url, config.clickhouse_dir))
-        location = config.clickhouse_url or f"chdb://{config.clickhouse_dir}"
-        if not config.clickhouse_url:
+        archive = Archive(connect(config.clickhouse.url, config.clickhouse_dir))
+        location = config.clickhouse.url or f"chdb://{config.clickhouse_dir}"
+        if not config.clickhouse.url:
             embedded.append("clickhouse")
         # PostgreSQL run as another user (as root) has just opened the data dir to it: search only
         make_private(config.data_dir, traversable="postgres" in servers and servers["postgres"].user is not None)

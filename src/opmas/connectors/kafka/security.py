@@ -9,7 +9,7 @@ from typing import Any
 from aiokafka.helpers import create_ssl_context
 from faust.auth import Credentials, SASLCredentials, SSLCredentials
 
-from opmas.config import Config, ConfigError
+from opmas.config import ConfigError, KafkaConfig
 
 PROTOCOLS = ("PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL")
 MECHANISMS = ("PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512")
@@ -28,9 +28,9 @@ class KafkaSecurity:
     ssl_context: ssl.SSLContext | None = field(default=None, init=False, repr=False, compare=False)
 
     @classmethod
-    def of(cls, config: Config) -> KafkaSecurity:
-        return cls(config.kafka_security_protocol, config.kafka_sasl_mechanism, config.kafka_sasl_username,
-                   config.kafka_sasl_password, config.kafka_ssl_cafile)
+    def of(cls, kafka: KafkaConfig) -> KafkaSecurity:
+        return cls(kafka.security_protocol, kafka.sasl_mechanism, kafka.sasl_username, kafka.sasl_password,
+                   kafka.ssl_cafile)
 
     def __post_init__(self) -> None:
         problem = self._problem()
