@@ -32,8 +32,8 @@ import psycopg
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from benchmarks.generate import generate
-from opmas.connectors.kafka.bridge import DURABLE
-from opmas.connectors.kafka.tansu import TansuBroker, start_tansu
+from opmas.runtime.bridge import DURABLE
+from opmas.runtime.tansu import TansuBroker, start_tansu
 from opmas.connectors.nats.subjects import EVENTS_STREAM, ensure_streams, events_subject
 from opmas.connectors.postgres.migrations import migrate
 from opmas.runtime.embedded import start_nats, start_postgres

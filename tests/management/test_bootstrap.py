@@ -12,7 +12,7 @@ import httpx
 from opmas.api.bootstrap import admin_secret_path, deliver_admin_secret
 from opmas.api.settings import ApiSettings
 from opmas.config import load_config
-from opmas.api.rule_store import stored_rule_sources
+from opmas.connectors.postgres.rule_store import stored_rule_sources
 from opmas.runtime.embedded import start_postgres
 from opmas.logs import JsonFormatter
 from tests.apiserver import ApiServer, api_settings

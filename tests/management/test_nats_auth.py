@@ -12,7 +12,7 @@ import psycopg
 import pytest
 from nats.errors import NoServersError
 
-from opmas.agents.subjects import inbox_prefix
+from opmas.connectors.nats.subjects import inbox_prefix
 from opmas.connectors.nats.client import settle
 from opmas.api.nats_auth import SERVICE_USER, authorization_from_db
 from opmas.runtime.embedded import free_port, wait_for_port

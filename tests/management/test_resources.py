@@ -14,7 +14,7 @@ from psycopg.types.json import Jsonb
 
 from opmas.connectors.nats.client import settle
 from opmas.connectors.nats.subjects import RELOAD_SUBJECT, ensure_streams
-from opmas.api.rule_store import stored_rule_sources
+from opmas.connectors.postgres.rule_store import stored_rule_sources
 from opmas.runtime.rules import RuleFiles
 from opmas.connectors.nats.client import settle
 

@@ -30,7 +30,14 @@ async def _subscribed(url: str) -> tuple[nats.NATS, list[dict]]:
     return nc, seen
 
 
-async def test_a_replayed_log_announces_its_findings_once(config, archive, rules_dir, caplog):
+def _file_ids(path) -> list[str]:
+    return [orjson.loads(line)["id"] for line in path.read_bytes().splitlines()]
+
+
+async def test_a_replayed_log_announces_its_findings_once(config, archive, rules_dir, caplog, tmp_path):
+    """On NATS, in the log, and in a configured file sink (``--sink file:PATH``)."""
+    findings_file = tmp_path / "findings.jsonl"
+    config = config.with_overrides(sinks=[f"file:{findings_file}"])
     objects = sample_objects()
     expected = expected_findings(objects, rules_dir, lambda o: agent_of(o, None), config.pipeline.partitions,
                                  config.pipeline.partition_key)
@@ -45,12 +52,16 @@ async def test_a_replayed_log_announces_its_findings_once(config, archive, rules
     await nc.flush()
     await nc.close()
     assert sorted(f["id"] for f in seen) == sorted(expected)  # published once each
+    assert sorted(_file_ids(findings_file)) == sorted(expected)  # written once each
     logged = [r.finding_id for r in caplog.records if r.getMessage() == "finding"]
     assert sorted(logged) == sorted(expected)
 
 
-async def test_findings_a_stop_left_unannounced_are_announced_at_start(config, archive):
-    """The state a kill between PostgreSQL's commit and the publish leaves: stored, in the outbox."""
+async def test_findings_a_stop_left_unannounced_are_announced_at_start(config, archive, tmp_path):
+    """The state a kill between PostgreSQL's commit and the publish leaves: stored, in the outbox.
+    Every sink gets them: NATS and a file sink."""
+    findings_file = tmp_path / "findings.jsonl"
+    config = config.with_overrides(sinks=[f"file:{findings_file}"])
     sink = PostgresSink(config.postgres.url)
     await sink.migrate()
     findings = [Finding(id=finding_id("left", [f"e{n}"]), rule_id="left", rule_title="Left", severity="high",
@@ -64,6 +75,7 @@ async def test_findings_a_stop_left_unannounced_are_announced_at_start(config, a
         await wait_until(lambda: len(seen) >= 3, 30, "the left findings on NATS")
     await nc.close()
     assert sorted(f["id"] for f in seen) == sorted(f.id for f in findings)
+    assert sorted(_file_ids(findings_file)) == sorted(f.id for f in findings)
     assert [f["details"] for f in sorted(seen, key=lambda f: f["details"]["n"])] == [{"n": n} for n in range(3)]
     sink = PostgresSink(config.postgres.url)
     assert await sink.unannounced() == []

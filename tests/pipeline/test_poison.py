@@ -16,7 +16,7 @@ from opmas.connectors.nats.subjects import (DEADLETTER_STREAM, DEADLETTER_SUBJEC
                                       ensure_streams)
 from opmas.connectors.records import FindingRecord
 from opmas.core.finding import Finding
-from opmas.runtime.outputs import NATS_ERRORS
+from opmas.connectors.nats.client import NATS_ERRORS
 from opmas.runtime.retry import retry, retryable
 
 POISON = bytes(range(0x80, 0x100)) * (900_000 // 128) + bytes(range(0x80, 0x80 + 900_000 % 128))

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from opmas.connectors.kafka.tansu import TansuBroker, start_tansu
+from opmas.runtime.tansu import TansuBroker, start_tansu
 from tests.paths import PROJECT_ROOT
 
 PARTITIONS = 4

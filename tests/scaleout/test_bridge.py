@@ -6,7 +6,7 @@ import asyncio
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
-from opmas.connectors.kafka.bridge import produce_in_order
+from opmas.runtime.bridge import produce_in_order
 from opmas.connectors.kafka.topics import ensure_topic
 
 

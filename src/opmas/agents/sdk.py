@@ -35,8 +35,7 @@ import nats
 import orjson
 
 from opmas.agents.config import config_errors
-from opmas.agents.subjects import control_subject, inbox_prefix, status_subject
-from opmas.connectors.nats.subjects import events_subject
+from opmas.connectors.nats.subjects import control_subject, events_subject, inbox_prefix, status_subject
 from opmas.core.event import format_time, parse_time
 
 log = logging.getLogger("opmas.agent")

@@ -25,7 +25,7 @@ from opmas.api.event_archive import EventArchive
 from opmas.api.limits import BodyLimit, TokenGuard
 from opmas.api.liveness import LivenessMonitor
 from opmas.api.metrics import API_LATENCY, API_REQUESTS
-from opmas.api.rule_store import file_rule_rows, sync_file_rules
+from opmas.connectors.postgres.rule_store import file_rule_rows, sync_file_rules
 from opmas.api.routes import agents, auth, events, findings, health, metrics, rules, ws
 from opmas.api.settings import ApiSettings
 from opmas.api.state import ApiState

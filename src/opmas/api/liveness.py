@@ -14,7 +14,7 @@ import orjson
 from nats.aio.msg import Msg
 from psycopg.types.json import Jsonb
 
-from opmas.agents.subjects import status_subject
+from opmas.connectors.nats.subjects import status_subject
 from opmas.api.db import fetch_all, fetch_one
 from opmas.api.metrics import AGENT_HEARTBEATS
 from opmas.api.routes.agents import AGENT_COLUMNS, agent_state_message

@@ -14,8 +14,7 @@ from dataclasses import dataclass
 
 import psycopg
 
-from opmas.agents.subjects import control_subject, inbox_prefix, status_subject
-from opmas.connectors.nats.subjects import events_subject
+from opmas.connectors.nats.subjects import control_subject, events_subject, inbox_prefix, status_subject
 from opmas.api.auth import hash_secret
 
 SERVICE_USER = "opmas"

@@ -37,6 +37,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--rules", action="append", type=Path, metavar="PATH",
                         help="rule files or directories (repeatable; default: the shipped rules)")
     parser.add_argument("--partitions", type=int, help="number of partition processors")
+    parser.add_argument("--sink", action="append", metavar="NAME:TARGET",
+                        help="repeatable: also announce findings here, e.g. file:findings.jsonl (default: sinks of "
+                             "the configuration)")
     parser.set_defaults(func=up_command)
 
 
@@ -44,12 +47,16 @@ def up_command(args: argparse.Namespace) -> int:
     import asyncio
 
     from opmas.config import ConfigError, load_config
+    from opmas.connectors.sinks import SinkError, build_sinks
     from opmas.logs import setup_logging
 
     try:
         config = load_config(args.config).with_overrides(
-            data_dir=args.data_dir, pipeline={"rules": args.rules, "partitions": args.partitions})
-    except ConfigError as exc:
+            data_dir=args.data_dir, sinks=args.sink, pipeline={"rules": args.rules, "partitions": args.partitions})
+        for sink in build_sinks(config.sinks):  # a sink that cannot open is an error now, not a crash loop
+            asyncio.run(sink.open())
+            asyncio.run(sink.close())
+    except (ConfigError, SinkError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     setup_logging(config.log_level)

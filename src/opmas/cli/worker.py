@@ -94,7 +94,7 @@ def worker_command(args: argparse.Namespace) -> int:
         partition_key=config.pipeline.partition_key, nats_url=config.nats.url, db_url=config.postgres.url,
         batch_size=config.pipeline.batch_size, batch_wait=config.pipeline.batch_wait, max_future=config.pipeline.max_future,
         session_timeout=config.kafka.session_timeout, replication=config.kafka.replication,
-        retry_max_delay=config.pipeline.retry_max_delay, security=security)
+        retry_max_delay=config.pipeline.retry_max_delay, security=security, sinks=config.sinks)
     runtime = WorkerRuntime(settings, RuleFiles(tuple(config.pipeline.rules), tuple(config.pipeline.mappings), config.postgres.url, config.pipeline.lateness))
     worker = faust.Worker(runtime.app, loop=loop, loglevel=config.log_level, quiet=True,
                           redirect_stdouts=False, logging_config=_json_logging(config.log_level))
@@ -123,7 +123,7 @@ def bridge_command(args: argparse.Namespace) -> int:
 async def _run_bridge(config: Config, security: KafkaSecurity) -> int:
     import nats
 
-    from opmas.connectors.kafka.bridge import Bridge
+    from opmas.runtime.bridge import Bridge
     from opmas.connectors.kafka.topics import TopicLayoutError, ensure_topic
     from opmas.connectors.nats.subjects import ensure_streams
 
@@ -157,7 +157,7 @@ async def _run_archiver(config: Config, security: KafkaSecurity) -> int:
     import asyncio
 
     from opmas.connectors.clickhouse.archive import Archive, connect
-    from opmas.connectors.kafka.archiver import Archiver
+    from opmas.runtime.archiver import Archiver
     from opmas.core.ruleset import load_ruleset
     from opmas.runtime.rules import log_errors
 

@@ -23,7 +23,7 @@ from the changelog (or a standby copy) and continues its correlation windows; th
 events it replays produce the same finding ids, which both sinks drop.
 
 Raw events are not archived here: ``opmas archiver`` consumes the same topic (see
-connectors/kafka/archiver.py).
+runtime/archiver.py).
 """
 from __future__ import annotations
 
@@ -49,9 +49,11 @@ from faust.types import EventT
 
 from opmas.connectors.kafka.records import decode
 from opmas.connectors.kafka.security import KafkaSecurity
-from opmas.connectors.nats.publishers import DeadLetter, publish_dead_letters
+from opmas.connectors.nats.client import NATS_ERRORS
+from opmas.connectors.nats.publishers import DeadLetter, NatsFindingSink, publish_dead_letters
 from opmas.connectors.nats.subjects import RELOAD_SUBJECT, ensure_streams
-from opmas.connectors.postgres.sink import PostgresSink
+from opmas.connectors.postgres.sink import PG_ERRORS, PostgresSink
+from opmas.connectors.sinks import FindingSink, build_sinks
 from opmas.connectors.records import EventRecord, FindingRecord
 from opmas.core.correlation import DEFAULT_MAX_FUTURE
 from opmas.core.event import Event
@@ -60,8 +62,7 @@ from opmas.core.processor import Processor
 from opmas.core.ruleset import RuleSet
 from opmas import metrics
 from opmas.runtime.gc_tuning import tune_gc_for_rules
-from opmas.runtime.outputs import (NATS_ERRORS, PG_ERRORS, announce, announce_pending, report_dead_letters,
-                                   report_findings, write_postgres)
+from opmas.runtime.outputs import announce, announce_pending, report_dead_letters, report_findings, write_postgres
 from opmas.runtime.retry import retry
 from opmas.runtime.rules import RuleFiles, blocking_errors, log_errors, warn_split_correlations
 from opmas.runtime.streaming import process_streamed
@@ -97,6 +98,7 @@ class WorkerSettings:
     retry_max_delay: float = 10.0
     app_id: str = APP_ID
     security: KafkaSecurity = KafkaSecurity()
+    sinks: tuple[str, ...] = ()  # finding sinks besides NATS (NAME:TARGET, connectors/sinks.py)
 
 
 def encode_checkpoint(checkpoint: dict[str, Any]) -> bytes:
@@ -273,6 +275,7 @@ class WorkerRuntime:
         self.exported: dict[int, dict[str, int]] = {}  # per partition: the counters last exported (metrics)
         self.pg = PostgresSink(settings.db_url)
         self.sweeper = PostgresSink(settings.db_url)  # its own connection: the sweep runs beside batches
+        self.sinks: list[FindingSink] = []  # NATS findings, then settings.sinks (from start())
         self.abort = asyncio.Event()
         self._started = False
         self._start_lock = asyncio.Lock()
@@ -321,7 +324,7 @@ class WorkerRuntime:
         async def announce_left() -> None:
             """Findings a worker that died stored but did not announce (its partitions moved here)."""
             if self._started:
-                await announce_pending(self.sweeper, self.js, s.retry_max_delay, self.abort, ANNOUNCE_SWEEP)
+                await announce_pending(self.sweeper, self.sinks, s.retry_max_delay, self.abort, ANNOUNCE_SWEEP)
 
         @app.on_partitions_revoked.connect
         async def on_revoked(app_: faust.App, revoked: set, **_: Any) -> None:
@@ -342,9 +345,12 @@ class WorkerRuntime:
             self.nc = await nats.connect(s.nats_url, max_reconnect_attempts=-1, reconnect_time_wait=0.5,
                                          name=f"opmas-worker:{os.getpid()}")
             self.js = self.nc.jetstream()
+            self.sinks = [NatsFindingSink(self.js), *build_sinks(s.sinks)]
+            for sink in self.sinks:
+                await sink.open()
             await retry(lambda: ensure_streams(self.js), "nats", NATS_ERRORS, s.retry_max_delay, self.abort)
             await retry(self.pg.migrate, "postgres", PG_ERRORS, s.retry_max_delay, self.abort)
-            await announce_pending(self.pg, self.js, s.retry_max_delay, self.abort)
+            await announce_pending(self.pg, self.sinks, s.retry_max_delay, self.abort)
             _, self.ruleset, errors = await asyncio.to_thread(self.rules.load)
             tune_gc_for_rules()
             log_errors(errors, "startup")
@@ -442,7 +448,7 @@ class WorkerRuntime:
         if findings:
             refused, new = await write_postgres(self.pg, self.js, findings, referenced, None, s.retry_max_delay,
                                                 self.abort)
-            await announce(self.pg, self.js, new, s.retry_max_delay, self.abort)
+            await announce(self.pg, self.sinks, new, s.retry_max_delay, self.abort)
         if dead:
             await retry(lambda: publish_dead_letters(self.js, dead), "nats-deadletter", NATS_ERRORS,
                         s.retry_max_delay, self.abort)

@@ -1,6 +1,7 @@
 """What both streaming runtimes (pipeline.py, faust_worker.py) do with a batch's output once it
 is evaluated: PostgreSQL writes whose refused rows become dead letters; findings announced on NATS
-once, when PostgreSQL first stores them (the outbox, connectors/postgres/sink.py); the finding logs."""
+once, when PostgreSQL first stores them (the outbox, connectors/postgres/sink.py), to every finding
+sink (connectors/sinks.py); the finding logs."""
 from __future__ import annotations
 
 import asyncio
@@ -8,20 +9,17 @@ import logging
 from collections import Counter
 from collections.abc import Sequence
 
-import nats.errors
-import nats.js.errors
-import psycopg
 from nats.js import JetStreamContext
 
-from opmas.connectors.nats.publishers import DeadLetter, publish_dead_letters, publish_findings
+from opmas.connectors.nats.client import NATS_ERRORS
+from opmas.connectors.nats.publishers import DeadLetter, publish_dead_letters
 from opmas.connectors.nats.subjects import events_subject, findings_subject
-from opmas.connectors.postgres.sink import Checkpoint, PostgresSink, Rejected
+from opmas.connectors.postgres.sink import PG_ERRORS, Checkpoint, PostgresSink, Rejected
 from opmas.connectors.records import EventRecord, FindingRecord
+from opmas.connectors.sinks import FindingSink
 from opmas import metrics
 from opmas.runtime.retry import retry
 
-PG_ERRORS = (psycopg.OperationalError, psycopg.InterfaceError)
-NATS_ERRORS = (nats.errors.Error, nats.js.errors.Error, asyncio.TimeoutError)
 
 
 async def write_postgres(pg: PostgresSink, js: JetStreamContext, findings: Sequence[FindingRecord],
@@ -43,26 +41,27 @@ async def write_postgres(pg: PostgresSink, js: JetStreamContext, findings: Seque
     return letters, new
 
 
-async def announce(pg: PostgresSink, js: JetStreamContext, findings: Sequence[FindingRecord], max_delay: float,
-                   abort: asyncio.Event) -> None:
-    """Publish findings PostgreSQL stored for the first time on ``opmas.findings.<severity>`` (their ids as
-    ``Nats-Msg-Id``: JetStream drops a repeat), then take them out of the outbox. A crash in between
-    leaves them there for :func:`announce_pending`: announced at least once, and a replayed log's
-    findings, already stored, not again."""
+async def announce(pg: PostgresSink, sinks: Sequence[FindingSink], findings: Sequence[FindingRecord],
+                   max_delay: float, abort: asyncio.Event) -> None:
+    """Write findings PostgreSQL stored for the first time to every finding sink (NATS first), each
+    retried on its own errors, then take them out of the outbox. A crash in between leaves them
+    there for :func:`announce_pending`: announced at least once, and a replayed log's findings,
+    already stored, not again."""
     if not findings:
         return
-    await retry(lambda: publish_findings(js, findings), "nats-findings", NATS_ERRORS, max_delay, abort)
+    for sink in sinks:
+        await retry(lambda sink=sink: sink.write(findings), sink.name, sink.errors, max_delay, abort)
     ids = [f.id for f in findings]
     await retry(lambda: pg.write((), (), None, ids), "postgres", PG_ERRORS, max_delay, abort)
 
 
-async def announce_pending(pg: PostgresSink, js: JetStreamContext, max_delay: float, abort: asyncio.Event,
+async def announce_pending(pg: PostgresSink, sinks: Sequence[FindingSink], max_delay: float, abort: asyncio.Event,
                            older_than: float = 0.0) -> int:
     """Announce the findings a crash left stored but unannounced (at start; the Faust workers also
     sweep for another worker's, ``older_than`` seconds old); returns how many."""
     total = 0
     while records := await retry(lambda: pg.unannounced(older_than), "postgres", PG_ERRORS, max_delay, abort):
-        await announce(pg, js, records, max_delay, abort)
+        await announce(pg, sinks, records, max_delay, abort)
         total += len(records)
     return total
 

@@ -27,31 +27,30 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-import clickhouse_connect.driver.exceptions as ch_errors
 import orjson
 from watchfiles import awatch
 
-from opmas.connectors.clickhouse.archive import Archive
+from opmas.connectors.clickhouse.archive import CH_ERRORS, Archive
 from opmas.connectors.nats.client import connect
-from opmas.connectors.nats.publishers import publish_dead_letters
+from opmas.connectors.nats.client import NATS_ERRORS
+from opmas.connectors.nats.publishers import NatsFindingSink, publish_dead_letters
 from opmas.connectors.nats.source import JetStreamSource, SourceMessage
 from opmas.connectors.nats.subjects import EVENTS_STREAM, RELOAD_SUBJECT, ensure_streams
-from opmas.connectors.postgres.sink import Checkpoint, PostgresSink
+from opmas.connectors.postgres.sink import PG_ERRORS, Checkpoint, PostgresSink
 from opmas.connectors.records import FindingRecord
+from opmas.connectors.sinks import FindingSink, build_sinks
 from opmas.core.correlation import CorrelationStage
 from opmas.core.ruleset import RuleSet
 from opmas import metrics
 from opmas.config import Config
 from opmas.runtime.evaluator import Evaluated
-from opmas.runtime.outputs import (NATS_ERRORS, PG_ERRORS, announce, announce_pending, report_dead_letters,
-                                   report_findings, write_postgres)
+from opmas.runtime.outputs import announce, announce_pending, report_dead_letters, report_findings, write_postgres
 from opmas.runtime.retry import retry
 from opmas.runtime.rules import RuleFiles, blocking_errors, log_errors
 from opmas.runtime.workers import EvaluatorPool
 
 log = logging.getLogger("opmas.pipeline")
 
-CH_ERRORS = (ch_errors.OperationalError, ch_errors.DatabaseError, OSError)
 STATE_FORMAT = "correlation-stage"  # checkpoint layout: partition processors split, one correlation stage
 
 
@@ -96,6 +95,7 @@ class Pipeline:
         self.rule_count = 0
         self.source: JetStreamSource | None = None
         self.stage: CorrelationStage | None = None
+        self.sinks: list[FindingSink] = []  # NATS findings, then the configured sinks (config.sinks)
         self._lock = asyncio.Lock()  # processors are used by one batch or one reload at a time
 
     # -- start and stop ------------------------------------------------------------------------
@@ -106,9 +106,12 @@ class Pipeline:
         self.js = self.nc.jetstream()
         tasks: list[asyncio.Task] = []
         try:
+            for sink in [NatsFindingSink(self.js), *build_sinks(cfg.sinks)]:
+                await sink.open()
+                self.sinks.append(sink)
             await ensure_streams(self.js, cfg.nats.stream_max_age, cfg.nats.stream_max_bytes)
             await retry(self.pg.migrate, "postgres", PG_ERRORS, cfg.pipeline.retry_max_delay, self.abort)
-            pending = await announce_pending(self.pg, self.js, cfg.pipeline.retry_max_delay, self.abort)
+            pending = await announce_pending(self.pg, self.sinks, cfg.pipeline.retry_max_delay, self.abort)
             if pending:
                 log.info("announced findings a stop left stored but unannounced", extra={"findings": pending})
             checkpoint = await retry(lambda: self.pg.load_checkpoint(cfg.pipeline.consumer), "postgres", PG_ERRORS,
@@ -162,6 +165,8 @@ class Pipeline:
                 await self.source.stop()
             if self.pool is not None:  # cut off (see shutdown.py): a stuck evaluator is killed at once
                 await asyncio.to_thread(self.pool.close, 0.0 if self.abort.is_set() else 5.0)
+            for sink in self.sinks:
+                await sink.close()
             await self.nc.close()  # every publish was already confirmed by JetStream
             await self.pg.close()
             log.info("engine stopped", extra={"acked_seq": self.stats.acked_seq, "events": self.stats.events,
@@ -259,7 +264,7 @@ class Pipeline:
         refused, new = await write_postgres(self.pg, self.js, result.findings, result.referenced,
                                             batch.checkpoint, cfg.pipeline.retry_max_delay, self.abort)
         result.dead.extend(refused)
-        await announce(self.pg, self.js, new, cfg.pipeline.retry_max_delay, self.abort)
+        await announce(self.pg, self.sinks, new, cfg.pipeline.retry_max_delay, self.abort)
         if batch.last is not None:
             await retry(lambda: self.source.ack(batch.last), "nats-ack", NATS_ERRORS, cfg.pipeline.retry_max_delay,
                         self.abort)

@@ -9,7 +9,7 @@ from pathlib import Path
 from opmas.core.correlation.partitioning import split_by_partitioning
 from opmas.core.errors import RuleError
 from opmas.core.ruleset import RuleSet, RuleSource, load_ruleset, sources_from_paths
-from opmas.api.rule_store import stored_rule_sources
+from opmas.connectors.postgres.rule_store import stored_rule_sources
 
 log = logging.getLogger("opmas.rules")
 

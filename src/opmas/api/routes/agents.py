@@ -13,7 +13,7 @@ from psycopg.types.json import Jsonb
 from pydantic import Field, field_validator
 
 from opmas.agents.config import SCHEMA_PATH as AGENT_CONFIG_SCHEMA_PATH, config_errors
-from opmas.agents.subjects import control_subject
+from opmas.connectors.nats.subjects import control_subject
 from opmas.core.event import format_time
 from opmas.api.auth import AGENT_PERMISSIONS, Principal, hash_secret, new_secret
 from opmas.api.db import execute, fetch_one, fetch_page

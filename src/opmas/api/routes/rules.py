@@ -19,7 +19,7 @@ from opmas.api.auth import Principal
 from opmas.api.db import execute, fetch_all, fetch_one, fetch_page
 from opmas.api.deps import Paging, get_state, paging, require
 from opmas.api.errors import responses
-from opmas.api.rule_store import stored_name
+from opmas.connectors.postgres.rule_store import stored_name
 from opmas.api.state import ApiState
 from opmas.api.validation import ApiModel
 

@@ -19,7 +19,11 @@ from pathlib import Path
 from typing import Any
 
 import clickhouse_connect
+import clickhouse_connect.driver.exceptions as ch_errors
 import orjson
+
+# what a retry may mend: the server away, a failing disk
+CH_ERRORS = (ch_errors.OperationalError, ch_errors.DatabaseError, OSError)
 
 TABLE = "events"
 COLUMNS = ["id", "timestamp", "agent_id", "type", "data", "stream_seq"]

@@ -1,13 +1,18 @@
 """Connecting to NATS the same way everywhere: named, with connection problems logged, not printed."""
 from __future__ import annotations
 
+import asyncio
 import logging
 from typing import Any
 
 import nats
+import nats.errors
+import nats.js.errors
 from nats.aio.client import Client
 
 log = logging.getLogger("opmas.nats")
+# what a retry may mend: the server away, a publish not yet confirmed
+NATS_ERRORS = (nats.errors.Error, nats.js.errors.Error, asyncio.TimeoutError)
 
 
 async def connect(url: str, name: str, persistent: bool = False, **options: Any) -> Client:

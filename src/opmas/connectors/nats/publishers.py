@@ -23,6 +23,7 @@ from nats.aio.msg import Msg
 from nats.js import JetStreamContext
 from nats.js.errors import ObjectNotFoundError
 
+from opmas.connectors.nats.client import NATS_ERRORS
 from opmas.connectors.nats.subjects import DEADLETTER_SUBJECT, PAYLOAD_BUCKET, findings_subject, payload_store
 from opmas.core.event import content_id
 
@@ -151,6 +152,26 @@ async def publish_findings(js: JetStreamContext, findings: Sequence[FindingRecor
     once stored. A finding too big for one message goes without its details (``FindingRecord.bounded``)."""
     limit = js._nc.max_payload - HEADER_ROOM
     await publish_batch(js, [(findings_subject(f.severity), f.bounded(limit), f.id) for f in findings])
+
+
+class NatsFindingSink:
+    """The finding sink every runtime has: ``opmas.findings.<severity>`` on JetStream (the finding id
+    as ``Nats-Msg-Id``, so JetStream drops a repeat within its duplicate window)."""
+
+    name = "nats-findings"
+    errors = NATS_ERRORS
+
+    def __init__(self, js: JetStreamContext):
+        self.js = js
+
+    async def open(self) -> None:
+        """Nothing to open: the runtime's NATS connection is the sink's."""
+
+    async def write(self, findings: Sequence[FindingRecord]) -> None:
+        await publish_findings(self.js, findings)
+
+    async def close(self) -> None:
+        """Nothing to close: the runtime closes its connection."""
 
 
 async def publish_dead_letters(js: JetStreamContext, letters: Sequence[DeadLetter]) -> None:

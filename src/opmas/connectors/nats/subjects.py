@@ -27,6 +27,22 @@ def findings_subject(severity: str) -> str:
     return FINDINGS_PREFIX + (severity or "informational")
 
 
+def control_subject(agent_id: str) -> str:
+    """Where management sends an agent its configuration."""
+    return f"opmas.control.{agent_id}"
+
+
+def status_subject(agent_id: str) -> str:
+    """Where an agent sends its heartbeats."""
+    return f"opmas.status.{agent_id}"
+
+
+def inbox_prefix(agent_id: str) -> str:
+    """The reply-inbox prefix an agent connects with, so NATS permissions can let it read only its
+    own replies (JetStream acknowledgements)."""
+    return f"_INBOX_{agent_id}"
+
+
 def agent_of_subject(subject: str) -> str:
     """The agent id of an events subject (``opmas.events.<agent_id>``)."""
     return subject[len(EVENTS_PREFIX):] if subject.startswith(EVENTS_PREFIX) else subject

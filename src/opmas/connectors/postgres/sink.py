@@ -33,6 +33,8 @@ from opmas.connectors.postgres.migrations import migrate
 from opmas.core.event import Event
 from opmas.core.finding import Finding
 
+PG_ERRORS = (psycopg.OperationalError, psycopg.InterfaceError)  # what a retry may mend: the server away
+
 if TYPE_CHECKING:
     from opmas.connectors.records import EventRecord, FindingRecord
 

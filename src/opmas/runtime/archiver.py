@@ -21,8 +21,8 @@ from collections.abc import Sequence
 import orjson
 from aiokafka import AIOKafkaConsumer
 
-from opmas.connectors.clickhouse.archive import Archive, encode_row
-from opmas.connectors.kafka.bridge import KAFKA_ERRORS
+from opmas.connectors.clickhouse.archive import CH_ERRORS, Archive, encode_row
+from opmas.runtime.bridge import KAFKA_ERRORS
 from opmas.connectors.kafka.records import decode
 from opmas.connectors.kafka.security import KafkaSecurity
 from opmas.connectors.kafka.topics import bootstrap
@@ -31,7 +31,6 @@ from opmas.core.event import Event
 from opmas.core.logsource import Mapping
 from opmas.core.ruleset import RuleSet
 from opmas import metrics
-from opmas.runtime.pipeline import CH_ERRORS
 from opmas.runtime.retry import retry
 
 log = logging.getLogger("opmas.archiver")

@@ -27,6 +27,7 @@ from nats.js import JetStreamContext
 from opmas.connectors.kafka.records import EventRecord, encode
 from opmas.connectors.kafka.security import KafkaSecurity
 from opmas.connectors.kafka.topics import bootstrap
+from opmas.connectors.nats.client import NATS_ERRORS
 from opmas.connectors.nats.publishers import publish_dead_letters
 from opmas.connectors.nats.source import JetStreamSource, SourceMessage
 from opmas.connectors.nats.subjects import agent_of_subject
@@ -34,7 +35,6 @@ from opmas.core.event import Event
 from opmas.core.partition import AGENT_KEY, key_of, partition_of
 from opmas import metrics
 from opmas.runtime.intake import Intake
-from opmas.runtime.outputs import NATS_ERRORS
 from opmas.runtime.retry import retry
 
 log = logging.getLogger("opmas.bridge")
