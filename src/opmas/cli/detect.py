@@ -11,9 +11,11 @@ import contextlib
 import sys
 import time
 from collections.abc import Iterator
+from pathlib import Path
 from typing import IO
 
 from opmas.core.finding import SEVERITIES
+from opmas.paths import RULES_DIR
 from opmas.cli.findings_output import FORMATS, Writer
 
 
@@ -21,7 +23,8 @@ from opmas.cli.findings_output import FORMATS, Writer
 def register(subparsers: argparse._SubParsersAction) -> None:
     """Add the ``detect`` sub-command."""
     parser = subparsers.add_parser("detect", help="run rules over a file of JSON events, write findings as JSON lines")
-    parser.add_argument("rules", nargs="+", metavar="RULES_PATH", help="rule files or directories")
+    parser.add_argument("rules", nargs="*", type=Path, metavar="RULES_PATH",
+                        help="rule files or directories (default: the shipped rules)")
     parser.add_argument("--events", required=True, nargs="+", action="extend", metavar="PATH",
                         help="event files, folders (searched recursively) or globs: JSON lines, concatenated "
                              "JSON or arrays, binary .evtx, any of them .gz; '-' = stdin (repeatable)")
@@ -73,7 +76,7 @@ def detect_command(args: argparse.Namespace) -> int:
     from opmas.runtime.gc_tuning import tune_gc_for_rules
 
     try:
-        sources = sources_from_paths(args.rules)
+        sources = sources_from_paths(args.rules or [RULES_DIR])
         inputs = check(args.events)
     except (FileNotFoundError, UnknownInput) as exc:
         for line in str(exc).splitlines():

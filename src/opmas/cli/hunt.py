@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from opmas.core.finding import SEVERITIES
+from opmas.paths import RULES_DIR
 from opmas.cli.findings_output import FORMATS, Writer
 
 if TYPE_CHECKING:
@@ -25,7 +26,8 @@ _UNIT = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 def register(subparsers: argparse._SubParsersAction) -> None:
     """Add the ``hunt`` sub-command."""
     parser = subparsers.add_parser("hunt", help="run rules over the archived events of a time range")
-    parser.add_argument("rules", nargs="+", metavar="RULES_PATH", help="rule files or directories")
+    parser.add_argument("rules", nargs="*", type=Path, metavar="RULES_PATH",
+                        help="rule files or directories (default: the shipped rules)")
     parser.add_argument("--since", required=True, metavar="TIME",
                         help="start of the range: ISO 8601 (2026-12-01T00:00:00Z), epoch seconds, or ago (24h, 7d)")
     parser.add_argument("--until", metavar="TIME", help="end of the range, excluded (default: now)")
@@ -64,7 +66,7 @@ def hunt_command(args: argparse.Namespace) -> int:
     try:
         since, until = when(args.since, now), when(args.until, now) if args.until else now
         config = load_config(args.config)
-        sources = sources_from_paths(args.rules)
+        sources = sources_from_paths(args.rules or [RULES_DIR])
     except (ValueError, ConfigError, FileNotFoundError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

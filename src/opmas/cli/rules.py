@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from opmas.core.finding import SEVERITIES
+from opmas.paths import RULES_DIR
 
 
 if TYPE_CHECKING:
@@ -23,7 +24,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     validate = sub.add_parser("validate", help="list every error of the rule files; non-zero exit on errors")
     test = sub.add_parser("test", help="run the rules' own tests; non-zero exit on any failure")
     for parser, func in ((validate, validate_command), (test, test_command)):
-        parser.add_argument("paths", nargs="+", metavar="PATH", help="rule files or directories")
+        parser.add_argument("paths", nargs="*", type=Path, metavar="PATH",
+                            help="rule files or directories (default: the shipped rules)")
         parser.add_argument("--mapping", action="append", default=[], metavar="FILE",
                             help="extra logsource mapping file (repeatable)")
         parser.set_defaults(func=func)
@@ -69,7 +71,7 @@ def validate_command(args: argparse.Namespace) -> int:
     """Load every rule, print every error and warning; exit 1 if any error."""
     from opmas.core.ruleset import load_ruleset
 
-    sources = _sources(args.paths)
+    sources = _sources(args.paths or [RULES_DIR])
     if sources is None:
         return 2
     ruleset, errors = load_ruleset(sources, args.mapping)
@@ -88,7 +90,7 @@ def test_command(args: argparse.Namespace) -> int:
     """Run every test case of every rule; exit 1 on a failed case or a rule that does not load."""
     from opmas.core.rule_tests import run_rule_tests
 
-    sources = _sources(args.paths)
+    sources = _sources(args.paths or [RULES_DIR])
     if sources is None:
         return 2
     results, errors = run_rule_tests(sources, args.mapping)
