@@ -83,7 +83,7 @@ def write_events(args: argparse.Namespace, path: Path) -> str:
     with open(path, "wb") as out:
         if args.sigma:
             from benchmarks.sigma_corpus import rule_documents, rule_events, storm_events
-            from opmas.core.event import event_from_obj
+            from opmas.core.envelope import event_from_obj
             from opmas.core.processor import Processor
             from opmas.core.ruleset import load_ruleset, sources_from_paths
 

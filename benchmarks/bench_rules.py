@@ -26,7 +26,7 @@ from typing import Any
 import orjson
 
 from benchmarks.generate import generate
-from opmas.core.event import event_from_obj
+from opmas.core.envelope import event_from_obj
 from opmas.core.processor import Processor
 from opmas.core.ruleset import RuleSet, RuleSource, load_ruleset
 from opmas.runtime.gc_tuning import tune_gc_for_rules

@@ -38,7 +38,8 @@ import orjson
 
 from benchmarks.memory import peak_rss_mib
 from benchmarks.sigma_corpus import rule_documents, rule_events, storm_events
-from opmas.core.event import Event, event_from_obj
+from opmas.core.event import Event
+from opmas.core.envelope import event_from_obj
 from opmas.core.processor import Processor
 from opmas.core.ruleset import RuleSet, load_ruleset, sources_from_paths
 from opmas.runtime.gc_tuning import tune_gc_for_rules

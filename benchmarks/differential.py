@@ -18,7 +18,8 @@ import orjson
 
 from benchmarks.generate import generate
 from benchmarks.sigma_corpus import quiet_events, rule_documents, rule_events
-from opmas.core.event import Event, event_from_obj
+from opmas.core.event import Event
+from opmas.core.envelope import event_from_obj
 from opmas.core.processor import Processor
 from opmas.core.ruleset import RuleSet, load_ruleset, sources_from_paths
 from opmas.paths import RULES_DIR

@@ -4,7 +4,8 @@ from __future__ import annotations
 import random
 from typing import Any
 
-from opmas.core.event import Event, event_from_obj, format_time, parse_time
+from opmas.core.event import Event, format_time, parse_time
+from opmas.core.envelope import event_from_obj
 from opmas.core.finding import Finding
 from opmas.core.processor import Processor
 from opmas.core.ruleset import RuleSet, RuleSource, load_ruleset

@@ -8,7 +8,7 @@ from pathlib import Path
 import orjson
 import yaml
 
-from opmas.core.event import event_from_obj
+from opmas.core.envelope import event_from_obj
 from opmas.core.processor import Processor
 from opmas.core.ruleset import load_ruleset, sources_from_paths
 from opmas.cli import main

@@ -6,9 +6,10 @@ import random
 import pytest
 
 from opmas.agents.sdk import envelope
-from opmas.core.event import Event, event_from_obj, format_time, parse_time
+from opmas.core.event import Event, format_time, parse_time
+from opmas.core.envelope import event_from_obj
 from opmas.core.processor import Processor
-from opmas.runtime.envelope import envelope_error
+from opmas.core.envelope import envelope_error
 from tests.correlation.helpers import BASE, AUTH_RULES, auth, of_rule, ruleset, run, shuffled_within
 from tests.correlation.test_suppression import FLOOD
 from tests.correlation.test_types import CHAIN, COUNT, ORDERED, RANGE, TEMPORAL, VALUE_COUNT

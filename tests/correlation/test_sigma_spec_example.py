@@ -4,7 +4,7 @@ from __future__ import annotations
 from sigma.collection import SigmaCollection
 from sigma.correlations import SigmaCorrelationRule
 
-from opmas.core.event import event_from_obj
+from opmas.core.envelope import event_from_obj
 from opmas.core.ruleset import RuleSource, load_ruleset
 from tests.correlation.helpers import run
 

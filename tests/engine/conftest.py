@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from opmas.core.event import event_from_obj
+from opmas.core.envelope import event_from_obj
 from opmas.core.processor import Processor
 from opmas.core.ruleset import RuleSet, RuleSource, load_ruleset
 

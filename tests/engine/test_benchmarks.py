@@ -6,7 +6,7 @@ import pytest
 
 from benchmarks import bench_rules
 from benchmarks.generate import generate, main
-from opmas.core.event import event_from_obj
+from opmas.core.envelope import event_from_obj
 from opmas.core.processor import Processor
 from opmas.core.ruleset import load_ruleset
 

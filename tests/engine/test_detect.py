@@ -13,7 +13,8 @@ import pytest
 from benchmarks.bench_rules import bench_rules
 from benchmarks.generate import PROGRAMS, generate
 from opmas.core.dispatch import RuleIndex
-from opmas.core.event import event_from_obj, format_time, parse_time
+from opmas.core.event import format_time, parse_time
+from opmas.core.envelope import event_from_obj
 from opmas.core.processor import Processor
 from opmas.core.rule_tests import run_rule_tests
 from opmas.core.ruleset import RuleSource, load_ruleset

@@ -4,7 +4,8 @@ from __future__ import annotations
 from pathlib import Path
 
 from benchmarks.generate import generate
-from opmas.core.event import event_from_obj, parse_time
+from opmas.core.event import parse_time
+from opmas.core.envelope import event_from_obj
 from opmas.core.logsource import builtin_mappings, evtx_parts, evtx_plan, flatten_evtx
 from opmas.core.processor import Processor
 from tests.engine.conftest import load_ok, matched_ids, rule_text

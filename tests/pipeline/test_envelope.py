@@ -3,7 +3,7 @@ import pytest
 
 from opmas.core.event import Event
 from opmas.core.partition import key_of, partition_of
-from opmas.runtime.envelope import envelope_error, looks_like_envelope, validator
+from opmas.core.envelope import envelope_error, looks_like_envelope, validator
 
 GOOD = {"id": "e1", "agent_id": "a1", "type": "linux.auth", "timestamp": "2026-11-25T04:00:00Z", "data": {}}
 CASES = [
@@ -52,3 +52,38 @@ def test_partitions_are_stable_and_spread():
     assert key_of(event, "host.name") == "h1"
     assert key_of(event, "flat.key") == "f"
     assert key_of(event, "missing.path") == "agent-9"
+
+
+MEANT_AS_ENVELOPES = [
+    {"type": "x", "data": {}},  # no agent_id
+    {"agent_id": "a1", "data": {}},  # no type
+    {"agent_id": "a1", "type": "x", "data": [1]},  # data not an object
+    GOOD | {"timestamp": "not a time"},
+]
+
+
+@pytest.mark.parametrize("obj", MEANT_AS_ENVELOPES)
+def test_every_runtime_refuses_an_invalid_envelope_for_the_same_reason(obj, tmp_path):
+    """One predicate and one validation: ``opmas detect`` (a file) reports the object as a bad
+    record, ``opmas up`` (the intake) dead-letters it, both with the envelope's error; neither
+    reads it as a raw event."""
+    import orjson
+
+    from opmas.connectors.files import BadRecord
+    from opmas.connectors.inputs import Reading, check
+    from opmas.connectors.nats.source import SourceMessage
+    from opmas.core.envelope import EnvelopeError, event_from_obj
+    from opmas.runtime.intake import Intake
+
+    reason = envelope_error(obj)
+    assert looks_like_envelope(obj) and reason
+    with pytest.raises(EnvelopeError, match="."):
+        event_from_obj(obj)
+    path = tmp_path / "events.jsonl"
+    path.write_bytes(orjson.dumps(obj) + b"\n" + orjson.dumps({"a": 1}) + b"\n")
+    bad: list[BadRecord] = []
+    events = [e for batch in Reading(check([str(path)]), bad.append).event_batches(10) for e in batch]
+    assert [e.data for e in events] == [{"a": 1}]
+    assert [(b.line, b.reason) for b in bad] == [(1, f"invalid envelope: {reason}")]
+    decoded = Intake(1 << 20).decode([SourceMessage("opmas.events.a1", orjson.dumps(obj), 1, 0.0, None, None)])
+    assert decoded.events == [] and [d.reason for d in decoded.dead] == [f"schema: {reason}"]

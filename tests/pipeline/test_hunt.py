@@ -12,7 +12,8 @@ import pytest
 
 from opmas.connectors.clickhouse.archive import Archive, connect, encode_row
 from opmas.connectors.nats.replay import agent_of
-from opmas.core.event import Event, event_from_obj
+from opmas.core.event import Event
+from opmas.core.envelope import event_from_obj
 from opmas.core.processor import Processor
 from opmas.core.ruleset import RuleSource, load_ruleset, sources_from_paths
 from opmas.cli import main

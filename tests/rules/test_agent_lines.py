@@ -10,7 +10,7 @@ from functools import lru_cache
 import pytest
 
 from opmas.agents.parse import parse_syslog
-from opmas.core.event import event_from_obj
+from opmas.core.envelope import event_from_obj
 from opmas.core.processor import Processor
 from opmas.core.ruleset import RuleSet, load_ruleset, sources_from_paths
 from opmas.paths import RULES_DIR

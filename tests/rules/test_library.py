@@ -15,7 +15,7 @@ import pytest
 import yaml
 from sigma.collection import SigmaCollection
 
-from opmas.core.event import event_from_obj
+from opmas.core.envelope import event_from_obj
 from opmas.core.logsource import builtin_mappings
 from opmas.core.processor import Processor
 from opmas.core.rule_tests import run_rule_tests

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import importlib
-import sys
 
 COMMANDS = ("agent", "api", "db", "detect", "hunt", "replay", "rules", "up", "worker")
 

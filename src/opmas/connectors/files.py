@@ -20,6 +20,8 @@ from typing import Any, BinaryIO
 
 import orjson
 
+from opmas.core.envelope import envelope_error, looks_like_envelope
+
 
 CHUNK = 1 << 16
 MAX_RECORD = 64 << 20  # a single record larger than this is refused, not buffered forever
@@ -51,6 +53,15 @@ class BadInput(ValueError):
 OnError = Callable[[BadRecord], None]
 
 
+def _usable(obj: dict[str, Any], text: bytes, line: int, report: OnError) -> bool:
+    """False (reported) for an object meant as an envelope that is not a valid one: every runtime
+    refuses it for the same reason (``opmas.core.envelope``), none reads it as a raw event."""
+    if looks_like_envelope(obj) and (error := envelope_error(obj)) is not None:
+        report(BadRecord(line, f"invalid envelope: {error}", text[:4096]))
+        return False
+    return True
+
+
 def iter_records(stream: BinaryIO, on_error: OnError | None = None) -> Iterator[tuple[dict[str, Any], bytes]]:
     """Yield each JSON object in ``stream`` with the JSON text it was parsed from (see the module
     docstring for layouts)."""
@@ -70,7 +81,8 @@ def iter_records(stream: BinaryIO, on_error: OnError | None = None) -> Iterator[
             except orjson.JSONDecodeError:
                 pass  # e.g. "{...}{...}" on one line: let the scanner split it
             else:
-                yield obj, text
+                if _usable(obj, text, line_no, report):
+                    yield obj, text
                 continue
         # Not one object per line: scan the rest of the input structurally.
         yield from _Scanner(stream, line, line_no, report).objects()
@@ -155,7 +167,8 @@ class _Scanner:
                 self.report(BadRecord(start_line, f"invalid JSON: {exc}", raw[:4096]))
                 continue
             self._advance(end)
-            yield obj, text
+            if _usable(obj, text, start_line, self.report):
+                yield obj, text
 
     def _resync(self, end: int) -> int:
         """Where a bad record starting at buf[0] should end so the records after it survive: just

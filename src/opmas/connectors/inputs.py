@@ -26,7 +26,8 @@ from typing import Any, BinaryIO
 import orjson
 
 from opmas.connectors.files import BadRecord, OnError, iter_records
-from opmas.core.event import Event, event_from_obj
+from opmas.core.event import Event
+from opmas.core.envelope import event_from_obj
 
 EVTX_MAGIC = b"ElfFile\x00"
 GZIP_MAGIC = b"\x1f\x8b"

@@ -62,37 +62,10 @@ class Event:
                 f"agent_id={self.agent_id!r}, type={self.type!r})")
 
 
-def is_envelope(obj: dict[str, Any]) -> bool:
-    """True where ``obj`` is an OPMAS envelope rather than a raw event."""
-    return isinstance(obj.get("data"), dict) and "type" in obj and "agent_id" in obj
-
-
 def content_id(obj: Any) -> str:
     """A deterministic id for an object without one: hash of its canonical JSON."""
     digest = hashlib.sha256(orjson.dumps(obj, option=orjson.OPT_SORT_KEYS)).hexdigest()
     return digest[:32]
-
-
-def event_from_obj(obj: dict[str, Any], raw: bytes | None = None) -> Event:
-    """Build an Event from an envelope or a raw event object (``raw``: the JSON text it was parsed from).
-
-    The object's own ``id`` is kept; an object without one gets a content hash (of the whole
-    envelope, or of the raw event), so the same input always yields the same id. The timestamp is taken from the
-    envelope here; for raw events the logsource mapping resolves it.
-    """
-    if is_envelope(obj):
-        event_id = obj.get("id")
-        return Event(
-            id=str(event_id) if event_id else None,
-            data=obj["data"],
-            timestamp=parse_time(obj.get("timestamp")),
-            agent_id=obj.get("agent_id"),
-            type=obj.get("type"),
-            hashed=obj,
-            raw=raw,
-        )
-    event_id = obj.get("id")
-    return Event(id=str(event_id) if event_id is not None else None, data=obj, raw=raw)
 
 
 # datetime's range in epoch seconds: 0001-01-01T00:00:00Z up to (excluding) 10000-01-01T00:00:00Z

@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from opmas.core.errors import Code, RuleError
-from opmas.core.event import event_from_obj
+from opmas.core.envelope import event_from_obj
 from opmas.core.processor import Processor
 from opmas.core.ruleset import RuleSet, RuleSource, load_ruleset
 

@@ -3,7 +3,6 @@ the wrong case: Sigma field names are case-sensitive, so ``commandline`` never m
 from __future__ import annotations
 
 from functools import cache
-from pathlib import Path
 
 from opmas.core.sigma.yamldoc import load_yaml
 from opmas.paths import resource

@@ -64,7 +64,7 @@ from opmas import metrics
 from opmas.runtime.gc_tuning import tune_gc_for_rules
 from opmas.runtime.outputs import announce, announce_pending, report_dead_letters, report_findings, write_postgres
 from opmas.runtime.retry import retry
-from opmas.runtime.rules import RuleFiles, blocking_errors, log_errors, warn_split_correlations
+from opmas.runtime.rules import RuleFiles, RuleReloads, warn_split_correlations
 from opmas.runtime.streaming import process_streamed
 
 log = logging.getLogger("opmas.worker")
@@ -268,7 +268,7 @@ class WorkerRuntime:
 
     def __init__(self, settings: WorkerSettings, rules: RuleFiles):
         self.settings = settings
-        self.rules = rules
+        self.reloads = RuleReloads(rules, self._apply_rules)
         self.layout = {"partitions": settings.partitions, "key": settings.partition_key}
         self.ruleset: RuleSet | None = None
         self.states: dict[int, PartitionState] = {}
@@ -351,45 +351,21 @@ class WorkerRuntime:
             await retry(lambda: ensure_streams(self.js), "nats", NATS_ERRORS, s.retry_max_delay, self.abort)
             await retry(self.pg.migrate, "postgres", PG_ERRORS, s.retry_max_delay, self.abort)
             await announce_pending(self.pg, self.sinks, s.retry_max_delay, self.abort)
-            _, self.ruleset, errors = await asyncio.to_thread(self.rules.load)
+            _, self.ruleset = await self.reloads.load()
             tune_gc_for_rules()
-            log_errors(errors, "startup")
             warn_split_correlations(self.ruleset, s.partition_key, s.partitions)
-            metrics.RULES_LOADED.set(len(self.ruleset.rules))
-            await self.nc.subscribe(RELOAD_SUBJECT, cb=self._on_reload)
+            await self.nc.subscribe(RELOAD_SUBJECT, cb=self.reloads.on_request)  # every worker answers
             self._started = True
-            log.info("worker ready", extra={"rules": len(self.ruleset.rules), "rule_errors": len(errors),
-                                            "topic": s.topic, "partitions": s.partitions})
+            log.info("worker ready", extra={"rules": len(self.ruleset.rules), "topic": s.topic,
+                                            "partitions": s.partitions})
 
-    # -- rules -----------------------------------------------------------------------------
-
-    async def reload_rules(self) -> dict[str, Any]:
-        """Load the rules again (files and API-managed ones); swap them in only without errors.
-        Every worker answers ``opmas.engine.reload``; a requester sees the first answer."""
-        _, ruleset, errors = await asyncio.to_thread(self.rules.load)
-        fatal = blocking_errors(errors)
-        if fatal:
-            metrics.RULE_RELOADS.labels("refused").inc()
-            log_errors(fatal, "reload refused, the running rule set stays")
-            return {"ok": False, "errors": [str(e) for e in fatal], "rules": len(self.ruleset.rules)}
+    async def _apply_rules(self, _sources: list, ruleset: RuleSet) -> None:
+        """Swap a reloaded rule set into every partition's processor (between batches)."""
         async with self._lock:
             self.ruleset = ruleset
             for state in self.states.values():
                 state.processor.replace_rules(ruleset)
-        metrics.RULE_RELOADS.labels("applied").inc()
-        metrics.RULES_LOADED.set(len(ruleset.rules))
-        log.info("rules reloaded", extra={"rules": len(ruleset.rules), "warnings": len(errors)})
         warn_split_correlations(ruleset, self.settings.partition_key, self.settings.partitions)
-        return {"ok": True, "rules": len(ruleset.rules), "warnings": [str(e) for e in errors]}
-
-    async def _on_reload(self, msg) -> None:
-        try:
-            result = await self.reload_rules()
-        except Exception as exc:  # a reload must never take the worker down
-            log.exception("rule reload failed")
-            result = {"ok": False, "errors": [f"{type(exc).__name__}: {exc}"]}
-        if msg.reply:
-            await msg.respond(orjson.dumps(result))
 
     # -- one batch -------------------------------------------------------------------------
 

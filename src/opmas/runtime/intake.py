@@ -17,8 +17,8 @@ import orjson
 from opmas.connectors.nats.publishers import DeadLetter
 from opmas.connectors.nats.source import SourceMessage
 from opmas.connectors.nats.subjects import agent_of_subject, subject_token
-from opmas.core.event import Event, event_from_obj
-from opmas.runtime.envelope import envelope_error, looks_like_envelope
+from opmas.core.event import Event
+from opmas.core.envelope import envelope_error, envelope_event, looks_like_envelope
 
 
 @dataclass(slots=True)
@@ -97,7 +97,7 @@ class Intake:
             if refusal is not None:
                 self._reject(out, message, refusal, raw if raw is not None else orjson.dumps(obj), line_no)
                 return
-            event = event_from_obj(obj)
+            event = envelope_event(obj)
             text = orjson.dumps(obj["data"])
         else:
             own_id = obj.get("id")

@@ -27,7 +27,6 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-import orjson
 from watchfiles import awatch
 
 from opmas.connectors.clickhouse.archive import CH_ERRORS, Archive
@@ -46,7 +45,7 @@ from opmas.config import Config
 from opmas.runtime.evaluator import Evaluated
 from opmas.runtime.outputs import announce, announce_pending, report_dead_letters, report_findings, write_postgres
 from opmas.runtime.retry import retry
-from opmas.runtime.rules import RuleFiles, blocking_errors, log_errors
+from opmas.runtime.rules import RuleFiles, RuleReloads
 from opmas.runtime.workers import EvaluatorPool
 
 log = logging.getLogger("opmas.pipeline")
@@ -87,12 +86,12 @@ class Pipeline:
         self.nats_url = nats_url
         self.pg = PostgresSink(db_url)
         self.archive = archive
-        self.rules = RuleFiles(tuple(config.pipeline.rules), tuple(config.pipeline.mappings), db_url, config.pipeline.lateness)
+        self.reloads = RuleReloads(RuleFiles(tuple(config.pipeline.rules), tuple(config.pipeline.mappings), db_url,
+                                             config.pipeline.lateness), self._apply_rules)
         self.stats = PipelineStats()
         self.abort = abort or asyncio.Event()
         self.ready = asyncio.Event()
         self.pool: EvaluatorPool | None = None
-        self.rule_count = 0
         self.source: JetStreamSource | None = None
         self.stage: CorrelationStage | None = None
         self.sinks: list[FindingSink] = []  # NATS findings, then the configured sinks (config.sinks)
@@ -118,8 +117,7 @@ class Pipeline:
                                      cfg.pipeline.retry_max_delay, self.abort)
             await retry(lambda: asyncio.to_thread(self.archive.ensure_table), "clickhouse", CH_ERRORS,
                         cfg.pipeline.retry_max_delay, self.abort)
-            sources, ruleset, errors = await asyncio.to_thread(self.rules.load)
-            log_errors(errors, "startup")
+            sources, ruleset = await self.reloads.load()
             last_seq = (await self.js.stream_info(EVENTS_STREAM)).state.last_seq
             if checkpoint is not None and checkpoint.seq > last_seq:
                 log.warning("checkpoint is ahead of the events stream (was the stream recreated?): "
@@ -138,14 +136,12 @@ class Pipeline:
                                       cfg.pipeline.lateness, state.get("partitions"), cfg.nats.max_message_bytes,
                                       cfg.pipeline.max_future)
             await self.pool.start()
-            self.rule_count = len(ruleset.rules)
-            metrics.RULES_LOADED.set(self.rule_count)
             self.source = JetStreamSource(self.js, cfg.pipeline.consumer)
             after = await self.source.start(checkpoint.seq if checkpoint else None)
             self.stats.acked_seq = after
-            await self.nc.subscribe(RELOAD_SUBJECT, cb=self._on_reload)
+            await self.nc.subscribe(RELOAD_SUBJECT, cb=self.reloads.on_request)
             log.info("engine started", extra={
-                "rules": len(ruleset.rules), "rule_errors": len(errors), "partitions": cfg.pipeline.partitions,
+                "rules": len(ruleset.rules), "partitions": cfg.pipeline.partitions,
                 "workers": cfg.pipeline.workers,
                 "partition_key": cfg.pipeline.partition_key, "resume_after_seq": after,
                 "state_restored": bool(state)})
@@ -295,31 +291,15 @@ class Pipeline:
 
     # -- rules ---------------------------------------------------------------------------------
 
-    async def reload_rules(self) -> dict[str, Any]:
-        """Load the rule files again; swap them in only if they have no errors."""
-        sources, ruleset, errors = await asyncio.to_thread(self.rules.load)
-        fatal = blocking_errors(errors)
-        if fatal:
-            metrics.RULE_RELOADS.labels("refused").inc()
-            log_errors(fatal, "reload refused, the running rule set stays")
-            return {"ok": False, "errors": [str(e) for e in fatal], "rules": self.rule_count}
+    @property
+    def rule_count(self) -> int:
+        return self.reloads.count
+
+    async def _apply_rules(self, sources: list, ruleset: RuleSet) -> None:
+        """Swap a reloaded rule set in (between batches: the processors are used by one at a time)."""
         async with self._lock:
             await self.pool.replace_rules(sources, self.config.pipeline.mappings, self.config.pipeline.lateness)
             self._set_stage(ruleset, None)
-        metrics.RULE_RELOADS.labels("applied").inc()
-        self.rule_count = len(ruleset.rules)
-        metrics.RULES_LOADED.set(self.rule_count)
-        log.info("rules reloaded", extra={"rules": len(ruleset.rules), "warnings": len(errors)})
-        return {"ok": True, "rules": len(ruleset.rules), "warnings": [str(e) for e in errors]}
-
-    async def _on_reload(self, msg) -> None:
-        try:
-            result = await self.reload_rules()
-        except Exception as exc:  # a reload must never take the engine down
-            log.exception("rule reload failed")
-            result = {"ok": False, "errors": [f"{type(exc).__name__}: {exc}"]}
-        if msg.reply:
-            await msg.respond(orjson.dumps(result))
 
     async def _watch_rules(self, stop: asyncio.Event) -> None:
         paths = [p for p in self.config.pipeline.rules if p.exists()]
@@ -332,7 +312,7 @@ class Pipeline:
             async for _changes in awatch(*paths, stop_event=watching, debounce=500):
                 log.info("rule files changed, reloading")
                 try:
-                    await self.reload_rules()
+                    await self.reloads.reload()
                 except Exception:  # e.g. a rule path gone, PostgreSQL away: the next change tries again
                     log.exception("rule reload failed, the running rule set stays")
         finally:

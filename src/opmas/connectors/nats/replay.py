@@ -24,6 +24,7 @@ from nats.js import JetStreamContext
 from opmas.connectors.files import BadRecord
 from opmas.connectors.inputs import Input, Reading
 from opmas.connectors.nats.client import connect
+from opmas.core.envelope import looks_like_envelope
 from opmas.connectors.nats.subjects import ensure_streams, events_subject, subject_token
 
 if TYPE_CHECKING:
@@ -53,7 +54,7 @@ class ReplayResult:
 
 def agent_of(obj: dict[str, Any], default: str | None) -> str:
     """The agent a recorded object is published as: the envelope's, ``--agent``, its host, 'replay'."""
-    if isinstance(obj.get("agent_id"), str) and isinstance(obj.get("data"), dict):
+    if looks_like_envelope(obj) and isinstance(obj.get("agent_id"), str):  # read records are valid envelopes
         return subject_token(obj["agent_id"])
     if default:
         return subject_token(default)
