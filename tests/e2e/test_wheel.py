@@ -8,6 +8,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import sysconfig
 import time
 import zipfile
 from pathlib import Path
@@ -23,7 +24,7 @@ BARE_PATH = "/usr/bin:/bin"
 
 @pytest.fixture(scope="module")
 def installed(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A venv holding the wheel built from this checkout (its dependencies: this interpreter's)."""
+    """A venv holding the wheel built from this checkout (its dependencies: this environment's)."""
     base = tmp_path_factory.mktemp("wheel")
     source = base / "source"  # built from a copy: a build leaves build/ and egg-info beside its sources
     source.mkdir()
@@ -40,7 +41,13 @@ def installed(tmp_path_factory: pytest.TempPathFactory) -> Path:
     assert {n.split("/")[0] for n in names if "/" in n} <= {"opmas", wheel.name.split("-")[0] + "-" +
                                                               wheel.name.split("-")[1] + ".dist-info"}
     venv = base / "venv"
-    subprocess.run([sys.executable, "-m", "venv", "--system-site-packages", str(venv)], check=True, timeout=120)
+    subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True, timeout=120)
+    # The dependencies: this environment's site-packages, after the venv's own (a path file's lines
+    # are appended to sys.path; the path files there, such as an editable opmas's, are not run).
+    site = subprocess.run([str(venv / "bin" / "python"), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
+                          capture_output=True, text=True, check=True, timeout=60).stdout.strip()
+    here = {sysconfig.get_paths()[k] for k in ("purelib", "platlib")}
+    (Path(site) / "opmas-test-dependencies.pth").write_text("\n".join(sorted(here)) + "\n")
     subprocess.run([str(venv / "bin" / "python"), "-m", "pip", "install", "--no-deps", "-q", str(wheel)],
                    check=True, timeout=300, capture_output=True)
     return venv
