@@ -9,7 +9,7 @@ import sys
 from urllib.parse import urlsplit
 
 from tests.agents.conftest import EventTap
-from tests.agents.test_lifecycle import wait_for
+from tests.waiting import wait_until
 
 
 async def test_opmas_agent_tail_runs_publishes_and_stops_on_sigterm(stack, admin, enroll_token, tmp_path):
@@ -28,7 +28,7 @@ async def test_opmas_agent_tail_runs_publishes_and_stops_on_sigterm(stack, admin
     process = subprocess.Popen(command, stderr=subprocess.PIPE, text=True, env=env)
     try:
         async with EventTap(stack.nats_url) as tap:
-            await wait_for(lambda: admin.get("/agents/cli-tail").json().get("status") == "online", 30, "online")
+            await wait_until(lambda: admin.get("/agents/cli-tail").json().get("status") == "online", 30, "online", blocking=True)
             with logfile.open("a") as f:
                 f.write("Nov 25 05:00:00 bastion sshd[77]: Invalid user test from 198.51.100.20 port 60000\n")
             (event,) = await tap.take(1)
@@ -40,7 +40,7 @@ async def test_opmas_agent_tail_runs_publishes_and_stops_on_sigterm(stack, admin
     logs = [json.loads(line) for line in err.splitlines() if line.startswith("{")]  # structured JSON logs
     stopped = [entry for entry in logs if entry["message"] == "agent stopped"]
     assert stopped and stopped[0]["agent_id"] == "cli-tail" and stopped[0]["published"] == 1
-    await wait_for(lambda: admin.get("/agents/cli-tail").json()["status"] == "offline", 5, "offline")
+    await wait_until(lambda: admin.get("/agents/cli-tail").json()["status"] == "offline", 5, "offline", blocking=True)
     credentials = tmp_path / "data" / "agents" / "cli-tail.json"
     assert json.loads(credentials.read_text())["agent_id"] == "cli-tail"
 

@@ -3,7 +3,6 @@ going stale then offline, restart with its stored credentials, clean stop."""
 from __future__ import annotations
 
 import asyncio
-import time
 
 import orjson
 import pytest
@@ -11,16 +10,7 @@ import pytest
 from opmas.agents.sdk import AgentError, AgentSettings
 from opmas.agents.tail import TailAgent
 from tests.agents.conftest import EventTap
-
-
-async def wait_for(predicate, timeout: float = 10.0, what: str = "condition"):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = await asyncio.to_thread(predicate)
-        if value:
-            return value
-        await asyncio.sleep(0.1)
-    raise AssertionError(f"timed out waiting for {what}")
+from tests.waiting import wait_until
 
 
 def settings(stack, tmp_path, **extra) -> AgentSettings:
@@ -39,7 +29,7 @@ async def test_agent_whole_life(stack, admin, enroll_token, tmp_path):
     async with EventTap(stack.nats_url) as tap:
         await agent.start()
         assert (tmp_path / "agent.json").stat().st_mode & 0o777 == 0o600
-        await wait_for(lambda: status()["status"] == "online", what="online")
+        await wait_until(lambda: status()["status"] == "online", what="online", blocking=True)
 
         with logfile.open("a") as f:
             f.write("Nov 25 04:10:00 web-1 sshd[4410]: Failed password for invalid user admin "
@@ -54,9 +44,9 @@ async def test_agent_whole_life(stack, admin, enroll_token, tmp_path):
         r = await asyncio.to_thread(admin.put, "/agents/life-1",
                                     json={"config": {"heartbeat_interval": 0.3, "labels": {"env": "test"}}})
         assert r.json()["config_version"] == 1
-        await wait_for(lambda: agent.config_version == 1, what="config received")
+        await wait_until(lambda: agent.config_version == 1, what="config received", blocking=True)
         assert agent.config["heartbeat_interval"] == 0.3
-        await wait_for(lambda: status()["applied_config_version"] == 1, what="config acknowledged")
+        await wait_until(lambda: status()["applied_config_version"] == 1, what="config acknowledged", blocking=True)
         logfile.write_text("")  # copytruncate-style rotation
         with logfile.open("a") as f:
             f.write("Nov 25 04:11:00 web-1 sudo:    alice : TTY=pts/0 ; PWD=/home/alice ; USER=root ; COMMAND=/bin/bash\n")
@@ -64,13 +54,13 @@ async def test_agent_whole_life(stack, admin, enroll_token, tmp_path):
         assert event["data"]["labels"] == {"env": "test"} and event["data"]["user"] == {"name": "alice"}
 
         # The agent dies without a word (its read position was saved): it goes stale, then offline.
-        await wait_for(lambda: not agent._unsaved and agent.positions, what="position saved")
+        await wait_until(lambda: not agent._unsaved and agent.positions, what="position saved", blocking=True)
         for task in agent._tasks:
             task.cancel()
         await agent.on_stop()
         await agent.nc.close()
-        await wait_for(lambda: status()["status"] == "stale", what="stale")
-        await wait_for(lambda: status()["status"] == "offline", what="offline")
+        await wait_until(lambda: status()["status"] == "stale", what="stale", blocking=True)
+        await wait_until(lambda: status()["status"] == "offline", what="offline", blocking=True)
         await agent._http.aclose()
 
         with logfile.open("a") as f:
@@ -83,9 +73,9 @@ async def test_agent_whole_life(stack, admin, enroll_token, tmp_path):
         assert again.agent_id == "life-1"
         (missed,) = await tap.take(1)
         assert missed["data"]["user"] == {"name": "carol"}
-        await wait_for(lambda: status()["status"] == "online", what="online again")
+        await wait_until(lambda: status()["status"] == "online", what="online again", blocking=True)
         await again.stop()
-        await wait_for(lambda: status()["status"] == "offline", timeout=0.9, what="offline at once on stop")
+        await wait_until(lambda: status()["status"] == "offline", timeout=0.9, what="offline at once on stop", blocking=True)
     assert status()["info"]["type"] == "tail" and status()["info"]["stats"]["publish_errors"] == 0
 
 
@@ -119,10 +109,10 @@ async def test_an_invalid_pushed_config_is_refused_and_reported(stack, admin, en
         assert event["data"] == {"message": "small"} and agent.stats.oversized == 1 and agent.settled == 5
         await agent.nc.publish("opmas.control.life-2", orjson.dumps(
             {"type": "config", "version": 7, "config": {"batch_size": "many"}}))
-        await wait_for(lambda: agent.config_problems, what="config refused")
+        await wait_until(lambda: agent.config_problems, what="config refused", blocking=True)
         assert agent.config_version == 0 and "batch_size" in agent.config_problems[0]
-        await wait_for(lambda: admin.get("/agents/life-2").json()["info"].get("config_errors"),
-                       what="errors reported in the heartbeat")
+        await wait_until(lambda: admin.get("/agents/life-2").json()["info"].get("config_errors"),
+                       what="errors reported in the heartbeat", blocking=True)
     finally:
         await agent.stop()
 
@@ -142,11 +132,11 @@ async def test_pushed_paths_outside_the_allowed_directories_are_refused(stack, a
             for outside in (str(secret), f"{logs}/../secret.txt", str(logs / "link.log")):
                 await asyncio.to_thread(admin.put, "/agents/life-3",
                                         json={"config": {"tail": {"paths": [outside], "from_beginning": True}}})
-                await wait_for(lambda: any(outside in p for p in agent.config_problems), what=f"{outside} refused")
+                await wait_until(lambda: any(outside in p for p in agent.config_problems), what=f"{outside} refused", blocking=True)
             assert "outside the allowed directories" in agent.config_problems[0]
             assert agent.config_version == 0 and list(agent._followers) == [str(given)]
-            await wait_for(lambda: admin.get("/agents/life-3").json()["info"].get("config_errors"),
-                           what="refusal reported in the heartbeat")
+            await wait_until(lambda: admin.get("/agents/life-3").json()["info"].get("config_errors"),
+                           what="refusal reported in the heartbeat", blocking=True)
             other.write_text("Nov 25 05:00:00 web-1 app: under the allowed directory\n")
             await asyncio.to_thread(admin.put, "/agents/life-3",
                                     json={"config": {"tail": {"paths": [str(other)], "from_beginning": True}}})

@@ -12,7 +12,8 @@ from websockets.asyncio.client import connect
 from opmas.config import Config, NatsConfig, PipelineConfig, PostgresConfig
 from tests.apiserver import ADMIN_SECRET, ApiServer, api_settings
 from tests.management.test_resources import RULE, metric
-from tests.pipeline.conftest import archive, running, wait_until  # noqa: F401 - the archive fixture
+from tests.pipeline.conftest import archive, running  # noqa: F401 - the archive fixture
+from tests.waiting import wait_until
 
 
 async def test_rule_event_finding_through_the_api(tmp_path, nats_server, postgres, archive):

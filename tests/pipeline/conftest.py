@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import asyncio
 import shutil
-import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -68,20 +67,6 @@ async def running(config: Config, archive: Archive) -> AsyncIterator[Pipeline]:
         stop.set()
         pipeline.abort.set()
         await asyncio.wait_for(task, 60)
-
-
-async def wait_until(check: Callable[[], object], timeout: float = 60.0, what: str = "condition") -> None:
-    """Poll ``check`` (sync or async) until it is truthy."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = check()
-        if asyncio.iscoroutine(value):
-            value = await value
-        if value:
-            return
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
-        await asyncio.sleep(0.1)
 
 
 def sample_objects(path: Path = SAMPLE) -> list[dict]:

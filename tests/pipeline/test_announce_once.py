@@ -13,7 +13,8 @@ from opmas.connectors.nats.subjects import EVENTS_STREAM
 from opmas.connectors.postgres.sink import Checkpoint, PostgresSink
 from opmas.connectors.records import FindingRecord
 from opmas.core.finding import Finding, finding_id
-from tests.pipeline.conftest import SAMPLE, expected_findings, running, sample_objects, wait_until
+from tests.pipeline.conftest import SAMPLE, expected_findings, running, sample_objects
+from tests.waiting import wait_until
 
 
 async def _subscribed(url: str) -> tuple[nats.NATS, list[dict]]:

@@ -20,8 +20,8 @@ from opmas.core.event import format_time
 from opmas.core.ruleset import load_ruleset, sources_from_paths
 from opmas.connectors.nats.replay import agent_of
 from opmas.connectors.nats.subjects import EVENTS_STREAM, FINDINGS_STREAM, ensure_streams
-from tests.pipeline.conftest import (UNSTORED_CITED_EVENTS, expected_findings, finding_ids_in_postgres, sample_objects,
-                                     wait_until)
+from tests.pipeline.conftest import UNSTORED_CITED_EVENTS, expected_findings, finding_ids_in_postgres, sample_objects
+from tests.waiting import wait_until
 
 EVENTS = 2400
 

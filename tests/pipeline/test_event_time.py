@@ -10,7 +10,8 @@ import orjson
 from opmas.connectors.nats.subjects import EVENTS_STREAM
 from opmas.core.event import format_time
 from opmas import metrics
-from tests.pipeline.conftest import expected_findings, finding_ids_in_postgres, running, wait_until
+from tests.pipeline.conftest import expected_findings, finding_ids_in_postgres, running
+from tests.waiting import wait_until
 from tests.pipeline.test_crash import _correlation_rule_ids, brute_force
 from tests.pipeline.test_flow import _total
 

@@ -1,7 +1,6 @@
 """End to end on real servers: replayed events -> findings on NATS and in PostgreSQL, events archived."""
 from __future__ import annotations
 
-import asyncio
 
 import nats
 import orjson
@@ -13,9 +12,9 @@ from opmas.connectors.nats.replay import agent_of, replay
 from opmas.connectors.nats.subjects import EVENTS_STREAM
 from opmas.core.partition import partition_of
 from opmas import metrics
-from tests.pipeline.conftest import (SAMPLE, expected_findings, finding_ids_in_postgres, running,
-                                     sample_objects, wait_until)
+from tests.pipeline.conftest import SAMPLE, expected_findings, finding_ids_in_postgres, running, sample_objects
 from tests.pipeline.test_crash import _correlation_rule_ids, brute_force
+from tests.waiting import wait_until
 
 
 @pytest.mark.parametrize("key, workers", [("agent", 2), ("host.name", 2), ("agent", 0)])

@@ -11,7 +11,8 @@ import orjson
 import psycopg
 
 from opmas.connectors.nats.subjects import ensure_streams
-from tests.pipeline.conftest import running, wait_until
+from tests.pipeline.conftest import running
+from tests.waiting import wait_until
 
 BRUTE_FORCE_SUCCEEDED = "7b6f1e0a-3c2d-4e59-9a51-0c9d2f4e8a10"  # rules/correlation/ssh_brute_force_success.yml
 LATENESS, IDLE = 2.0, 1.0

@@ -9,8 +9,8 @@ import orjson
 from opmas.connectors.nats.replay import agent_of
 from opmas.connectors.nats.subjects import EVENTS_STREAM
 from opmas import metrics
-from tests.pipeline.conftest import (expected_findings, finding_ids_in_postgres, running, sample_objects,
-                                     wait_until)
+from tests.pipeline.conftest import expected_findings, finding_ids_in_postgres, running, sample_objects
+from tests.waiting import wait_until
 
 
 def _retries() -> float:

@@ -10,7 +10,8 @@ import nats
 import orjson
 
 from opmas.connectors.nats.control import request_reload
-from tests.pipeline.conftest import running, wait_until
+from tests.pipeline.conftest import running
+from tests.waiting import wait_until
 
 RULE = """title: Canary {n}
 id: 5f0c7b5e-0000-4000-8000-00000000000{n}

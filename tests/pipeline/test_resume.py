@@ -5,7 +5,8 @@ import nats
 import orjson
 
 from opmas.connectors.postgres.sink import Checkpoint, PostgresSink
-from tests.pipeline.conftest import running, wait_until
+from tests.pipeline.conftest import running
+from tests.waiting import wait_until
 
 
 async def test_checkpoint_ahead_of_a_new_stream_starts_from_its_beginning(config, archive):

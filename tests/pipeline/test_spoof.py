@@ -11,7 +11,8 @@ import psycopg
 from opmas.connectors.nats.source import SourceMessage
 from opmas.connectors.nats.subjects import EVENTS_STREAM
 from opmas.runtime.intake import Intake
-from tests.pipeline.conftest import running, wait_until
+from tests.pipeline.conftest import running
+from tests.waiting import wait_until
 
 MARKER = """title: Spoof marker
 id: 0f0f0f0f-0000-4000-8000-000000000001

@@ -5,7 +5,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -13,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from opmas.runtime.tansu import TansuBroker, start_tansu
+from tests.waiting import wait_until_blocking
 from tests.paths import PROJECT_ROOT
 
 PARTITIONS = 4
@@ -88,11 +88,6 @@ def spawn(scaleout_env: dict[str, str], tmp_path: Path) -> Iterator[Callable[...
 
 
 def wait_until(check: Callable[[], bool], timeout: float, what: str, procs: tuple[Proc, ...] = ()) -> None:
-    """Poll ``check`` until true; on timeout fail with the processes' last log lines."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if check():
-            return
-        time.sleep(0.25)
-    logs = "\n".join(f"--- {p.name} ({'alive' if p.alive() else 'exited'})\n{p.tail()}" for p in procs)
-    pytest.fail(f"timed out after {timeout}s waiting for {what}\n{logs}")
+    """:func:`tests.waiting.wait_until_blocking`; on timeout the test fails with the processes' last log lines."""
+    wait_until_blocking(check, timeout, what, explain=lambda: "\n".join(
+        f"--- {p.name} ({'alive' if p.alive() else 'exited'})\n{p.tail()}" for p in procs))
