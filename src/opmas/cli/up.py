@@ -23,7 +23,7 @@ Service = Callable[["Config", "Stack", "asyncio.Event"], Awaitable[None]]
 
 def services() -> list[Service]:
     """Services started next to the engine: ``hook(config, stack, stop) -> awaitable``, run as tasks
-    until ``stop`` is set. The management API is one (see management/). Imported here, when ``up``
+    until ``stop`` is set. The management API is one (see api/). Imported here, when ``up``
     runs, so that every other ``opmas`` command starts without loading them."""
     from opmas.api.service import up_service
 
@@ -64,8 +64,8 @@ def up_command(args: argparse.Namespace) -> int:
 
 
 async def run_up(config: Config) -> int:
-    """Start the servers and the engine, restarting whichever crashes (opmas/runtime/supervise.py);
-    on SIGINT/SIGTERM stop the engine (by its deadline, see opmas/runtime/shutdown.py), then the servers."""
+    """Start the servers and the engine, restarting whichever crashes (runtime/supervise.py);
+    on SIGINT/SIGTERM stop the engine (by its deadline, see runtime/shutdown.py), then the servers."""
     import asyncio
 
     from opmas.runtime.datadir import DataDirBusy

@@ -23,7 +23,7 @@ class Event:
 
     ``raw``: the JSON text ``data`` was parsed from (or that of an object holding it, such as its
     envelope), where the event came as text: the keyword prefilter searches it instead of
-    serialising ``data`` again (engine/sigma/prefilter.py). Not part of the event's value."""
+    serialising ``data`` again (core/sigma/prefilter.py). Not part of the event's value."""
 
     __slots__ = ("_id", "_hashed", "data", "timestamp", "agent_id", "type", "raw")
 

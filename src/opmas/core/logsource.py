@@ -1,6 +1,6 @@
 """Logsource mappings: which events a rule applies to, and how Sigma field names address them.
 
-A mapping is a YAML file (built-in ones in engine/mappings/; users pass their own,
+A mapping is a YAML file (built-in ones in core/mappings/; users pass their own,
 which take precedence). Format (checked against schemas/mapping.schema.json)::
 
     name: windows-evtx
@@ -497,7 +497,7 @@ def _shared_entries(name: str, file: str) -> tuple[LogsourceEntry, ...]:
 
 def load_mapping(path: str | Path) -> Mapping:
     """Load a mapping file; MappingError with the file name (and line) if it is unreadable or invalid.
-    YAML aliases are refused (engine/sigma/yamldoc.py: a few hundred bytes of them expand to gigabytes)."""
+    YAML aliases are refused (core/sigma/yamldoc.py: a few hundred bytes of them expand to gigabytes)."""
     try:
         data = load_yaml(Path(path).read_text())
     except OSError as exc:

@@ -1,6 +1,6 @@
 """The processor every runtime drives: events in, findings out, state as plain data.
 
-``Processor(ruleset, state)`` evaluates detection rules per event (engine/dispatch.py)
+``Processor(ruleset, state)`` evaluates detection rules per event (core/dispatch.py)
 and feeds each detection match to the correlation part of the rule set, if any
 (``ruleset.correlations``, an ``opmas.core.correlation.CorrelationSet``): by default to
 its own ``LocalCorrelator``, which also reports the correlation findings after each

@@ -1,7 +1,7 @@
 """A content-keyed on-disk cache of what parsing a rule file gives, as plain JSON (never code).
 
-engine/ruleset.py stores, per rule source, a JSON value: each document's outcome up to
-the condition IR (engine/sigma/ir.py). An entry's key is the sha256 of the cache
+core/ruleset.py stores, per rule source, a JSON value: each document's outcome up to
+the condition IR (core/sigma/ir.py). An entry's key is the sha256 of the cache
 format, the engine code that makes entries (its source files and the versions of the
 libraries it uses), the placeholders and rule schema in effect (the ``context``) and
 the source's name and text: a change to any of them is a new key, so entries are never

@@ -147,7 +147,7 @@ def load_ruleset(sources: Sequence[RuleSource], mappings: Sequence[str | Path] =
 
     ``lateness`` (seconds) is how far out of order events may arrive and still count in
     correlation windows (default ``opmas.core.correlation.DEFAULT_LATENESS``). ``cache_dir`` holds
-    what parsing each source gave, keyed on its content (engine/rule_cache.py): None for no
+    what parsing each source gave, keyed on its content (core/rule_cache.py): None for no
     cache; by default ``$OPMAS_CACHE_DIR`` (empty or "off": no cache), else the user's cache dir."""
     errors: list[RuleError] = []
     loaded: list[Mapping] = []
@@ -225,7 +225,7 @@ def _coverage_warning(rule: DetectionRule, line: int, mappings: Sequence[Mapping
 
 
 def _field_case_warnings(rule: DetectionRule, field_lines: dict[str, int]) -> list[RuleError]:
-    """A warning for each field the rule names that its logsource's known fields (engine/taxonomy.yml)
+    """A warning for each field the rule names that its logsource's known fields (core/taxonomy.yml)
     have only with another case: it never matches."""
     warnings = []
     for name in sorted(rule.fields):

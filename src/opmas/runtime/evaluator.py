@@ -12,7 +12,7 @@ message and keeps the events of its partitions; dead letters of such messages ar
 reported by the evaluator ``seq % workers``, an evaluation failure by the evaluator it
 happened in.
 
-The processors run split (engine/processor.py): correlation hits leave with the batch
+The processors run split (core/processor.py): correlation hits leave with the batch
 (``Evaluated.handoffs``) for the engine process's CorrelationStage, where the groups of
 every partition meet.
 """

@@ -72,7 +72,7 @@ log = logging.getLogger("opmas.worker")
 APP_ID = "opmas-workers"
 CHECKPOINTS = "checkpoints"
 # Largest checkpoint record (zlib-compressed JSON, ~6x smaller than the JSON): the workers'
-# producer request size and the changelog topic's max.message.bytes. See README (scale-out).
+# producer request size and the changelog topic's max.message.bytes. See docs/scale-out.md.
 CHECKPOINT_MAX_BYTES = 16 << 20
 # Every this many seconds a worker announces findings stored at least that long ago and still
 # unannounced: another worker stored them and died before publishing (connectors/postgres/sink.py).

@@ -6,7 +6,7 @@ and their ids are those live processing gives for the same events, correlations 
 
 So that a day of archive is not streamed through Python, ClickHouse first drops the events no rule
 can match (``needles``): every rule requires one of the literals of its most selective clause
-(engine/sigma/compile.py), so an event whose JSON text contains none of them, ignoring case, can
+(core/sigma/compile.py), so an event whose JSON text contains none of them, ignoring case, can
 give no finding. Each literal is searched as its longest printable ASCII run without spaces, as
 it appears in JSON text (a Sigma field joined from a list, a non-ASCII literal, a JSON escape all
 keep that run whole); a number as its decimal and hex text. Where one rule requires nothing

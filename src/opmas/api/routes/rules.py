@@ -53,7 +53,7 @@ def _invalid(message: str, errors: list[dict[str, Any]] | None = None) -> HTTPEx
 
 async def validate_rule(state: ApiState, source: str, name: str) -> dict[str, Any]:
     """Load ``source`` with the engine (beside the other rules, so correlations resolve) and run
-    its ``tests:`` cases, in a child process with a deadline (engine/rule_tests.py: the work stays
+    its ``tests:`` cases, in a child process with a deadline (core/rule_tests.py: the work stays
     off the event loop, and a check that overruns is stopped); returns the rule's metadata or
     raises 422 listing each error or failed case with file, line, rule id and code."""
     others = await fetch_all(state, "SELECT DISTINCT ON (COALESCE(path, id)) id, source, path FROM rules"

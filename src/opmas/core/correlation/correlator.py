@@ -1,6 +1,6 @@
 """Correlation state keyed by group key: windows, chains, suppression, findings.
 
-Correlation runs in two steps (engine/correlation/observer.py is the first):
+Correlation runs in two steps (core/correlation/observer.py is the first):
 
 * an ``Observer`` per partition processor sees every event: it keeps that
   partition's event time (``max_time``; its watermark is ``max_time - lateness``),
@@ -18,7 +18,7 @@ Correlation runs in two steps (engine/correlation/observer.py is the first):
 
 One processor correlating its own events wires the two together
 (``LocalCorrelator``, ``CorrelationSet.start``); a partitioned runtime feeds one
-``CorrelationStage`` (engine/correlation/stage.py) from all its partitions, so a
+``CorrelationStage`` (core/correlation/stage.py) from all its partitions, so a
 group's events meet whatever partition they were detected in.
 
 A correlation result feeds the correlations that reference it (chains) as a hit

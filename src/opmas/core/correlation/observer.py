@@ -14,7 +14,7 @@ Events without a time are counted in ``untimed_events`` and kept out too.
 Each detection match of an accepted event that a correlation takes becomes a hit
 keyed by that correlation's group-by fields (``observe``); each finding of a rule with
 ``suppress`` becomes an offer (``hold``). ``take`` hands both, with the watermark, to
-the Correlator that holds the groups (engine/correlation/correlator.py).
+the Correlator that holds the groups (core/correlation/correlator.py).
 """
 from __future__ import annotations
 

@@ -3,7 +3,7 @@
 The scale-out workers spread events over partition processors by ``partition_key``
 (``opmas.core.partition``: the publishing agent by default, or a dotted event field), and
 each processor correlates only its own events (the embedded pipeline feeds one
-CorrelationStage instead, see engine/correlation/stage.py). A correlation sees all the events of
+CorrelationStage instead, see core/correlation/stage.py). A correlation sees all the events of
 a group only if every one of its inputs groups by that field; any other correlation
 (e.g. one grouped by ``source.ip`` while events are partitioned by agent: a password
 spray over several agents) can miss what ``opmas detect`` finds over the whole log.

@@ -4,7 +4,7 @@ A partitioned runtime spreads events over partition processors by a key (the
 publishing agent by default), but a correlation groups by its own fields: a
 password spray from one ``source.ip`` over many agents lands in many partitions.
 So partition processors run with ``split=True``: each keeps only its Observer
-(event time, lateness, the hits of its matches, see engine/correlation/observer.py)
+(event time, lateness, the hits of its matches, see core/correlation/observer.py)
 and hands its hits over after each batch; the ``CorrelationStage`` holds the one
 Correlator, whose groups are keyed by group key, and every hit of a group meets
 there whatever partition it came from.

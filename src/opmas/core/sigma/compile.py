@@ -1,15 +1,15 @@
 """Compile a condition into one closure ``match(flat, low) -> bool``.
 
-A pySigma condition tree is first lowered to plain data (engine/sigma/ir.py: every rule
+A pySigma condition tree is first lowered to plain data (core/sigma/ir.py: every rule
 error is found there, and the IR can be cached), then :func:`compile_ir` builds the closure.
-``flat`` maps field names to the event's values (see engine/logsource.py); ``low``
+``flat`` maps field names to the event's values (see core/logsource.py); ``low``
 holds the same values with strings lower-cased once per event (lists element-wise),
 plus the keyword texts under :data:`KEYWORDS` / :data:`KEYWORDS_RAW`. Case folding of
 rule values and wildcard translation happen in the lowering, regex compilation (``|re`` values and
-wildcard patterns, both run by RE2 in linear time: engine/sigma/regex.py) here, once.
+wildcard patterns, both run by RE2 in linear time: core/sigma/regex.py) here, once.
 
 Alongside the matcher, :func:`compile_ir` derives the rule's *requirement*
-for the prefilter (see engine/sigma/prefilter.py), in conjunctive form: clauses,
+for the prefilter (see core/sigma/prefilter.py), in conjunctive form: clauses,
 each a set of ``(field, literal)`` pairs, such that the rule can only match an event
 where every clause has a literal occurring in the lower-cased value of its field.
 AND concatenates its children's clauses (keeping the most selective few), OR unions
@@ -285,7 +285,7 @@ class _Compiler:
 
     def number(self, name: str, number: float) -> tuple[Matcher, Requirement]:
         self.fields.add(name)
-        # a number literal, not text: 1.0, "1" and "0x1" are all the number 1 (engine/sigma/prefilter.py)
+        # a number literal, not text: 1.0, "1" and "0x1" are all the number 1 (core/sigma/prefilter.py)
         exact = float(number) == number  # a float key finds the number (ints beyond 2**53 would not)
         requirement = (frozenset({(name, number_literal(number))}),) if exact else None
         return _raw_leaf(name, lambda v: _number(v) == number), requirement
@@ -422,7 +422,7 @@ def clause_cost(clause: Clause) -> tuple[float, int]:
 
 
 def compile_ir(ir: Node) -> Compiled:
-    """Compile the IR of a condition (engine/sigma/ir.py) into a :class:`Compiled`."""
+    """Compile the IR of a condition (core/sigma/ir.py) into a :class:`Compiled`."""
     compiler = _Compiler()
     match, requirement = compiler.node(ir)
     return Compiled(match, requirement, compiler.fields, compiler.keywords)

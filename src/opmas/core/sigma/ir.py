@@ -1,4 +1,4 @@
-"""Lower a pySigma condition tree into plain data: the IR engine/sigma/compile.py builds matchers from.
+"""Lower a pySigma condition tree into plain data: the IR core/sigma/compile.py builds matchers from.
 
 The IR is nested lists of str, int, float, bool and None only (JSON as it is), so the
 work of parsing a rule can be cached on disk. One node per matcher the compiler builds:
@@ -109,7 +109,7 @@ def _flat_args(node: Any, kind: type) -> list[Any]:
 
 def _regex(value: SigmaRegularExpression) -> tuple[str, int]:
     """Source and Python flags of a ``|re`` value, checked to compile (RE2, or re where its
-    backtracking is bounded: engine/sigma/regex.py)."""
+    backtracking is bounded: core/sigma/regex.py)."""
     flags = 0
     for flag in value.flags:
         flags |= SigmaRegularExpression.sigma_to_python_flags[flag]

@@ -1,6 +1,6 @@
 """Prefilter: which rules of a group can possibly match an event.
 
-Each rule carries a requirement (engine/sigma/compile.py): clauses of
+Each rule carries a requirement (core/sigma/compile.py): clauses of
 ``(field, literal)`` pairs; the rule can only match an event where every clause has
 a literal in the event's lower-cased field. The prefilter builds one Aho-Corasick
 automaton per field over all literals of the group and runs it once per field per
