@@ -54,7 +54,6 @@ from benchmarks.bench_rules import bench_rules
 from benchmarks.generate import generate
 from benchmarks.memory import peak_rss_mib, reset_peak
 from opmas.connectors.clickhouse.archive import Archive, connect
-from opmas.connectors.nats.subjects import EVENTS_STREAM
 from opmas.config import Config, NatsConfig, PipelineConfig, PostgresConfig
 from opmas.runtime.embedded import start_nats, start_postgres
 from opmas.logs import setup_logging
@@ -148,7 +147,7 @@ async def run_once(args: argparse.Namespace, work: Path, events_file: Path, rule
     config = Config(data_dir=work, nats=NatsConfig(url=nats.url), postgres=PostgresConfig(url=postgres.url),
                     pipeline=PipelineConfig(rules=(rules_dir,), partitions=args.partitions, workers=args.workers,
                                             watch_rules=False))
-    pipeline = Pipeline(config, nats.url, postgres.url, archive)
+    pipeline = Pipeline.over_nats(config, nats.url, postgres.url, archive)
     pipeline.stats.keep_latencies = True
     stop = asyncio.Event()
     engine = asyncio.create_task(pipeline.run(stop))
@@ -169,7 +168,7 @@ async def run_once(args: argparse.Namespace, work: Path, events_file: Path, rule
             _replay, command, work / "replay.log")
         if code:
             raise SystemExit(f"replay failed: {(work / 'replay.log').read_text()}")
-        last = (await pipeline.js.stream_info(EVENTS_STREAM)).state.last_seq
+        last = await pipeline.io.source.end()
         while pipeline.stats.acked_seq < last:
             if engine.done():
                 engine.result()

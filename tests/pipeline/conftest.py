@@ -53,7 +53,7 @@ def archive(chdb_dir: Path):
 @asynccontextmanager
 async def running(config: Config, archive: Archive) -> AsyncIterator[Pipeline]:
     """An engine running in this process until the block ends."""
-    pipeline = Pipeline(config, config.nats.url, config.postgres.url, archive)
+    pipeline = Pipeline.over_nats(config, config.nats.url, config.postgres.url, archive)
     stop = asyncio.Event()
     task = asyncio.create_task(pipeline.run(stop))
     ready = asyncio.create_task(pipeline.ready.wait())

@@ -10,7 +10,8 @@ import orjson
 from opmas.connectors.inputs import check
 from opmas.connectors.nats.replay import agent_of, replay
 from opmas.connectors.nats.subjects import EVENTS_STREAM
-from opmas.connectors.postgres.sink import Checkpoint, PostgresSink
+from opmas.connectors.postgres.sink import PostgresSink
+from opmas.connectors.store import Checkpoint
 from opmas.connectors.records import FindingRecord
 from opmas.core.finding import Finding, finding_id
 from tests.pipeline.conftest import SAMPLE, expected_findings, running, sample_objects

@@ -71,7 +71,7 @@ def test_every_runtime_refuses_an_invalid_envelope_for_the_same_reason(obj, tmp_
 
     from opmas.connectors.files import BadRecord
     from opmas.connectors.inputs import Reading, check
-    from opmas.connectors.nats.source import SourceMessage
+    from opmas.connectors.source import SourceMessage
     from opmas.core.envelope import EnvelopeError, event_from_obj
     from opmas.runtime.intake import Intake
 

@@ -5,7 +5,7 @@ from collections.abc import Sequence
 
 import orjson
 
-from opmas.connectors.nats.source import SourceMessage
+from opmas.connectors.source import SourceMessage
 from opmas.core.event import Event
 from opmas.core.finding import Finding
 from opmas.core.processor import Processor

@@ -4,7 +4,8 @@ from __future__ import annotations
 import nats
 import orjson
 
-from opmas.connectors.postgres.sink import Checkpoint, PostgresSink
+from opmas.connectors.postgres.sink import PostgresSink
+from opmas.connectors.store import Checkpoint
 from tests.pipeline.conftest import running
 from tests.waiting import wait_until
 

@@ -78,7 +78,7 @@ async def test_a_failing_writer_ends_the_engine_instead_of_blocking_the_reader(c
         conn.execute(FAILING_CHECKPOINTS)
     await _publish(config.nats.url, 20)
     config = config.with_overrides(pipeline={"workers": 0, "batch_size": 1, "checkpoint_interval": 0.0})
-    pipeline = Pipeline(config, config.nats.url, config.postgres.url, archive)
+    pipeline = Pipeline.over_nats(config, config.nats.url, config.postgres.url, archive)
     stop = asyncio.Event()
     run = asyncio.create_task(pipeline.run(stop))
     try:

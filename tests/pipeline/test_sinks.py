@@ -8,7 +8,8 @@ import pytest
 
 from opmas.connectors.clickhouse.archive import Archive, connect, encode_row
 from opmas.connectors.nats.client import settle
-from opmas.connectors.postgres.sink import Checkpoint, PostgresSink, Written
+from opmas.connectors.postgres.sink import PostgresSink
+from opmas.connectors.store import Checkpoint, Written
 from opmas.connectors.records import EventRecord, FindingRecord
 from opmas.core.event import Event
 from opmas.core.finding import Finding, finding_id
@@ -126,14 +127,15 @@ async def test_postgres_sink_takes_nul_and_absurd_times_and_refuses_only_the_bad
 
 
 async def test_rows_postgres_refuses_become_dead_letters_then_the_checkpoint_is_saved(postgres, nats_server):
-    """write_postgres, which the pipeline and the Faust workers share."""
+    """write_store, which the pipeline and the Faust workers share."""
     import asyncio
 
     import nats
     import orjson
 
     from opmas.connectors.nats.subjects import ensure_streams
-    from opmas.runtime.outputs import write_postgres
+    from opmas.connectors.nats.publishers import NatsDeadLetterSink
+    from opmas.runtime.outputs import write_store
 
     sink = PostgresSink(postgres.url)
     await sink.migrate()
@@ -149,8 +151,8 @@ async def test_rows_postgres_refuses_become_dead_letters_then_the_checkpoint_is_
     await settle(nc)
     bad = finding(2)
     bad.id = "not-a-uuid"
-    dead, new = await write_postgres(sink, js, *records([finding(1), bad], []), Checkpoint("c1", 7, {}, {}), 0.5,
-                                     asyncio.Event())
+    dead, new = await write_store(sink, NatsDeadLetterSink(js), *records([finding(1), bad], []),
+                                  Checkpoint("c1", 7, {}, {}), 0.5, asyncio.Event())
     assert [d.reason.split(": ")[:2] for d in dead] == [["postgres", "finding not-a-uuid refused"]]
     assert [f.id for f in new] == [finding(1).id]
     await nc.flush()

@@ -8,7 +8,7 @@ import nats
 import orjson
 import psycopg
 
-from opmas.connectors.nats.source import SourceMessage
+from opmas.connectors.source import SourceMessage
 from opmas.connectors.nats.subjects import EVENTS_STREAM
 from opmas.runtime.intake import Intake
 from tests.pipeline.conftest import running

@@ -16,7 +16,7 @@ from aiokafka import AIOKafkaProducer
 
 from benchmarks.generate import START, generate
 from opmas.connectors.clickhouse.archive import Archive, connect
-from opmas.connectors.nats.source import SourceMessage
+from opmas.connectors.source import SourceMessage
 from opmas.core.processor import Processor
 from opmas.connectors.nats.subjects import (DEADLETTER_STREAM, DEADLETTER_SUBJECT, FINDINGS_STREAM, ensure_streams,
                                       events_subject)

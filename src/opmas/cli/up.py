@@ -92,7 +92,7 @@ async def run_up(config: Config) -> int:
     first_ready = asyncio.Event()
 
     async def run_engine() -> None:
-        pipeline = Pipeline(config, stack.nats_url, stack.db_url, stack.archive, abort)
+        pipeline = Pipeline.over_nats(config, stack.nats_url, stack.db_url, stack.archive, abort)
         ready = asyncio.create_task(pipeline.ready.wait())
         ready.add_done_callback(lambda task: task.cancelled() or first_ready.set())
         try:

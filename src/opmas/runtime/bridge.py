@@ -29,7 +29,8 @@ from opmas.connectors.kafka.security import KafkaSecurity
 from opmas.connectors.kafka.topics import bootstrap
 from opmas.connectors.nats.client import NATS_ERRORS
 from opmas.connectors.nats.publishers import publish_dead_letters
-from opmas.connectors.nats.source import JetStreamSource, SourceMessage
+from opmas.connectors.nats.source import JetStreamSource
+from opmas.connectors.source import SourceMessage
 from opmas.connectors.nats.subjects import agent_of_subject
 from opmas.core.event import Event
 from opmas.core.partition import AGENT_KEY, key_of, partition_of

@@ -24,7 +24,7 @@ from typing import Any
 
 from opmas.connectors.clickhouse.archive import encode_row
 from opmas.connectors.nats.publishers import DeadLetter
-from opmas.connectors.nats.source import SourceMessage
+from opmas.connectors.source import SourceMessage
 from opmas.connectors.nats.subjects import agent_of_subject
 from opmas.connectors.records import EventRecord, FindingRecord
 from opmas.core.correlation import DEFAULT_MAX_FUTURE, Handoff

@@ -50,7 +50,7 @@ from faust.types import EventT
 from opmas.connectors.kafka.records import decode
 from opmas.connectors.kafka.security import KafkaSecurity
 from opmas.connectors.nats.client import NATS_ERRORS
-from opmas.connectors.nats.publishers import DeadLetter, NatsFindingSink, publish_dead_letters
+from opmas.connectors.nats.publishers import DeadLetter, NatsDeadLetterSink, NatsFindingSink, publish_dead_letters
 from opmas.connectors.nats.subjects import RELOAD_SUBJECT, ensure_streams
 from opmas.connectors.postgres.sink import PG_ERRORS, PostgresSink
 from opmas.connectors.sinks import FindingSink, build_sinks
@@ -62,7 +62,7 @@ from opmas.core.processor import Processor
 from opmas.core.ruleset import RuleSet
 from opmas import metrics
 from opmas.runtime.gc_tuning import tune_gc_for_rules
-from opmas.runtime.outputs import announce, announce_pending, report_dead_letters, report_findings, write_postgres
+from opmas.runtime.outputs import announce, announce_pending, report_dead_letters, report_findings, write_store
 from opmas.runtime.retry import retry
 from opmas.runtime.rules import RuleFiles, RuleReloads, warn_split_correlations
 from opmas.runtime.streaming import process_streamed
@@ -422,8 +422,8 @@ class WorkerRuntime:
         refused: list[DeadLetter] = []  # rows PostgreSQL refused, already dead-lettered
         new: list[FindingRecord] = []  # findings PostgreSQL stored for the first time, announced once
         if findings:
-            refused, new = await write_postgres(self.pg, self.js, findings, referenced, None, s.retry_max_delay,
-                                                self.abort)
+            refused, new = await write_store(self.pg, NatsDeadLetterSink(self.js), findings, referenced, None,
+                                             s.retry_max_delay, self.abort)
             await announce(self.pg, self.sinks, new, s.retry_max_delay, self.abort)
         if dead:
             await retry(lambda: publish_dead_letters(self.js, dead), "nats-deadletter", NATS_ERRORS,

@@ -15,7 +15,7 @@ from typing import Any
 import orjson
 
 from opmas.connectors.nats.publishers import DeadLetter
-from opmas.connectors.nats.source import SourceMessage
+from opmas.connectors.source import SourceMessage
 from opmas.connectors.nats.subjects import agent_of_subject, subject_token
 from opmas.core.event import Event
 from opmas.core.envelope import envelope_error, envelope_event, looks_like_envelope

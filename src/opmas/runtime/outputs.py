@@ -1,49 +1,57 @@
 """What both streaming runtimes (pipeline.py, faust_worker.py) do with a batch's output once it
-is evaluated: PostgreSQL writes whose refused rows become dead letters; findings announced on NATS
-once, when PostgreSQL first stores them (the outbox, connectors/postgres/sink.py), to every finding
-sink (connectors/sinks.py); the finding logs."""
+is evaluated: the state store's write (PostgreSQL), whose refused rows become dead letters;
+findings announced once, when the store first holds them (its outbox), to every finding sink
+(connectors/sinks.py); the finding logs. Each step is retried on the errors its component names."""
 from __future__ import annotations
 
 import asyncio
 import logging
 from collections import Counter
 from collections.abc import Sequence
+from typing import Protocol
 
-from nats.js import JetStreamContext
-
-from opmas.connectors.nats.client import NATS_ERRORS
-from opmas.connectors.nats.publishers import DeadLetter, publish_dead_letters
+from opmas.connectors.nats.publishers import DeadLetter
 from opmas.connectors.nats.subjects import events_subject, findings_subject
-from opmas.connectors.postgres.sink import PG_ERRORS, Checkpoint, PostgresSink, Rejected
 from opmas.connectors.records import EventRecord, FindingRecord
 from opmas.connectors.sinks import FindingSink
+from opmas.connectors.store import Checkpoint, Rejected, StateStore
 from opmas import metrics
 from opmas.runtime.retry import retry
 
 
+class DeadLetterSink(Protocol):
+    """Where dead letters go (``opmas.deadletter`` on NATS; a list in tests)."""
 
-async def write_postgres(pg: PostgresSink, js: JetStreamContext, findings: Sequence[FindingRecord],
-                         events: Sequence[EventRecord], checkpoint: Checkpoint | None, max_delay: float,
-                         abort: asyncio.Event) -> tuple[list[DeadLetter], list[FindingRecord]]:
-    """Write findings, their events and the checkpoint (retried while a server is away). Rows
-    PostgreSQL refuses for their content are published as dead letters, then the checkpoint is
-    saved alone. Returns those dead letters, and the findings stored for the first time: the
-    caller announces them (:func:`announce`)."""
-    written = await retry(lambda: pg.write(findings, events, checkpoint), "postgres", PG_ERRORS, max_delay, abort)
+    name: str
+    errors: tuple[type[BaseException], ...]
+
+    async def write(self, letters: Sequence[DeadLetter]) -> None:
+        """Hold ``letters`` durably before returning."""
+
+
+async def write_store(store: StateStore, dead_letters: DeadLetterSink, findings: Sequence[FindingRecord],
+                      events: Sequence[EventRecord], checkpoint: Checkpoint | None, max_delay: float,
+                      abort: asyncio.Event) -> tuple[list[DeadLetter], list[FindingRecord]]:
+    """Write findings, their events and the checkpoint (retried while the store is away). Rows
+    the store refuses for their content become dead letters, then the checkpoint is saved
+    alone. Returns those dead letters, and the findings stored for the first time: the caller
+    announces them (:func:`announce`)."""
+    written = await retry(lambda: store.write(findings, events, checkpoint), store.name, store.errors, max_delay,
+                          abort)
     stored = set(written.stored)
     new = [f for f in findings if f.id in stored]
     if not written.rejected:
         return [], new
     letters = [rejected_letter(r) for r in written.rejected]
-    await retry(lambda: publish_dead_letters(js, letters), "nats-deadletter", NATS_ERRORS, max_delay, abort)
+    await retry(lambda: dead_letters.write(letters), dead_letters.name, dead_letters.errors, max_delay, abort)
     if checkpoint is not None:
-        await retry(lambda: pg.write((), (), checkpoint), "postgres", PG_ERRORS, max_delay, abort)
+        await retry(lambda: store.write((), (), checkpoint), store.name, store.errors, max_delay, abort)
     return letters, new
 
 
-async def announce(pg: PostgresSink, sinks: Sequence[FindingSink], findings: Sequence[FindingRecord],
+async def announce(store: StateStore, sinks: Sequence[FindingSink], findings: Sequence[FindingRecord],
                    max_delay: float, abort: asyncio.Event) -> None:
-    """Write findings PostgreSQL stored for the first time to every finding sink (NATS first), each
+    """Write findings the store holds for the first time to every finding sink (NATS first), each
     retried on its own errors, then take them out of the outbox. A crash in between leaves them
     there for :func:`announce_pending`: announced at least once, and a replayed log's findings,
     already stored, not again."""
@@ -52,16 +60,16 @@ async def announce(pg: PostgresSink, sinks: Sequence[FindingSink], findings: Seq
     for sink in sinks:
         await retry(lambda sink=sink: sink.write(findings), sink.name, sink.errors, max_delay, abort)
     ids = [f.id for f in findings]
-    await retry(lambda: pg.write((), (), None, ids), "postgres", PG_ERRORS, max_delay, abort)
+    await retry(lambda: store.write((), (), None, ids), store.name, store.errors, max_delay, abort)
 
 
-async def announce_pending(pg: PostgresSink, sinks: Sequence[FindingSink], max_delay: float, abort: asyncio.Event,
+async def announce_pending(store: StateStore, sinks: Sequence[FindingSink], max_delay: float, abort: asyncio.Event,
                            older_than: float = 0.0) -> int:
     """Announce the findings a crash left stored but unannounced (at start; the Faust workers also
     sweep for another worker's, ``older_than`` seconds old); returns how many."""
     total = 0
-    while records := await retry(lambda: pg.unannounced(older_than), "postgres", PG_ERRORS, max_delay, abort):
-        await announce(pg, sinks, records, max_delay, abort)
+    while records := await retry(lambda: store.unannounced(older_than), store.name, store.errors, max_delay, abort):
+        await announce(store, sinks, records, max_delay, abort)
         total += len(records)
     return total
 

@@ -1,12 +1,15 @@
-"""The engine's main loop: JetStream batches -> partition processors -> sinks -> ack.
+"""The engine's main loop: source batches -> partition processors -> sinks -> commit.
 
 Two tasks joined by a bounded queue (backpressure): the reader fetches a batch,
-decodes and evaluates it; the writer sends that batch's raw events to the
-ClickHouse archive and its findings and dead letters to NATS, then commits its
-findings (and, every ``checkpoint_interval``, the processors' state at that batch's
-last sequence) to PostgreSQL in one transaction, and only then acknowledges the
-batch. A server that is away stalls the writer (retrying with bounded backoff),
-the full queue stalls the reader, JetStream holds the rest.
+decodes and evaluates it; the writer sends that batch's raw events to the archive
+and its dead letters out, then commits its findings (and, every
+``checkpoint_interval``, the processors' state at that batch's last position) to the
+state store in one transaction, announces the new findings to the finding sinks, and
+only then acknowledges the batch to the source. A component that is away stalls the
+writer (retrying on the errors it names, with bounded backoff), the full queue stalls
+the reader, the source holds the rest. The loop sees its I/O only through
+``PipelineIO`` (``nats_io`` in ``opmas up``: JetStream, PostgreSQL, ClickHouse;
+``connectors.testing`` in the unit tests).
 
 Correlation runs in two steps: the partition processors (in the evaluators) keep
 event time and turn matches into hits keyed by each correlation's group-by; the
@@ -24,26 +27,30 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 from watchfiles import awatch
 
-from opmas.connectors.clickhouse.archive import CH_ERRORS, Archive
+from opmas.connectors.clickhouse.archive import Archive
 from opmas.connectors.nats.client import connect
-from opmas.connectors.nats.client import NATS_ERRORS
-from opmas.connectors.nats.publishers import NatsFindingSink, publish_dead_letters
-from opmas.connectors.nats.source import JetStreamSource, SourceMessage
-from opmas.connectors.nats.subjects import EVENTS_STREAM, RELOAD_SUBJECT, ensure_streams
-from opmas.connectors.postgres.sink import PG_ERRORS, Checkpoint, PostgresSink
+from opmas.connectors.nats.publishers import NatsDeadLetterSink, NatsFindingSink
+from opmas.connectors.nats.source import JetStreamSource
+from opmas.connectors.nats.subjects import RELOAD_SUBJECT, ensure_streams
+from opmas.connectors.postgres.sink import PostgresSink
 from opmas.connectors.records import FindingRecord
 from opmas.connectors.sinks import FindingSink, build_sinks
+from opmas.connectors.source import Source, SourceMessage
+from opmas.connectors.store import Checkpoint, StateStore
 from opmas.core.correlation import CorrelationStage
 from opmas.core.ruleset import RuleSet
 from opmas import metrics
 from opmas.config import Config
 from opmas.runtime.evaluator import Evaluated
-from opmas.runtime.outputs import announce, announce_pending, report_dead_letters, report_findings, write_postgres
+from opmas.runtime.outputs import (DeadLetterSink, announce, announce_pending, report_dead_letters, report_findings,
+                                   write_store)
 from opmas.runtime.retry import retry
 from opmas.runtime.rules import RuleFiles, RuleReloads
 from opmas.runtime.workers import EvaluatorPool
@@ -77,52 +84,109 @@ class PipelineStats:
     keep_latencies: bool = False
 
 
-class Pipeline:
-    """Runs until ``stop`` is set; ``abort`` gives up retries on a second signal."""
+class EventArchive(Protocol):
+    """Where raw events are archived (ClickHouse's ``Archive``; a list in tests)."""
 
-    def __init__(self, config: Config, nats_url: str, db_url: str, archive: Archive,
-                 abort: asyncio.Event | None = None):
+    name: str
+    errors: tuple[type[BaseException], ...]
+
+    def ensure_table(self) -> None: ...
+    def insert_block(self, block: bytes) -> None: ...
+
+
+@dataclass
+class PipelineIO:
+    """What the loop reads from and writes to: a source, the state store, the archive, the dead
+    letters, the finding sinks, and (optionally) where rule reload requests arrive."""
+
+    source: Source
+    store: StateStore
+    archive: EventArchive
+    dead_letters: DeadLetterSink
+    finding_sinks: list[FindingSink]
+    reload_requests: Callable[[Callable[[Any], Awaitable[None]]], Awaitable[Any]] | None = None
+
+
+@asynccontextmanager
+async def nats_io(config: Config, nats_url: str, db_url: str, archive: Archive) -> AsyncIterator[PipelineIO]:
+    """The pipeline's I/O in ``opmas up``: the JetStream events stream, PostgreSQL, the ClickHouse
+    archive, dead letters and findings on NATS plus the configured finding sinks."""
+    nc = await connect(nats_url, f"opmas-engine:{config.pipeline.consumer}", persistent=True)
+    js = nc.jetstream()
+    store = PostgresSink(db_url)
+    sinks: list[FindingSink] = []
+    try:
+        for sink in [NatsFindingSink(js), *build_sinks(config.sinks)]:
+            await sink.open()
+            sinks.append(sink)
+        await ensure_streams(js, config.nats.stream_max_age, config.nats.stream_max_bytes)
+        yield PipelineIO(JetStreamSource(js, config.pipeline.consumer), store, archive, NatsDeadLetterSink(js),
+                         sinks, lambda on_request: nc.subscribe(RELOAD_SUBJECT, cb=on_request))
+    finally:
+        for sink in sinks:
+            await sink.close()
+        await nc.close()  # every publish was already confirmed by JetStream
+        await store.close()
+
+
+class Pipeline:
+    """Runs until ``stop`` is set; ``abort`` gives up retries on a second signal. ``connect_io()``
+    opens the pipeline's I/O for one run (:func:`nats_io` in ``opmas up``)."""
+
+    def __init__(self, config: Config, connect_io: Callable[[], AbstractAsyncContextManager[PipelineIO]],
+                 abort: asyncio.Event | None = None, rules_db_url: str | None = None):
         self.config = config
-        self.nats_url = nats_url
-        self.pg = PostgresSink(db_url)
-        self.archive = archive
-        self.reloads = RuleReloads(RuleFiles(tuple(config.pipeline.rules), tuple(config.pipeline.mappings), db_url,
-                                             config.pipeline.lateness), self._apply_rules)
+        self.connect_io = connect_io
+        self.reloads = RuleReloads(RuleFiles(tuple(config.pipeline.rules), tuple(config.pipeline.mappings),
+                                             rules_db_url, config.pipeline.lateness), self._apply_rules)
         self.stats = PipelineStats()
         self.abort = abort or asyncio.Event()
         self.ready = asyncio.Event()
         self.pool: EvaluatorPool | None = None
-        self.source: JetStreamSource | None = None
+        self.io: PipelineIO | None = None
         self.stage: CorrelationStage | None = None
-        self.sinks: list[FindingSink] = []  # NATS findings, then the configured sinks (config.sinks)
         self._lock = asyncio.Lock()  # processors are used by one batch or one reload at a time
+
+    @classmethod
+    def over_nats(cls, config: Config, nats_url: str, db_url: str, archive: Archive,
+                  abort: asyncio.Event | None = None) -> "Pipeline":
+        """The pipeline of ``opmas up`` (rules from the files and from PostgreSQL)."""
+        return cls(config, lambda: nats_io(config, nats_url, db_url, archive), abort, db_url)
+
+    @property
+    def source(self) -> Source | None:
+        return self.io.source if self.io is not None else None
 
     # -- start and stop ------------------------------------------------------------------------
 
     async def run(self, stop: asyncio.Event) -> None:
+        async with self.connect_io() as io:
+            self.io = io
+            try:
+                await self._run(io, stop)
+            finally:
+                log.info("engine stopped", extra={"acked_seq": self.stats.acked_seq, "events": self.stats.events,
+                                                   "findings": self.stats.findings})
+
+    async def _run(self, io: PipelineIO, stop: asyncio.Event) -> None:
         cfg = self.config
-        self.nc = await connect(self.nats_url, f"opmas-engine:{cfg.pipeline.consumer}", persistent=True)
-        self.js = self.nc.jetstream()
+        delay = cfg.pipeline.retry_max_delay
         tasks: list[asyncio.Task] = []
         try:
-            for sink in [NatsFindingSink(self.js), *build_sinks(cfg.sinks)]:
-                await sink.open()
-                self.sinks.append(sink)
-            await ensure_streams(self.js, cfg.nats.stream_max_age, cfg.nats.stream_max_bytes)
-            await retry(self.pg.migrate, "postgres", PG_ERRORS, cfg.pipeline.retry_max_delay, self.abort)
-            pending = await announce_pending(self.pg, self.sinks, cfg.pipeline.retry_max_delay, self.abort)
+            await retry(io.store.migrate, io.store.name, io.store.errors, delay, self.abort)
+            pending = await announce_pending(io.store, io.finding_sinks, delay, self.abort)
             if pending:
                 log.info("announced findings a stop left stored but unannounced", extra={"findings": pending})
-            checkpoint = await retry(lambda: self.pg.load_checkpoint(cfg.pipeline.consumer), "postgres", PG_ERRORS,
-                                     cfg.pipeline.retry_max_delay, self.abort)
-            await retry(lambda: asyncio.to_thread(self.archive.ensure_table), "clickhouse", CH_ERRORS,
-                        cfg.pipeline.retry_max_delay, self.abort)
+            checkpoint = await retry(lambda: io.store.load_checkpoint(cfg.pipeline.consumer), io.store.name,
+                                     io.store.errors, delay, self.abort)
+            await retry(lambda: asyncio.to_thread(io.archive.ensure_table), io.archive.name, io.archive.errors,
+                        delay, self.abort)
             sources, ruleset = await self.reloads.load()
-            last_seq = (await self.js.stream_info(EVENTS_STREAM)).state.last_seq
-            if checkpoint is not None and checkpoint.seq > last_seq:
+            end = await io.source.end()
+            if checkpoint is not None and checkpoint.seq > end:
                 log.warning("checkpoint is ahead of the events stream (was the stream recreated?): "
                             "starting from the stream's beginning with empty state",
-                            extra={"checkpoint_seq": checkpoint.seq, "stream_last_seq": last_seq})
+                            extra={"checkpoint_seq": checkpoint.seq, "stream_last_seq": end})
                 checkpoint = Checkpoint(cfg.pipeline.consumer, 0, {}, {})
             state: dict[str, Any] = {}
             if checkpoint is not None and checkpoint.seq:
@@ -132,17 +196,16 @@ class Pipeline:
                     log.warning("checkpoint layout differs from the configuration: starting with empty state",
                                 extra={"checkpoint_layout": checkpoint.layout, "layout": self._layout()})
             self._set_stage(ruleset, state.get("correlation"))
-            self.pool = EvaluatorPool(cfg.pipeline.partitions, cfg.pipeline.partition_key, cfg.pipeline.workers, sources, cfg.pipeline.mappings,
-                                      cfg.pipeline.lateness, state.get("partitions"), cfg.nats.max_message_bytes,
-                                      cfg.pipeline.max_future)
+            self.pool = EvaluatorPool(cfg.pipeline.partitions, cfg.pipeline.partition_key, cfg.pipeline.workers,
+                                      sources, cfg.pipeline.mappings, cfg.pipeline.lateness, state.get("partitions"),
+                                      cfg.nats.max_message_bytes, cfg.pipeline.max_future)
             await self.pool.start()
-            self.source = JetStreamSource(self.js, cfg.pipeline.consumer)
-            after = await self.source.start(checkpoint.seq if checkpoint else None)
+            after = await io.source.start(checkpoint.seq if checkpoint else None)
             self.stats.acked_seq = after
-            await self.nc.subscribe(RELOAD_SUBJECT, cb=self.reloads.on_request)
+            if io.reload_requests is not None:
+                await io.reload_requests(self.reloads.on_request)
             log.info("engine started", extra={
-                "rules": len(ruleset.rules), "partitions": cfg.pipeline.partitions,
-                "workers": cfg.pipeline.workers,
+                "rules": len(ruleset.rules), "partitions": cfg.pipeline.partitions, "workers": cfg.pipeline.workers,
                 "partition_key": cfg.pipeline.partition_key, "resume_after_seq": after,
                 "state_restored": bool(state)})
             queue: asyncio.Queue[Batch | None] = asyncio.Queue(maxsize=2)
@@ -157,27 +220,21 @@ class Pipeline:
             for task in tasks:
                 task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
-            if self.source is not None:
-                await self.source.stop()
+            await io.source.stop()
             if self.pool is not None:  # cut off (see shutdown.py): a stuck evaluator is killed at once
                 await asyncio.to_thread(self.pool.close, 0.0 if self.abort.is_set() else 5.0)
-            for sink in self.sinks:
-                await sink.close()
-            await self.nc.close()  # every publish was already confirmed by JetStream
-            await self.pg.close()
-            log.info("engine stopped", extra={"acked_seq": self.stats.acked_seq, "events": self.stats.events,
-                                               "findings": self.stats.findings})
 
     # -- reader: fetch, decode, evaluate ------------------------------------------------------
 
     async def _read(self, queue: asyncio.Queue, stop: asyncio.Event, writer: asyncio.Task) -> None:
         cfg = self.config
+        source = self.io.source
         last_checkpoint = time.monotonic()
         while not stop.is_set() and not writer.done():
             try:
-                messages = await retry(lambda: self.source.fetch(cfg.pipeline.batch_size, cfg.pipeline.batch_wait), "nats-fetch",
-                                       NATS_ERRORS, cfg.pipeline.retry_max_delay, stop)
-            except NATS_ERRORS:
+                messages = await retry(lambda: source.fetch(cfg.pipeline.batch_size, cfg.pipeline.batch_wait),
+                                       f"{source.name}-fetch", source.errors, cfg.pipeline.retry_max_delay, stop)
+            except source.errors:
                 if stop.is_set():  # stopping while NATS is away: nothing fetched, nothing to lose
                     break
                 raise
@@ -195,7 +252,7 @@ class Pipeline:
             await _put(queue, Batch(messages[-1], [m.time for m in messages], result, checkpoint), writer)
         if not writer.done():  # a final checkpoint at the last evaluated message
             async with self._lock:
-                final = await self._checkpoint(self.source.last_seq)
+                final = await self._checkpoint(source.last_seq)
             await _put(queue, Batch(None, [], Evaluated(), final), writer)
         await _put(queue, None, writer)
 
@@ -243,26 +300,28 @@ class Pipeline:
             await self._sink(batch)
 
     async def _sink(self, batch: Batch) -> None:
-        cfg = self.config
+        """The batch into every sink, then the commit: the archive and the dead letters, then the
+        state store (findings, cited events and the checkpoint in one transaction: the
+        checkpoint only covers batches every other sink holds), then the findings it stored for
+        the first time to the finding sinks (a crash in between: at the next start), and only
+        then the source's ack."""
+        io, delay = self.io, self.config.pipeline.retry_max_delay
         result = batch.result
         block = b"".join(result.archive)
         writes = []
         if block:
-            writes.append(retry(lambda: asyncio.to_thread(self.archive.insert_block, block),
-                                "clickhouse", CH_ERRORS, cfg.pipeline.retry_max_delay, self.abort))
+            writes.append(retry(lambda: asyncio.to_thread(io.archive.insert_block, block), io.archive.name,
+                                io.archive.errors, delay, self.abort))
         if result.dead:
-            writes.append(retry(lambda: publish_dead_letters(self.js, result.dead),
-                                "nats-deadletter", NATS_ERRORS, cfg.pipeline.retry_max_delay, self.abort))
+            writes.append(retry(lambda: io.dead_letters.write(result.dead), io.dead_letters.name,
+                                io.dead_letters.errors, delay, self.abort))
         await asyncio.gather(*writes)
-        # PostgreSQL last: its transaction carries the checkpoint, which must only cover
-        # batches that every other sink already holds. Then the findings it stored for the
-        # first time are announced (a crash in between: at the next start).
-        refused, new = await write_postgres(self.pg, self.js, result.findings, result.referenced,
-                                            batch.checkpoint, cfg.pipeline.retry_max_delay, self.abort)
+        refused, new = await write_store(io.store, io.dead_letters, result.findings, result.referenced,
+                                         batch.checkpoint, delay, self.abort)
         result.dead.extend(refused)
-        await announce(self.pg, self.sinks, new, cfg.pipeline.retry_max_delay, self.abort)
+        await announce(io.store, io.finding_sinks, new, delay, self.abort)
         if batch.last is not None:
-            await retry(lambda: self.source.ack(batch.last), "nats-ack", NATS_ERRORS, cfg.pipeline.retry_max_delay,
+            await retry(lambda: io.source.ack(batch.last), f"{io.source.name}-ack", io.source.errors, delay,
                         self.abort)
             self.stats.acked_seq = batch.last.seq
         self._account(batch, new)
@@ -329,8 +388,8 @@ class Pipeline:
 
     async def _update_gauges(self, exported: dict[int | str, dict[str, int]]) -> None:
         try:
-            metrics.CONSUMER_LAG.set(await self.source.pending())
-        except NATS_ERRORS:
+            metrics.CONSUMER_LAG.set(await self.io.source.pending())
+        except self.io.source.errors:
             pass
         async with self._lock:
             stats: dict[int | str, dict[str, int]] = dict(await self.pool.stats())

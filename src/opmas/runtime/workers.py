@@ -18,7 +18,7 @@ from collections.abc import Sequence
 from multiprocessing.connection import Connection
 from typing import Any
 
-from opmas.connectors.nats.source import SourceMessage
+from opmas.connectors.source import SourceMessage
 from opmas.core.ruleset import RuleSource
 from opmas.runtime.gc_tuning import tune_gc_for_rules
 from opmas.runtime.processes import die_with_parent

@@ -93,6 +93,9 @@ def connect(url: str | None, directory: Path | None = None):
 class Archive:
     """Writes and reads the events table through a clickhouse-connect client."""
 
+    name = "clickhouse"
+    errors = CH_ERRORS
+
     def __init__(self, client):
         self.client = client
 

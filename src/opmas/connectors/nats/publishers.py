@@ -174,6 +174,19 @@ class NatsFindingSink:
         """Nothing to close: the runtime closes its connection."""
 
 
+class NatsDeadLetterSink:
+    """Dead letters on ``opmas.deadletter`` (see :func:`publish_dead_letters`)."""
+
+    name = "nats-deadletter"
+    errors = NATS_ERRORS
+
+    def __init__(self, js: JetStreamContext):
+        self.js = js
+
+    async def write(self, letters: Sequence[DeadLetter]) -> None:
+        await publish_dead_letters(self.js, letters)
+
+
 async def publish_dead_letters(js: JetStreamContext, letters: Sequence[DeadLetter]) -> None:
     """Publish dead letters on ``opmas.deadletter``, each within the server's max payload; the whole
     payload of one that carries only a prefix is first kept in the bucket OPMAS_DEADLETTER_PAYLOADS,

@@ -8,30 +8,22 @@ skips redeliveries of messages it already processed in this run.
 from __future__ import annotations
 
 import asyncio
-from dataclasses import dataclass
 
-from nats.aio.msg import Msg
 from nats.js import JetStreamContext
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 from nats.js.errors import NotFoundError
 
+from opmas.connectors.nats.client import NATS_ERRORS
 from opmas.connectors.nats.subjects import EVENTS_PREFIX, EVENTS_STREAM
-
-
-@dataclass(slots=True)
-class SourceMessage:
-    """One JetStream message: subject, payload, stream sequence and the time NATS stored it."""
-
-    subject: str
-    data: bytes
-    seq: int
-    time: float  # epoch seconds the message entered the stream
-    headers: dict[str, str] | None
-    msg: Msg  # the NATS message, acknowledged by the source
+from opmas.connectors.source import SourceMessage
 
 
 class JetStreamSource:
-    """Batches of messages from the events stream through the durable consumer ``durable``."""
+    """Batches of messages from the events stream through the durable consumer ``durable``
+    (a ``connectors.source.Source``)."""
+
+    name = "nats"
+    errors = NATS_ERRORS
 
     def __init__(self, js: JetStreamContext, durable: str, stream: str = EVENTS_STREAM,
                  ack_wait: float = 300.0):
@@ -88,7 +80,11 @@ class JetStreamSource:
 
     async def ack(self, message: SourceMessage) -> None:
         """Acknowledge ``message`` and every message delivered before it."""
-        await message.msg.ack()
+        await message.token.ack()
+
+    async def end(self) -> int:
+        """The stream sequence of the last message in the stream."""
+        return int((await self.js.stream_info(self.stream)).state.last_seq)
 
     async def pending(self) -> int:
         """Messages in the stream not yet delivered to this consumer (the consumer lag)."""

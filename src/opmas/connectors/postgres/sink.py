@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import re
 from collections.abc import Sequence
-from dataclasses import dataclass
 from datetime import MAXYEAR, MINYEAR, datetime, timezone
 from typing import TYPE_CHECKING, Any
 
@@ -30,6 +29,7 @@ import psycopg
 from psycopg.types.json import Jsonb
 
 from opmas.connectors.postgres.migrations import migrate
+from opmas.connectors.store import Checkpoint, Rejected, Written
 from opmas.core.event import Event
 from opmas.core.finding import Finding
 
@@ -62,33 +62,6 @@ _SAVE_CHECKPOINT = (
     " ON CONFLICT (consumer) DO UPDATE SET stream_seq = EXCLUDED.stream_seq, layout = EXCLUDED.layout,"
     " state = EXCLUDED.state, updated_at = now()"
 )
-
-
-@dataclass(slots=True)
-class Checkpoint:
-    """The processors' state after every message up to ``seq`` of the events stream."""
-
-    consumer: str
-    seq: int
-    layout: dict[str, Any]
-    state: dict[str, Any]
-
-
-@dataclass(slots=True)
-class Written:
-    """What a write did: rows refused for their content, and the ids of the findings stored for the first
-    time (to announce)."""
-
-    rejected: list[Rejected]
-    stored: list[str]
-
-
-@dataclass(slots=True)
-class Rejected:
-    """A finding or event PostgreSQL refused for its content, and why."""
-
-    item: FindingRecord | EventRecord
-    reason: str
 
 
 # errors of a row's content: writing it again fails again
@@ -174,6 +147,9 @@ def copy_fields(line: bytes) -> list[str | None]:
 
 class PostgresSink:
     """One connection to PostgreSQL, reopened after a failure (callers retry)."""
+
+    name = "postgres"
+    errors = PG_ERRORS
 
     def __init__(self, url: str):
         self.url = url
