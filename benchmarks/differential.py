@@ -1,9 +1,9 @@
 """The differential corpus: SigmaHQ's Windows rules plus the shipped rules, over generated and sample events.
 
-Used by tests/engine/test_differential.py. ``digest()`` runs the engine over the corpus and
+Used by tests/unit/engine/test_differential.py. ``digest()`` runs the engine over the corpus and
 returns what must not change when the engine is made faster: per-rule finding counts and
 a hash of every finding id. ``python -m benchmarks.differential`` prints it as JSON, which is
-how tests/engine/differential_digest.json was recorded (on the engine before issue 10's changes).
+how tests/unit/engine/differential_digest.json was recorded (on the engine before issue 10's changes).
 """
 from __future__ import annotations
 

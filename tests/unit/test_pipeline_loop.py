@@ -17,7 +17,7 @@ from opmas.connectors.testing import (Journal, MemoryArchive, MemoryDeadLetters,
                                       MemoryStore)
 from opmas.paths import RULES_DIR
 from opmas.runtime.pipeline import Pipeline, PipelineIO
-from tests.pipeline.conftest import expected_findings, sample_objects
+from tests.expected import expected_findings, sample_objects
 from tests.waiting import wait_until
 
 PARTITIONS = 2
