@@ -7,10 +7,11 @@ correlations over them: event_count, value_count, temporal, temporal_ordered, an
 conditions (tumbling windows), grouped by source address, user or host.
 
 Two figures, one core each (the machine is shared: expect noise):
-* correlation only: pre-built Events and precomputed detection matches fed to the
-  Correlator (``see``/``observe`` per event, ``advance`` per batch) — what correlation costs;
-* end to end: the same events through ``Processor.process`` (dispatch, detection, correlation);
-  and as the embedded pipeline runs them: four split partition processors (by host) feeding
+* correlation only: pre-built Events and precomputed detection matches fed to an Observer
+  (``see``/``observe`` per event) and a one-partition CorrelationStage (``take``/``advance`` per
+  batch) — what correlation costs;
+* end to end: the same events through ``Detector.process`` (dispatch, detection, correlation);
+  and as the embedded pipeline runs them: four partition processors (by host) feeding
   one ``CorrelationStage``.
 Peak memory (tracemalloc) and bytes per active key come from a separate correlation-only run.
 events/s are per CPU second of this process (``time.process_time``), with Python's default
@@ -27,7 +28,8 @@ import time
 import tracemalloc
 from types import SimpleNamespace
 
-from opmas.core.correlation import CorrelationStage
+from opmas.core.correlation import CorrelationStage, Observer
+from opmas.core.detector import Detector
 from opmas.core.event import Event, format_time
 from opmas.core.partition import partition_of
 from opmas.core.processor import Processor
@@ -108,41 +110,58 @@ def _flat(event: Event) -> dict:
             "host.name": data["host"]["name"], "destination.port": data["destination"]["port"]}
 
 
-def correlation_only(ruleset: RuleSet, events: list[Event], matches: list[str], views: list, batch: int = 1000
-                     ) -> tuple[float, int, object]:
-    """Seconds and findings for feeding precomputed matches straight to a Correlator."""
-    correlator = ruleset.correlations.start()
-    rules = {rule.id: rule for rule in ruleset.detections}
-    see, observe, advance = correlator.see, correlator.observe, correlator.advance
-    findings = 0
-    gc.collect()
-    started = time.process_time()
-    for start in range(0, len(events), batch):
-        for i in range(start, min(start + batch, len(events))):
+class Fed:
+    """An Observer and a one-partition CorrelationStage fed precomputed detection matches."""
+
+    def __init__(self, ruleset: RuleSet):
+        self.rules = {rule.id: rule for rule in ruleset.detections}
+        self.observer: Observer = ruleset.correlations.observer()
+        self.stage = CorrelationStage(ruleset.correlations)
+
+    def feed(self, events: list[Event], matches: list[str], views: list, start: int, end: int) -> int:
+        """Findings of events ``start:end`` as one batch."""
+        see, observe, rules = self.observer.see, self.observer.observe, self.rules
+        for i in range(start, end):
             event = events[i]
             see(event)
             observe(rules[matches[i]], event, views[i])
-        findings += len(advance())
-    findings += len(correlator.flush())
-    return time.process_time() - started, findings, correlator
+        self.stage.take(0, self.observer.take(), None)
+        return len(self.stage.advance(None))
+
+    @property
+    def late(self) -> int:
+        return self.observer.late_events + self.stage.correlator.late_hits
 
 
-def end_to_end(ruleset: RuleSet, events: list[Event], batch: int = 1000) -> tuple[float, int, Processor]:
-    """Seconds and findings through Processor.process + flush."""
-    processor = Processor(ruleset)
+def correlation_only(ruleset: RuleSet, events: list[Event], matches: list[str], views: list, batch: int = 1000
+                     ) -> tuple[float, int, Fed]:
+    """Seconds and findings for feeding precomputed matches straight to correlation."""
+    fed = Fed(ruleset)
     findings = 0
     gc.collect()
     started = time.process_time()
     for start in range(0, len(events), batch):
-        findings += len(processor.process(events[start:start + batch]))
-    findings += len(processor.flush())
-    return time.process_time() - started, findings, processor
+        findings += fed.feed(events, matches, views, start, min(start + batch, len(events)))
+    findings += len(fed.stage.flush())
+    return time.process_time() - started, findings, fed
+
+
+def end_to_end(ruleset: RuleSet, events: list[Event], batch: int = 1000) -> tuple[float, int, Detector]:
+    """Seconds and findings through Detector.process + flush."""
+    detector = Detector(ruleset)
+    findings = 0
+    gc.collect()
+    started = time.process_time()
+    for start in range(0, len(events), batch):
+        findings += len(detector.process(events[start:start + batch]))
+    findings += len(detector.flush())
+    return time.process_time() - started, findings, detector
 
 
 def staged(ruleset: RuleSet, events: list[Event], partitions: int = 4, batch: int = 1000
            ) -> tuple[float, int, CorrelationStage]:
-    """Seconds and findings through split Processors (partitioned by host) and one CorrelationStage."""
-    processors = [Processor(ruleset, split=True) for _ in range(partitions)]
+    """Seconds and findings through partition Processors (partitioned by host) and one CorrelationStage."""
+    processors = [Processor(ruleset) for _ in range(partitions)]
     stage = CorrelationStage(ruleset.correlations)
     findings = 0
     gc.collect()
@@ -152,25 +171,23 @@ def staged(ruleset: RuleSet, events: list[Event], partitions: int = 4, batch: in
         for event in events[start:start + batch]:
             routed.setdefault(partition_of(event.data["host"]["name"], partitions), []).append(event)
         for p, share in routed.items():
-            findings += len(processors[p].process(share))
-            stage.take(p, processors[p].handoff(), 0.0)
-        findings += len(stage.advance(0.0))
-    findings += len(stage.correlator.flush())
+            processed = processors[p].process(share)
+            findings += len(processed.findings)
+            stage.take(p, processed.handoff, None)
+        findings += len(stage.advance(None))
+    findings += len(stage.flush())
     return time.process_time() - started, findings, stage
 
 
 def memory(ruleset: RuleSet, events: list[Event], matches: list[str], views: list) -> tuple[int, int, int]:
     """(peak bytes, bytes held by the state at its largest sampled point, active keys then)."""
-    correlator = ruleset.correlations.start()
-    rules = {rule.id: rule for rule in ruleset.detections}
+    fed = Fed(ruleset)
+    correlator = fed.stage.correlator
     tracemalloc.start()
     base = tracemalloc.get_traced_memory()[0]
     best = (0, 0)
     for start in range(0, len(events), 1000):
-        for i in range(start, min(start + 1000, len(events))):
-            correlator.see(events[i])
-            correlator.observe(rules[matches[i]], events[i], views[i])
-        correlator.advance()
+        fed.feed(events, matches, views, start, min(start + 1000, len(events)))
         if start % 50_000 == 0:
             held = tracemalloc.get_traced_memory()[0] - base
             if correlator.active_keys > best[1]:
@@ -199,9 +216,9 @@ def main(argv: list[str] | None = None) -> int:
     print(f"generated {len(events):,} events, {args.keys:,} source addresses, "
           f"{SPAN / 3600:.0f} h of event time in {time.perf_counter() - started:.1f} s")
 
-    seconds, findings, correlator = correlation_only(ruleset, events, matches, views)
+    seconds, findings, fed = correlation_only(ruleset, events, matches, views)
     print(f"correlation only: {len(events) / seconds:,.0f} events/s ({seconds:.1f} s), {findings:,} findings, "
-          f"late {correlator.late_events}")
+          f"late {fed.late}")
 
     peak, held, keys = memory(ruleset, events, matches, views)
     print(f"memory: peak {peak / 2**20:.0f} MiB (tracemalloc); {keys:,} active keys held {held / 2**20:.0f} MiB "
@@ -210,14 +227,14 @@ def main(argv: list[str] | None = None) -> int:
 
     sample = [Event(id=e.id, data=e.data) for e in events[:args.e2e_events or None]]  # time from the mapping
     gc.freeze()
-    seconds, findings, processor = end_to_end(ruleset, sample)
-    print(f"end to end (Processor, {len(sample):,} events): {len(sample) / seconds:,.0f} events/s "
-          f"({seconds:.1f} s), {findings:,} findings, late {processor.stats.late_events}")
+    seconds, findings, detector = end_to_end(ruleset, sample)
+    print(f"end to end (Detector, {len(sample):,} events): {len(sample) / seconds:,.0f} events/s "
+          f"({seconds:.1f} s), {findings:,} findings, late {detector.stats.late_events}")
 
     for event in sample:
         event.timestamp = None
     seconds, findings, stage = staged(ruleset, sample)
-    print(f"as the pipeline runs it (4 split partitions + one correlation stage): {len(sample) / seconds:,.0f} "
+    print(f"as the pipeline runs it (4 partitions + one correlation stage): {len(sample) / seconds:,.0f} "
           f"events/s ({seconds:.1f} s), {findings:,} findings, late hits {stage.correlator.late_hits}")
 
     gc.set_threshold(*TUNED_GC)
@@ -233,14 +250,11 @@ def main(argv: list[str] | None = None) -> int:
 
 def correlator_estimate(ruleset: RuleSet, events: list[Event], matches: list[str], views: list, keys: int) -> str:
     """The Correlator's own state_bytes estimate per key at a comparable point (a fresh run, first half)."""
-    correlator = ruleset.correlations.start()
-    rules = {rule.id: rule for rule in ruleset.detections}
+    fed = Fed(ruleset)
+    correlator = fed.stage.correlator
     half = len(events) // 2
     for start in range(0, half, 1000):
-        for i in range(start, min(start + 1000, half)):
-            correlator.see(events[i])
-            correlator.observe(rules[matches[i]], events[i], views[i])
-        correlator.advance()
+        fed.feed(events, matches, views, start, min(start + 1000, half))
     return f"{correlator.state_bytes / max(correlator.active_keys, 1):.0f} bytes per key at {correlator.active_keys:,} keys"
 
 

@@ -89,7 +89,7 @@ def write_events(args: argparse.Namespace, path: Path) -> str:
             docs = rule_documents(args.sigma)
             candidates = rule_events(docs)
             processor = Processor(load_ruleset(sources_from_paths([args.sigma]))[0])
-            matching = [obj for obj in candidates if processor.process([event_from_obj(obj)])]
+            matching = [obj for obj in candidates if processor.process([event_from_obj(obj)]).findings]
             objects = storm_events(args.events, matching, CORPUS_SHARE[args.corpus])
             what = (f"SigmaHQ corpus {args.corpus} ({CORPUS_SHARE[args.corpus]:.1%} drawn from the {len(matching):,} "
                     f"rule events that give a finding, of {len(candidates):,} built from {len(docs):,} rules)")

@@ -151,7 +151,7 @@ def _run(ruleset: RuleSet, lines: list[bytes], batch: int = 1000) -> tuple[float
     started = CLOCK()
     for start in range(0, len(lines), batch):
         events = [event_from_obj(loads(line)) for line in lines[start:start + batch]]
-        findings += len(processor.process(events))
+        findings += len(processor.process(events).findings)
     return CLOCK() - started, findings
 
 

@@ -57,7 +57,7 @@ def _verdict(ok: bool) -> str:
 def matching_events(ruleset: RuleSet, rules_dir: Path) -> list[dict[str, Any]]:
     """The events built from the rules of ``rules_dir`` that give a finding on their own."""
     processor = Processor(ruleset)
-    return [obj for obj in rule_events(rule_documents(rules_dir)) if processor.process([event_from_obj(obj)])]
+    return [obj for obj in rule_events(rule_documents(rules_dir)) if processor.process([event_from_obj(obj)]).findings]
 
 
 def _load_in_child(paths: list[Path], cache: Path) -> tuple[float, int]:

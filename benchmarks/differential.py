@@ -20,7 +20,7 @@ from benchmarks.generate import generate
 from benchmarks.sigma_corpus import quiet_events, rule_documents, rule_events
 from opmas.core.event import Event
 from opmas.core.envelope import event_from_obj
-from opmas.core.processor import Processor
+from opmas.core.detector import Detector
 from opmas.core.ruleset import RuleSet, load_ruleset, sources_from_paths
 from opmas.paths import RULES_DIR
 
@@ -55,12 +55,12 @@ def corpus_events() -> list[Event]:
 
 def digest(ruleset: RuleSet) -> dict[str, Any]:
     """Per-rule finding counts and the SHA-256 of the sorted finding ids, detection and correlation."""
-    processor = Processor(ruleset)
+    detector = Detector(ruleset)
     events = corpus_events()
     findings = []
     for start in range(0, len(events), 1000):
-        findings += processor.process(events[start:start + 1000])
-    findings += processor.flush()
+        findings += detector.process(events[start:start + 1000])
+    findings += detector.flush()
     ids = sorted(f.id for f in findings)
     return {"events": len(events), "findings": len(findings),
             "per_rule": dict(sorted(Counter(f.rule_id for f in findings).items())),

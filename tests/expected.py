@@ -24,10 +24,10 @@ def sample_objects(path: Path = SAMPLE) -> list[dict]:
 def expected_findings(objects: list[dict], rules: Path, agent_of: Callable[[dict], str],
                       partitions: int = 1, key: str = "agent") -> dict[str, str]:
     """What the engine finds in ``objects`` offline, partitioned as the pipeline partitions them
-    (raw events wrapped with the agent they are published as; split processors feeding one
+    (raw events wrapped with the agent they are published as; partition processors feeding one
     correlation stage; no end-of-input flush): id -> rule id."""
     ruleset, _ = load_ruleset(sources_from_paths([rules]))
-    processors = [Processor(ruleset, split=True) for _ in range(partitions)]
+    processors = [Processor(ruleset) for _ in range(partitions)]
     stage = CorrelationStage(ruleset.correlations) if ruleset.correlations else None
     found: dict[str, str] = {}
     for obj in objects:
@@ -38,9 +38,10 @@ def expected_findings(objects: list[dict], rules: Path, agent_of: Callable[[dict
         event.agent_id = event.agent_id or agent_of(obj)
         routing = agent_of(obj) if key == "agent" else key_of(event, key)
         p = partition_of(routing, partitions)
-        findings = processors[p].process([event])
+        processed = processors[p].process([event])
+        findings = processed.findings
         if stage is not None:
-            stage.take(p, processors[p].handoff(), 0.0)
+            stage.take(p, processed.handoff, 0.0)
             findings += stage.advance(0.0)
         found.update((f.id, f.rule_id) for f in findings)
     return found

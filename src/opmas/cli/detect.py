@@ -1,6 +1,6 @@
 """``opmas detect RULES_PATH... --events PATH... [--output FILE]``: offline detection.
 
-Runs the same opmas.core.processor.Processor as the streaming runtimes over event files, folders
+Runs the same opmas.core.detector.Detector (processor and correlation stage) as the streaming runtimes over event files, folders
 and globs (JSON, binary EVTX, gzip; stdin) and writes the findings as JSON lines (stdout by
 default). Rule load errors and unreadable records are reported on stderr; good rules still run.
 """
@@ -71,7 +71,7 @@ def detect_command(args: argparse.Namespace) -> int:
     """Load rules, stream events through a Processor, write findings; 1 if no rule loaded."""
     from opmas.connectors.files import BadRecord
     from opmas.connectors.inputs import Reading, UnknownInput, check
-    from opmas.core.processor import Processor
+    from opmas.core.detector import Detector
     from opmas.core.ruleset import load_ruleset, sources_from_paths
     from opmas.runtime.gc_tuning import tune_gc_for_rules
 
@@ -94,9 +94,9 @@ def detect_command(args: argparse.Namespace) -> int:
         bad_records.append(record)
         print(f"{record.file}:{record.line}: skipped record: {record.reason}", file=sys.stderr)
 
-    processor = Processor(ruleset)
+    detector = Detector(ruleset)
     if args.format == "table":
-        processor.index.rule_seconds = {}
+        detector.processor.index.rule_seconds = {}
     tune_gc_for_rules()
     reading = Reading(inputs, on_bad)
     started = time.perf_counter()
@@ -105,20 +105,20 @@ def detect_command(args: argparse.Namespace) -> int:
             writer = Writer(out, args.format, args.timeline, args.min_level)
             task = progress.add_task("detecting", total=reading.total) if progress else None
             for batch in reading.event_batches(args.batch_size):
-                writer.write(processor.process(batch))
+                writer.write(detector.process(batch))
                 if progress is not None:
-                    rate = processor.stats.events / max(time.perf_counter() - started, 1e-9)
+                    stats = detector.stats
+                    rate = stats.events / max(time.perf_counter() - started, 1e-9)
                     progress.update(task, completed=reading.position,
-                                    description=f"{processor.stats.events:,} events ({rate:,.0f}/s), "
-                                                f"{processor.stats.findings:,} findings")
-            writer.write(processor.flush())
+                                    description=f"{stats.events:,} events ({rate:,.0f}/s), {stats.findings:,} findings")
+            writer.write(detector.flush())
             titles = {rule.meta.id: rule.meta.title for rule in ruleset.detections}
-            writer.close({rid: (titles.get(rid, rid), s) for rid, s in (processor.index.rule_seconds or {}).items()})
+            writer.close({rid: (titles.get(rid, rid), s) for rid, s in (detector.processor.index.rule_seconds or {}).items()})
     except OSError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     elapsed = max(time.perf_counter() - started, 1e-9)
-    stats = processor.stats
+    stats = detector.stats
     print(f"{stats.events} events, {stats.findings} findings, {len(bad_records)} bad records, "
           f"{len(ruleset.rules)} rules, {stats.events / elapsed:,.0f} events/s", file=sys.stderr)
     return 0

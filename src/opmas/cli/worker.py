@@ -93,7 +93,7 @@ def worker_command(args: argparse.Namespace) -> int:
         kafka_url=config.kafka.url, topic=config.kafka.topic, partitions=config.pipeline.partitions,
         partition_key=config.pipeline.partition_key, nats_url=config.nats.url, db_url=config.postgres.url,
         batch_size=config.pipeline.batch_size, batch_wait=config.pipeline.batch_wait, max_future=config.pipeline.max_future,
-        session_timeout=config.kafka.session_timeout, replication=config.kafka.replication,
+        partition_idle=config.pipeline.partition_idle, session_timeout=config.kafka.session_timeout, replication=config.kafka.replication,
         retry_max_delay=config.pipeline.retry_max_delay, security=security, sinks=config.sinks)
     runtime = WorkerRuntime(settings, RuleFiles(tuple(config.pipeline.rules), tuple(config.pipeline.mappings), config.postgres.url, config.pipeline.lateness))
     worker = faust.Worker(runtime.app, loop=loop, loglevel=config.log_level, quiet=True,
@@ -138,9 +138,9 @@ async def _run_bridge(config: Config, security: KafkaSecurity) -> int:
     try:
         js = nc.jetstream()
         await ensure_streams(js, config.nats.stream_max_age, config.nats.stream_max_bytes)
-        bridge = Bridge(js, config.kafka.url, config.kafka.topic, config.pipeline.partitions, config.pipeline.partition_key,
-                        config.nats.max_message_bytes, config.pipeline.batch_size, config.pipeline.batch_wait,
-                        config.pipeline.retry_max_delay, security=security)
+        bridge = Bridge.over_nats(js, config.kafka.url, config.kafka.topic, config.pipeline.partitions,
+                                  config.pipeline.partition_key, config.nats.max_message_bytes, config.pipeline.batch_size,
+                                  config.pipeline.batch_wait, config.pipeline.retry_max_delay, security=security)
         return await _until_signal(bridge.run, bridge.abort)
     finally:
         await nc.drain() if nc.is_connected else await nc.close()
@@ -165,9 +165,9 @@ async def _run_archiver(config: Config, security: KafkaSecurity) -> int:
     log_errors(errors, "startup")
     archive = Archive(await asyncio.to_thread(connect, config.clickhouse.url, config.clickhouse_dir))
     try:
-        archiver = Archiver(archive, config.kafka.url, config.kafka.topic, no_rules.mappings,
-                            max(config.pipeline.batch_size, 5000), config.kafka.session_timeout, config.pipeline.retry_max_delay,
-                            security=security)
+        archiver = Archiver.over_kafka(archive, config.kafka.url, config.kafka.topic, no_rules.mappings,
+                                       max(config.pipeline.batch_size, 5000), config.kafka.session_timeout,
+                                       config.pipeline.retry_max_delay, security=security)
         return await _until_signal(archiver.run, archiver.abort)
     finally:
         archive.close()

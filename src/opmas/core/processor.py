@@ -1,14 +1,13 @@
 """The processor every runtime drives: events in, findings out, state as plain data.
 
-``Processor(ruleset, state)`` evaluates detection rules per event (core/dispatch.py)
-and feeds each detection match to the correlation part of the rule set, if any
-(``ruleset.correlations``, an ``opmas.core.correlation.CorrelationSet``): by default to
-its own ``LocalCorrelator``, which also reports the correlation findings after each
-batch. With ``split=True`` (a partition of a stream whose correlations run in one
-``opmas.core.correlation.CorrelationStage``) it keeps only the per-partition Observer,
-and ``handoff()`` after each ``process`` call gives what the stage takes.
-After each ``process`` call, ``correlated`` lists the events of that call with a match handed
-to correlation (a later correlation finding may cite them; runtimes store them on arrival).
+``Processor(ruleset, state)`` is one partition's step: it evaluates detection rules per
+event (core/dispatch.py) and turns each match a correlation takes into a hit with its
+partition's Observer (``ruleset.correlations``, core/correlation/observer.py). ``process``
+returns a value, ``Processed``: the detection findings, the ``Handoff`` (hits, suppression
+offers, watermark) for a ``CorrelationStage`` (core/correlation/stage.py), where the groups
+of every partition meet, and the events of the batch a correlation finding may later cite.
+Correlation has one path: a runtime with many partitions feeds one stage from all of them;
+one that correlates alone is the one-partition case (core/detector.py).
 """
 from __future__ import annotations
 
@@ -18,7 +17,7 @@ from typing import Any
 
 import orjson
 
-from opmas.core.correlation import DEFAULT_MAX_FUTURE, Handoff
+from opmas.core.correlation import DEFAULT_MAX_FUTURE, Handoff, Observer
 from opmas.core.dispatch import EventView, RuleIndex
 from opmas.core.event import Event
 from opmas.core.finding import Finding, finding_id
@@ -26,6 +25,15 @@ from opmas.core.render import render_template
 from opmas.core.ruleset import DetectionRule, RuleSet
 
 SNAPSHOT_VERSION = 1
+
+
+@dataclass(slots=True)
+class Processed:
+    """What one ``process`` call gives."""
+
+    findings: list[Finding]  # detection findings (those held for suppression go with the handoff)
+    handoff: Handoff  # for the correlation stage (empty without correlations)
+    correlated: list[Event]  # events with a match handed to correlation: a later finding may cite them
 
 
 @dataclass(slots=True)
@@ -74,30 +82,28 @@ class Processor:
     """Evaluate a RuleSet over batches of events; deterministic for the same input."""
 
     def __init__(self, ruleset: RuleSet, state: dict[str, Any] | None = None,
-                 max_future: float = DEFAULT_MAX_FUTURE, split: bool = False):
+                 max_future: float = DEFAULT_MAX_FUTURE):
         self.stats = ProcessorStats()
         self.max_future = max_future
-        self.split = split
         self.ruleset = ruleset
         self.index = RuleIndex(ruleset)
-        self.correlator = self._correlator(ruleset, (state or {}).get("correlation"))
-        self.correlated: list[Event] = []
+        self.observer = self._observer(ruleset, (state or {}).get("correlation"))
+        self._observed()
 
-    def _correlator(self, ruleset: RuleSet, state: dict[str, Any] | None) -> Any:
+    @staticmethod
+    def _observer(ruleset: RuleSet, state: dict[str, Any] | None) -> Observer | None:
         correlations = ruleset.correlations
-        if correlations is None:
-            return None
-        return correlations.observer(state) if self.split else correlations.start(state)
+        return None if correlations is None else correlations.observer(state)
 
-    def process(self, events: Sequence[Event], now: float | None = None) -> list[Finding]:
-        """Findings of a batch. ``Event.timestamp`` becomes the mapping's event time (EVTX
+    def process(self, events: Sequence[Event], now: float | None = None) -> Processed:
+        """Detection findings and correlation handoff of a batch. ``Event.timestamp`` becomes the mapping's event time (EVTX
         ``System.TimeCreated``, ``@timestamp``...) where it has one; the envelope's is the fallback.
         ``now`` (epoch seconds; streaming runtimes pass their clock, offline input none): events
         dated more than ``max_future`` after it still give their detection findings but do not
         move correlation event time (``stats.future_events``)."""
         findings: list[Finding] = []
         correlated: list[Event] = []
-        index, correlator = self.index, self.correlator
+        index, observer = self.index, self.observer
         horizon = None if now is None else now + self.max_future
         for event in events:
             view = index.view(event.data, event.raw)
@@ -107,62 +113,45 @@ class Processor:
             ts = view.time()
             if ts is not None:
                 event.timestamp = ts
-            if correlator is not None:
-                correlator.see(event, horizon)
+            if observer is not None:
+                observer.see(event, horizon)
             for rule in index.matches(view):
                 if rule.generate:
                     finding = detection_finding(rule, event, view)
-                    if correlator is None or not correlator.hold(rule, finding, view):
+                    if observer is None or not observer.hold(rule, finding, view):
                         findings.append(finding)
-                if correlator is not None:
-                    correlator.observe(rule, event, view)
+                if observer is not None:
+                    observer.observe(rule, event, view)
                     if not correlated or correlated[-1] is not event:
                         correlated.append(event)
-        if correlator is not None and not self.split:
-            findings.extend(correlator.advance())
-        self.correlated = correlated
         self.stats.events += len(events)
         self.stats.findings += len(findings)
-        self._correlation_stats()
-        return findings
+        if observer is None:
+            return Processed(findings, Handoff(), correlated)
+        self._observed()
+        return Processed(findings, observer.take(), correlated)
 
-    def handoff(self) -> Handoff:
-        """With ``split``: the hits, offers and watermark of the calls since the last handoff."""
-        return self.correlator.take() if self.correlator is not None else Handoff()
-
-    def flush(self) -> list[Finding]:
-        """End of input (offline, not ``split``): close open correlation windows."""
-        if self.correlator is None:
-            return []
-        findings = self.correlator.flush()
-        self.stats.findings += len(findings)
-        self._correlation_stats()
-        return findings
+    def _observed(self) -> None:
+        """The observer's counters into ``stats``."""
+        observer, stats = self.observer, self.stats
+        if observer is not None:
+            stats.late_events = observer.late_events
+            stats.future_events = observer.future_events
+            stats.untimed_events = observer.untimed_events
 
     def snapshot(self) -> dict[str, Any]:
         """JSON-serialisable state; pass it as ``state`` to resume."""
         state = {
             "version": SNAPSHOT_VERSION,
-            "correlation": self.correlator.snapshot() if self.correlator is not None else None,
+            "correlation": self.observer.snapshot() if self.observer is not None else None,
         }
         self.stats.state_bytes = len(orjson.dumps(state))
         return state
 
     def replace_rules(self, ruleset: RuleSet) -> None:
         """Hot reload: new rules from the next event on; correlation state carried over."""
-        carried = self.correlator.snapshot() if self.correlator is not None else None
+        carried = self.observer.snapshot() if self.observer is not None else None
         self.ruleset = ruleset
         self.index = RuleIndex(ruleset)
-        self.correlator = self._correlator(ruleset, carried)
-        self._correlation_stats()
-
-    def _correlation_stats(self) -> None:
-        correlator = self.correlator
-        if correlator is not None:
-            self.stats.late_events = correlator.late_events
-            self.stats.future_events = correlator.future_events
-            self.stats.untimed_events = correlator.untimed_events
-            if not self.split:  # else the groups are the stage's
-                self.stats.evicted_keys = correlator.evicted_keys
-                self.stats.active_keys = correlator.active_keys
-                self.stats.state_bytes = correlator.state_bytes
+        self.observer = self._observer(ruleset, carried)
+        self._observed()

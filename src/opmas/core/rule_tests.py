@@ -24,7 +24,7 @@ from typing import Any
 
 from opmas.core.errors import Code, RuleError
 from opmas.core.envelope import event_from_obj
-from opmas.core.processor import Processor
+from opmas.core.detector import Detector
 from opmas.core.ruleset import RuleSet, RuleSource, load_ruleset
 
 
@@ -59,14 +59,15 @@ def _events(case: Any) -> list[dict[str, Any]]:
 
 def run_case(ruleset: RuleSet, rule_id: str, case: Any) -> bool:
     """True where ``rule_id`` yields a finding (or, for a detection rule, matches) on the case."""
-    processor = Processor(ruleset)
+    detector = Detector(ruleset)
+    index = detector.processor.index
     events = [event_from_obj(obj) for obj in _events(case)]
     matched = False
     for event in events:
-        view = processor.index.view(event.data)
-        if view is not None and any(rule.id == rule_id for rule in processor.index.matches(view)):
+        view = index.view(event.data)
+        if view is not None and any(rule.id == rule_id for rule in index.matches(view)):
             matched = True
-    findings = processor.process(events) + processor.flush()
+    findings = detector.process(events) + detector.flush()
     return matched or any(f.rule_id == rule_id for f in findings)
 
 

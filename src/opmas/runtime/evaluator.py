@@ -12,12 +12,13 @@ message and keeps the events of its partitions; dead letters of such messages ar
 reported by the evaluator ``seq % workers``, an evaluation failure by the evaluator it
 happened in.
 
-The processors run split (core/processor.py): correlation hits leave with the batch
+Correlation hits leave the partition processors (core/processor.py) with the batch
 (``Evaluated.handoffs``) for the engine process's CorrelationStage, where the groups of
 every partition meet.
 """
 from __future__ import annotations
 
+import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
@@ -33,7 +34,6 @@ from opmas.core.partition import AGENT_KEY, key_of, partition_of
 from opmas.core.processor import Processor
 from opmas.core.ruleset import RuleSet, RuleSource, load_ruleset
 from opmas.runtime.intake import Intake
-from opmas.runtime.streaming import process_streamed
 
 
 @dataclass(slots=True)
@@ -89,7 +89,7 @@ class Evaluator:
         self.index = index
         self.intake = Intake(max_message_bytes)
         state = state or {}
-        self.processors = {p: Processor(ruleset, state.get(str(p)), max_future, split=True)
+        self.processors = {p: Processor(ruleset, state.get(str(p)), max_future)
                            for p in range(layout.partitions) if layout.owner(p) == index}
 
     def evaluate(self, messages: Sequence[SourceMessage]) -> Evaluated:
@@ -128,15 +128,16 @@ class Evaluator:
             out.per_partition[p] = len(events)
             out.events += len(events)
             processor = self.processors[p]
-            findings = process_streamed(processor, events)
+            processed = processor.process(events, time.time())  # the clock bounds event time
+            findings = processed.findings
             out.findings.extend(map(FindingRecord.of, findings))
-            if processor.correlator is not None:
-                out.handoffs.append((p, processor.handoff()))
+            if processor.observer is not None:
+                out.handoffs.append((p, processed.handoff))
             for event, text in items:
                 archived_at = message.time if event.timestamp is None else event.timestamp  # untimed: arrival
                 rows.append(encode_row(event.id, archived_at, event.agent_id or "", event.type or "", text,
                                        message.seq))
-            referenced = {e.id: e for e in processor.correlated}  # later findings may cite them
+            referenced = {e.id: e for e in processed.correlated}  # later findings may cite them
             if findings:
                 wanted = {event_id for f in findings for event_id in f.event_ids}
                 referenced.update((e.id, e) for e in events if e.id in wanted)

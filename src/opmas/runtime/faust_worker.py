@@ -1,16 +1,15 @@
 """Scale-out runtime: the engine's partition processors as a Faust agent over a Kafka-protocol log.
 
-Kafka does the partition assignment and rebalancing; each worker runs one engine
-``Processor`` per events-topic partition it is assigned (the same processor the
-embedded pipeline runs). For each batch of records:
+Kafka does the partition assignment and rebalancing; each worker runs one
+``Detector`` per events-topic partition it is assigned (core/detector.py: the engine's
+processor feeding a correlation stage of one partition). For each batch of records:
 
 1. events at or below the partition's checkpointed source position are dropped
    (Kafka redeliveries after a rebalance, copies re-sent by the bridge);
-2. the processors evaluate the rest (opmas/runtime/streaming.py: with the wall clock bounding
-   event time); findings go to NATS (``opmas.findings.<severity>``, deduplicated by id)
+2. the detectors evaluate the rest (with the wall clock bounding event time); findings go to NATS (``opmas.findings.<severity>``, deduplicated by id)
    and to PostgreSQL (idempotent), retried while a server is away; rows PostgreSQL refuses for
    their content become dead letters;
-3. only then each touched partition's checkpoint (source position + ``Processor.snapshot()``)
+3. only then each touched partition's checkpoint (source position + ``Detector.snapshot()``)
    is written to the ``checkpoints`` table: a Faust table keyed by partition number whose
    changelog record for partition p goes to changelog partition p;
 4. the batch is acknowledged; Faust commits offsets after flushing the changelog.
@@ -55,21 +54,21 @@ from opmas.connectors.nats.subjects import RELOAD_SUBJECT, ensure_streams
 from opmas.connectors.postgres.sink import PG_ERRORS, PostgresSink
 from opmas.connectors.sinks import FindingSink, build_sinks
 from opmas.connectors.records import EventRecord, FindingRecord
-from opmas.core.correlation import DEFAULT_MAX_FUTURE
+from opmas.core.correlation import DEFAULT_IDLE_TIMEOUT, DEFAULT_MAX_FUTURE
 from opmas.core.event import Event
 from opmas.core.finding import Finding
-from opmas.core.processor import Processor
+from opmas.core.detector import Detector
 from opmas.core.ruleset import RuleSet
 from opmas import metrics
 from opmas.runtime.gc_tuning import tune_gc_for_rules
 from opmas.runtime.outputs import announce, announce_pending, report_dead_letters, report_findings, write_store
 from opmas.runtime.retry import retry
 from opmas.runtime.rules import RuleFiles, RuleReloads, warn_split_correlations
-from opmas.runtime.streaming import process_streamed
 
 log = logging.getLogger("opmas.worker")
 
 APP_ID = "opmas-workers"
+STATE_FORMAT = "detector"  # checkpoint state: Detector.snapshot() (another format starts afresh)
 CHECKPOINTS = "checkpoints"
 # Largest checkpoint record (zlib-compressed JSON, ~6x smaller than the JSON): the workers'
 # producer request size and the changelog topic's max.message.bytes. See docs/scale-out.md.
@@ -92,6 +91,7 @@ class WorkerSettings:
     batch_size: int = 2000
     batch_wait: float = 0.05
     max_future: float = DEFAULT_MAX_FUTURE  # seconds event time may run ahead of the clock (Processor)
+    partition_idle: float = DEFAULT_IDLE_TIMEOUT  # seconds before a quiet live partition's windows close by the clock
     session_timeout: float = 10.0  # seconds without heartbeat before a worker's partitions move
     rebalance_timeout: float = 60.0  # seconds a rebalance waits for a worker's batch (> session_timeout)
     replication: int = 1  # replication factor of the changelog topic
@@ -255,9 +255,9 @@ def fenced(partitions: Iterable[int], assigned: Set[int], rebalance_age: float |
 
 @dataclass(slots=True)
 class PartitionState:
-    """A partition's processor and the source position of the last record it processed."""
+    """A partition's detector and the source position of the last record it processed."""
 
-    processor: Processor
+    detector: Detector
     source: tuple[int, int]
     offset: int  # Kafka offset of that record (-1: none yet)
     restored: bool = True  # no record seen since the restore
@@ -269,7 +269,7 @@ class WorkerRuntime:
     def __init__(self, settings: WorkerSettings, rules: RuleFiles):
         self.settings = settings
         self.reloads = RuleReloads(rules, self._apply_rules)
-        self.layout = {"partitions": settings.partitions, "key": settings.partition_key}
+        self.layout = {"partitions": settings.partitions, "key": settings.partition_key, "state": STATE_FORMAT}
         self.ruleset: RuleSet | None = None
         self.states: dict[int, PartitionState] = {}
         self.exported: dict[int, dict[str, int]] = {}  # per partition: the counters last exported (metrics)
@@ -364,7 +364,7 @@ class WorkerRuntime:
         async with self._lock:
             self.ruleset = ruleset
             for state in self.states.values():
-                state.processor.replace_rules(ruleset)
+                state.detector.replace_rules(ruleset)
         warn_split_correlations(ruleset, self.settings.partition_key, self.settings.partitions)
 
     # -- one batch -------------------------------------------------------------------------
@@ -438,7 +438,7 @@ class WorkerRuntime:
         for p, value in snapshots.items():
             self.table[p] = value
             states[p].source, states[p].offset = sources[p], advanced[p]
-            metrics.export_partition(p, asdict(states[p].processor.stats), self.exported.setdefault(p, {}))
+            metrics.export_partition(p, asdict(states[p].detector.stats), self.exported.setdefault(p, {}))
         # One checkpoint record per changelog partition per produce request: Tansu reports a
         # partition's end offset as the last batch's base offset + 1, which is only right for
         # single-record batches, and Faust's table recovery reads up to that end offset.
@@ -470,8 +470,8 @@ class WorkerRuntime:
                             extra={"partition": p, "checkpoint_layout": checkpoint["layout"],
                                    "layout": self.layout})
         assert self.ruleset is not None
-        restored = self.states[p] = PartitionState(Processor(self.ruleset, state, self.settings.max_future), source,
-                                                   offset)
+        detector = Detector(self.ruleset, state, self.settings.max_future, self.settings.partition_idle)
+        restored = self.states[p] = PartitionState(detector, source, offset)
         log.info("partition assigned", extra={"partition": p, "resume_after": list(source),
                                               "checkpoint_offset": offset, "state_restored": state is not None})
         return restored
@@ -484,11 +484,13 @@ class WorkerRuntime:
         the sinks."""
         findings: list[Finding] = []
         referenced: dict[str, Event] = {}
+        now = time.time()  # bounds how far ahead event time may move (core/processor.py)
         for p, events in grouped.items():
-            found = process_streamed(states[p].processor, events)
+            detector = states[p].detector
+            found = detector.process(events, now)
             findings.extend(found)
             metrics.EVENTS_PROCESSED.labels(str(p)).inc(len(events))
-            referenced.update((e.id, e) for e in states[p].processor.correlated)
+            referenced.update((e.id, e) for e in detector.correlated)
             if found:
                 wanted = {event_id for f in found for event_id in f.event_ids}
                 referenced.update((e.id, e) for e in events if e.id in wanted)
@@ -497,5 +499,5 @@ class WorkerRuntime:
     def _snapshots(self, states: dict[int, PartitionState], sources: dict[int, tuple[int, int]],
                    offsets: dict[int, int]) -> dict[int, bytes]:
         return {p: encode_checkpoint({"layout": self.layout, "source": list(source), "offset": offsets[p],
-                                      "state": states[p].processor.snapshot()})
+                                      "state": states[p].detector.snapshot()})
                 for p, source in sources.items()}

@@ -25,7 +25,7 @@ import orjson
 from opmas.connectors.clickhouse.archive import TABLE, Archive
 from opmas.core.event import Event
 from opmas.core.finding import Finding
-from opmas.core.processor import Processor
+from opmas.core.detector import Detector
 from opmas.core.ruleset import RuleSet
 from opmas.core.sigma.compile import clause_cost
 from opmas.core.sigma.literals import NUMBER
@@ -111,7 +111,7 @@ def hunt(archive: Archive, ruleset: RuleSet, since: float, until: float, agent: 
     range_where, range_parameters = _where(since, until, agent, None)
     stats.in_range = archive.count(range_where, range_parameters)
     where, parameters = _where(since, until, agent, texts)
-    processor = Processor(ruleset)
+    detector = Detector(ruleset)
     sql = (f"SELECT id, timestamp, agent_id, type, data FROM {TABLE} FINAL WHERE {where}"
            " AND timestamp >= {slice_start:DateTime64(6)} AND timestamp < {slice_end:DateTime64(6)}"
            " ORDER BY timestamp, id")
@@ -123,12 +123,12 @@ def hunt(archive: Archive, ruleset: RuleSet, since: float, until: float, agent: 
                                 raw=row[4].encode()) for row in block]
                 stats.read += len(events)
                 stats.reached = block[-1][1].timestamp()
-                findings = processor.process(events)
+                findings = detector.process(events)
                 stats.findings += len(findings)
                 yield findings
                 if progress is not None:
                     progress(stats)
-    final = processor.flush()
+    final = detector.flush()
     stats.findings += len(final)
     yield final
 

@@ -195,7 +195,9 @@ class Pipeline:
                 else:
                     log.warning("checkpoint layout differs from the configuration: starting with empty state",
                                 extra={"checkpoint_layout": checkpoint.layout, "layout": self._layout()})
-            self._set_stage(ruleset, state.get("correlation"))
+            cset = ruleset.correlations
+            self.stage = None if cset is None else CorrelationStage(cset, state.get("correlation"),
+                                                                    cfg.pipeline.partition_idle)
             self.pool = EvaluatorPool(cfg.pipeline.partitions, cfg.pipeline.partition_key, cfg.pipeline.workers,
                                       sources, cfg.pipeline.mappings, cfg.pipeline.lateness, state.get("partitions"),
                                       cfg.nats.max_message_bytes, cfg.pipeline.max_future)
@@ -274,16 +276,6 @@ class Pipeline:
         if findings:  # the events they cite were stored when they arrived; a replay makes them again
             await _put(queue, Batch(None, [], Evaluated(findings=findings), None), writer)
 
-    def _set_stage(self, ruleset: RuleSet, state: dict[str, Any] | None) -> None:
-        """The correlation stage of ``ruleset`` (kept across reloads while it has correlations)."""
-        cset = ruleset.correlations
-        if cset is None:
-            self.stage = None
-        elif self.stage is None:
-            self.stage = CorrelationStage(cset, state, self.config.pipeline.partition_idle)
-        else:
-            self.stage.replace(cset)
-
     def _layout(self) -> dict[str, Any]:
         cfg = self.config
         return {"partitions": cfg.pipeline.partitions, "key": cfg.pipeline.partition_key, "state": STATE_FORMAT}
@@ -358,7 +350,8 @@ class Pipeline:
         """Swap a reloaded rule set in (between batches: the processors are used by one at a time)."""
         async with self._lock:
             await self.pool.replace_rules(sources, self.config.pipeline.mappings, self.config.pipeline.lateness)
-            self._set_stage(ruleset, None)
+            self.stage = CorrelationStage.reloaded(self.stage, ruleset.correlations,
+                                                   self.config.pipeline.partition_idle)
 
     async def _watch_rules(self, stop: asyncio.Event) -> None:
         paths = [p for p in self.config.pipeline.rules if p.exists()]

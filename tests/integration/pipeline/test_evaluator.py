@@ -7,8 +7,7 @@ import orjson
 
 from opmas.connectors.source import SourceMessage
 from opmas.core.event import Event
-from opmas.core.finding import Finding
-from opmas.core.processor import Processor
+from opmas.core.processor import Processed, Processor
 from opmas.core.ruleset import load_ruleset, sources_from_paths
 from opmas.runtime.evaluator import Evaluator, Layout
 from tests.expected import sample_objects
@@ -17,7 +16,7 @@ from tests.expected import sample_objects
 class BrokenOnBoom(Processor):
     """Stands in for an engine bug: fails on the event with id ``boom``."""
 
-    def process(self, events: Sequence[Event], now: float | None = None) -> list[Finding]:
+    def process(self, events: Sequence[Event], now: float | None = None) -> Processed:
         if any(event.id == "boom" for event in events):
             raise RuntimeError("engine bug")
         return super().process(events, now)
@@ -31,10 +30,9 @@ def message(seq: int, objects: list[dict]) -> SourceMessage:
 def test_a_message_that_fails_evaluation_is_dead_lettered_and_the_batch_goes_on(rules_dir):
     ruleset, _ = load_ruleset(sources_from_paths([rules_dir]))
     evaluator = Evaluator(Layout(1, "agent", 1), 0, ruleset, None, 1 << 20)
-    evaluator.processors[0] = BrokenOnBoom(ruleset, split=True)  # as the evaluator makes them
+    evaluator.processors[0] = BrokenOnBoom(ruleset)  # as the evaluator makes them
     sample = sample_objects()
-    expected = Processor(ruleset, split=True).process([Event(str(i), o, agent_id="web-1")
-                                                       for i, o in enumerate(sample)])
+    expected = Processor(ruleset).process([Event(str(i), o, agent_id="web-1") for i, o in enumerate(sample)]).findings
     assert expected
 
     result = evaluator.evaluate([message(1, [{"id": "ok", "message": "fine"}, {"id": "boom"}]),

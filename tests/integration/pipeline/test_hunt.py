@@ -14,7 +14,7 @@ from opmas.connectors.clickhouse.archive import Archive, connect, encode_row
 from opmas.connectors.nats.replay import agent_of
 from opmas.core.event import Event
 from opmas.core.envelope import event_from_obj
-from opmas.core.processor import Processor
+from opmas.core.detector import Detector
 from opmas.core.ruleset import RuleSource, load_ruleset, sources_from_paths
 from opmas.cli import main
 from opmas.runtime.hunt import HuntStats, hunt, needles
@@ -43,8 +43,8 @@ def _live(objects: list[dict], rules: tuple[Path, ...] = (RULES_DIR,)) -> tuple[
     events = [event_from_obj(obj) for obj in objects]
     for event, obj in zip(events, objects):
         event.agent_id = agent_of(obj, None)
-    processor = Processor(ruleset)
-    return events, {f.id for f in processor.process(events) + processor.flush()}
+    detector = Detector(ruleset)
+    return events, {f.id for f in detector.process(events) + detector.flush()}
 
 
 def _archived(directory: Path, events: list[Event]) -> Archive:
@@ -88,8 +88,8 @@ def _correlations() -> set[str]:
 
 def _rule_ids(finding_ids: set[str], events: list[Event]) -> set[str]:
     ruleset, _ = load_ruleset(sources_from_paths([RULES_DIR]))
-    processor = Processor(ruleset)
-    return {f.rule_id for f in processor.process(events) + processor.flush() if f.id in finding_ids}
+    detector = Detector(ruleset)
+    return {f.rule_id for f in detector.process(events) + detector.flush() if f.id in finding_ids}
 
 
 def test_a_hunt_reads_only_its_time_range_and_agent(chdb_dir):

@@ -5,7 +5,7 @@ from __future__ import annotations
 import orjson
 
 from opmas.core.event import Event
-from opmas.core.processor import Processor
+from opmas.core.detector import Detector
 from opmas.paths import RULES_DIR
 from opmas.runtime.faust_worker import CHECKPOINT_MAX_BYTES, decode_checkpoint, encode_checkpoint, fenced
 from opmas.runtime.rules import RuleFiles
@@ -31,10 +31,10 @@ def test_checkpoint_of_many_correlation_keys_fits_a_kafka_record():
     """Tens of thousands of keys in open correlation windows: the JSON is over Kafka's default 1 MiB
     message size, the checkpoint record well under it, and it decodes to the same checkpoint."""
     _, ruleset, _ = RuleFiles((RULES_DIR,)).load()
-    processor = Processor(ruleset)
-    processor.process([ssh_failure(n) for n in range(30_000)])
+    detector = Detector(ruleset)
+    detector.process([ssh_failure(n) for n in range(30_000)])
     checkpoint = {"layout": {"partitions": 4, "key": "agent"}, "source": [7, 0], "offset": 3,
-                  "state": processor.snapshot()}
+                  "state": detector.snapshot()}
     raw = encode_checkpoint(checkpoint)
     assert len(orjson.dumps(checkpoint)) > 1 << 20 > 2 * len(raw)
     assert decode_checkpoint(raw) == checkpoint

@@ -17,7 +17,7 @@ from aiokafka import AIOKafkaProducer
 from benchmarks.generate import START, generate
 from opmas.connectors.clickhouse.archive import Archive, connect
 from opmas.connectors.source import SourceMessage
-from opmas.core.processor import Processor
+from opmas.core.detector import Detector
 from opmas.connectors.nats.subjects import (DEADLETTER_STREAM, DEADLETTER_SUBJECT, FINDINGS_STREAM, ensure_streams,
                                       events_subject)
 from opmas.runtime.embedded import free_port
@@ -58,17 +58,17 @@ def event_log(count: int, seed: int, attackers: int = 12) -> list[tuple[str, byt
 
 
 def offline_findings(messages: list[tuple[str, bytes]]) -> dict[str, str]:
-    """id -> rule id of the findings of one Processor per partition, each correlating its own
+    """id -> rule id of the findings of one Detector per partition, each correlating its own
     events as the workers run them, over the same messages in one process."""
     _, ruleset, _ = RuleFiles((RULES_DIR,)).load()
     layout = Layout(PARTITIONS, "agent", 1)
-    processors = [Processor(ruleset) for _ in range(PARTITIONS)]
+    detectors = [Detector(ruleset) for _ in range(PARTITIONS)]
     found: dict[str, str] = {}
     for seq, (subject, data) in enumerate(messages, 1):
         decoded = Intake(1 << 20).decode([SourceMessage(subject, data, seq, 0.0, None, None)])
         assert not decoded.dead
-        processor = processors[layout.partition_of_message(subject)]
-        found.update((f.id, f.rule_id) for f in processor.process(decoded.events))
+        detector = detectors[layout.partition_of_message(subject)]
+        found.update((f.id, f.rule_id) for f in detector.process(decoded.events))
     return found
 
 
@@ -77,7 +77,7 @@ def offline_event_times(messages: list[tuple[str, bytes]]) -> dict[str, float]:
     _, ruleset, _ = RuleFiles((RULES_DIR,)).load()
     events = Intake(1 << 20).decode([SourceMessage(subject, data, seq, 0.0, None, None)
                                      for seq, (subject, data) in enumerate(messages, 1)]).events
-    Processor(ruleset).process(events)
+    Detector(ruleset).process(events)
     return {e.id: e.timestamp for e in events}
 
 

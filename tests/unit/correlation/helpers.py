@@ -7,7 +7,7 @@ from typing import Any
 from opmas.core.event import Event, format_time, parse_time
 from opmas.core.envelope import event_from_obj
 from opmas.core.finding import Finding
-from opmas.core.processor import Processor
+from opmas.core.detector import Detector
 from opmas.core.ruleset import RuleSet, RuleSource, load_ruleset
 
 BASE = 1_795_000_000.0  # an event-time origin (epoch seconds)
@@ -57,13 +57,13 @@ def auth(offset: float, ip: str = "203.0.113.7", outcome: str = "failure", user:
 
 def run(rs: RuleSet, events: list[Event], batch: int | None = None, flush: bool = True) -> list[Finding]:
     """Findings of a fresh Processor over the events (in batches of ``batch``), flushed at the end."""
-    processor = Processor(rs)
+    detector = Detector(rs)
     size = batch or max(len(events), 1)
     findings: list[Finding] = []
     for start in range(0, len(events), size):
-        findings.extend(processor.process(events[start:start + size]))
+        findings.extend(detector.process(events[start:start + size]))
     if flush:
-        findings.extend(processor.flush())
+        findings.extend(detector.flush())
     return findings
 
 

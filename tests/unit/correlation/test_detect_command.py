@@ -9,7 +9,7 @@ import orjson
 import yaml
 
 from opmas.core.envelope import event_from_obj
-from opmas.core.processor import Processor
+from opmas.core.detector import Detector
 from opmas.core.ruleset import load_ruleset, sources_from_paths
 from opmas.cli import main
 from opmas.paths import RULES_DIR
@@ -54,11 +54,11 @@ def test_detect_reports_each_correlation_and_is_order_independent(tmp_path: Path
     assert _detect(tmp_path, reordered, "reordered") == offline
 
     ruleset, _ = load_ruleset(sources_from_paths([CORRELATION_RULES]))
-    processor = Processor(ruleset)
+    detector = Detector(ruleset)
     streamed = []
     for event in events:
-        streamed.extend(processor.process([event_from_obj(event)]))
-    streamed.extend(processor.flush())
+        streamed.extend(detector.process([event_from_obj(event)]))
+    streamed.extend(detector.flush())
     assert sorted((f.to_dict() for f in streamed), key=lambda f: f["id"]) == offline
 
 

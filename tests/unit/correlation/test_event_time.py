@@ -8,7 +8,7 @@ import pytest
 from opmas.agents.sdk import envelope
 from opmas.core.event import Event, format_time, parse_time
 from opmas.core.envelope import event_from_obj
-from opmas.core.processor import Processor
+from opmas.core.detector import Detector
 from opmas.core.envelope import envelope_error
 from tests.unit.correlation.helpers import BASE, AUTH_RULES, auth, of_rule, ruleset, run, shuffled_within
 from tests.unit.correlation.test_suppression import FLOOD
@@ -63,25 +63,25 @@ def test_streamed_one_by_one_equals_offline():
     rs = _all_types()
     events = _stream(7)
     offline = run(rs, events)
-    processor = Processor(rs)
+    detector = Detector(rs)
     streamed = []
     for event in events:
-        streamed.extend(processor.process([event]))
+        streamed.extend(detector.process([event]))
     before_flush = len(streamed)
-    streamed.extend(processor.flush())
+    streamed.extend(detector.flush())
     assert _canonical(streamed) == _canonical(offline)
     assert before_flush > 0  # most findings are emitted while streaming, not at the end
 
 
 def test_late_events_are_counted_and_skipped():
     rs = ruleset(AUTH_RULES, COUNT, lateness=10)
-    processor = Processor(rs)
-    processor.process([auth(0, ip="1.1.1.1"), auth(100, ip="9.9.9.9")])
+    detector = Detector(rs)
+    detector.process([auth(0, ip="1.1.1.1"), auth(100, ip="9.9.9.9")])
     # 50 and 60 are more than 10 s behind 100: late, not counted (else 0,50,60 would not fire anyway: 3 in 60 s)
-    findings = processor.process([auth(95, ip="1.1.1.1"), auth(50, ip="1.1.1.1"), auth(60, ip="1.1.1.1")])
-    assert processor.stats.late_events == 2
-    findings += processor.process([auth(96, ip="1.1.1.1"), auth(97, ip="1.1.1.1")])
-    findings += processor.flush()
+    findings = detector.process([auth(95, ip="1.1.1.1"), auth(50, ip="1.1.1.1"), auth(60, ip="1.1.1.1")])
+    assert detector.stats.late_events == 2
+    findings += detector.process([auth(96, ip="1.1.1.1"), auth(97, ip="1.1.1.1")])
+    findings += detector.flush()
     found = of_rule(findings, "many-fail")
     assert [len(f.event_ids) for f in found] == [3]
     assert found[0].details["window"]["start"] == format_time(BASE + 95)  # anchored at 95, not at 50
@@ -98,11 +98,11 @@ def test_events_without_time_never_crash():
     rs = ruleset(AUTH_RULES, COUNT, FLOOD)
     event = auth(0, eid="untimed")
     del event.data["@timestamp"]
-    processor = Processor(rs)
-    findings = processor.process([event, event, event])
-    assert processor.stats.untimed_events == 3
+    detector = Detector(rs)
+    findings = detector.process([event, event, event])
+    assert detector.stats.untimed_events == 3
     assert [f.event_ids for f in findings if f.rule_id == "fail-sup"] == [["untimed"]] * 3  # not suppressed
-    assert of_rule(findings + processor.flush(), "many-fail") == []  # three, but kept out of windows
+    assert of_rule(findings + detector.flush(), "many-fail") == []  # three, but kept out of windows
 
 
 WIN_FAIL = """
@@ -139,8 +139,8 @@ def test_the_events_own_time_wins_over_the_envelope():
     rs = ruleset(WIN_FAIL)
     # created seconds apart in 2020, shipped hours apart in 2026 (the agent's clock)
     events = [_shipped_evtx(i, f"2020-03-01T10:00:0{i}Z", f"2026-01-01T0{i}:00:00Z") for i in range(3)]
-    processor = Processor(rs)
-    findings = processor.process(events) + processor.flush()
+    detector = Detector(rs)
+    findings = detector.process(events) + detector.flush()
     assert [e.timestamp for e in events] == [parse_time(f"2020-03-01T10:00:0{i}Z") for i in range(3)]
     [found] = of_rule(findings, "win-many-fail")
     assert found.timestamp == parse_time("2020-03-01T10:00:02Z")
@@ -152,7 +152,7 @@ def test_the_envelope_time_is_the_fallback():
     del event.data["@timestamp"]
     enveloped = event_from_obj({"id": "e1", "agent_id": "a", "type": "log", "timestamp": format_time(BASE + 5),
                                 "data": event.data})
-    Processor(ruleset(AUTH_RULES)).process([enveloped])
+    Detector(ruleset(AUTH_RULES)).process([enveloped])
     assert enveloped.timestamp == BASE + 5
 
 
@@ -169,7 +169,7 @@ def test_the_agent_sdk_stamps_the_datas_time_else_when_it_read_the_event():
                                                "TimeCreated": {"#attributes": {"SystemTime": "2020-01-01T00:00:00Z"}}},
                                     "EventData": {"Image": "C:\\x.exe"}}}, "windows", "e5", read_at)
     event = event_from_obj(evtx)
-    Processor(ruleset(AUTH_RULES)).process([event])
+    Detector(ruleset(AUTH_RULES)).process([event])
     assert event.timestamp == parse_time("2020-01-01T00:00:00Z")  # the data's own time wins over the read time
 
 
@@ -177,7 +177,7 @@ def test_an_event_from_a_skewed_clock_does_not_move_event_time():
     rs = ruleset(AUTH_RULES, COUNT, FLOOD, lateness=10)
     skewed = auth(2 * 3600, ip="9.9.9.9", eid="skewed")  # two hours ahead of the runtime's clock
     events = [[auth(0, eid="a"), auth(1, eid="b")], [skewed], [auth(2, eid="c")]]
-    streamed, offline = Processor(rs), Processor(rs)
+    streamed, offline = Detector(rs), Detector(rs)
     out = []
     for batch in events:
         out += streamed.process(batch, now=BASE + 5)
@@ -185,7 +185,7 @@ def test_an_event_from_a_skewed_clock_does_not_move_event_time():
     assert [f.event_ids for f in out if f.rule_id == "fail-sup" and f.timestamp == BASE + 7200] == [["skewed"]]
     assert (streamed.stats.future_events, streamed.stats.late_events) == (1, 0)
     assert (offline.stats.future_events, offline.stats.late_events) == (0, 1)  # without a clock: "c" is late
-    resumed = Processor(rs, streamed.snapshot())
+    resumed = Detector(rs, streamed.snapshot())
     out += resumed.flush()
     assert resumed.stats.future_events == 1
     assert [f.event_ids for f in of_rule(out, "many-fail")] == [["a", "b", "c"]]

@@ -16,20 +16,20 @@ SUPPRESSED = AUTH_RULES.replace("level: low", "level: low\nsuppress: {by: [sourc
 
 
 class Partitioned:
-    """Split processors, one per partition, and the stage (as the embedded pipeline runs them)."""
+    """Partition processors, one per partition, and the stage (as the embedded pipeline runs them)."""
 
     def __init__(self, rs: RuleSet, partitions: int, state: dict | None = None, idle: float = 30.0):
         state = state or {}
-        self.processors = [Processor(rs, (state.get("partitions") or {}).get(str(p)), split=True)
+        self.processors = [Processor(rs, (state.get("partitions") or {}).get(str(p)))
                            for p in range(partitions)]
         self.stage = CorrelationStage(rs.correlations, state.get("stage"), idle)
 
     def feed(self, batches: list[tuple[int, list[Event]]], now: float = 0.0) -> list[Finding]:
         findings: list[Finding] = []
         for partition, events in batches:
-            processor = self.processors[partition]
-            findings += processor.process(events)
-            self.stage.take(partition, processor.handoff(), now)
+            processed = self.processors[partition].process(events)
+            findings += processed.findings
+            self.stage.take(partition, processed.handoff, now)
             findings += self.stage.advance(now)
         return findings
 

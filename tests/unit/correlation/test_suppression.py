@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import pytest
 
-from opmas.core.processor import Processor
+from opmas.core.detector import Detector
 from tests.unit.correlation.helpers import BASE, auth, of_rule, ruleset, run, shuffled_within
 from tests.unit.correlation.test_types import COUNT
 
@@ -49,11 +49,11 @@ def test_suppression_is_deterministic_in_event_time(seed):
 
 
 def test_summary_is_emitted_when_the_watermark_passes_the_window():
-    processor = Processor(ruleset(FLOOD))
-    out = processor.process([auth(0), auth(1), auth(2)])
-    out += processor.process([auth(100, ip="9.9.9.9")])  # watermark 40: the first finding is final
+    detector = Detector(ruleset(FLOOD))
+    out = detector.process([auth(0), auth(1), auth(2)])
+    out += detector.process([auth(100, ip="9.9.9.9")])  # watermark 40: the first finding is final
     assert len(out) == 1
-    out = processor.process([auth(700, ip="9.9.9.9")])  # watermark 640 > 600: window of 10.0.0.x closed
+    out = detector.process([auth(700, ip="9.9.9.9")])  # watermark 640 > 600: window of 10.0.0.x closed
     assert [f.details["suppressed"]["count"] for f in out if "suppressed" in f.details] == [2]
 
 
@@ -69,10 +69,10 @@ def test_correlation_findings_can_be_suppressed():
 def test_one_event_id_reused_by_different_events_is_taken_once():
     # same id, time and ip: two findings with one id and one suppression key (once a TypeError in the heap)
     alice, bob = auth(0, user="alice", eid="dup"), auth(0, user="bob", eid="dup")
-    processor = Processor(ruleset(FLOOD))
-    assert processor.process([alice, bob]) == []  # held until the watermark passes them
-    resumed = Processor(ruleset(FLOOD), processor.snapshot())
-    for p in (processor, resumed):
+    detector = Detector(ruleset(FLOOD))
+    assert detector.process([alice, bob]) == []  # held until the watermark passes them
+    resumed = Detector(ruleset(FLOOD), detector.snapshot())
+    for p in (detector, resumed):
         findings = p.process([auth(100, ip="9.9.9.9", eid="later")]) + p.flush()
         assert [f.event_ids for f in findings if f.timestamp == BASE] == [["dup"]]
         assert not [f for f in findings if "suppressed" in f.details]

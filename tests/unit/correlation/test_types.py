@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from opmas.core.correlation.windows import MAX_REFS
 from opmas.core.event import format_time
-from opmas.core.processor import Processor
+from opmas.core.detector import Detector
 from tests.unit.correlation.helpers import AUTH_RULES, BASE, auth, of_rule, ruleset, run
 
 COUNT = """
@@ -158,11 +158,11 @@ def test_range_condition_is_decided_when_the_window_closes():
 
 def test_range_window_fires_when_the_watermark_passes_not_before():
     rs = ruleset(AUTH_RULES, RANGE, lateness=10)
-    from opmas.core.processor import Processor
-    processor = Processor(rs)
-    assert of_rule(processor.process([auth(0), auth(10)]), "few-fail") == []
-    assert of_rule(processor.process([auth(65, ip="198.51.100.1")]), "few-fail") == []  # watermark 55 < 60
-    found = of_rule(processor.process([auth(75, ip="198.51.100.1")]), "few-fail")  # watermark 65 >= 60
+    from opmas.core.detector import Detector
+    detector = Detector(rs)
+    assert of_rule(detector.process([auth(0), auth(10)]), "few-fail") == []
+    assert of_rule(detector.process([auth(65, ip="198.51.100.1")]), "few-fail") == []  # watermark 55 < 60
+    found = of_rule(detector.process([auth(75, ip="198.51.100.1")]), "few-fail")  # watermark 65 >= 60
     assert len(found) == 1
 
 
@@ -278,9 +278,9 @@ def test_value_count_upper_bound_counts_past_the_kept_references():
     def spray(condition: str):
         return ruleset(AUTH_RULES, VALUE_COUNT.replace("gte: 3", condition))
     events = [auth(i * 0.1, user=f"u{i}", eid=f"e{i}") for i in range(2000)]  # 2000 users in 200 s
-    processor = Processor(spray("gt: 1000, lte: 5000"))
-    processor.process(events[:1500])
-    resumed = Processor(processor.ruleset, processor.snapshot())
+    detector = Detector(spray("gt: 1000, lte: 5000"))
+    detector.process(events[:1500])
+    resumed = Detector(detector.processor.ruleset, detector.snapshot())
     [found] = of_rule(resumed.process(events[1500:]) + resumed.flush(), "spray")
     assert found.details["count"] == 2000 and len(found.details["values"]) == 2000
     assert found.event_ids == [e.id for e in events[:MAX_REFS]]

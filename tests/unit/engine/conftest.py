@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 
 from opmas.core.envelope import event_from_obj
-from opmas.core.processor import Processor
+from opmas.core.detector import Detector
 from opmas.core.ruleset import RuleSet, RuleSource, load_ruleset
 
 
@@ -27,7 +27,7 @@ def load_ok(text: str, name: str = "rule.yml", mappings: Sequence[str | Path] = 
 
 def matched_ids(ruleset: RuleSet, events: list[dict[str, Any]]) -> list[str]:
     """Rule ids of the findings the events produce, in order."""
-    return [f.rule_id for f in Processor(ruleset).process([event_from_obj(e) for e in events])]
+    return [f.rule_id for f in Detector(ruleset).process([event_from_obj(e) for e in events])]
 
 
 @pytest.fixture

@@ -7,7 +7,7 @@ import pytest
 from benchmarks import bench_rules
 from benchmarks.generate import generate, main
 from opmas.core.envelope import event_from_obj
-from opmas.core.processor import Processor
+from opmas.core.detector import Detector
 from opmas.core.ruleset import load_ruleset
 
 
@@ -25,7 +25,7 @@ def test_same_seed_same_events_and_kinds(tmp_path) -> None:
 def test_bench_rules_load_and_some_match() -> None:
     ruleset, errors = load_ruleset(bench_rules.bench_rules(200))
     assert len(ruleset.detections) == 200 and not [e for e in errors if e.severity == "error"]
-    findings = Processor(ruleset).process([event_from_obj(e) for e in generate("windows", 3000, seed=1)])
+    findings = Detector(ruleset).process([event_from_obj(e) for e in generate("windows", 3000, seed=1)])
     assert findings and {f.rule_id for f in findings} <= {r.id for r in ruleset.detections}
 
 

@@ -15,7 +15,7 @@ from benchmarks.generate import PROGRAMS, generate
 from opmas.core.dispatch import RuleIndex
 from opmas.core.event import format_time, parse_time
 from opmas.core.envelope import event_from_obj
-from opmas.core.processor import Processor
+from opmas.core.detector import Detector
 from opmas.core.rule_tests import run_rule_tests
 from opmas.core.ruleset import RuleSource, load_ruleset
 from opmas.cli import main
@@ -91,7 +91,7 @@ def test_parse_time_and_format_time_reject_what_datetime_cannot_hold() -> None:
 def test_event_ids_are_kept_or_content_hashes(tmp_path: Path) -> None:
     ruleset = load_ok(rule_text("  s:\n    a: 1\n  condition: s\n"))
     envelope = {"id": "evt-1", "agent_id": "ag", "timestamp": "2024-01-01T00:00:00Z", "type": "x", "data": {"a": 1}}
-    findings = Processor(ruleset).process([event_from_obj(envelope), event_from_obj({"a": 1})])
+    findings = Detector(ruleset).process([event_from_obj(envelope), event_from_obj({"a": 1})])
     assert findings[0].event_ids == ["evt-1"] and findings[0].agent_id == "ag"
     assert findings[1].event_ids == [event_from_obj({"a": 1}).id] and findings[0].id != findings[1].id
 
@@ -201,31 +201,31 @@ def test_rule_tests_runner_reports_each_failing_case(tmp_path: Path, capsys: pyt
 def test_processor_contract_snapshot_replace_and_stats() -> None:
     ruleset = load_ok(WHOAMI_RULE.replace("whoami.exe", "svchost.exe"))
     events = [event_from_obj(e) for e in generate("windows", 300, seed=2)]
-    processor = Processor(ruleset)
-    findings = processor.process(events)
-    assert processor.stats.events == 300 and processor.stats.findings == len(findings) > 0
+    detector = Detector(ruleset)
+    findings = detector.process(events)
+    assert detector.stats.events == 300 and detector.stats.findings == len(findings) > 0
     assert all(e.timestamp is not None for e in events)  # filled from the EVTX System time
-    state = processor.snapshot()
-    assert json.loads(json.dumps(state)) == state and processor.stats.state_bytes > 0
-    resumed = Processor(ruleset, state)
+    state = detector.snapshot()
+    assert json.loads(json.dumps(state)) == state and detector.stats.state_bytes > 0
+    resumed = Detector(ruleset, state)
     assert [f.id for f in resumed.process(events)] == [f.id for f in findings]
-    assert processor.flush() == []
-    processor.replace_rules(load_ok(WHOAMI_RULE.replace("whoami.exe", "nothing.exe")))
-    assert processor.ruleset.detections[0].requirement is not None
-    assert processor.process(events) == []
+    assert detector.flush() == []
+    detector.replace_rules(load_ok(WHOAMI_RULE.replace("whoami.exe", "nothing.exe")))
+    assert detector.processor.ruleset.detections[0].requirement is not None
+    assert detector.process(events) == []
 
 
 def test_disabled_rules_do_not_run() -> None:
     ruleset = load_ok(WHOAMI_RULE)
     ruleset.detections[0].meta.enabled = False
-    processor = Processor(ruleset)
-    assert processor.process([event_from_obj(e) for e in generate("windows", 50, seed=2)]) == []
+    detector = Detector(ruleset)
+    assert detector.process([event_from_obj(e) for e in generate("windows", 50, seed=2)]) == []
 
 
 def test_only_finding_templates_are_rendered() -> None:
     ruleset = load_ok(rule_text("  s:\n    a: 1\n  condition: s\n",
                                 extra="description: 'Matches {default} literally'\n"))
-    finding = Processor(ruleset).process([event_from_obj({"a": 1})])[0]
+    finding = Detector(ruleset).process([event_from_obj({"a": 1})])[0]
     assert finding.description == "Matches {default} literally" and finding.title == "Test rule"
 
 

@@ -7,7 +7,7 @@ from benchmarks.generate import generate
 from opmas.core.event import parse_time
 from opmas.core.envelope import event_from_obj
 from opmas.core.logsource import builtin_mappings, evtx_parts, evtx_plan, flatten_evtx
-from opmas.core.processor import Processor
+from opmas.core.detector import Detector
 from tests.unit.engine.conftest import load_ok, matched_ids, rule_text
 
 SYSMON = "Microsoft-Windows-Sysmon/Operational"
@@ -60,7 +60,7 @@ def test_evtx_dump_attributes_layout_and_system_fields() -> None:
                      "    ImagePath|endswith: '.sys'\n  condition: selection\n", "{product: windows, service: system}", "svc")
     ruleset = load_ok(rule)
     events = [event_from_obj(event)]
-    findings = Processor(ruleset).process(events)
+    findings = Detector(ruleset).process(events)
     assert [f.rule_id for f in findings] == ["svc"] and events[0].timestamp == parse_time("2024-03-01T10:00:00Z")
     security = load_ok(rule.replace("service: system", "service: security"))
     assert matched_ids(security, [event]) == []
@@ -143,7 +143,7 @@ def test_cloudtrail_raw_records_and_dataset() -> None:
     tagged = {**no_version, "event": {"dataset": "aws.cloudtrail"}}
     assert matched_ids(ruleset, [raw, no_version, tagged]) == ["ct", "ct"]
     events = [event_from_obj(raw)]
-    Processor(ruleset).process(events)
+    Detector(ruleset).process(events)
     assert events[0].timestamp == parse_time("2024-03-01T10:00:00Z")
 
 
@@ -161,7 +161,7 @@ def test_user_mapping_file_takes_precedence(tmp_path: Path) -> None:
     other_vendor = {"vendor": "other", "fw": {"action": "deny", "dport": 3389}}
     assert matched_ids(ruleset, [deny, allow, other_vendor]) == ["fw"]
     events = [event_from_obj(deny)]
-    Processor(ruleset).process(events)
+    Detector(ruleset).process(events)
     assert events[0].timestamp == parse_time("2024-03-01T10:00:00Z")
 
 
@@ -206,7 +206,7 @@ def test_odd_shaped_events_never_break_the_processor() -> None:
     from opmas.paths import RULES_DIR
 
     ruleset, _ = load_ruleset(sources_from_paths([RULES_DIR]) + bench_rules(50))
-    processor = Processor(ruleset)
+    detector = Detector(ruleset)
     rng = random.Random(1)
     keys = ["Event", "System", "EventData", "UserData", "Data", "@Name", "Name", "#text", "#attributes", "EventID",
             "Channel", "", "event", "dataset", "process", "message", "Image", "CommandLine", "eventSource",
@@ -226,9 +226,9 @@ def test_odd_shaped_events_never_break_the_processor() -> None:
     for _ in range(3000):
         data = {"Event": {"System": junk(1), "EventData": junk(1), "UserData": junk(1)}} if rng.random() < 0.4 else junk()
         if isinstance(data, dict):
-            processor.process([event_from_obj(data)])
+            detector.process([event_from_obj(data)])
             count += 1
-    assert processor.stats.events == count > 1000
+    assert detector.stats.events == count > 1000
 
 
 def test_network_connection_from_sysmon_3_and_security_5156() -> None:
@@ -271,7 +271,7 @@ def test_security_4688_renames_apply_to_process_creation_rules_only() -> None:
     ruleset = load_ok("---\n".join([_pid_rule("sec-raw", SECURITY, "0x1d49"), _pid_rule("proc-new", PROCESS_CREATION, "0x325b"),
                                      _pid_rule("sec-new", SECURITY, "0x325b"), _pid_rule("proc-raw", PROCESS_CREATION, "0x1d49")]))
     for event in (security_4688(), security_4688(xml_style=True)):
-        findings = Processor(ruleset).process([event_from_obj(event)])
+        findings = Detector(ruleset).process([event_from_obj(event)])
         assert [(f.rule_id, f.title) for f in findings] == [("sec-raw", "pid 0x1d49 image -"),
                                                              ("proc-new", f"pid 0x325b image {WHOAMI}")]
     from opmas.core.dispatch import RuleIndex
@@ -296,9 +296,9 @@ def test_correlations_group_by_the_fields_each_rule_sees() -> None:
         rule_text("  s:\n    EventID: 4688\n  condition: s\n", SECURITY, "sec", "name: sec\n"),
         rule_text("  s:\n    Image|endswith: '\\whoami.exe'\n  condition: s\n", PROCESS_CREATION, "proc", "name: proc\n"),
         count("sec-burst", "sec"), count("proc-burst", "proc")]))
-    processor = Processor(ruleset)
-    findings = processor.process([event_from_obj(security_4688(new_pid=pid)) for pid in ("0x1", "0x2")])
-    findings += processor.flush()
+    detector = Detector(ruleset)
+    findings = detector.process([event_from_obj(security_4688(new_pid=pid)) for pid in ("0x1", "0x2")])
+    findings += detector.flush()
     bursts = [(f.rule_id, f.details["group"]) for f in findings if f.rule_id.endswith("-burst")]
     assert bursts == [("sec-burst", {"ProcessId": "0x1d49"})]
 

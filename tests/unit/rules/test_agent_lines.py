@@ -11,7 +11,7 @@ import pytest
 
 from opmas.agents.parse import parse_syslog
 from opmas.core.envelope import event_from_obj
-from opmas.core.processor import Processor
+from opmas.core.detector import Detector
 from opmas.core.ruleset import RuleSet, load_ruleset, sources_from_paths
 from opmas.paths import RULES_DIR
 
@@ -59,5 +59,5 @@ def test_parsed_auth_line_triggers_expected_rules(line: str, expected: set[str])
     data = parse_syslog(line)
     assert data is not None and data["event"]["dataset"] == "linux.auth"
     titles = {rule.id: rule.title for rule in library().rules}
-    findings = Processor(library()).process([event_from_obj(data)])
+    findings = Detector(library()).process([event_from_obj(data)])
     assert {titles[f.rule_id] for f in findings} == expected

@@ -17,7 +17,7 @@ from sigma.collection import SigmaCollection
 
 from opmas.core.envelope import event_from_obj
 from opmas.core.logsource import builtin_mappings
-from opmas.core.processor import Processor
+from opmas.core.detector import Detector
 from opmas.core.rule_tests import run_rule_tests
 from opmas.core.ruleset import RuleMeta, RuleSet, RuleSource, load_ruleset, sources_from_paths
 from opmas.paths import RULES_DIR
@@ -164,7 +164,7 @@ def test_finding_title_placeholders_resolve_on_match_cases(source: RuleSource) -
             continue
         pattern = _placeholder_pattern(template)
         for case in rule.meta.tests.get("match") or []:
-            findings = [f for f in Processor(ruleset).process([event_from_obj(case)]) if f.rule_id == rule.id]
+            findings = [f for f in Detector(ruleset).process([event_from_obj(case)]) if f.rule_id == rule.id]
             assert findings, f"{source.name}: match case yields no finding"
             match = pattern.fullmatch(findings[0].title)
             assert match, f"{source.name}: title {findings[0].title!r} does not follow {template!r}"

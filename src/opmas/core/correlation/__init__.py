@@ -5,10 +5,9 @@ with the rule set's correlation documents: it parses them (``spec``), resolves t
 references across the whole rule set (``link``), marks the detection rules that
 only feed correlations (Sigma ``generate: false``), makes the referenced rules read
 the fields the correlations group by, and sets ``ruleset.correlations`` to a
-``CorrelationSet`` (``compiled``), whose ``start(state)`` gives a processor that
-correlates its own events its ``LocalCorrelator``. Per-partition event time,
-lateness and hits: ``observer``; groups, windows and determinism: ``correlator``;
-one correlator for a partitioned stream: ``stage``; window semantics: ``windows``;
+``CorrelationSet`` (``compiled``). Per-partition event time, lateness and hits:
+``observer``; groups, windows and determinism: ``correlator``; the one correlator
+of a stream, fed by one partition or many: ``stage``; window semantics: ``windows``;
 ``suppress``: ``suppression``; what runtimes partitioned without a stage miss:
 ``partitioning``.
 """
@@ -16,8 +15,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from opmas.core.correlation.compiled import CorrelationSet, LocalCorrelator
+from opmas.core.correlation.compiled import CorrelationSet
 from opmas.core.correlation.correlator import DEFAULT_LATENESS, DEFAULT_MAX_FUTURE, Correlator, Handoff
+from opmas.core.correlation.observer import Observer
 from opmas.core.correlation.link import LinkedCorrelation, RuleRef, link_correlations
 from opmas.core.correlation.partitioning import split_by_partitioning
 from opmas.core.correlation.spec import CorrelationSpec, Suppression, parse_correlation, parse_suppression
@@ -28,7 +28,7 @@ from opmas.core.ruleset import RuleMeta
 
 __all__ = [
     "DEFAULT_IDLE_TIMEOUT", "DEFAULT_LATENESS", "DEFAULT_MAX_FUTURE", "CorrelationSet", "CorrelationSpec",
-    "CorrelationStage", "Correlator", "Handoff", "LinkedCorrelation", "LocalCorrelator", "Suppression",
+    "CorrelationStage", "Correlator", "Handoff", "LinkedCorrelation", "Observer", "Suppression",
     "compile_correlations", "split_by_partitioning",
 ]
 

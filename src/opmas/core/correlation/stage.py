@@ -1,13 +1,17 @@
-"""Correlation of a whole stream whose events are detected in partitions.
+"""Correlation of a whole stream, whose events are detected in one partition or many.
 
 A partitioned runtime spreads events over partition processors by a key (the
 publishing agent by default), but a correlation groups by its own fields: a
 password spray from one ``source.ip`` over many agents lands in many partitions.
-So partition processors run with ``split=True``: each keeps only its Observer
-(event time, lateness, the hits of its matches, see core/correlation/observer.py)
-and hands its hits over after each batch; the ``CorrelationStage`` holds the one
-Correlator, whose groups are keyed by group key, and every hit of a group meets
-there whatever partition it came from.
+So each partition processor keeps only its Observer (event time, lateness, the
+hits of its matches, see core/correlation/observer.py) and hands its hits over
+after each batch; the ``CorrelationStage`` holds the one Correlator, whose groups
+are keyed by group key, and every hit of a group meets there whatever partition
+it came from. A runtime that correlates alone (``opmas detect``, a hunt) is the
+case of one partition (core/detector.py).
+
+Offline input has no clock (``now`` None): the watermark is the partitions' lowest,
+and nothing is idle or live.
 
 The stage's watermark is the lowest of the partitions' watermarks, so a partition
 that lags in event time (an agent shipping late) holds windows open rather than
@@ -48,19 +52,22 @@ class CorrelationStage:
         self.watermarks: dict[int, float] = {int(p): float(w) for p, w in (state.get("watermarks") or {}).items()}
         self._risen: dict[int, float] = {}  # partition -> runtime clock when its watermark last rose
 
-    def take(self, partition: int, handoff: Handoff, now: float) -> None:
+    def take(self, partition: int, handoff: Handoff, now: float | None) -> None:
         """A partition's hits, offers and watermark after a batch (``now``: the runtime's clock)."""
         self.correlator.take(handoff)
         watermark = handoff.watermark
         if watermark is not None and watermark > self.watermarks.get(partition, float("-inf")):
             self.watermarks[partition] = watermark
-            self._risen[partition] = now
+            if now is not None:
+                self._risen[partition] = now
 
-    def watermark(self, now: float) -> float | None:
+    def watermark(self, now: float | None) -> float | None:
         """The lowest watermark of the partitions not idle at ``now``; all idle: the highest, or on a live
-        stream ``now - lateness`` where that is later."""
+        stream ``now - lateness`` where that is later. Offline (``now`` None): the lowest."""
         if not self.watermarks:
             return None
+        if now is None:
+            return min(self.watermarks.values())
         risen = self._risen
         active = [w for p, w in self.watermarks.items() if now - risen.setdefault(p, now) < self.idle_timeout]
         if active:
@@ -70,10 +77,14 @@ class CorrelationStage:
             return max(highest, now - self.lateness)
         return highest
 
-    def advance(self, now: float) -> list[Finding]:
+    def advance(self, now: float | None) -> list[Finding]:
         """Findings the common watermark makes final (call after each batch's takes)."""
         watermark = self.watermark(now)
         return [] if watermark is None else self.correlator.advance(watermark)
+
+    def flush(self) -> list[Finding]:
+        """End of offline input: every window closes, every held finding is decided."""
+        return self.correlator.flush()
 
     def stats(self) -> dict[str, int]:
         """The stage's counters under ProcessorStats names (``late_events``: hits behind the watermark)."""
@@ -86,6 +97,18 @@ class CorrelationStage:
         """Hot reload: the new correlations, with the groups of those that did not change."""
         self.lateness = cset.lateness
         self.correlator = cset.correlator(self.correlator.snapshot())
+
+    @classmethod
+    def reloaded(cls, stage: "CorrelationStage | None", cset: CorrelationSet | None,
+                 idle_timeout: float = DEFAULT_IDLE_TIMEOUT) -> "CorrelationStage | None":
+        """The stage for a rule set's correlations ``cset`` after a reload: ``stage`` kept (with the
+        groups of unchanged correlations) while there are correlations, a new one when there were none."""
+        if cset is None:
+            return None
+        if stage is None:
+            return cls(cset, None, idle_timeout)
+        stage.replace(cset)
+        return stage
 
     def snapshot(self) -> dict[str, Any]:
         """JSON-serialisable state; pass it as ``state`` to resume."""
