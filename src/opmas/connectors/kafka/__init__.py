@@ -1,1 +1,2 @@
-"""Kafka-protocol connectors (Apache Kafka, Redpanda, Tansu): the NATS->Kafka bridge and the archiver."""
+"""Kafka-protocol connectors (Apache Kafka, Redpanda, Tansu): the events topic's records, its creation, the
+clients' security, the events sink (the bridge's) and the topic source (the archiver's)."""
