@@ -8,18 +8,20 @@ Correlation runs in two steps (core/correlation/observer.py is the first):
   takes into a *hit* ``(correlation, time, event id, group key, value)``, and
   each finding of a rule with ``suppress`` into an *offer*;
 * a ``Correlator`` (this module) holds every correlation's groups, keyed by group
-  key, fed the hits of one or of many partitions. Hits wait per correlation until
-  the watermark passes them; then they are applied to their group's window
-  machine in ``(time, event id)`` order (see ``opmas.core.correlation.windows``). So
-  the findings and their ids depend only on the set of events, not on their
-  arrival order within the lateness, nor on how the input was cut into batches
+  key, fed the hits of one or of many partitions (through a ``CorrelationStage``,
+  core/correlation/stage.py), so a group's events meet whatever partition they were
+  detected in. Two timings (see ``opmas.core.correlation.windows``):
+
+  - a correlation whose condition can only grow true fires on crossing: the hits a
+    batch brought are applied at the next ``advance``, in ``(time, event id)`` order,
+    before anything else, so its findings leave with that batch;
+  - the others wait per correlation until the watermark passes their hits, which are
+    then applied in ``(time, event id)`` order: their findings depend only on the set
+    of events, not on arrival order within the lateness.
+
+  A log in time order gives the same findings and ids however it is cut into batches
   or partitions; ``flush`` (end of offline input) moves the watermark past
   everything. A hit behind the watermark already applied is late (``late_hits``).
-
-One processor correlating its own events wires the two together
-(``LocalCorrelator``, ``CorrelationSet.start``); a partitioned runtime feeds one
-``CorrelationStage`` (core/correlation/stage.py) from all its partitions, so a
-group's events meet whatever partition they were detected in.
 
 A correlation result feeds the correlations that reference it (chains) as a hit
 at its decision time; it is reported unless a referencing correlation says
@@ -128,6 +130,7 @@ class Track:
         self.corr = corr
         self.spec = spec
         self.machine: Machine = machine_for(spec.type, spec.timespan, spec.condition, len(corr.inputs))
+        self.eager = spec.condition.monotone  # fires on crossing: hits are applied as they arrive
         # Hits waiting for the watermark, by second of event time: (time, event id, group key, value, refs)
         self.pending: dict[float, list[tuple]] = {}
         self.groups: OrderedDict[str, list] = OrderedDict()  # ordered by expiry
@@ -136,12 +139,6 @@ class Track:
         self.inputs = input_keys(corr)
         self.bytes_per_group = 0.0
         self.condition = spec.condition.to_dict()  # as reported in findings
-
-    def hit(self, index: int, ts: float, eid: str, fields: dict[str, Any], refs: tuple | None = None) -> None:
-        """Queue a hit of input ``index`` with its key from ``fields`` (skipped where a field is missing)."""
-        keyed = self.inputs[index].of(fields)
-        if keyed is not None:
-            self.queue(ts, eid, keyed[0], keyed[1], refs)
 
     def queue(self, ts: float, eid: str, key: str, val: Any, refs: tuple | None) -> None:
         """Hold a hit until the watermark passes it."""
@@ -152,12 +149,26 @@ class Track:
         else:
             waiting.append((ts, eid, key, val, refs))
 
+    def apply(self, ts: float, eid: str, key: str, val: Any, refs: tuple | None) -> Fire | None:
+        """Take one hit into its group's window machine now; its result, if it makes one."""
+        groups = self.groups
+        old = groups.get(key)
+        state, fire, moved = self.machine.hit(old, ts, refs if refs is not None else eid, val)
+        if moved:
+            if state is not old:
+                groups[key] = state
+            if old is not None:
+                groups.move_to_end(key)
+            elif len(groups) > self.max_keys:  # a flood of new keys: drop the stalest group
+                groups.popitem(last=False)
+                self.evicted_keys += 1
+        return fire
+
     def advance(self, watermark: float) -> list[tuple[str, Fire]]:
-        """Apply every hit behind the watermark in order, close groups whose windows are over."""
+        """Apply every held hit behind the watermark in order, close groups whose windows are over."""
         fired: list[tuple[str, Fire]] = []
-        pending, groups, machine = self.pending, self.groups, self.machine
-        hit = machine.hit
-        last_ts = last_eid = last_key = last_val = None
+        pending, groups, machine, apply = self.pending, self.groups, self.machine, self.apply
+        last = None
         for bucket in sorted(b for b in pending if b < watermark):
             items = pending.pop(bucket)
             items.sort()
@@ -165,20 +176,12 @@ class Track:
                 cut = bisect.bisect_left(items, (watermark,))
                 pending[bucket] = items[cut:]
                 items = items[:cut]
-            for ts, eid, key, val, refs in items:
-                if eid == last_eid and ts == last_ts and key == last_key and val == last_val:
+            for item in items:
+                ts, eid, key, val, refs = item
+                if last is not None and item[:4] == last[:4]:
                     continue  # the same event twice (replayed) or one event matching two inputs alike
-                last_ts, last_eid, last_key, last_val = ts, eid, key, val
-                old = groups.get(key)
-                state, fire, moved = hit(old, ts, refs if refs is not None else eid, val)
-                if moved:
-                    if state is not old:
-                        groups[key] = state
-                    if old is not None:
-                        groups.move_to_end(key)
-                    elif len(groups) > self.max_keys:  # a flood of new keys: drop the stalest group
-                        groups.popitem(last=False)
-                        self.evicted_keys += 1
+                last = item
+                fire = apply(ts, eid, key, val, refs)
                 if fire is not None:
                     fired.append((key, fire))
         expiry = machine.expiry
@@ -258,47 +261,79 @@ class Correlator:
         self.frontier = float("-inf")  # watermark of the last advance
         self.late_hits = 0
         self._advances = 0
+        self._arrived: list[tuple] = []  # hits of correlations that fire on crossing, since the last advance
         if state:
             self._restore(state)
 
     def take(self, handoff: Handoff) -> None:
-        """Queue a batch's hits (those behind the last watermark are late) and offers."""
-        tracks, frontier = self.tracks, self.frontier
+        """A batch's hits (those behind the last watermark are late) and offers. Hits of correlations
+        that fire on crossing are applied at the next ``advance``, before anything else."""
+        tracks, frontier, arrived = self.tracks, self.frontier, self._arrived
         for index, ts, eid, key, val in handoff.hits:
             if ts < frontier:
                 self.late_hits += 1
+            elif tracks[index].eager:
+                arrived.append((ts, eid, index, key, val))
             else:
                 tracks[index].queue(ts, eid, key, val, None)
         for _rule_id, finding, ts, key in handoff.offers:
             self.suppressor.offer(finding, ts, key)
+
+    def _apply_arrived(self, out: list[Finding]) -> None:
+        """The hits of correlations that fire on crossing taken since the last advance, applied in
+        ``(time, event id)`` order (so however partitions interleave in a batch; one event's later
+        ordered steps first, so it never serves two steps of one sequence)."""
+        arrived, self._arrived = self._arrived, []
+        arrived.sort()
+        tracks, last = self.tracks, None
+        for hit in arrived:
+            if hit == last:
+                continue  # the same event twice (replayed) or one event matching two inputs alike
+            last = hit
+            ts, eid, index, key, val = hit
+            self._hit(tracks[index], ts, eid, key, val, None, out)
+
+    def _hit(self, track: Track, ts: float, eid: str, key: str, val: Any, refs: tuple | None,
+             out: list[Finding]) -> None:
+        """A hit of ``track``: applied now where the track fires on crossing, else held for the watermark."""
+        if not track.eager:
+            track.queue(ts, eid, key, val, refs)
+            return
+        fire = track.apply(ts, eid, key, val, refs)
+        if fire is not None:
+            self._result(track, key, fire, out)
+
+    def _result(self, track: Track, key: str, fire: Fire, out: list[Finding]) -> None:
+        """A correlation result: a hit of each correlation that references it, then reported (``out``)
+        unless hidden, or offered to its suppression."""
+        spec = track.spec
+        finding = self._finding(track, key, fire)
+        group = finding.details["group"]
+        for downstream, index in self.routes.get(spec.rule_id, ()):
+            keyed = downstream.inputs[index].of(group)
+            if keyed is not None:
+                self._hit(downstream, fire.decision, finding.id, keyed[0], keyed[1], tuple(finding.event_ids), out)
+        if not self.visible.get(spec.rule_id, True):
+            return
+        if spec.rule_id in self.suppressions:
+            self.suppressor.offer(finding, fire.decision, self.suppressor.by_key(spec.rule_id, group))
+        else:
+            out.append(finding)
 
     def flush(self) -> list[Finding]:
         """End of input: every window closes, every held finding is decided."""
         return self.advance(float("inf"))
 
     def advance(self, watermark: float) -> list[Finding]:
-        """Findings the watermark makes final."""
+        """Findings of the hits taken since the last call that fire on crossing, and those the watermark
+        makes final."""
         watermark = max(watermark, self.frontier)
         out: list[Finding] = []
-        suppressions = self.suppressions
+        self._apply_arrived(out)
         for track in self.tracks:
-            fired = track.advance(watermark)
-            if not fired:
-                continue
-            spec = track.spec
-            visible = self.visible.get(spec.rule_id, True)
-            for key, fire in fired:
-                finding = self._finding(track, key, fire)
-                group = finding.details["group"]
-                for downstream, index in self.routes.get(spec.rule_id, ()):
-                    downstream.hit(index, fire.decision, finding.id, group, tuple(finding.event_ids))
-                if not visible:
-                    continue
-                if spec.rule_id in suppressions:
-                    self.suppressor.offer(finding, fire.decision, self.suppressor.by_key(spec.rule_id, group))
-                else:
-                    out.append(finding)
-        if suppressions:
+            for key, fire in track.advance(watermark):
+                self._result(track, key, fire, out)
+        if self.suppressions:
             out.extend(self.suppressor.advance(watermark))
         if watermark != float("inf"):
             self.frontier = watermark

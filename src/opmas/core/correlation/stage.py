@@ -23,9 +23,10 @@ Partitions that never saw a timed event do not count at all.
 
 A live stream (its newest event time within LIVE seconds of the runtime's clock) whose
 partitions are all idle goes on in event time while nothing arrives: the clock moves the
-watermark to ``now - lateness``. So on a quiet live stream a window closes, and a hit becomes
-final, ``lateness`` seconds after its time (plus the runtime's idle poll), without waiting for
-a later event. A replayed old log is not live: its watermark moves only with its events.
+watermark to ``now - lateness``. So on a quiet live stream a window-closing condition (``lt``...)
+is decided ``lateness`` seconds after its window's end (plus the runtime's idle poll), without
+waiting for a later event; thresholds fire on crossing anyway. A replayed old log is not live:
+its watermark moves only with its events.
 """
 from __future__ import annotations
 

@@ -1,31 +1,38 @@
-"""Per-group window machines: how one group's hits, taken in event-time order, make results.
+"""Per-group window machines: how one group's hits make results.
 
-Every machine sees the hits of one group strictly in ``(time, event id)`` order
-and only once they are final (behind the watermark), so what it decides never
-depends on arrival order. The semantics (``T`` = timespan):
+Two kinds of condition, two timings (``T`` = timespan):
 
-* Sliding (``event_count``, ``value_count``, ``temporal`` with only lower bounds
-  ``gt``/``gte``): a window is ``[a, a+T)`` anchored at a hit ``a``. At each hit
-  the machine holds exactly the hits of the window anchored at the oldest hit
-  still within ``T``; as soon as the count (events, distinct values, distinct
-  rules) satisfies the condition it fires with those hits. The fired window's
-  whole span is then consumed: hits before ``a+T`` are absorbed, the next window
-  anchors at the first hit at or after ``a+T``. So a burst fires once per
-  group per timespan, at the earliest hit that completes it.
-* Tumbling (any condition with an upper bound ``lt``/``lte``/``eq``): the count
-  is only known when the window is over, so windows are ``[a, a+T)`` anchored at
-  the first hit not in an earlier window; each is evaluated once when the
-  watermark reaches ``a+T`` and fires if the condition holds.
-* Ordered (``temporal_ordered``, lower bounds only): the first ``k`` referenced
-  rules must hit in that order (a different event for each step) within ``T``
-  of the first; ``k`` is the smallest count the condition accepts. Fires at the
-  hit completing the sequence, then consumes ``[a, a+T)`` like sliding.
+* A condition that can only grow true (lower bounds ``gt``/``gte``) fires on
+  crossing: its machine takes each hit as it arrives and fires on the hit that
+  makes the condition true, as Elastic threshold rules and Splunk do. A hit that
+  arrives behind the group's latest one takes its place in time (if still within
+  ``T`` of the latest), so nothing is lost to arrival order; which hit completes
+  a window does follow the order hits arrive in, which for a log in time order is
+  time order, in every runtime.
+
+  - Sliding (``event_count``, ``value_count``, ``temporal``): the machine holds the
+    hits within ``T`` of the group's latest hit; as soon as their count (events,
+    distinct values, distinct rules) satisfies the condition it fires with them,
+    anchored at the oldest, ``a``. The fired window's whole span ``[a, a+T)`` is
+    then consumed: hits before ``a+T`` are absorbed. So a burst fires once per
+    group per timespan, at the hit that completes it.
+  - Ordered (``temporal_ordered``): the first ``k`` referenced rules must hit in
+    that order (a different event for each step, none earlier than the step
+    before) within ``T`` of the first; ``k`` is the smallest count the condition
+    accepts. Fires at the hit completing the sequence, then consumes ``[a, a+T)``.
+
+* Tumbling (any condition with an upper bound ``lt``/``lte``/``eq``): the count is
+  only known when the window is over. The machine sees the group's hits in
+  ``(time, event id)`` order once they are behind the watermark (so arrival order
+  never matters); windows are ``[a, a+T)`` anchored at the first hit not in an
+  earlier window, each evaluated once when the watermark reaches ``a+T``.
 
 Group state is a small list (JSON-friendly via ``dump``/``load``); a ref is an
 event id, or a tuple of event ids for a hit that is itself a correlation result.
 """
 from __future__ import annotations
 
+import bisect
 from dataclasses import dataclass
 from typing import Any, Union
 
@@ -47,6 +54,11 @@ class Fire:
     refs: list[Ref]
     values: list[Any] | None  # distinct values (value_count) or input indexes (temporal kinds)
     decision: float  # event time at which the result was decided (chained correlations use it)
+
+
+def _holds_pair(st: list, ts: float, ref: Ref) -> bool:
+    """Whether a Sliding state's window already holds the hit (ts, ref)."""
+    return any(st[i] == ts and st[i + 1] == ref for i in range(2, len(st), 2))
 
 
 def _unique(refs: list[Ref]) -> list[Ref]:
@@ -83,23 +95,32 @@ class Sliding:
             st = [ts, NO_CONSUMPTION]
         elif ts < st[1]:
             return st, None, False
-        st[0] = ts
-        low = ts - self.timespan
-        end, size = 2, len(st)
-        while end < size and st[end] <= low:
-            end += 2
-        if end > 2:
-            del st[2:end]
-        st.append(ts)
-        st.append(ref)
+        last = st[0]
+        if ts >= last:
+            if ts == last and _holds_pair(st, ts, ref):
+                return st, None, False  # the same event again
+            st[0] = ts
+            low = ts - self.timespan
+            end, size = 2, len(st)
+            while end < size and st[end] <= low:
+                end += 2
+            if end > 2:
+                del st[2:end]
+            st.append(ts)
+            st.append(ref)
+        else:  # behind the group's latest hit: into its place in time, if still in the window
+            if ts <= last - self.timespan or _holds_pair(st, ts, ref):
+                return st, None, False
+            at = 2 + 2 * bisect.bisect_right(st[2::2], ts)
+            st[at:at] = [ts, ref]
         count = (len(st) - 2) >> 1
         if self.holds(count):
             start = st[2]
-            fire = Fire(start, start + self.timespan, ts, count, _unique(st[3::2]), None, ts)
+            fire = Fire(start, start + self.timespan, st[0], count, _unique(st[3::2]), None, st[0])
             st[1] = start + self.timespan
             del st[2:]
             return st, fire, True
-        return st, None, True
+        return st, None, ts >= last
 
     def expiry(self, st: list) -> float:
         """From this watermark on, the group holds nothing that can matter."""
@@ -129,26 +150,32 @@ class SlidingDistinct(Sliding):
             st = [ts, NO_CONSUMPTION, {}]
         elif ts < st[1]:
             return st, None, False
-        st[0] = ts
-        seen = st[2]
-        low = ts - self.timespan
-        while seen:
-            first = next(iter(seen))
-            if seen[first][0] > low:
-                break
-            del seen[first]
-        seen.pop(val, None)
-        seen[val] = (ts, ref)
+        last, seen = st[0], st[2]
+        if ts >= last:
+            st[0] = ts
+            low = ts - self.timespan
+            while seen:
+                first = next(iter(seen))
+                if seen[first][0] > low:
+                    break
+                del seen[first]
+            seen.pop(val, None)
+            seen[val] = (ts, ref)
+        else:  # behind the group's latest hit: into its place in time, unless the value is there later
+            held = seen.get(val)
+            if ts <= last - self.timespan or (held is not None and held[0] >= ts):
+                return st, None, False
+            seen[val] = (ts, ref)
+            st[2] = seen = dict(sorted(seen.items(), key=lambda item: item[1][0]))
         if self.holds(len(seen)):
             entries = list(seen.values())
             start = entries[0][0]
-            fire = Fire(start, start + self.timespan, ts, len(seen), _unique([e[1] for e in entries]),
-                        list(seen), ts)
+            fire = Fire(start, start + self.timespan, st[0], len(seen), _unique([e[1] for e in entries]),
+                        list(seen), st[0])
             st[1] = start + self.timespan
             st[2] = {}
             return st, fire, True
-        return st, None, True
-
+        return st, None, ts >= last
 
     def dump(self, st: list) -> list:
         items = [[v, t, _ref_out(r)] for v, (t, r) in st[2].items()]
@@ -214,8 +241,8 @@ class Tumbling:
 
 
 class Ordered(Sliding):
-    """temporal_ordered. State: [last_ts, consumed_until, p0, p1, ...]; ``pk`` = (start, refs) of the
-    match of steps 0..k with the latest start (the one with most room left), or None."""
+    """temporal_ordered. State: [last_ts, consumed_until, p0, p1, ...]; ``pk`` = (start, refs, time of the last
+    step) of the match of steps 0..k with the latest start (the one with most room left), or None."""
 
     def __init__(self, timespan: float, steps: int):
         self.timespan = timespan
@@ -226,35 +253,38 @@ class Ordered(Sliding):
             st = [ts, NO_CONSUMPTION, *([None] * self.steps)]
         elif ts < st[1]:
             return st, None, False
-        st[0] = ts
-        step = -1 - val  # see ordered_value(): later steps of one event sort first
+        last = st[0]
+        st[0] = max(last, ts)
+        step = -1 - val  # see ordered_value()
         if step >= self.steps:
-            return st, None, True
+            return st, None, ts >= last
         if step == 0:
-            candidate = (ts, (ref,))
+            candidate = (ts, (ref,), ts)
         else:
             before = st[1 + step]
-            if before is None or before[0] <= ts - self.timespan:
-                return st, None, True
-            candidate = (before[0], before[1] + (ref,))
+            # the previous step must come first (in time, and by another event) and within T of the start
+            if before is None or before[0] <= ts - self.timespan or ts < before[2] or ref in before[1]:
+                return st, None, ts >= last
+            candidate = (before[0], before[1] + (ref,), ts)
         current = st[2 + step]
         if current is None or candidate[0] >= current[0]:
             st[2 + step] = candidate
         if step == self.steps - 1:
-            start, refs = st[2 + step]
-            fire = Fire(start, start + self.timespan, ts, self.steps, _unique(list(refs)),
-                        list(range(self.steps)), ts)
+            start, refs, _ = st[2 + step]
+            fire = Fire(start, start + self.timespan, st[0], self.steps, _unique(list(refs)),
+                        list(range(self.steps)), st[0])
             st[1] = start + self.timespan
             st[2:] = [None] * self.steps
             return st, fire, True
-        return st, None, True
+        return st, None, ts >= last
 
     def dump(self, st: list) -> list:
-        parts = [None if p is None else [p[0], [_ref_out(r) for r in p[1]]] for p in st[2:]]
+        parts = [None if p is None else [p[0], [_ref_out(r) for r in p[1]], p[2]] for p in st[2:]]
         return [st[0], _consumed_out(st[1]), parts]
 
     def load(self, data: list) -> list:
-        parts = [None if p is None else (float(p[0]), tuple(_ref_in(r) for r in p[1])) for p in data[2]]
+        parts = [None if p is None else (float(p[0]), tuple(_ref_in(r) for r in p[1]), float(p[2] if len(p) > 2 else p[0]))
+                 for p in data[2]]  # an older snapshot's [start, refs]: its last step taken as at the start
         return [float(data[0]), _consumed(data[1]), *parts]
 
 
