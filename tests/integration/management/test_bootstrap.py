@@ -88,15 +88,15 @@ def test_admin_bootstrap(nats_server, postgres, tmp_path, capfd):
         server.stop()
 
 
-def test_database_outage_is_503_then_recovers(nats_server, postgres, tmp_path):
-    server = ApiServer(api_settings(postgres.url, nats_server.url, tmp_path / "data")).start()
+def test_database_outage_is_503_then_recovers(nats_server, own_postgres, tmp_path):
+    server = ApiServer(api_settings(own_postgres.url, nats_server.url, tmp_path / "data")).start()
     try:
         with server.client(server.token()) as client:
             assert client.get("/agents").status_code == 200
-            postgres.stop()
+            own_postgres.stop()
             r = client.get("/agents")
             assert r.status_code == 503 and r.json()["detail"] == "database unavailable, retry later"
-            restarted = start_postgres(postgres.data_dir)
+            restarted = start_postgres(own_postgres.data_dir)
             try:
                 for _ in range(100):
                     if (r := client.get("/agents")).status_code == 200:

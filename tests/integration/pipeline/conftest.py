@@ -24,7 +24,10 @@ def rules_dir(tmp_path: Path) -> Path:
 
 
 @pytest.fixture
-def config(tmp_path: Path, nats_server, postgres, chdb_dir, rules_dir) -> Config:
+def config(request: pytest.FixtureRequest, tmp_path: Path, nats_server, chdb_dir, rules_dir) -> Config:
+    """A config on the test's servers: its database on the session's PostgreSQL (``postgres``), or
+    its own PostgreSQL when the test takes ``own_postgres`` (a test that stops the server)."""
+    postgres = request.getfixturevalue("own_postgres" if "own_postgres" in request.fixturenames else "postgres")
     return Config(data_dir=tmp_path / "data", nats=NatsConfig(url=nats_server.url),
                   postgres=PostgresConfig(url=postgres.url),
                   pipeline=PipelineConfig(rules=(rules_dir,), partitions=3, batch_size=200, checkpoint_interval=0.2,

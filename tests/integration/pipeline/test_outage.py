@@ -18,7 +18,7 @@ def _retries() -> float:
     return metrics.SINK_RETRIES.labels("postgres")._value.get()
 
 
-async def test_postgres_outage_delays_but_loses_nothing(config, archive, postgres, rules_dir):
+async def test_postgres_outage_delays_but_loses_nothing(config, archive, own_postgres, rules_dir):
     events = [obj | {"id": f"out-{i}"} for i, obj in enumerate(sample_objects() * 2)]
     half = len(events) // 2
     expected = expected_findings(events, rules_dir, lambda o: agent_of(o, None), config.pipeline.partitions)
@@ -34,12 +34,12 @@ async def test_postgres_outage_delays_but_loses_nothing(config, archive, postgre
     async with running(config, archive) as pipeline:
         first = await publish(events[:half])
         await wait_until(lambda: pipeline.stats.acked_seq >= first, what="the first half acked")
-        await asyncio.to_thread(postgres.stop)
+        await asyncio.to_thread(own_postgres.stop)
         retries_before = _retries()
         last = await publish(events[half:])
         await wait_until(lambda: _retries() > retries_before + 2, 30, "the postgres sink to retry")
         assert pipeline.stats.acked_seq < last, "nothing may be acked while PostgreSQL is away"
-        await asyncio.to_thread(postgres.start)
+        await asyncio.to_thread(own_postgres.start)
         await wait_until(lambda: pipeline.stats.acked_seq >= last, 60, "every message acked after the outage")
         assert (await js.stream_info(EVENTS_STREAM)).state.last_seq == last
     await nc.close()
