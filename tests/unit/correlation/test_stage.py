@@ -10,7 +10,7 @@ from opmas.core.finding import Finding
 from opmas.core.processor import Processor
 from opmas.core.ruleset import RuleSet
 from tests.unit.correlation.helpers import AUTH_RULES, BASE, auth, of_rule, ruleset, run
-from tests.unit.correlation.test_types import COUNT, RANGE, VALUE_COUNT
+from tests.unit.correlation.test_types import CHAIN, COUNT, RANGE, VALUE_COUNT
 
 SUPPRESSED = AUTH_RULES.replace("level: low", "level: low\nsuppress: {by: [source.ip], for: 10m}", 1)
 
@@ -89,6 +89,19 @@ def test_a_threshold_fires_on_the_hit_that_crosses_it_whatever_the_other_partiti
     fired = of_rule(staged.feed([(0, burst)]), "many-fail")
     assert [f.event_ids for f in fired] == [["x0", "x10", "x20"]]
     assert staged.stage.watermark(0.0) == BASE - rs.correlations.lateness  # held back by the other partition
+
+
+def test_a_sequence_completes_when_a_step_arrives_after_the_one_that_follows_it():
+    """A partition that lags (a worker failing over) delivers the failures after the success it precedes:
+    the brute force then success still fires on arrival, with the id of the log in order."""
+    events = [auth(0, ip="192.0.2.1", host="web-00", outcome="success", eid="first"),
+              auth(1, host="web-00", eid="f0"), auth(5, host="web-00", eid="f1"), auth(10, host="web-00", eid="f2"),
+              auth(100, host="web-01", outcome="success", eid="ok")]
+    whole = of_rule(run(ruleset(AUTH_RULES, CHAIN), events), "bf-then-ok")
+    staged = Partitioned(ruleset(AUTH_RULES, CHAIN), 2)
+    assert not staged.feed([(0, events[:1]), (1, events[4:])])  # web-00 holds the watermark at its first event
+    fired = of_rule(staged.feed([(0, events[1:4])]), "bf-then-ok")
+    assert [f.id for f in fired] == [f.id for f in whole] and len(fired) == 1
 
 
 def test_a_quiet_partition_stops_holding_the_watermark_after_the_idle_timeout():

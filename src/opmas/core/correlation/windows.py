@@ -241,8 +241,11 @@ class Tumbling:
 
 
 class Ordered(Sliding):
-    """temporal_ordered. State: [last_ts, consumed_until, p0, p1, ...]; ``pk`` = (start, refs, time of the last
-    step) of the match of steps 0..k with the latest start (the one with most room left), or None."""
+    """temporal_ordered. State: [last_ts, consumed_until, hits, p0, p1, ...]: ``hits`` the group's hits within
+    T of its latest, as [time, value, ref] in (time, value) order; ``pk`` = (start, refs, time of step k) of
+    the match of steps 0..k with the latest start (the one with most room left), or None. A hit that
+    arrives behind the group's latest is put in its place and the matches are made again from ``hits``,
+    so a step that arrived before the one it follows still completes the sequence."""
 
     def __init__(self, timespan: float, steps: int):
         self.timespan = timespan
@@ -250,42 +253,72 @@ class Ordered(Sliding):
 
     def hit(self, st: list | None, ts: float, ref: Ref, val: Any) -> tuple[list, Fire | None, bool]:
         if st is None:
-            st = [ts, NO_CONSUMPTION, *([None] * self.steps)]
+            st = [ts, NO_CONSUMPTION, [], *([None] * self.steps)]
         elif ts < st[1]:
             return st, None, False
-        last = st[0]
-        st[0] = max(last, ts)
-        step = -1 - val  # see ordered_value()
-        if step >= self.steps:
+        last, hits = st[0], st[2]
+        if -1 - val >= self.steps:
+            st[0] = max(last, ts)
             return st, None, ts >= last
+        entry = [ts, val, ref]
+        if ts >= last:
+            if hits and hits[-1] == entry:
+                return st, None, False  # the same event again
+            st[0] = ts
+            low = ts - self.timespan
+            end = 0
+            while end < len(hits) and hits[end][0] <= low:
+                end += 1
+            del hits[:end]
+            hits.append(entry)
+            fire = self._step(st, ts, ref, -1 - val)
+        else:
+            if ts <= last - self.timespan or entry in hits:
+                return st, None, False
+            at = bisect.bisect_right([(h[0], h[1]) for h in hits], (ts, val))
+            hits.insert(at, entry)
+            st[3:] = [None] * self.steps
+            fire = None
+            for h_ts, h_val, h_ref in hits:
+                fire = self._step(st, h_ts, h_ref, -1 - h_val)
+                if fire is not None:
+                    break
+        if fire is None:
+            return st, None, ts >= last
+        st[1] = fire.start + self.timespan
+        st[2] = []
+        st[3:] = [None] * self.steps
+        return st, fire, True
+
+    def _step(self, st: list, ts: float, ref: Ref, step: int) -> Fire | None:
+        """Extend the matches with a hit of ``step`` (see ordered_value()); the result if it completes one."""
         if step == 0:
             candidate = (ts, (ref,), ts)
         else:
-            before = st[1 + step]
+            before = st[2 + step]
             # the previous step must come first (in time, and by another event) and within T of the start
             if before is None or before[0] <= ts - self.timespan or ts < before[2] or ref in before[1]:
-                return st, None, ts >= last
+                return None
             candidate = (before[0], before[1] + (ref,), ts)
-        current = st[2 + step]
+        current = st[3 + step]
         if current is None or candidate[0] >= current[0]:
-            st[2 + step] = candidate
-        if step == self.steps - 1:
-            start, refs, _ = st[2 + step]
-            fire = Fire(start, start + self.timespan, st[0], self.steps, _unique(list(refs)),
-                        list(range(self.steps)), st[0])
-            st[1] = start + self.timespan
-            st[2:] = [None] * self.steps
-            return st, fire, True
-        return st, None, ts >= last
+            st[3 + step] = candidate
+        if step < self.steps - 1:
+            return None
+        start, refs, end = st[3 + step]
+        return Fire(start, start + self.timespan, end, self.steps, _unique(list(refs)), list(range(self.steps)), end)
 
     def dump(self, st: list) -> list:
-        parts = [None if p is None else [p[0], [_ref_out(r) for r in p[1]], p[2]] for p in st[2:]]
-        return [st[0], _consumed_out(st[1]), parts]
+        hits = [[t, v, _ref_out(r)] for t, v, r in st[2]]
+        parts = [None if p is None else [p[0], [_ref_out(r) for r in p[1]], p[2]] for p in st[3:]]
+        return [st[0], _consumed_out(st[1]), parts, hits]
 
     def load(self, data: list) -> list:
-        parts = [None if p is None else (float(p[0]), tuple(_ref_in(r) for r in p[1]), float(p[2] if len(p) > 2 else p[0]))
-                 for p in data[2]]  # an older snapshot's [start, refs]: its last step taken as at the start
-        return [float(data[0]), _consumed(data[1]), *parts]
+        parts = [None if p is None else (float(p[0]), tuple(_ref_in(r) for r in p[1]),
+                                         float(p[2] if len(p) > 2 else p[0]))  # older: [start, refs]
+                 for p in data[2]]
+        hits = [[float(t), v, _ref_in(r)] for t, v, r in (data[3] if len(data) > 3 else [])]
+        return [float(data[0]), _consumed(data[1]), hits, *parts]
 
 
 def ordered_value(step: int) -> int:
