@@ -85,7 +85,7 @@ def export_partition(partition: int | str, stats: Mapping[str, int], seen: dict[
         seen[name] = stats[name]
 
 
-def forget_partition(partition: int) -> None:
+def forget_partition(partition: int | str) -> None:
     """Drop the state gauges of a partition this process no longer holds."""
     for gauge in (STATE_BYTES, ACTIVE_KEYS):
         gauge.remove(str(partition))

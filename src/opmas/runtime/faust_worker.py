@@ -1,18 +1,27 @@
 """Scale-out runtime: the engine's partition processors as a Faust agent over a Kafka-protocol log.
 
-Kafka does the partition assignment and rebalancing; each worker runs one
-``Detector`` per events-topic partition it is assigned (core/detector.py: the engine's
-processor feeding a correlation stage of one partition). For each batch of records:
+Kafka does the partition assignment and rebalancing; each worker runs one engine
+``Processor`` per events-topic partition it is assigned, and one ``CorrelationStage`` per
+partition of the correlation hits topic, Faust's two agents. For each batch of events records:
 
 1. events at or below the partition's checkpointed source position are dropped
    (Kafka redeliveries after a rebalance, copies re-sent by the bridge);
-2. the detectors evaluate the rest (with the wall clock bounding event time); findings go to NATS (``opmas.findings.<severity>``, deduplicated by id)
-   and to PostgreSQL (idempotent), retried while a server is away; rows PostgreSQL refuses for
-   their content become dead letters;
-3. only then each touched partition's checkpoint (source position + ``Detector.snapshot()``)
+2. the processors evaluate the rest (with the wall clock bounding event time); detection findings
+   and the events correlations may cite go to PostgreSQL (idempotent) and the findings PostgreSQL
+   newly stored to NATS (``opmas.findings.<severity>``, deduplicated by id), retried while a server
+   is away; rows PostgreSQL refuses for their content become dead letters;
+3. each partition's correlation hits are re-keyed by group (core/correlation/repartition.py) and
+   sent to the hits topic, one record per correlation partition (connectors/kafka/hits.py);
+4. only then each touched partition's checkpoint (source position + ``Processor.snapshot()``)
    is written to the ``checkpoints`` table: a Faust table keyed by partition number whose
    changelog record for partition p goes to changelog partition p;
-4. the batch is acknowledged; Faust commits offsets after flushing the changelog.
+5. the batch is acknowledged; Faust commits offsets after flushing the changelog.
+
+The correlation agent takes the hits records of its partitions into their stages (each events
+partition's part once: its offset grows), writes and announces the findings the stages make final,
+then checkpoints each stage (table ``correlation``), so a group's events meet in one stage whatever
+partition, agent or worker they came from: the findings and ids of ``opmas up`` and ``opmas detect``.
+A timer advances the stages by the clock, so window-closing conditions close on a quiet live stream.
 
 So a committed offset never runs ahead of a stored checkpoint, and a checkpoint never
 runs ahead of the sinks. A batch that outlived its partitions (a rebalance waited longer than
@@ -34,7 +43,7 @@ import shutil
 import tempfile
 import time
 import zlib
-from collections.abc import Iterable, Sequence, Set
+from collections.abc import Awaitable, Iterable, Sequence, Set
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -46,6 +55,8 @@ from faust.tables.recovery import Recovery
 from faust.transport.drivers import aiokafka as faust_aiokafka
 from faust.types import EventT
 
+from opmas.connectors.kafka.client import KAFKA_ERRORS
+from opmas.connectors.kafka.hits import HandoffPart, decode_parts, encode_parts
 from opmas.connectors.kafka.records import decode
 from opmas.connectors.kafka.security import KafkaSecurity
 from opmas.connectors.nats.client import NATS_ERRORS
@@ -54,22 +65,26 @@ from opmas.connectors.nats.subjects import RELOAD_SUBJECT, ensure_streams
 from opmas.connectors.postgres.sink import PG_ERRORS, PostgresSink
 from opmas.connectors.sinks import FindingSink, build_sinks
 from opmas.connectors.records import EventRecord, FindingRecord
-from opmas.core.correlation import DEFAULT_IDLE_TIMEOUT, DEFAULT_MAX_FUTURE
+from opmas.core.correlation import DEFAULT_IDLE_TIMEOUT, DEFAULT_MAX_FUTURE, CorrelationStage
+from opmas.core.correlation.repartition import Router
 from opmas.core.event import Event
 from opmas.core.finding import Finding
-from opmas.core.detector import Detector
+from opmas.core.processor import Processor
 from opmas.core.ruleset import RuleSet
 from opmas import metrics
 from opmas.runtime.gc_tuning import tune_gc_for_rules
 from opmas.runtime.outputs import announce, announce_pending, report_dead_letters, report_findings, write_store
 from opmas.runtime.retry import retry
-from opmas.runtime.rules import RuleFiles, RuleReloads, warn_split_correlations
+from opmas.runtime.rules import RuleFiles, RuleReloads
 
 log = logging.getLogger("opmas.worker")
 
 APP_ID = "opmas-workers"
-STATE_FORMAT = "detector"  # checkpoint state: Detector.snapshot() (another format starts afresh)
+STATE_FORMAT = "repartitioned"  # checkpoints: Processor / CorrelationStage snapshots (another format starts afresh)
 CHECKPOINTS = "checkpoints"
+STAGES = "correlation"  # the table of the correlation stages' checkpoints
+HITS = "correlation-hits"  # the repartition topic: APP_ID-HITS
+IDLE_POLL = 1.0  # seconds between advances of the stages by the clock alone
 # Largest checkpoint record (zlib-compressed JSON, ~6x smaller than the JSON): the workers'
 # producer request size and the changelog topic's max.message.bytes. See docs/scale-out.md.
 CHECKPOINT_MAX_BYTES = 16 << 20
@@ -255,12 +270,21 @@ def fenced(partitions: Iterable[int], assigned: Set[int], rebalance_age: float |
 
 @dataclass(slots=True)
 class PartitionState:
-    """A partition's detector and the source position of the last record it processed."""
+    """A partition's processor and the source position of the last record it processed."""
 
-    detector: Detector
+    processor: Processor
     source: tuple[int, int]
     offset: int  # Kafka offset of that record (-1: none yet)
     restored: bool = True  # no record seen since the restore
+
+
+@dataclass(slots=True)
+class StageState:
+    """A correlation partition's stage (None without correlations) and, per events partition, the
+    offset of the last part it took."""
+
+    stage: CorrelationStage | None
+    applied: dict[int, int]
 
 
 class WorkerRuntime:
@@ -272,14 +296,19 @@ class WorkerRuntime:
         self.layout = {"partitions": settings.partitions, "key": settings.partition_key, "state": STATE_FORMAT}
         self.ruleset: RuleSet | None = None
         self.states: dict[int, PartitionState] = {}
+        self.stages: dict[int, StageState] = {}  # per correlation partition held
+        self.router: Router | None = None  # re-keys hits by group (None without correlations)
+        self.index_of: dict[str, int] = {}  # correlation rule id -> index in the running rule set
         self.exported: dict[int, dict[str, int]] = {}  # per partition: the counters last exported (metrics)
         self.pg = PostgresSink(settings.db_url)
         self.sweeper = PostgresSink(settings.db_url)  # its own connection: the sweep runs beside batches
+        self.correlation_pg = PostgresSink(settings.db_url)  # the correlation side's: it runs beside the processors
+        self._correlating = asyncio.Lock()  # the correlation agent and the clock's advances, one at a time
         self.sinks: list[FindingSink] = []  # NATS findings, then settings.sinks (from start())
         self.abort = asyncio.Event()
         self._started = False
         self._start_lock = asyncio.Lock()
-        self._lock = asyncio.Lock()  # the processors serve one batch or one reload at a time
+        self._lock = asyncio.Lock()  # the processors and stages serve one batch or one reload at a time
         # A record holds the events of one NATS message (often many): batches and the fetch
         # buffer count records, so bound them well below ``batch_size`` to bound memory.
         self.records_per_batch = max(50, settings.batch_size // 10)
@@ -309,16 +338,30 @@ class WorkerRuntime:
         )
         events = app.topic(s.topic, partitions=s.partitions, key_type=bytes, value_type=bytes,
                            key_serializer="raw", value_serializer="raw")
-        self.table = app.tables.add(CheckpointTable(
-            app, name=CHECKPOINTS, partitions=s.partitions, key_type=int, value_type=bytes,
+        self.hits = app.topic(f"{s.app_id}-{HITS}", partitions=s.partitions, replicas=s.replication, internal=True,
+                              key_type=bytes, value_type=bytes, key_serializer="raw", value_serializer="raw")
+        self.table, self.stage_table = (app.tables.add(CheckpointTable(
+            app, name=name, partitions=s.partitions, key_type=int, value_type=bytes,
             extra_topic_configs={"max.message.bytes": str(CHECKPOINT_MAX_BYTES)},
-            beacon=app.tables.beacon))  # int keys as JSON, bytes values raw
+            beacon=app.tables.beacon)) for name in (CHECKPOINTS, STAGES))  # int keys as JSON, bytes values raw
 
         @app.agent(events, name="opmas-processors")
         async def processors(stream):
             await self.start()
             async for batch in stream.take_events(self.records_per_batch, within=s.batch_wait):
-                await self.handle_uncancelled(batch)
+                await self.uncancelled(self.handle(batch))
+
+        @app.agent(self.hits, name="opmas-correlation")
+        async def correlation(stream):
+            await self.start()
+            async for batch in stream.take_events(self.records_per_batch, within=s.batch_wait):
+                await self.uncancelled(self.correlate(batch))
+
+        @app.timer(interval=IDLE_POLL)
+        async def close_quiet_windows() -> None:
+            """On a live stream gone quiet, window-closing conditions close by the clock (stage.py)."""
+            if self._started and self.stages:
+                await self.uncancelled(self.advance_stages())
 
         @app.timer(interval=ANNOUNCE_SWEEP)
         async def announce_left() -> None:
@@ -332,6 +375,9 @@ class WorkerRuntime:
                              if tp.topic == s.topic and self.states.pop(tp.partition, None) is not None)
             for p in dropped:
                 metrics.forget_partition(p)
+            for tp in revoked:
+                if tp.topic == self.hits.get_topic_name() and self.stages.pop(tp.partition, None) is not None:
+                    metrics.forget_partition(_stage_label(tp.partition))
             log.info("partitions revoked", extra={"partitions": dropped})
 
         return app
@@ -351,29 +397,36 @@ class WorkerRuntime:
             await retry(lambda: ensure_streams(self.js), "nats", NATS_ERRORS, s.retry_max_delay, self.abort)
             await retry(self.pg.migrate, "postgres", PG_ERRORS, s.retry_max_delay, self.abort)
             await announce_pending(self.pg, self.sinks, s.retry_max_delay, self.abort)
-            _, self.ruleset = await self.reloads.load()
+            _, ruleset = await self.reloads.load()
+            self._set_rules(ruleset)
             tune_gc_for_rules()
-            warn_split_correlations(self.ruleset, s.partition_key, s.partitions)
             await self.nc.subscribe(RELOAD_SUBJECT, cb=self.reloads.on_request)  # every worker answers
             self._started = True
             log.info("worker ready", extra={"rules": len(self.ruleset.rules), "topic": s.topic,
                                             "partitions": s.partitions})
 
     async def _apply_rules(self, _sources: list, ruleset: RuleSet) -> None:
-        """Swap a reloaded rule set into every partition's processor (between batches)."""
+        """Swap a reloaded rule set into every partition's processor and stage (between batches)."""
         async with self._lock:
-            self.ruleset = ruleset
+            self._set_rules(ruleset)
             for state in self.states.values():
-                state.detector.replace_rules(ruleset)
-        warn_split_correlations(ruleset, self.settings.partition_key, self.settings.partitions)
+                state.processor.replace_rules(ruleset)
+            for held in self.stages.values():
+                held.stage = CorrelationStage.reloaded(held.stage, ruleset.correlations, self.settings.partition_idle)
+
+    def _set_rules(self, ruleset: RuleSet) -> None:
+        cset = ruleset.correlations
+        self.ruleset = ruleset
+        self.router = None if cset is None else Router(cset, self.settings.partitions)
+        self.index_of = {} if cset is None else {c.rule_id: i for i, c in enumerate(cset.correlations)}
 
     # -- one batch -------------------------------------------------------------------------
 
-    async def handle_uncancelled(self, batch: Sequence[EventT]) -> None:
-        """Handle a batch to the end even when the agent is cancelled (shutdown, rebalance):
+    async def uncancelled(self, work: Awaitable[None]) -> None:
+        """Run a batch's work to the end even when the agent is cancelled (shutdown, rebalance):
         Faust acknowledges the batch right after, so it must be in the sinks and checkpointed.
         An unexpected error ends the process without acknowledging: the batch is replayed."""
-        task = asyncio.ensure_future(self.handle(batch))
+        task = asyncio.ensure_future(work)
         try:
             await asyncio.shield(task)
         except asyncio.CancelledError:
@@ -418,38 +471,113 @@ class WorkerRuntime:
                 events.append(record.event)
                 last[p] = record.source
         async with self._lock:
-            findings, referenced = await asyncio.to_thread(self._evaluate, states, grouped)
+            findings, referenced, hits = await asyncio.to_thread(self._evaluate, states, grouped, offsets)
+        await self._store(self.pg, findings, referenced, dead)
+        advanced = {p: offset for p, offset in offsets.items() if offset > states[p].offset}
+        self._fence(advanced, s.topic)
+        for q, value in hits.items():  # the events they cite are stored: the correlation side may cite them
+            await retry(lambda q=q, value=value: self.app.producer.send_and_wait(
+                self.hits.get_topic_name(), None, value, partition=q, timestamp=None, headers=None),
+                "kafka-hits", KAFKA_ERRORS, s.retry_max_delay, self.abort)
+        sources = {p: last.get(p, states[p].source) for p in advanced}
+        async with self._lock:  # a rule reload replaces the processors' observers
+            snapshots = await asyncio.to_thread(self._snapshots, states, sources, advanced)
+        for p, value in snapshots.items():
+            self.table[p] = value
+            states[p].source, states[p].offset = sources[p], advanced[p]
+            metrics.export_partition(p, asdict(states[p].processor.stats), self.exported.setdefault(p, {}))
+        await self._flush_changelog()
+
+    async def correlate(self, batch: Sequence[EventT]) -> None:
+        """A batch of hits records: each correlation partition's stage takes the parts it has not taken,
+        its findings are stored and announced, then its checkpoint written."""
+        async with self._correlating:
+            await self._correlate(batch)
+
+    async def _correlate(self, batch: Sequence[EventT]) -> None:
+        records: dict[int, list[EventT]] = {}
+        for item in batch:
+            records.setdefault(item.message.partition, []).append(item)
+        dead: list[DeadLetter] = []
+        async with self._lock:
+            now = time.time()
+            held = {q: self.stages.get(q) or self._restore_stage(q) for q in records}
+            findings: list[Finding] = []
+            for q, items in records.items():
+                stage, applied = held[q].stage, held[q].applied
+                for item in items:
+                    try:
+                        parts, unknown = decode_parts(item.value, self.index_of)
+                    except ValueError as exc:
+                        dead.append(DeadLetter(reason=f"kafka record {q}:{item.message.offset}: {exc}",
+                                               subject=f"kafka:{item.message.topic}", payload=item.value or b""))
+                        continue
+                    if unknown:
+                        log.warning("hits of correlations this worker does not run (a rule reload between"
+                                    " workers)", extra={"partition": q, "hits": unknown})
+                    for part in parts:
+                        if stage is not None and part.offset > applied.get(part.partition, -1):
+                            stage.take(part.partition, part.handoff, now)
+                            applied[part.partition] = part.offset
+                if stage is not None:
+                    findings.extend(stage.advance(now))
+        await self._store(self.correlation_pg, list(map(FindingRecord.of, findings)), [], dead)
+        await self._checkpoint_stages(held)
+
+    async def advance_stages(self) -> None:
+        """The clock alone advances every stage held (a live stream gone quiet): store and announce what
+        that makes final, then checkpoint the stages that gave findings."""
+        async with self._correlating:
+            async with self._lock:
+                now = time.time()
+                found = {q: (held, held.stage.advance(now)) for q, held in self.stages.items() if held.stage is not None}
+            findings = [f for _, fs in found.values() for f in fs]
+            if findings:
+                await self._store(self.correlation_pg, list(map(FindingRecord.of, findings)), [], [])
+                await self._checkpoint_stages({q: held for q, (held, fs) in found.items() if fs})
+
+    async def _store(self, pg: PostgresSink, findings: list[FindingRecord], referenced: list[EventRecord],
+                     dead: list[DeadLetter]) -> None:
+        """Findings and the events they may cite to PostgreSQL (``pg``: one connection per side), the new
+        findings to every sink, dead letters."""
+        s = self.settings
         refused: list[DeadLetter] = []  # rows PostgreSQL refused, already dead-lettered
         new: list[FindingRecord] = []  # findings PostgreSQL stored for the first time, announced once
-        if findings:
-            refused, new = await write_store(self.pg, NatsDeadLetterSink(self.js), findings, referenced, None,
+        if findings or referenced:
+            refused, new = await write_store(pg, NatsDeadLetterSink(self.js), findings, referenced, None,
                                              s.retry_max_delay, self.abort)
-            await announce(self.pg, self.sinks, new, s.retry_max_delay, self.abort)
+            await announce(pg, self.sinks, new, s.retry_max_delay, self.abort)
         if dead:
             await retry(lambda: publish_dead_letters(self.js, dead), "nats-deadletter", NATS_ERRORS,
                         s.retry_max_delay, self.abort)
         report_dead_letters(log, dead + refused)
         report_findings(log, new)
-        advanced = {p: offset for p, offset in offsets.items() if offset > states[p].offset}
-        self._fence(advanced)
-        sources = {p: last.get(p, states[p].source) for p in advanced}
-        async with self._lock:  # a rule reload replaces the processors' correlators
-            snapshots = await asyncio.to_thread(self._snapshots, states, sources, advanced)
-        for p, value in snapshots.items():
-            self.table[p] = value
-            states[p].source, states[p].offset = sources[p], advanced[p]
-            metrics.export_partition(p, asdict(states[p].detector.stats), self.exported.setdefault(p, {}))
+
+    async def _checkpoint_stages(self, held: dict[int, StageState]) -> None:
+        self._fence(held, self.hits.get_topic_name())
+        async with self._lock:
+            snapshots = await asyncio.to_thread(lambda: {q: encode_checkpoint({
+                "layout": self.layout, "applied": {str(p): o for p, o in h.applied.items()},
+                "stage": h.stage.snapshot() if h.stage is not None else None}) for q, h in held.items()})
+        for q, value in snapshots.items():
+            self.stage_table[q] = value
+            stage = held[q].stage
+            if stage is not None:
+                metrics.export_partition(_stage_label(q), stage.stats(), self.exported.setdefault(_stage_label(q), {}))
+        await self._flush_changelog()
+
+    async def _flush_changelog(self) -> None:
         # One checkpoint record per changelog partition per produce request: Tansu reports a
         # partition's end offset as the last batch's base offset + 1, which is only right for
         # single-record batches, and Faust's table recovery reads up to that end offset.
         await self.app.producer.flush()
 
-    def _fence(self, partitions: Iterable[int]) -> None:
+    def _fence(self, partitions: Iterable[int], topic: str) -> None:
         """Raise StaleBatch (the process exits without acknowledging) if a partition of the batch
         may belong to another worker by now. The coordinator started its rebalance timer up to a
         heartbeat before this worker heard of it."""
         started = self.app.rebalance_started
-        assigned = {tp.partition for tp in self.app.consumer.assignment() if tp.topic == self.settings.topic}
+        assigned = {tp.partition for tp in self.app.consumer.assignment() if tp.topic == topic}
         stale = fenced(partitions, assigned, None if started is None else time.monotonic() - started,
                        self.settings.rebalance_timeout - self.heartbeat_interval)
         if stale:
@@ -470,34 +598,65 @@ class WorkerRuntime:
                             extra={"partition": p, "checkpoint_layout": checkpoint["layout"],
                                    "layout": self.layout})
         assert self.ruleset is not None
-        detector = Detector(self.ruleset, state, self.settings.max_future, self.settings.partition_idle)
-        restored = self.states[p] = PartitionState(detector, source, offset)
+        restored = self.states[p] = PartitionState(Processor(self.ruleset, state, self.settings.max_future), source,
+                                                   offset)
         log.info("partition assigned", extra={"partition": p, "resume_after": list(source),
                                               "checkpoint_offset": offset, "state_restored": state is not None})
         return restored
 
-    @staticmethod
-    def _evaluate(states: dict[int, PartitionState],
-                  grouped: dict[int, list[Event]]) -> tuple[list[FindingRecord], list[EventRecord]]:
-        """Findings of the batch, and the events PostgreSQL must hold for them: those the findings
-        cite, and those handed to correlation (a finding of a later batch may cite them); encoded for
-        the sinks."""
+    def _restore_stage(self, q: int) -> StageState:
+        """Correlation partition q's stage from its checkpoint in the table (empty if none or of
+        another layout)."""
+        raw = self.stage_table.get(q)
+        state, applied = None, {}
+        if raw is not None:
+            checkpoint = decode_checkpoint(raw)
+            if checkpoint["layout"] == self.layout:
+                state, applied = checkpoint["stage"], {int(p): o for p, o in checkpoint["applied"].items()}
+            else:
+                log.warning("checkpoint layout differs from the configuration: starting with empty state",
+                            extra={"partition": _stage_label(q), "checkpoint_layout": checkpoint["layout"],
+                                   "layout": self.layout})
+        assert self.ruleset is not None
+        cset = self.ruleset.correlations
+        stage = None if cset is None else CorrelationStage(cset, state, self.settings.partition_idle)
+        restored = self.stages[q] = StageState(stage, applied)
+        log.info("correlation partition assigned", extra={"partition": q, "state_restored": state is not None})
+        return restored
+
+    def _evaluate(self, states: dict[int, PartitionState], grouped: dict[int, list[Event]],
+                  offsets: dict[int, int]) -> tuple[list[FindingRecord], list[EventRecord], dict[int, bytes]]:
+        """Detection findings of the batch, the events PostgreSQL must hold (those the findings cite, and
+        those handed to correlation: a correlation finding may cite them), encoded for the sinks; and
+        the hits records, by correlation partition."""
         findings: list[Finding] = []
         referenced: dict[str, Event] = {}
+        parts: dict[int, list[HandoffPart]] = {}
+        router = self.router
         now = time.time()  # bounds how far ahead event time may move (core/processor.py)
         for p, events in grouped.items():
-            detector = states[p].detector
-            found = detector.process(events, now)
-            findings.extend(found)
+            if not events:
+                continue
+            processed = states[p].processor.process(events, now)
+            findings.extend(processed.findings)
             metrics.EVENTS_PROCESSED.labels(str(p)).inc(len(events))
-            referenced.update((e.id, e) for e in detector.correlated)
-            if found:
-                wanted = {event_id for f in found for event_id in f.event_ids}
+            referenced.update((e.id, e) for e in processed.correlated)
+            if processed.findings:
+                wanted = {event_id for f in processed.findings for event_id in f.event_ids}
                 referenced.update((e.id, e) for e in events if e.id in wanted)
-        return list(map(FindingRecord.of, findings)), list(map(EventRecord.of, referenced.values()))
+            if router is not None:
+                for q, handoff in router.split(processed.handoff).items():
+                    parts.setdefault(q, []).append(HandoffPart(p, offsets[p], handoff))
+        hits = {q: encode_parts(qparts, router.rule_ids) for q, qparts in parts.items()} if router else {}
+        return list(map(FindingRecord.of, findings)), list(map(EventRecord.of, referenced.values())), hits
 
     def _snapshots(self, states: dict[int, PartitionState], sources: dict[int, tuple[int, int]],
                    offsets: dict[int, int]) -> dict[int, bytes]:
         return {p: encode_checkpoint({"layout": self.layout, "source": list(source), "offset": offsets[p],
-                                      "state": states[p].detector.snapshot()})
+                                      "state": states[p].processor.snapshot()})
                 for p, source in sources.items()}
+
+
+def _stage_label(q: int) -> str:
+    """The metrics partition label of correlation partition q."""
+    return f"correlation-{q}"

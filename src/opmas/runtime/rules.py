@@ -10,7 +10,6 @@ from typing import Any
 
 import orjson
 
-from opmas.core.correlation.partitioning import split_by_partitioning
 from opmas.core.errors import RuleError
 from opmas.core.ruleset import RuleSet, RuleSource, load_ruleset, sources_from_paths
 from opmas.connectors.postgres.rule_store import stored_rule_sources
@@ -92,11 +91,3 @@ def log_errors(errors: Sequence[RuleError], context: str) -> None:
     for error in errors:
         log.log(logging.ERROR if error.severity == "error" else logging.WARNING, str(error), extra={
             "context": context, "file": error.file, "line": error.line, "rule_id": error.rule_id})
-
-
-def warn_split_correlations(ruleset: RuleSet, partition_key: str, partitions: int) -> None:
-    """Warn when the rule set has correlations that several partitions each see only part of."""
-    split = split_by_partitioning(ruleset, partition_key) if partitions > 1 else []
-    if split:
-        log.warning("correlations see each partition separately", extra={
-            "partition_key": partition_key, "partitions": partitions, "rule_ids": [c.rule_id for c in split]})

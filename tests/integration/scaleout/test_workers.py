@@ -1,5 +1,6 @@
-"""Faust workers over Tansu give exactly the findings of one processor per partition in one process,
-even when a worker is SIGKILLed mid-stream and its partitions move to the other one."""
+"""Faust workers over Tansu give exactly the findings of the embedded engine and of opmas detect over the
+same log, correlations included, with each brute force spread over agents (hence partitions and
+workers), even when a worker is SIGKILLed mid-stream and its partitions move to the other one."""
 from __future__ import annotations
 
 import asyncio
@@ -22,7 +23,6 @@ from opmas.connectors.nats.subjects import (DEADLETTER_STREAM, DEADLETTER_SUBJEC
                                       events_subject)
 from opmas.runtime.embedded import free_port
 from opmas.paths import RULES_DIR
-from opmas.runtime.evaluator import Layout
 from opmas.runtime.intake import Intake
 from opmas.runtime.rules import RuleFiles
 from tests.integration.pipeline.conftest import UNSTORED_CITED_EVENTS
@@ -36,15 +36,15 @@ PER_MESSAGE = 25  # events per NATS message (JSON lines)
 def event_log(count: int, seed: int, attackers: int = 12) -> list[tuple[str, bytes]]:
     """(subject, payload) messages of a generated mixed log, spread over AGENTS agents, with SSH brute
     forces (5 failures then a success from one address, over ~4 minutes of event time) spread along
-    it: the library's correlation rules keep windows open across batches, partitions and workers."""
+    it and over the agents: the library's correlation rules keep windows open across batches, and
+    their groups span partitions and workers."""
     events = list(generate("mixed", count, seed))
     chunks = [events[start:start + PER_MESSAGE] for start in range(0, count, PER_MESSAGE)]
     for k in range(attackers):
         ip = f"198.51.100.{k + 1}"
         first = (count - 1200) * k // attackers
         for j in range(6):
-            m = (first + 200 * j) // PER_MESSAGE
-            m += (k - m) % AGENTS  # the attacker's events stay with one agent, hence one partition
+            m = (first + 200 * j) // PER_MESSAGE  # message m comes from agent m % AGENTS
             verb = "Accepted" if j == 5 else "Failed"
             when = START + timedelta(milliseconds=m * PER_MESSAGE * 250)
             chunks[m].append({
@@ -58,16 +58,14 @@ def event_log(count: int, seed: int, attackers: int = 12) -> list[tuple[str, byt
 
 
 def offline_findings(messages: list[tuple[str, bytes]]) -> dict[str, str]:
-    """id -> rule id of the findings of one Detector per partition, each correlating its own
-    events as the workers run them, over the same messages in one process."""
+    """id -> rule id of the findings of one Detector over the whole log, as opmas detect reads it
+    (without the end-of-input flush: the live runtimes leave the last windows open)."""
     _, ruleset, _ = RuleFiles((RULES_DIR,)).load()
-    layout = Layout(PARTITIONS, "agent", 1)
-    detectors = [Detector(ruleset) for _ in range(PARTITIONS)]
+    detector = Detector(ruleset)
     found: dict[str, str] = {}
     for seq, (subject, data) in enumerate(messages, 1):
         decoded = Intake(1 << 20).decode([SourceMessage(subject, data, seq, 0.0, None, None)])
         assert not decoded.dead
-        detector = detectors[layout.partition_of_message(subject)]
         found.update((f.id, f.rule_id) for f in detector.process(decoded.events))
     return found
 
@@ -146,8 +144,7 @@ def test_workers_find_what_the_embedded_engine_finds(spawn, nats_server, postgre
     logged = [orjson.loads(line) for line in worker.log.read_text(errors="replace").splitlines()
               if line.startswith("{")]
     assert {r["finding_id"] for r in logged if r["message"] == "finding"} == expected
-    [split] = [r for r in logged if r["message"] == "correlations see each partition separately"]
-    assert split["partition_key"] == "agent" and BRUTE_FORCE_SUCCEEDED in split["rule_ids"]
+    assert list(offline_findings(messages).values()).count(BRUTE_FORCE_SUCCEEDED) == 12  # over agents
     wait_until(lambda: metric_total(bridge_port, "opmas_bridge_acked_seq") == len(messages), 30,
                "the bridge acknowledging the last message", procs)
     assert metric_total(bridge_port, "opmas_bridged_events_total") == total
@@ -243,3 +240,24 @@ def test_records_without_new_events_move_the_checkpoint(spawn, nats_server, tans
     assert assigned(w2) == set(range(PARTITIONS))
     assert "checkpoint is behind" not in w2.log.read_text()
     assert metric_total(p2, "opmas_checkpoints_behind_total") == 0
+
+
+def test_a_window_closing_count_fires_on_a_quiet_live_stream(spawn, nats_server, postgres, tmp_path):
+    """The workers' stages advance by the clock: a ``lt`` count over one live event, with nothing after
+    it, fires once its window, lateness and the idle timeout have passed."""
+    from tests.integration.pipeline.test_live_firing import TOO_FEW
+    rules = tmp_path / "rules"
+    rules.mkdir()
+    (rules / "too_few.yml").write_text(TOO_FEW)
+    bridge = spawn("bridge")
+    worker = spawn("worker", OPMAS_RULES=str(rules), OPMAS_LATENESS="2", OPMAS_PARTITION_IDLE="1")
+    procs = (bridge, worker)
+    wait_until(lambda: "worker ready" in worker.log.read_text(), 60, "the worker", procs)
+    heartbeat = {"@timestamp": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "host": {"name": "web-live"},
+                 "event": {"dataset": "linux.auth"}, "process": {"name": "sshd"}, "message": "heartbeat from web-live"}
+    asyncio.run(publish(nats_server.url, [(events_subject("web-live"), orjson.dumps(heartbeat))]))
+    wait_until(lambda: len(finding_ids(postgres.url)) == 1, 60, "the too-few finding", procs)
+    with psycopg.connect(postgres.url) as conn:
+        [(rule_id,)] = conn.execute("SELECT rule_id FROM findings").fetchall()
+    assert rule_id == "9a1c3e5b-7d2f-4e6a-8b0c-2d4f6a8c0e11"
+    assert "batch failed" not in worker.log.read_text()

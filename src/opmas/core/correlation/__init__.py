@@ -8,8 +8,8 @@ the fields the correlations group by, and sets ``ruleset.correlations`` to a
 ``CorrelationSet`` (``compiled``). Per-partition event time, lateness and hits:
 ``observer``; groups, windows and determinism: ``correlator``; the one correlator
 of a stream, fed by one partition or many: ``stage``; window semantics: ``windows``;
-``suppress``: ``suppression``; what runtimes partitioned without a stage miss:
-``partitioning``.
+``suppress``: ``suppression``; re-keying hits by group for a partitioned
+correlation (the scale-out workers): ``repartition``.
 """
 from __future__ import annotations
 
@@ -19,7 +19,6 @@ from opmas.core.correlation.compiled import CorrelationSet
 from opmas.core.correlation.correlator import DEFAULT_LATENESS, DEFAULT_MAX_FUTURE, Correlator, Handoff
 from opmas.core.correlation.observer import Observer
 from opmas.core.correlation.link import LinkedCorrelation, RuleRef, link_correlations
-from opmas.core.correlation.partitioning import split_by_partitioning
 from opmas.core.correlation.spec import CorrelationSpec, Suppression, parse_correlation, parse_suppression
 from opmas.core.correlation.stage import DEFAULT_IDLE_TIMEOUT, CorrelationStage
 from opmas.core.errors import Code, RuleError
@@ -29,7 +28,7 @@ from opmas.core.ruleset import RuleMeta
 __all__ = [
     "DEFAULT_IDLE_TIMEOUT", "DEFAULT_LATENESS", "DEFAULT_MAX_FUTURE", "CorrelationSet", "CorrelationSpec",
     "CorrelationStage", "Correlator", "Handoff", "LinkedCorrelation", "Observer", "Suppression",
-    "compile_correlations", "split_by_partitioning",
+    "compile_correlations",
 ]
 
 
