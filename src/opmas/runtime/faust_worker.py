@@ -412,7 +412,8 @@ class WorkerRuntime:
             for state in self.states.values():
                 state.processor.replace_rules(ruleset)
             for held in self.stages.values():
-                held.stage = CorrelationStage.reloaded(held.stage, ruleset.correlations, self.settings.partition_idle)
+                held.stage = CorrelationStage.reloaded(held.stage, ruleset.correlations, self.settings.partition_idle,
+                                                       self.settings.partitions)
 
     def _set_rules(self, ruleset: RuleSet) -> None:
         cset = ruleset.correlations
@@ -619,7 +620,9 @@ class WorkerRuntime:
                                    "layout": self.layout})
         assert self.ruleset is not None
         cset = self.ruleset.correlations
-        stage = None if cset is None else CorrelationStage(cset, state, self.settings.partition_idle)
+        # every events partition holds the watermark: they progress independently, on several workers
+        stage = None if cset is None else CorrelationStage(cset, state, self.settings.partition_idle,
+                                                           self.settings.partitions)
         restored = self.stages[q] = StageState(stage, applied)
         log.info("correlation partition assigned", extra={"partition": q, "state_restored": state is not None})
         return restored

@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 import threading
 import time
-from datetime import timedelta
 
 import nats
 import orjson
@@ -15,7 +14,6 @@ import psycopg
 import pytest
 from aiokafka import AIOKafkaProducer
 
-from benchmarks.generate import START, generate
 from opmas.connectors.clickhouse.archive import Archive, connect
 from opmas.connectors.source import SourceMessage
 from opmas.core.detector import Detector
@@ -26,49 +24,8 @@ from opmas.paths import RULES_DIR
 from opmas.runtime.intake import Intake
 from opmas.runtime.rules import RuleFiles
 from tests.integration.pipeline.conftest import UNSTORED_CITED_EVENTS
+from tests.expected import BRUTE_FORCE_SUCCEEDED, event_log, offline_findings
 from tests.integration.scaleout.conftest import PARTITIONS, wait_until
-
-AGENTS = 8
-BRUTE_FORCE_SUCCEEDED = "7b6f1e0a-3c2d-4e59-9a51-0c9d2f4e8a10"  # rules/correlation/ssh_brute_force_success.yml
-PER_MESSAGE = 25  # events per NATS message (JSON lines)
-
-
-def event_log(count: int, seed: int, attackers: int = 12) -> list[tuple[str, bytes]]:
-    """(subject, payload) messages of a generated mixed log, spread over AGENTS agents, with SSH brute
-    forces (5 failures then a success from one address, over ~4 minutes of event time) spread along
-    it and over the agents: the library's correlation rules keep windows open across batches, and
-    their groups span partitions and workers."""
-    events = list(generate("mixed", count, seed))
-    chunks = [events[start:start + PER_MESSAGE] for start in range(0, count, PER_MESSAGE)]
-    for k in range(attackers):
-        ip = f"198.51.100.{k + 1}"
-        first = (count - 1200) * k // attackers
-        for j in range(6):
-            m = (first + 200 * j) // PER_MESSAGE  # message m comes from agent m % AGENTS
-            verb = "Accepted" if j == 5 else "Failed"
-            when = START + timedelta(milliseconds=m * PER_MESSAGE * 250)
-            chunks[m].append({
-                "@timestamp": when.strftime("%Y-%m-%dT%H:%M:%S.%fZ"),
-                "event": {"dataset": "linux.auth", "outcome": "success" if j == 5 else "failure"},
-                "host": {"name": "bastion"}, "process": {"name": "sshd", "pid": 4000 + j},
-                "user": {"name": "deploy"}, "source": {"ip": ip, "port": 40000 + j},
-                "message": f"{verb} password for deploy from {ip} port {40000 + j} ssh2"})
-    return [(events_subject(f"agent-{m % AGENTS}"), b"\n".join(orjson.dumps(e) for e in chunk))
-            for m, chunk in enumerate(chunks)]
-
-
-def offline_findings(messages: list[tuple[str, bytes]]) -> dict[str, str]:
-    """id -> rule id of the findings of one Detector over the whole log, as opmas detect reads it
-    (without the end-of-input flush: the live runtimes leave the last windows open)."""
-    _, ruleset, _ = RuleFiles((RULES_DIR,)).load()
-    detector = Detector(ruleset)
-    found: dict[str, str] = {}
-    for seq, (subject, data) in enumerate(messages, 1):
-        decoded = Intake(1 << 20).decode([SourceMessage(subject, data, seq, 0.0, None, None)])
-        assert not decoded.dead
-        found.update((f.id, f.rule_id) for f in detector.process(decoded.events))
-    return found
-
 
 def offline_event_times(messages: list[tuple[str, bytes]]) -> dict[str, float]:
     """id -> event time of every event, as the embedded runtime archives it (the processor's)."""

@@ -167,3 +167,24 @@ def test_a_restart_in_the_middle_of_a_window_resumes_without_losing_or_repeating
     after = resumed.feed(_by_host(events[4:]))
     assert sorted(f.id for f in before + after) == sorted(f.id for f in straight)
     assert len({f.id for f in before + after}) == len(before + after)
+
+
+def test_a_stage_told_its_partitions_waits_for_one_that_starts_late():
+    """The scale-out workers' stages: events partitions progress independently, so a partition that has
+    not reported yet holds the watermark (until ``idle_timeout``), and its hits are not late."""
+    rs = ruleset(AUTH_RULES, RANGE)
+    early = [auth(1000 + t, ip="198.51.100.9", host="web-00", eid=f"a{t}") for t in range(0, 300, 10)]
+    late_start = [auth(t * 10, host="web-01", eid=f"b{t}") for t in range(3)]
+    told = CorrelationStage(rs.correlations, None, idle_timeout=30.0, partitions=2)
+    unaware = CorrelationStage(rs.correlations, None, idle_timeout=30.0)
+    for stage in (told, unaware):
+        processors = [Processor(rs), Processor(rs)]
+        stage.take(0, processors[0].process(early).handoff, 100.0)
+        stage.advance(100.0)
+        stage.take(1, processors[1].process(late_start).handoff, 101.0)
+        stage.advance(101.0)
+    assert told.correlator.late_hits == 0 and unaware.correlator.late_hits == 3
+    assert told.watermark(101.0) == BASE - rs.correlations.lateness + 20  # the late starter's
+    quiet = CorrelationStage(rs.correlations, None, idle_timeout=30.0, partitions=2)
+    quiet.take(0, Processor(rs).process(early).handoff, 100.0)
+    assert quiet.watermark(129.0) is None and quiet.watermark(131.0) == BASE + 1290 - rs.correlations.lateness

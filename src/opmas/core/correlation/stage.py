@@ -19,7 +19,10 @@ having its hits counted late. A partition whose watermark has not risen for
 ``idle_timeout`` seconds of the runtime's clock (an agent gone quiet) stops holding
 it back; when all are idle the highest counts, so windows still close. A partition
 that comes back with older events then has those hits counted in ``late_hits``.
-Partitions that never saw a timed event do not count at all.
+Partitions that never saw a timed event do not count at all, unless the stage is told how many
+partitions feed it (``partitions``, where they progress independently, as the scale-out workers'
+do): then it holds its watermark until each has reported or ``idle_timeout`` has passed since its
+first batch, so a partition that starts late does not find its hits late.
 
 A live stream (its newest event time within LIVE seconds of the runtime's clock) whose
 partitions are all idle goes on in event time while nothing arrives: the clock moves the
@@ -45,9 +48,11 @@ class CorrelationStage:
     advanced to the partitions' common watermark (``advance``); state as plain data."""
 
     def __init__(self, cset: CorrelationSet, state: dict[str, Any] | None = None,
-                 idle_timeout: float = DEFAULT_IDLE_TIMEOUT):
+                 idle_timeout: float = DEFAULT_IDLE_TIMEOUT, partitions: int | None = None):
         state = state or {}
         self.idle_timeout = idle_timeout
+        self.partitions = partitions
+        self._started: float | None = None  # runtime clock at the first take
         self.lateness = cset.lateness
         self.correlator: Correlator = cset.correlator(state.get("correlator"))
         self.watermarks: dict[int, float] = {int(p): float(w) for p, w in (state.get("watermarks") or {}).items()}
@@ -56,6 +61,8 @@ class CorrelationStage:
     def take(self, partition: int, handoff: Handoff, now: float | None) -> None:
         """A partition's hits, offers and watermark after a batch (``now``: the runtime's clock)."""
         self.correlator.take(handoff)
+        if self._started is None:
+            self._started = now
         watermark = handoff.watermark
         if watermark is not None and watermark > self.watermarks.get(partition, float("-inf")):
             self.watermarks[partition] = watermark
@@ -69,6 +76,9 @@ class CorrelationStage:
             return None
         if now is None:
             return min(self.watermarks.values())
+        if self.partitions is not None and len(self.watermarks) < self.partitions and \
+                now - (self._started if self._started is not None else now) < self.idle_timeout:
+            return None  # a partition has yet to report
         risen = self._risen
         active = [w for p, w in self.watermarks.items() if now - risen.setdefault(p, now) < self.idle_timeout]
         if active:
@@ -80,8 +90,8 @@ class CorrelationStage:
 
     def advance(self, now: float | None) -> list[Finding]:
         """Findings the common watermark makes final (call after each batch's takes)."""
-        watermark = self.watermark(now)
-        return [] if watermark is None else self.correlator.advance(watermark)
+        watermark = self.watermark(now)  # None: the hits that fire on crossing only
+        return self.correlator.advance(float("-inf") if watermark is None else watermark)
 
     def flush(self) -> list[Finding]:
         """End of offline input: every window closes, every held finding is decided."""
@@ -101,13 +111,14 @@ class CorrelationStage:
 
     @classmethod
     def reloaded(cls, stage: "CorrelationStage | None", cset: CorrelationSet | None,
-                 idle_timeout: float = DEFAULT_IDLE_TIMEOUT) -> "CorrelationStage | None":
+                 idle_timeout: float = DEFAULT_IDLE_TIMEOUT, partitions: int | None = None
+                 ) -> "CorrelationStage | None":
         """The stage for a rule set's correlations ``cset`` after a reload: ``stage`` kept (with the
         groups of unchanged correlations) while there are correlations, a new one when there were none."""
         if cset is None:
             return None
         if stage is None:
-            return cls(cset, None, idle_timeout)
+            return cls(cset, None, idle_timeout, partitions)
         stage.replace(cset)
         return stage
 
