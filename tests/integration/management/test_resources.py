@@ -49,6 +49,8 @@ def test_agent_crud_and_pagination(stack, admin):
     assert got["name"] == "host 1" and got["status"] == "offline" and got["config_version"] == 0
     updated = admin.put("/agents/crud-1", json={"name": "renamed"}).json()
     assert updated["name"] == "renamed" and updated["config_version"] == 0
+    for field in ("name", "type", "config"):  # absent keeps a field; null is not a value of any of them
+        assert admin.put("/agents/crud-1", json={field: None}).status_code == 422
     assert admin.delete("/agents/crud-2").status_code == 204
     assert admin.get("/agents/crud-2").status_code == 404
     assert admin.delete("/agents/crud-2").status_code == 404

@@ -67,9 +67,11 @@ class AgentIn(ApiModel):
 
 
 class AgentUpdate(ApiModel):
-    name: str | None = Field(None, min_length=1, max_length=200)
-    type: str | None = Field(None, min_length=1, max_length=100)
-    config: dict[str, Any] | None = Field(None, json_schema_extra=_config_schema())
+    """The fields given change; absent ones stay (none of them can be null)."""
+
+    name: str = Field(None, min_length=1, max_length=200)  # type: ignore[assignment]  # absent: unchanged
+    type: str = Field(None, min_length=1, max_length=100)  # type: ignore[assignment]
+    config: dict[str, Any] = Field(None, json_schema_extra=_config_schema())  # type: ignore[assignment]
 
     _check_config = field_validator("config")(classmethod(lambda cls, v: _config(v)))
 
