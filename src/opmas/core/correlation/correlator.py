@@ -253,6 +253,7 @@ class Correlator:
         self.suppressions = suppressions
         self.visible = visible
         self.tracks = [Track(c, max_keys) for c in correlations]
+        self._eager = [t.eager for t in self.tracks]
         self.routes: dict[str, list[tuple[Track, int]]] = {}  # chains: correlation id -> referencing inputs
         for track in self.tracks:
             for index, rule_id in enumerate(track.corr.inputs):
@@ -268,11 +269,11 @@ class Correlator:
     def take(self, handoff: Handoff) -> None:
         """A batch's hits (those behind the last watermark are late) and offers. Hits of correlations
         that fire on crossing are applied at the next ``advance``, before anything else."""
-        tracks, frontier, arrived = self.tracks, self.frontier, self._arrived
+        tracks, eager, frontier, arrived = self.tracks, self._eager, self.frontier, self._arrived
         for index, ts, eid, key, val in handoff.hits:
             if ts < frontier:
                 self.late_hits += 1
-            elif tracks[index].eager:
+            elif eager[index]:
                 arrived.append((ts, eid, index, key, val))
             else:
                 tracks[index].queue(ts, eid, key, val, None)
@@ -291,7 +292,10 @@ class Correlator:
                 continue  # the same event twice (replayed) or one event matching two inputs alike
             last = hit
             ts, eid, index, key, val = hit
-            self._hit(tracks[index], ts, eid, key, val, None, out)
+            track = tracks[index]
+            fire = track.apply(ts, eid, key, val, None)
+            if fire is not None:
+                self._result(track, key, fire, out)
 
     def _hit(self, track: Track, ts: float, eid: str, key: str, val: Any, refs: tuple | None,
              out: list[Finding]) -> None:

@@ -57,8 +57,13 @@ class Fire:
 
 
 def _holds_pair(st: list, ts: float, ref: Ref) -> bool:
-    """Whether a Sliding state's window already holds the hit (ts, ref)."""
-    return any(st[i] == ts and st[i + 1] == ref for i in range(2, len(st), 2))
+    """Whether a Sliding state's window (in time order) already holds the hit (ts, ref)."""
+    i = len(st) - 2
+    while i >= 2 and st[i] >= ts:
+        if st[i] == ts and st[i + 1] == ref:
+            return True
+        i -= 2
+    return False
 
 
 def _unique(refs: list[Ref]) -> list[Ref]:
