@@ -95,3 +95,27 @@ def offline_findings(messages: list[tuple[str, bytes]]) -> dict[str, str]:
         assert not decoded.dead
         found.update((f.id, f.rule_id) for f in detector.process(decoded.events))
     return found
+
+
+# A window-closing correlation (lt): its finding comes only once its 3 s window is over.
+TOO_FEW = """
+title: Too Few Heartbeats
+id: 9a1c3e5b-7d2f-4e6a-8b0c-2d4f6a8c0e11
+correlation:
+    type: event_count
+    rules: [heartbeat]
+    group-by: [host.name]
+    timespan: 3s
+    condition: {lt: 3}
+level: medium
+---
+title: Heartbeat
+id: 3c5e7a9b-1d2f-4a6c-8e0b-4d6f8a0c2e13
+name: heartbeat
+logsource: {product: linux, service: sshd}
+detection:
+    selection: {message|startswith: 'heartbeat'}
+    condition: selection
+level: informational
+"""
+TOO_FEW_ID = "9a1c3e5b-7d2f-4e6a-8b0c-2d4f6a8c0e11"

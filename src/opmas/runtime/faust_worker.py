@@ -476,10 +476,10 @@ class WorkerRuntime:
         await self._store(self.pg, findings, referenced, dead)
         advanced = {p: offset for p, offset in offsets.items() if offset > states[p].offset}
         self._fence(advanced, s.topic)
-        for q, value in hits.items():  # the events they cite are stored: the correlation side may cite them
-            await retry(lambda q=q, value=value: self.app.producer.send_and_wait(
-                self.hits.get_topic_name(), None, value, partition=q, timestamp=None, headers=None),
-                "kafka-hits", KAFKA_ERRORS, s.retry_max_delay, self.abort)
+        # the events they cite are stored: the correlation side may cite them (a repeat is dropped by offset)
+        await asyncio.gather(*(retry(lambda q=q, value=value: self.app.producer.send_and_wait(
+            self.hits.get_topic_name(), None, value, partition=q, timestamp=None, headers=None),
+            "kafka-hits", KAFKA_ERRORS, s.retry_max_delay, self.abort) for q, value in hits.items()))
         sources = {p: last.get(p, states[p].source) for p in advanced}
         async with self._lock:  # a rule reload replaces the processors' observers
             snapshots = await asyncio.to_thread(self._snapshots, states, sources, advanced)

@@ -13,6 +13,7 @@ import orjson
 import psycopg
 
 from opmas.connectors.nats.subjects import ensure_streams
+from tests.expected import TOO_FEW, TOO_FEW_ID
 from tests.integration.pipeline.conftest import running
 from tests.waiting import wait_until
 
@@ -55,28 +56,6 @@ async def test_a_brute_force_fires_at_once_on_a_quiet_live_stream(config, archiv
     assert waited < 15  # a batch or two, with room for a loaded machine; the watermark alone would take 60 s
 
 
-TOO_FEW = """
-title: Too Few Heartbeats
-id: 9a1c3e5b-7d2f-4e6a-8b0c-2d4f6a8c0e11
-correlation:
-    type: event_count
-    rules: [heartbeat]
-    group-by: [host.name]
-    timespan: 3s
-    condition: {lt: 3}
-level: medium
----
-title: Heartbeat
-id: 3c5e7a9b-1d2f-4a6c-8e0b-4d6f8a0c2e13
-name: heartbeat
-logsource: {product: linux, service: sshd}
-detection:
-    selection: {message|startswith: 'heartbeat'}
-    condition: selection
-level: informational
-"""
-
-
 async def test_a_window_closing_count_fires_after_its_window_on_a_quiet_live_stream(config, archive, rules_dir):
     (rules_dir / "too_few.yml").write_text(TOO_FEW)
     config = config.with_overrides(pipeline={"lateness": LATENESS, "partition_idle": IDLE})
@@ -91,7 +70,7 @@ async def test_a_window_closing_count_fires_after_its_window_on_a_quiet_live_str
         with psycopg.connect(config.postgres.url) as conn:
             def found() -> list:
                 return conn.execute("SELECT id FROM findings WHERE rule_id = %s",
-                                    ("9a1c3e5b-7d2f-4e6a-8b0c-2d4f6a8c0e11",)).fetchall()
+                                    (TOO_FEW_ID,)).fetchall()
             await wait_until(found, 30, "the too-few finding with no later event")
         waited = time.monotonic() - sent
     await nc.close()

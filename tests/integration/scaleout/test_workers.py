@@ -24,7 +24,7 @@ from opmas.paths import RULES_DIR
 from opmas.runtime.intake import Intake
 from opmas.runtime.rules import RuleFiles
 from tests.integration.pipeline.conftest import UNSTORED_CITED_EVENTS
-from tests.expected import BRUTE_FORCE_SUCCEEDED, event_log, offline_findings
+from tests.expected import BRUTE_FORCE_SUCCEEDED, TOO_FEW, TOO_FEW_ID, event_log, offline_findings
 from tests.integration.scaleout.conftest import PARTITIONS, wait_until
 
 def offline_event_times(messages: list[tuple[str, bytes]]) -> dict[str, float]:
@@ -202,7 +202,6 @@ def test_records_without_new_events_move_the_checkpoint(spawn, nats_server, tans
 def test_a_window_closing_count_fires_on_a_quiet_live_stream(spawn, nats_server, postgres, tmp_path):
     """The workers' stages advance by the clock: a ``lt`` count over one live event, with nothing after
     it, fires once its window, lateness and the idle timeout have passed."""
-    from tests.integration.pipeline.test_live_firing import TOO_FEW
     rules = tmp_path / "rules"
     rules.mkdir()
     (rules / "too_few.yml").write_text(TOO_FEW)
@@ -216,5 +215,5 @@ def test_a_window_closing_count_fires_on_a_quiet_live_stream(spawn, nats_server,
     wait_until(lambda: len(finding_ids(postgres.url)) == 1, 60, "the too-few finding", procs)
     with psycopg.connect(postgres.url) as conn:
         [(rule_id,)] = conn.execute("SELECT rule_id FROM findings").fetchall()
-    assert rule_id == "9a1c3e5b-7d2f-4e6a-8b0c-2d4f6a8c0e11"
+    assert rule_id == TOO_FEW_ID
     assert "batch failed" not in worker.log.read_text()

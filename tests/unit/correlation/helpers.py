@@ -76,3 +76,15 @@ def shuffled_within(events: list[Event], lateness: float, seed: int) -> list[Eve
     rng = random.Random(seed)
     keyed = [(parse_time(e.data["@timestamp"]) + rng.uniform(0, lateness * 0.99), i, e) for i, e in enumerate(events)]
     return [e for _, _, e in sorted(keyed, key=lambda k: (k[0], k[1]))]
+
+
+def sshd_stream(seed: int, n: int = 400):
+    """A half-hour of sshd traffic: background noise and brute-force bursts from a few addresses."""
+    rng = random.Random(seed)
+    events = []
+    for i in range(n):
+        ip = f"10.0.0.{rng.randint(1, 6)}"
+        outcome = "success" if rng.random() < 0.2 else "failure"
+        events.append(auth(round(rng.uniform(0, 1800), 1), ip=ip, outcome=outcome,
+                           user=rng.choice(["root", "admin", "oracle", "deploy", "git"]), eid=f"e{i}"))
+    return sorted(events, key=lambda e: e.data["@timestamp"])

@@ -10,7 +10,7 @@ from opmas.core.event import Event, format_time, parse_time
 from opmas.core.envelope import event_from_obj
 from opmas.core.detector import Detector
 from opmas.core.envelope import envelope_error
-from tests.unit.correlation.helpers import BASE, AUTH_RULES, auth, of_rule, ruleset, run, shuffled_within
+from tests.unit.correlation.helpers import BASE, AUTH_RULES, auth, of_rule, ruleset, run, shuffled_within, sshd_stream
 from tests.unit.correlation.test_suppression import FLOOD
 from tests.unit.correlation.test_types import CHAIN, COUNT, ORDERED, RANGE, TEMPORAL, VALUE_COUNT
 
@@ -24,24 +24,12 @@ def _all_types():
                    lateness=LATENESS)
 
 
-def _stream(seed: int, n: int = 400):
-    """A half-hour of sshd traffic: background noise and brute-force bursts from a few addresses."""
-    rng = random.Random(seed)
-    events = []
-    for i in range(n):
-        ip = f"10.0.0.{rng.randint(1, 6)}"
-        outcome = "success" if rng.random() < 0.2 else "failure"
-        events.append(auth(round(rng.uniform(0, 1800), 1), ip=ip, outcome=outcome,
-                           user=rng.choice(["root", "admin", "oracle", "deploy", "git"]), eid=f"e{i}"))
-    return sorted(events, key=lambda e: e.data["@timestamp"])
-
-
 def _canonical(findings):
     return sorted((f.to_dict() for f in findings), key=lambda d: d["id"])
 
 
 def test_the_stream_exercises_every_rule():
-    findings = run(_all_types(), _stream(1))
+    findings = run(_all_types(), sshd_stream(1))
     assert {f.rule_id for f in findings} >= {"many-fail", "spray", "fail-and-ok", "fail-then-ok", "few-fail",
                                              "bf-then-ok", "many-fail-sup"}
 
@@ -51,7 +39,7 @@ def test_window_closing_conditions_give_the_same_findings_whatever_the_arrival_o
     """What waits for the watermark (a range condition, a detection rule's suppression) never depends on
     arrival order within lateness, nor on batching."""
     rs = ruleset(AUTH_RULES, RANGE, FLOOD, lateness=LATENESS)
-    events = _stream(seed)
+    events = sshd_stream(seed)
     expected = _canonical(run(rs, events))
     assert {f["rule_id"] for f in expected} >= {"few-fail", "fail-sup"}
     arrival = shuffled_within(events, LATENESS, seed)
@@ -66,7 +54,7 @@ def test_conditions_that_fire_on_crossing_give_the_same_findings_in_any_batching
     """A log in time order gives the same findings however it is batched; and within a batch the
     order hits arrive in does not matter (they are applied in time order)."""
     rs = _all_types()
-    events = _stream(seed)
+    events = sshd_stream(seed)
     expected = _canonical(run(rs, events))
     rng = random.Random(seed)
     assert _canonical(run(rs, events, batch=rng.randint(1, 50))) == expected
@@ -77,7 +65,7 @@ def test_conditions_that_fire_on_crossing_give_the_same_findings_in_any_batching
 
 def test_streamed_one_by_one_equals_offline():
     rs = _all_types()
-    events = _stream(7)
+    events = sshd_stream(7)
     offline = run(rs, events)
     detector = Detector(rs)
     streamed = []

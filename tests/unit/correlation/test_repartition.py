@@ -10,8 +10,7 @@ from opmas.core.correlation.repartition import Router
 from opmas.core.finding import Finding
 from opmas.core.partition import partition_of
 from opmas.core.processor import Processor
-from tests.unit.correlation.helpers import AUTH_RULES, auth, of_rule, ruleset, run
-from tests.unit.correlation.test_event_time import _stream
+from tests.unit.correlation.helpers import AUTH_RULES, auth, of_rule, ruleset, run, sshd_stream
 from tests.unit.correlation.test_suppression import FLOOD
 from tests.unit.correlation.test_types import CHAIN, COUNT, ORDERED, RANGE, TEMPORAL, VALUE_COUNT
 
@@ -52,9 +51,9 @@ def _hosts(events):
 
 @pytest.mark.parametrize("seed", range(3))
 def test_stages_per_correlation_partition_find_what_one_stage_finds(seed):
-    expected = sorted(f.id for f in run(_rules(), _hosts(_stream(seed))))
-    assert {f.rule_id for f in run(_rules(), _hosts(_stream(seed)))} >= {"many-fail", "bf-then-ok", "few-fail"}
-    assert sorted(f.id for f in _repartitioned(_hosts(_stream(seed)), 3, 4)) == expected
+    expected = sorted(f.id for f in run(_rules(), _hosts(sshd_stream(seed))))
+    assert {f.rule_id for f in run(_rules(), _hosts(sshd_stream(seed)))} >= {"many-fail", "bf-then-ok", "few-fail"}
+    assert sorted(f.id for f in _repartitioned(_hosts(sshd_stream(seed)), 3, 4)) == expected
 
 
 def test_a_chain_is_routed_by_its_outermost_group():

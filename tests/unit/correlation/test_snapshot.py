@@ -6,8 +6,8 @@ import json
 import pytest
 
 from opmas.core.detector import Detector
-from tests.unit.correlation.helpers import AUTH_RULES, auth, of_rule, ruleset, run
-from tests.unit.correlation.test_event_time import _all_types, _canonical, _stream
+from tests.unit.correlation.helpers import AUTH_RULES, auth, of_rule, ruleset, run, sshd_stream
+from tests.unit.correlation.test_event_time import _all_types, _canonical
 from tests.unit.correlation.test_types import COUNT, RANGE
 
 
@@ -30,7 +30,7 @@ def _restart_at(rs, events, cut, replay=0, batch=7):
 @pytest.mark.parametrize("cut", [1, 57, 133, 250, 399])
 def test_restart_anywhere_gives_the_same_findings(cut):
     rs = _all_types()
-    events = _stream(3)
+    events = sshd_stream(3)
     expected = _canonical(run(rs, events))
     findings, state = _restart_at(rs, events, cut)
     assert _canonical(findings) == expected
@@ -54,7 +54,7 @@ def test_snapshot_holds_open_windows_and_pending_hits():
 
 def test_restart_with_redelivered_events_fires_once():
     rs = _all_types()
-    events = _stream(4)
+    events = sshd_stream(4)
     expected = _canonical(run(rs, events))
     findings, _ = _restart_at(rs, events, cut=200, replay=30)
     correlation_ids = {f["id"] for f in expected if not f["rule_id"].startswith("ssh-")}
