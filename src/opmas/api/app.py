@@ -26,7 +26,7 @@ from opmas.api.limits import BodyLimit, TokenGuard
 from opmas.api.liveness import LivenessMonitor
 from opmas.api.metrics import API_LATENCY, API_REQUESTS
 from opmas.connectors.postgres.rule_store import file_rule_rows, sync_file_rules
-from opmas.api.routes import agents, auth, events, findings, health, metrics, rules, ws
+from opmas.api.routes import agents, auth, events, findings, health, hunts, metrics, rules, ws
 from opmas.api.settings import ApiSettings
 from opmas.api.state import ApiState
 from opmas.api.validation import document_nul_refusal, refuse_nul
@@ -88,6 +88,7 @@ def create_app(settings: ApiSettings, archive: Archive | None = None) -> FastAPI
             yield
         finally:
             await monitor.stop()
+            await state.hunts.stop_all()
             await close_state(state)
 
     app = FastAPI(title="OPMAS management API", version="1", lifespan=lifespan,
@@ -101,7 +102,7 @@ def create_app(settings: ApiSettings, archive: Archive | None = None) -> FastAPI
                                       psycopg.DataError: database_refused_value,
                                       psycopg.OperationalError: database_unavailable})
     checked = dict(dependencies=[Depends(refuse_nul)], responses=responses(*COMMON))
-    for module in (auth, agents, events, findings, rules):
+    for module in (auth, agents, events, findings, rules, hunts):
         app.include_router(module.router, prefix=API_PREFIX, **checked)
     app.include_router(ws.router, prefix=API_PREFIX)
     app.include_router(health.router, prefix=API_PREFIX, dependencies=[Depends(refuse_nul)],

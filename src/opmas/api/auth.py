@@ -15,7 +15,7 @@ import jwt
 PERMISSIONS: tuple[str, ...] = (
     "events:publish", "events:read",
     "findings:read", "findings:write",
-    "rules:read", "rules:write",
+    "rules:read", "rules:write", "hunts:run",
     "agents:register", "agents:read", "agents:admin",
     "principals:admin", "metrics:read",
 )

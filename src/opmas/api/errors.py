@@ -79,9 +79,11 @@ ERROR_RESPONSES: dict[int, dict[str, Any]] = {
     403: _problem("The principal lacks the permission this needs"),
     404: _problem("No such resource"),
     409: _problem("Conflicts with what exists"),
+    410: _problem("No longer kept"),
     413: _problem("The request body (or an event's envelope) is over the size limit"),
     422: {"model": ValidationProblem, "description": "Validation error"},
-    429: _problem("Too many failed attempts from this address or for this principal: retry later",
+    429: _problem("Too many failed attempts from this address or for this principal, or too many hunts "
+                  "running: retry later",
                   {"Retry-After": "seconds to wait"}),
     503: _problem("A server the API needs (PostgreSQL, NATS) is unavailable: retry later",
                   {"Retry-After": "seconds to wait"}),

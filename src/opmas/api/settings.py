@@ -18,6 +18,8 @@ class ApiSettings(ApiConfig):
     nats_url: str
     data_dir: Path = DEFAULT_DATA_DIR
     rule_paths: tuple[Path, ...] = ()  # the engine's rule files, listed read-only by /rules
+    mappings: tuple[Path, ...] = ()  # the engine's extra logsource mappings and lateness: hunts load rules as it does
+    lateness: float | None = None
     clickhouse_url: str | None = None  # a ClickHouse server holding the event archive (GET /events)
 
     @classmethod
@@ -25,6 +27,7 @@ class ApiSettings(ApiConfig):
         """The ``api`` section of ``config`` with the stack's URLs, then ``overrides`` (None ignored)."""
         values: dict[str, Any] = {f.name: getattr(config.api, f.name) for f in fields(ApiConfig)}
         values.update(data_dir=config.data_dir, rule_paths=tuple(config.pipeline.rules),
+                      mappings=tuple(config.pipeline.mappings), lateness=config.pipeline.lateness,
                       clickhouse_url=config.clickhouse.url)
         values.update({k: v for k, v in overrides.items() if v is not None})
         return cls(db_url=db_url, nats_url=nats_url, **values)

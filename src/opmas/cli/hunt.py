@@ -1,13 +1,17 @@
-"""``opmas hunt RULES_PATH... --since T [--until T] [--agent A] [--output FILE]``: a retro-hunt, rules run
-over the events archived in ClickHouse (opmas.runtime.hunt). The embedded archive is read where no ``opmas up``
-holds the data dir (one process owns a chdb directory); a configured ClickHouse server any time."""
+"""``opmas hunt RULES_PATH... --since T [--until T] [--agent A] [--output FILE] [--store]``: a retro-hunt,
+rules run over the events archived in ClickHouse (opmas.runtime.hunt). The embedded archive is read where no
+``opmas up`` holds the data dir (one process owns a chdb directory); a configured ClickHouse server any time.
+``--store`` records the hunt and writes its findings to PostgreSQL, linked to the hunt's id (the configured
+server, else the embedded one of the data dir); without it nothing is written but the output."""
 from __future__ import annotations
 
 import argparse
+import asyncio
 import contextlib
 import re
 import sys
 import time
+import uuid
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -17,6 +21,9 @@ from opmas.paths import RULES_DIR
 from opmas.cli.findings_output import FORMATS, Writer
 
 if TYPE_CHECKING:
+    from opmas.connectors.clickhouse.archive import Archive
+    from opmas.core.finding import Finding
+    from opmas.core.ruleset import RuleSet
     from opmas.runtime.hunt import HuntStats
 
 _AGO = re.compile(r"(\d+(?:\.\d+)?)([smhd])")
@@ -37,6 +44,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--min-level", choices=SEVERITIES, metavar="LEVEL", help="only findings at this level or above")
     parser.add_argument("--mapping", action="append", default=[], metavar="FILE",
                         help="extra logsource mapping file (repeatable)")
+    parser.add_argument("--store", action="store_true",
+                        help="record the hunt and store its findings in PostgreSQL, marked with the hunt's id")
     parser.add_argument("--config", type=Path, help="YAML configuration file (data dir, ClickHouse URL)")
     parser.set_defaults(func=hunt_command)
 
@@ -60,7 +69,8 @@ def hunt_command(args: argparse.Namespace) -> int:
     from opmas.core.ruleset import load_ruleset, sources_from_paths
     from opmas.config import ConfigError, load_config
     from opmas.runtime.datadir import DataDirBusy, lock_data_dir
-    from opmas.runtime.hunt import HuntStats, hunt
+    from opmas.cli.db import database_url
+    from opmas.runtime.hunt import HuntStats
 
     now = time.time()
     try:
@@ -91,18 +101,57 @@ def hunt_command(args: argparse.Namespace) -> int:
         stack.callback(archive.close)
         out = stack.enter_context(open(args.output, "wb") if args.output else contextlib.nullcontext(sys.stdout.buffer))
         writer = Writer(out, args.format, False, args.min_level)
+        try:
+            db_url = stack.enter_context(database_url(config)) if args.store else None
+        except ConfigError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 2
         stats = HuntStats()
-        progress = _progress(stack, since, until)
         started = time.perf_counter()
-        for findings in hunt(archive, ruleset, since, until, args.agent, stats=stats, progress=progress):
-            writer.write(findings)
+        hunt_id = asyncio.run(_hunt(archive, ruleset, since, until, args.agent, stats, writer, db_url,
+                                    _progress(stack, since, until)))
         writer.close()
         out.flush()
     elapsed = max(time.perf_counter() - started, 1e-9)
     print(f"{stats.in_range} events in range, {stats.read} read after the archive's prefilter, {stats.findings} "
           f"findings, {len(ruleset.rules)} rules, {stats.in_range / elapsed:,.0f} events/s over the range",
           file=sys.stderr)
+    if hunt_id is not None:
+        print(f"stored as hunt {hunt_id}", file=sys.stderr)
     return 0
+
+
+async def _hunt(archive: "Archive", ruleset: "RuleSet", since: float, until: float, agent: str | None,
+                stats: "HuntStats", writer: Writer, db_url: str | None,
+                progress: Callable[["HuntStats"], None] | None) -> str | None:
+    """Hunt, writing each batch's findings; with ``db_url``, record the hunt and store them too (its id)."""
+    from opmas.connectors.postgres.sink import HuntRow, PostgresSink
+    from opmas.connectors.records import FindingRecord
+    from opmas.runtime.hunt import run_hunt
+
+    sink = PostgresSink(db_url) if db_url else None
+    row = HuntRow(str(uuid.uuid4()), tuple(sorted(rule.id for rule in ruleset.rules)), since, until, agent, True)
+
+    async def on_batch(findings: list["Finding"]) -> None:
+        writer.write(findings)
+        if sink is not None:
+            await sink.write_hunt(row.id, [FindingRecord.of(f) for f in findings])
+
+    if sink is None:
+        await run_hunt(archive, ruleset, since, until, agent, stats, on_batch, progress=progress)
+        return None
+    try:
+        await sink.migrate()
+        await sink.begin_hunt(row)
+        outcome, error = "failed", "interrupted"
+        try:
+            await run_hunt(archive, ruleset, since, until, agent, stats, on_batch, progress=progress)
+            outcome, error = "done", None
+        finally:
+            await sink.end_hunt(row.id, outcome, stats.in_range, stats.read, stats.findings, error)
+    finally:
+        await sink.close()
+    return row.id
 
 
 def _progress(stack: contextlib.ExitStack, since: float, until: float) -> Callable[[HuntStats], None] | None:

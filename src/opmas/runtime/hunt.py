@@ -15,8 +15,10 @@ engine, so the semantics are OPMAS's.
 """
 from __future__ import annotations
 
+import asyncio
 import re
-from collections.abc import Callable, Iterator
+import threading
+from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -148,3 +150,22 @@ def _slices(archive: Archive, where: str, parameters: dict[str, Any], since: flo
         rows += count
     if rows:
         yield start, until
+
+
+async def run_hunt(archive: Archive, ruleset: RuleSet, since: float, until: float, agent: str | None,
+                   stats: HuntStats, on_batch: Callable[[list[Finding]], Awaitable[None]],
+                   stop: threading.Event | None = None,
+                   progress: Callable[[HuntStats], None] | None = None) -> bool:
+    """``hunt`` driven from an event loop: each batch is read and evaluated in a worker thread (the
+    archive client and the engine are synchronous), then its findings are awaited in ``on_batch``
+    (written, published, stored). Stops between batches once ``stop`` is set; returns whether the
+    whole range was hunted."""
+    batches = hunt(archive, ruleset, since, until, agent, stats=stats, progress=progress)
+    try:
+        while (findings := await asyncio.to_thread(next, batches, None)) is not None:
+            await on_batch(findings)
+            if stop is not None and stop.is_set():
+                return False
+        return True
+    finally:
+        await asyncio.to_thread(batches.close)

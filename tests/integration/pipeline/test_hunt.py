@@ -3,56 +3,24 @@ the same events, correlations included; the SQL prefilter leaves out only events
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
 
 import orjson
+import psycopg
 import pytest
 
-from opmas.connectors.clickhouse.archive import Archive, connect, encode_row
-from opmas.connectors.nats.replay import agent_of
+from opmas.connectors.clickhouse.archive import Archive
 from opmas.core.event import Event
-from opmas.core.envelope import event_from_obj
 from opmas.core.detector import Detector
 from opmas.core.ruleset import RuleSource, load_ruleset, sources_from_paths
 from opmas.cli import main
 from opmas.runtime.hunt import HuntStats, hunt, needles
 from opmas.paths import RULES_DIR
+from tests.archived import archived, log, processed
 from tests.expected import sample_objects
-
-
-def _brute_force() -> list[dict]:
-    """Five failed SSH logins from one address, then an accepted one, after the sample log ends: the shipped
-    correlations fire."""
-    return [{"@timestamp": f"2026-11-25T07:00:{10 * i:02d}Z", "event": {"dataset": "linux.auth",
-             "outcome": "failure" if i < 5 else "success"}, "host": {"name": "web-09"},
-             "process": {"name": "sshd", "pid": 900 + i}, "user": {"name": "deploy"},
-             "source": {"ip": "203.0.113.99", "port": 40000 + i},
-             "message": f"{'Failed' if i < 5 else 'Accepted'} password for deploy from 203.0.113.99 port {40000 + i} ssh2"}
-            for i in range(6)]
-
-
-def _log() -> list[dict]:
-    return sample_objects() + _brute_force()
-
-
-def _live(objects: list[dict], rules: tuple[Path, ...] = (RULES_DIR,)) -> tuple[list[Event], set[str]]:
-    """The events as a processor sees them (their times resolved by the mappings) and its finding ids."""
-    ruleset, _ = load_ruleset(sources_from_paths(rules))
-    events = [event_from_obj(obj) for obj in objects]
-    for event, obj in zip(events, objects):
-        event.agent_id = agent_of(obj, None)
-    detector = Detector(ruleset)
-    return events, {f.id for f in detector.process(events) + detector.flush()}
-
-
-def _archived(directory: Path, events: list[Event]) -> Archive:
-    archive = Archive(connect(None, directory))
-    archive.ensure_table()
-    archive.insert_block(b"".join(encode_row(e.id, e.timestamp, e.agent_id or "", e.type or "",
-                                             orjson.dumps(e.data), seq) for seq, e in enumerate(events)))
-    return archive
 
 
 def _hunted(archive: Archive, since: float, until: float, rules: tuple[Path, ...] = (RULES_DIR,),
@@ -64,15 +32,15 @@ def _hunted(archive: Archive, since: float, until: float, rules: tuple[Path, ...
 
 
 def test_a_hunt_gives_the_findings_and_ids_of_live_processing(chdb_dir):
-    events, live = _live(_log())
+    events, live = processed(log())
     assert _rule_ids(live, events) & _correlations()  # correlations included
-    archive = _archived(chdb_dir, events)
+    archive = archived(chdb_dir, events)
     found, stats = _hunted(archive, 0, 2e9)
     assert found == live
     assert stats.in_range == stats.read == len({e.id for e in events})  # a shipped rule requires no literal
     # the SSH rules and their correlations each require a literal: the archive leaves out what none can match
     rules = (RULES_DIR / "linux" / "auth", RULES_DIR / "correlation")
-    _, live = _live(_log(), rules)
+    _, live = processed(log(), rules)
     assert _rule_ids(live, events) & _correlations()
     found, stats = _hunted(archive, 0, 2e9, rules)
     everything, _ = _hunted(archive, 0, 2e9, rules, prefilter=False)
@@ -93,12 +61,12 @@ def _rule_ids(finding_ids: set[str], events: list[Event]) -> set[str]:
 
 
 def test_a_hunt_reads_only_its_time_range_and_agent(chdb_dir):
-    events, _ = _live(sample_objects())
+    events, _ = processed(sample_objects())
     middle = sorted(e.timestamp for e in events)[len(events) // 2]
     agent = events[0].agent_id
     chosen = [e for e in events if e.timestamp >= middle and e.agent_id == agent]
-    _, expected = _live([obj for obj, e in zip(sample_objects(), events) if e in chosen])
-    archive = _archived(chdb_dir, events)
+    _, expected = processed([obj for obj, e in zip(sample_objects(), events) if e in chosen])
+    archive = archived(chdb_dir, events)
     found, stats = _hunted(archive, middle, 2e9, agent=agent)
     archive.close()
     assert stats.in_range == len({e.id for e in chosen})
@@ -112,7 +80,7 @@ def test_needles_keep_every_event_a_rule_can_match(chdb_dir):
     assert set(needles(ruleset)) & {"4624", "0x1210", "adm"}  # its anchor clause, as JSON text shows it
     hex_id = Event("h1", {"Event": {"System": {"EventID": "0x1210", "Channel": "Security"},
                                    "EventData": {"TargetUserName": "ADM IN"}}}, 1.0e9, "a", "t")
-    archive = _archived(chdb_dir, [hex_id])
+    archive = archived(chdb_dir, [hex_id])
     stats = HuntStats()
     found = [f for batch in hunt(archive, ruleset, 0, 2e9, stats=stats) for f in batch]
     archive.close()
@@ -122,9 +90,9 @@ def test_needles_keep_every_event_a_rule_can_match(chdb_dir):
 
 
 def test_opmas_hunt_reads_the_embedded_archive_unless_opmas_up_holds_it(tmp_path, monkeypatch, capsys):
-    events, live = _live(sample_objects())
+    events, live = processed(sample_objects())
     data = tmp_path / "data"
-    _archived(data / "clickhouse", events).close()
+    archived(data / "clickhouse", events).close()
     monkeypatch.setenv("OPMAS_DATA_DIR", str(data))
     monkeypatch.delenv("OPMAS_CLICKHOUSE_URL", raising=False)
     out = tmp_path / "found.jsonl"
@@ -144,3 +112,27 @@ def test_opmas_hunt_reads_the_embedded_archive_unless_opmas_up_holds_it(tmp_path
     with pytest.raises(SystemExit):
         main(["hunt", str(RULES_DIR)])  # --since is required
     assert main(["hunt", str(RULES_DIR), "--since", "yesterday"]) == 2
+
+
+def test_opmas_hunt_store_records_the_hunt_and_links_its_findings(tmp_path, monkeypatch, capsys, postgres):
+    events, live = processed(log())
+    data = tmp_path / "data"
+    archived(data / "clickhouse", events).close()
+    monkeypatch.setenv("OPMAS_DATA_DIR", str(data))
+    monkeypatch.setenv("OPMAS_DB_URL", postgres.url)
+    monkeypatch.delenv("OPMAS_CLICKHOUSE_URL", raising=False)
+    out = tmp_path / "found.jsonl"
+    assert main(["hunt", str(RULES_DIR), "--since", "2020-01-01T00:00:00Z", "--output", str(out)]) == 0
+    with psycopg.connect(postgres.url) as conn:  # without --store nothing is written, not even the schema
+        assert conn.execute("SELECT to_regclass('hunts')").fetchone()[0] is None
+    assert main(["hunt", str(RULES_DIR), "--since", "2020-01-01T00:00:00Z", "--output", str(out), "--store"]) == 0
+    hunt_id = re.search(r"stored as hunt (\S+)", capsys.readouterr().err).group(1)
+    assert main(["hunt", str(RULES_DIR), "--since", "2020-01-01T00:00:00Z", "--output", str(out), "--store"]) == 0
+    with psycopg.connect(postgres.url) as conn:
+        hunts = conn.execute("SELECT id::text, status, findings, principal_id FROM hunts ORDER BY started_at").fetchall()
+        linked = {r[0] for r in conn.execute("SELECT finding_id::text FROM hunt_findings WHERE hunt_id = %s",
+                                             (hunt_id,))}
+        stored = conn.execute("SELECT count(*) FROM findings").fetchone()[0]
+    assert [h[:3] for h in hunts][0] == (hunt_id, "done", len(live)) and len(hunts) == 2
+    assert linked == live
+    assert stored == len(live)  # the second hunt linked the same findings, it did not store them again

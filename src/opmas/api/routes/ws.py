@@ -1,4 +1,4 @@
-"""Live streams over WebSocket, fed from NATS: /ws/events, /ws/findings, /ws/agents.
+"""Live streams over WebSocket, fed from NATS: /ws/events, /ws/findings, /ws/agents, /ws/hunts/{id}.
 
 Authentication as for REST: a ``token`` query parameter, an ``Authorization: Bearer`` header,
 or (when neither is given) a first message ``{"token": "..."}`` within 10 s. Failures close
@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
+import uuid
 from typing import Any
 
 import orjson
@@ -21,6 +22,7 @@ from fastapi import APIRouter, Query, WebSocket, WebSocketDisconnect
 from opmas.api.auth import AuthError
 from opmas.connectors.nats.client import settle
 from opmas.api.deps import authenticate
+from opmas.api.hunts import hunt_subject
 from opmas.api.liveness import agents_subject
 from opmas.api.routes.agents import AGENT_ID_PATTERN
 from opmas.api.state import ApiState
@@ -165,3 +167,11 @@ async def ws_agents(ws: WebSocket, token: str | None = None,
                     agent_id: str | None = Query(None, pattern=AGENT_ID_PATTERN)) -> None:
     """Agent liveness changes and heartbeats; needs agents:read."""
     await _stream(ws, token, "agents:read", "agents", agents_subject(agent_id or "*"))
+
+
+@router.websocket("/ws/hunts/{hunt_id}")
+async def ws_hunt(ws: WebSocket, hunt_id: uuid.UUID, token: str | None = None) -> None:
+    """A retro-hunt's progress (its status object, as GET /hunts/{id} gives it) and findings (``{"finding":
+    {...}}``) as it runs; the last message has a status other than running. Subscribe, then read the
+    status with GET: a hunt that ended before the subscription sends nothing more. Needs hunts:run."""
+    await _stream(ws, token, "hunts:run", "hunts", hunt_subject(str(hunt_id)))

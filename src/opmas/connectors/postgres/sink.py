@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import MAXYEAR, MINYEAR, datetime, timezone
 from typing import TYPE_CHECKING, Any
 
@@ -37,6 +38,19 @@ PG_ERRORS = (psycopg.OperationalError, psycopg.InterfaceError)  # what a retry m
 
 if TYPE_CHECKING:
     from opmas.connectors.records import EventRecord, FindingRecord
+
+
+@dataclass(frozen=True, slots=True)
+class HuntRow:
+    """A hunt as the ``hunts`` table records it (times in epoch seconds)."""
+
+    id: str
+    rule_ids: tuple[str, ...]
+    since: float
+    until: float
+    agent_id: str | None
+    store: bool
+    principal_id: str | None = None
 
 _FINDING_COLUMNS = ("id, rule_id, rule_title, severity, title, description, tags, event_ids, agent_id, group_key,"
                     " event_time, details")
@@ -57,6 +71,16 @@ _UNANNOUNCED = (f"SELECT {_FINDING_COLUMNS} FROM finding_outbox JOIN findings US
 _MOVE_EVENTS = (f"INSERT INTO events ({_EVENT_COLUMNS}) SELECT {_EVENT_COLUMNS} FROM opmas_events_in"
                 " ON CONFLICT (id) DO NOTHING")
 _EMPTY_STAGING = "TRUNCATE opmas_findings_in, opmas_events_in"
+# a hunt's findings: stored where new (not announced: they are not live), linked to the hunt in any case
+_STORE_HUNT_FINDINGS = (f"WITH stored AS (INSERT INTO findings ({_FINDING_COLUMNS}) SELECT {_FINDING_COLUMNS}"
+                        " FROM opmas_findings_in ON CONFLICT (id) DO NOTHING RETURNING id)"
+                        " SELECT count(*) FROM stored")
+_LINK_HUNT_FINDINGS = ("INSERT INTO hunt_findings (hunt_id, finding_id) SELECT %s, id FROM opmas_findings_in"
+                       " ON CONFLICT DO NOTHING")
+_BEGIN_HUNT = ("INSERT INTO hunts (id, principal_id, rule_ids, since, until, agent_id, store, status)"
+               " VALUES (%s, %s, %s, %s, %s, %s, %s, 'running')")
+_END_HUNT = ("UPDATE hunts SET status = %s, in_range = %s, read = %s, findings = %s, error = %s, finished_at = now()"
+             " WHERE id = %s")
 _SAVE_CHECKPOINT = (
     "INSERT INTO engine_checkpoints (consumer, stream_seq, layout, state) VALUES (%s, %s, %s, %s)"
     " ON CONFLICT (consumer) DO UPDATE SET stream_seq = EXCLUDED.stream_seq, layout = EXCLUDED.layout,"
@@ -212,6 +236,35 @@ class PostgresSink:
                                          group_key=r[9], timestamp=r[10].timestamp() if r[10] else None,
                                          details=r[11]))
                 for r in rows]
+
+    async def begin_hunt(self, hunt: HuntRow) -> None:
+        """Record a hunt as running."""
+        conn = await self._connection()
+        async with conn.transaction():
+            await conn.execute(_BEGIN_HUNT, (hunt.id, hunt.principal_id, list(hunt.rule_ids), _time(hunt.since),
+                                             _time(hunt.until), hunt.agent_id, hunt.store))
+
+    async def write_hunt(self, hunt_id: str, findings: Sequence[FindingRecord]) -> int:
+        """A hunt's findings, linked to it in one transaction; returns how many were new (a finding
+        stored before, live or by another hunt, is linked, not written again)."""
+        if not findings:
+            return 0
+        conn = await self._connection()
+        async with conn.transaction():
+            async with conn.cursor() as cur:
+                await self._stage(cur)
+                await self._copy(cur, _COPY_FINDINGS, b"".join([f.line for f in findings]))
+                await cur.execute(_STORE_HUNT_FINDINGS)
+                new = (await cur.fetchone())[0]
+                await cur.execute(_LINK_HUNT_FINDINGS, (hunt_id,))
+        return int(new)
+
+    async def end_hunt(self, hunt_id: str, status: str, in_range: int, read: int, findings: int,
+                       error: str | None = None) -> None:
+        """Record how a hunt ended (done, failed, cancelled) and what it read and found."""
+        conn = await self._connection()
+        async with conn.transaction():
+            await conn.execute(_END_HUNT, (status, in_range, read, findings, error, hunt_id))
 
     @staticmethod
     async def _stage(cur: psycopg.AsyncCursor) -> None:
