@@ -27,6 +27,7 @@ from opmas.api.liveness import LivenessMonitor
 from opmas.api.metrics import API_LATENCY, API_REQUESTS
 from opmas.connectors.postgres.rule_store import file_rule_rows, sync_file_rules
 from opmas.api.routes import agents, auth, events, findings, health, hunts, metrics, rules, ws
+from opmas.api.routes import overview
 from opmas.api.settings import ApiSettings
 from opmas.api.state import ApiState
 from opmas.api.validation import document_nul_refusal, refuse_nul
@@ -102,7 +103,7 @@ def create_app(settings: ApiSettings, archive: Archive | None = None) -> FastAPI
                                       psycopg.DataError: database_refused_value,
                                       psycopg.OperationalError: database_unavailable})
     checked = dict(dependencies=[Depends(refuse_nul)], responses=responses(*COMMON))
-    for module in (auth, agents, events, findings, rules, hunts):
+    for module in (auth, agents, events, findings, rules, hunts, overview):
         app.include_router(module.router, prefix=API_PREFIX, **checked)
     app.include_router(ws.router, prefix=API_PREFIX)
     app.include_router(health.router, prefix=API_PREFIX, dependencies=[Depends(refuse_nul)],

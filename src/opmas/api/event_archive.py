@@ -8,6 +8,7 @@ Queries run in a thread, one at a time (a clickhouse-connect client runs one que
 from __future__ import annotations
 
 import asyncio
+import re
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any
@@ -19,12 +20,37 @@ from opmas.connectors.clickhouse.archive import TABLE, Archive
 if TYPE_CHECKING:
     from opmas.api.deps import Paging  # management.deps imports the state, which holds this
 
+# Where an event's data names its host, first found first: EVTX ``Event.System.Computer``, ECS
+# ``host.name`` / ``host.hostname``, a flat ``host.name``, ``hostname`` or ``host`` key (as the findings
+# output's host column reads it, opmas.cli.findings_output.host_of). Only text counts.
+HOST_PATHS = (("Event", "System", "Computer"), ("host", "name"), ("host", "hostname"), ("host.name",),
+              ("hostname",), ("host",))
+
+
+def clickhouse_host(column: str = "data") -> str:
+    """ClickHouse: the host of the event JSON (text) in ``column`` (a code constant), NULL for none."""
+    paths = (", ".join(f"'{key}'" for key in path) for path in HOST_PATHS)
+    return "coalesce(" + ", ".join(f"nullIf(JSONExtractString({column}, {keys}), '')" for keys in paths) + ")"
+
+
+def postgres_host(column: str) -> str:
+    """PostgreSQL: the host of the event JSON (jsonb) ``column`` (a code constant), NULL for none."""
+    paths = ("'{" + ",".join(path) + "}'" for path in HOST_PATHS)
+    column = f"({column})"
+    return ("COALESCE(" + ", ".join(f"CASE jsonb_typeof({column} #> {p}) WHEN 'string' THEN {column} #>> {p} END"
+                                    for p in paths) + ")")
+
+
+# a host of these characters appears as such in the JSON text that names it, so ClickHouse may skip
+# the events whose text does not hold it before parsing any
+_PLAIN_HOST = re.compile(r"[A-Za-z0-9._:-]+\Z")
 _SELECT = f"SELECT id, agent_id, timestamp, type, data FROM {TABLE} FINAL"
 _FILTERS = {  # code constants; every value is a bound parameter
     "agent_id": "agent_id = {agent_id:String}",
     "type": "type = {type:String}",
     "since": "timestamp >= fromUnixTimestamp64Micro({since:Int64})",
     "until": "timestamp < fromUnixTimestamp64Micro({until:Int64})",
+    "host": f"{clickhouse_host()} = {{host:String}}",
 }
 
 
@@ -53,12 +79,15 @@ class EventArchive:
         return rows[0] if rows else None
 
     async def page(self, paging: Paging, agent_id: str | None = None, type_: str | None = None,
-                   since: datetime | None = None, until: datetime | None = None) -> dict[str, Any]:
+                   since: datetime | None = None, until: datetime | None = None,
+                   host: str | None = None) -> dict[str, Any]:
         """One page of events, newest first, plus the total; filters that are None are left out."""
         values = {"agent_id": agent_id, "type": type_, "since": None if since is None else _micros(since),
-                  "until": None if until is None else _micros(until)}
+                  "until": None if until is None else _micros(until), "host": host}
         params = {name: value for name, value in values.items() if value is not None}
         where = " AND ".join(_FILTERS[name] for name in params)
+        if host is not None and _PLAIN_HOST.match(host):
+            where = f"position(data, {{host:String}}) > 0 AND {where}"
         async with self._lock:
             total = await asyncio.to_thread(self.archive.count, where, params)
         items = await self._query(
@@ -66,6 +95,17 @@ class EventArchive:
             " LIMIT {limit:UInt64} OFFSET {offset:UInt64}",
             {**params, "limit": paging.limit, "offset": paging.offset})
         return {"items": items, "total": total, "limit": paging.limit, "offset": paging.offset}
+
+    async def counts_per_bucket(self, since: datetime, until: datetime, bucket: int) -> dict[int, int]:
+        """Archived events of ``[since, until)`` counted per bucket of ``bucket`` seconds from ``since``
+        (bucket number -> count; empty buckets left out)."""
+        sql = (f"SELECT intDiv(toUnixTimestamp64Micro(timestamp) - {{since:Int64}}, {{width:Int64}}) AS bucket,"
+               f" count() AS n FROM {TABLE} FINAL WHERE {_FILTERS['since']} AND {_FILTERS['until']}"
+               " GROUP BY bucket ORDER BY bucket LIMIT 100000")
+        params = {"since": _micros(since), "until": _micros(until), "width": bucket * 1_000_000}
+        async with self._lock:
+            result = await asyncio.to_thread(self.archive.client.query, sql, parameters=params)
+        return {int(row[0]): int(row[1]) for row in result.result_rows}
 
     async def _query(self, sql: str, params: dict[str, Any]) -> list[dict[str, Any]]:
         async with self._lock:

@@ -22,6 +22,7 @@ from opmas.api.auth import Principal
 from opmas.api.db import fetch_one, fetch_page
 from opmas.api.deps import Paging, get_state, paging, require
 from opmas.api.errors import responses
+from opmas.api.event_archive import postgres_host
 from opmas.api.routes.agents import AGENT_ID_PATTERN, API_AGENT_ID
 from opmas.api.state import ApiState
 from opmas.api.validation import RAW, ApiModel, IsoTime, as_pipeline_reads
@@ -118,18 +119,22 @@ async def submit_events(body: EventIn | Annotated[list[EventIn], Field(min_lengt
     return {"accepted": len(payloads), "ids": [env["id"] for env, _ in payloads]}
 
 
-@router.get("/events", summary="List events by agent, type and time range: every archived event when the API "
+@router.get("/events", summary="List events by agent, type, host and time range: every archived event when the API "
                                 "reads the ClickHouse archive, else only those findings refer to",
             responses=responses(401, 403))
 async def list_events(state: ApiState = Depends(get_state), page: Paging = Depends(paging),
                       agent_id: str | None = None, type_: str | None = Query(None, alias="type"),
                       since: IsoTime | None = Query(None, description="event time >= (ISO 8601)"),
                       until: IsoTime | None = Query(None, description="event time < (ISO 8601)"),
+                      host: str | None = Query(None, min_length=1, max_length=255,
+                                               description="the host the event's data names (EVTX "
+                                                           "Event.System.Computer, else host.name, "
+                                                           "host.hostname, hostname or host)"),
                       _: Principal = Depends(require("events:read"))) -> dict:
     if state.archive is not None:
-        return await state.archive.page(page, agent_id, type_, since, until)
+        return await state.archive.page(page, agent_id, type_, since, until, host)
     filters = [("agent_id = %s", agent_id), ("type = %s", type_),
-               ("timestamp >= %s", since), ("timestamp < %s", until)]
+               ("timestamp >= %s", since), ("timestamp < %s", until), (f"{postgres_host('data')} = %s", host)]
     return await fetch_page(state, EVENT_COLUMNS, "events", filters, "timestamp DESC NULLS LAST, id", page)
 
 

@@ -1,6 +1,7 @@
 """Rules: list, get, create/update (validated by the engine's loader: 422 with file/line/rule
 errors, each with its diagnostic code, docs/diagnostics.md), enable/disable, delete. Every change
-asks the engine to reload (``opmas.engine.reload``)."""
+asks the engine to reload (``opmas.engine.reload``). ``POST /rules/validate`` checks a rule the same
+way without storing it and reports each of its ``tests:`` cases."""
 from __future__ import annotations
 
 import asyncio
@@ -12,9 +13,9 @@ from nats.errors import NoRespondersError, TimeoutError as NatsTimeout
 from pydantic import Field
 
 from opmas.connectors.nats.subjects import RELOAD_SUBJECT
-from opmas.core.errors import code_in
-from opmas.core.rule_tests import CheckFailed, CheckTimeout, check_rule, run_isolated
-from opmas.core.ruleset import RuleSource
+from opmas.core.errors import Code, code_in
+from opmas.core.rule_tests import CheckFailed, CheckTimeout, check_rule, run_case, run_isolated
+from opmas.core.ruleset import RuleSource, load_ruleset
 from opmas.api.auth import Principal
 from opmas.api.db import execute, fetch_all, fetch_one, fetch_page
 from opmas.api.deps import Paging, get_state, paging, require
@@ -51,16 +52,23 @@ def _invalid(message: str, errors: list[dict[str, Any]] | None = None) -> HTTPEx
                          detail={"message": message, "errors": errors or []})
 
 
+async def rule_set_with(state: ApiState, source: str, name: str) -> list[RuleSource]:
+    """The enabled stored rules (API and file rules; the API rule stored as ``name`` left out) and
+    ``source`` as ``name``, last, so that a clash of ids is reported on it."""
+    others = await fetch_all(state, "SELECT DISTINCT ON (COALESCE(path, id)) id, source, path FROM rules"
+                                    " WHERE enabled ORDER BY COALESCE(path, id)")
+    sources = [RuleSource(r["path"] or stored_name(r["id"]), r["source"])
+               for r in others if stored_name(r["id"]) != name]
+    sources.append(RuleSource(name, source))
+    return sources
+
+
 async def validate_rule(state: ApiState, source: str, name: str) -> dict[str, Any]:
     """Load ``source`` with the engine (beside the other rules, so correlations resolve) and run
     its ``tests:`` cases, in a child process with a deadline (core/rule_tests.py: the work stays
     off the event loop, and a check that overruns is stopped); returns the rule's metadata or
     raises 422 listing each error or failed case with file, line, rule id and code."""
-    others = await fetch_all(state, "SELECT DISTINCT ON (COALESCE(path, id)) id, source, path FROM rules"
-                                    " WHERE enabled ORDER BY COALESCE(path, id)")
-    sources = [RuleSource(r["path"] or stored_name(r["id"]), r["source"])
-               for r in others if stored_name(r["id"]) != name]
-    sources.append(RuleSource(name, source))  # last: a clash of ids is reported on it
+    sources = await rule_set_with(state, source, name)
     try:
         result = await asyncio.to_thread(run_isolated, check_rule, sources, name)
     except CheckTimeout as exc:
@@ -74,6 +82,41 @@ async def validate_rule(state: ApiState, source: str, name: str) -> dict[str, An
     if not result["ok"]:
         raise _invalid(result["message"], result["errors"])
     return result["rule"]
+
+
+class RuleCheckIn(ApiModel):
+    yaml: str = Field(min_length=1, max_length=1_000_000, description="one rule's Sigma YAML",
+                      examples=[EXAMPLE_RULE])
+    rule_id: str | None = Field(None, min_length=1, max_length=128,
+                                description="editing a stored API rule: its id; that rule is left out of the "
+                                            "rule set the YAML is checked beside (else its id would clash)")
+
+
+def rule_report(sources: list[RuleSource], name: str,
+                progress: Any = lambda where: None) -> dict[str, Any]:
+    """What ``POST /rules/validate`` answers for the rule in ``name`` loaded among ``sources``: the
+    loader's errors for it (as :func:`check_rule` reads them) or, when it loads, the outcome of each
+    of its ``tests:`` cases through the rule-test runner (``run_case``). Runs in a checker process."""
+    progress({"file": name, "line": None, "rule_id": None, "step": "loading the rule"})
+    ruleset, problems = load_ruleset(sources)
+    errors = [{"code": str(e.code), "message": e.message, "line": e.line, "column": None, "rule_id": e.rule_id}
+              for e in problems if e.file == name and e.severity == "error"]
+    rules = [r for r in ruleset.rules if r.source == name]
+    if not errors and len(rules) != 1:
+        errors = [{"code": str(Code.SCHEMA_VALUE), "message": f"the YAML must hold exactly one rule, found "
+                   f"{len(rules)}", "line": None, "column": None, "rule_id": None}]
+    if errors:
+        rule_id = next((e["rule_id"] for e in errors if e["rule_id"]), None)
+        return {"valid": False, "rule_id": rule_id, "title": None, "errors": errors, "tests": []}
+    rule, tests = rules[0], []
+    for expectation, failure in (("match", "expected a finding, got none"),
+                                 ("no_match", "expected no finding, got one")):
+        for index, case in enumerate(rule.tests.get(expectation) or [], start=1):
+            case_name = f"tests.{expectation} case #{index}"
+            progress({"file": name, "line": rule.line, "rule_id": rule.id, "step": case_name})
+            passed = run_case(ruleset, rule.id, case) == (expectation == "match")
+            tests.append({"name": case_name, "passed": passed, "message": "ok" if passed else failure})
+    return {"valid": True, "rule_id": rule.id, "title": rule.title, "errors": [], "tests": tests}
 
 
 async def request_reload(state: ApiState, reason: str) -> dict[str, Any]:
@@ -145,6 +188,29 @@ async def list_rules(state: ApiState = Depends(get_state), page: Paging = Depend
 async def get_rule(rule_id: str, state: ApiState = Depends(get_state),
                    _: Principal = Depends(require("rules:read"))) -> dict:
     return await _get(state, rule_id)
+
+
+@router.post("/rules/validate", summary="Check one rule's YAML as POST /rules would, without storing it: the "
+                                        "loader's errors (code, message, line), else the outcome of each of "
+                                        "its tests: cases",
+             description="Answered 200 whether or not the rule is valid: `valid` is whether it loads (beside the "
+                         "stored rules, so correlations resolve); `tests` lists each `tests:` case, passed or "
+                         "not, when it does. The check runs in a child process with a deadline "
+                         "(OPMAS_RULE_CHECK_TIMEOUT).",
+             responses=responses(400, 401, 403))
+async def check_rule_yaml(body: RuleCheckIn, state: ApiState = Depends(get_state),
+                          _: Principal = Depends(require("rules:read"))) -> dict:
+    name = "api:new rule" if body.rule_id is None else stored_name(body.rule_id)
+    sources = await rule_set_with(state, body.yaml, name)
+    try:
+        report = await asyncio.to_thread(run_isolated, rule_report, sources, name)
+    except (CheckTimeout, CheckFailed) as exc:
+        where = getattr(exc, "where", {})
+        report = {"valid": False, "rule_id": where.get("rule_id"), "title": None, "tests": [], "errors": [
+            {"code": str(exc.code), "message": str(exc), "line": where.get("line"), "column": None}]}
+    for error in report["errors"]:
+        error.pop("rule_id", None)
+    return report
 
 
 @router.post("/rules", status_code=status.HTTP_201_CREATED, summary="Add a rule (validated), then reload",
