@@ -31,6 +31,7 @@ from opmas.api.routes import overview
 from opmas.api.settings import ApiSettings
 from opmas.api.state import ApiState
 from opmas.api.validation import document_nul_refusal, refuse_nul
+from opmas.console import ConsoleFiles
 
 API_PREFIX = "/api/v1"
 log = logging.getLogger("management")
@@ -109,6 +110,7 @@ def create_app(settings: ApiSettings, archive: Archive | None = None) -> FastAPI
     app.include_router(health.router, prefix=API_PREFIX, dependencies=[Depends(refuse_nul)],
                        responses=responses(413, 422))
     app.include_router(metrics.router, **checked)
+    app.mount("/", ConsoleFiles(), name="console")  # last: the API's routes and /metrics win
     app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
     generate_openapi = app.openapi
 

@@ -1,0 +1,49 @@
+"""The analyst's web console: static files (no build step; vendored ES modules in ``vendor/``),
+served by the management API at ``/`` (``opmas up``). See docs/console.md."""
+from __future__ import annotations
+
+from pathlib import Path
+
+from starlette.exceptions import HTTPException
+from starlette.responses import Response
+from starlette.staticfiles import StaticFiles
+from starlette.types import Receive, Scope, Send
+
+CONSOLE_DIR = Path(__file__).parent
+
+# Scripts and styles only from the console's own origin (no inline script, no eval), data only from
+# the same origin (REST and WebSocket), no framing, no plugins.
+CONTENT_SECURITY_POLICY = ("default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
+                           "font-src 'self'; connect-src 'self'; base-uri 'none'; form-action 'self'; "
+                           "frame-ancestors 'none'; object-src 'none'")
+SECURITY_HEADERS = {
+    "Content-Security-Policy": CONTENT_SECURITY_POLICY,
+    "X-Content-Type-Options": "nosniff",
+    "Referrer-Policy": "no-referrer",
+    "X-Frame-Options": "DENY",
+    "Cache-Control": "no-cache",  # revalidated (ETag), so an upgrade is seen at once
+}
+NOT_CONSOLE = ("/api/", "/metrics")  # what the API's routers answer: unknown paths there stay the API's 404
+
+
+class ConsoleFiles(StaticFiles):
+    """The console's files with its security headers; mounted last, at ``/``, so the API's routes win."""
+
+    def __init__(self, directory: Path = CONSOLE_DIR) -> None:
+        super().__init__(directory=directory, html=True)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "websocket":  # no console socket: refuse as the router does for an unknown path
+            await send({"type": "websocket.close", "code": 1000})
+            return
+        path = scope.get("path", "")
+        if scope["type"] == "http" and (path.startswith(NOT_CONSOLE) or path.rstrip("/") in ("/api", "/metrics")):
+            raise HTTPException(404)
+        await super().__call__(scope, receive, send)
+
+    async def get_response(self, path: str, scope: Scope) -> Response:
+        if path.endswith(".py") or "__pycache__" in path.split("/"):
+            raise HTTPException(404)
+        response = await super().get_response(path, scope)
+        response.headers.update(SECURITY_HEADERS)
+        return response
