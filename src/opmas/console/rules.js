@@ -137,9 +137,9 @@ function Tests({ tests }) {
     </section>`;
 }
 
-async function validate(text) {
-  try {
-    return await api('/rules/validate', { method: 'POST', body: { yaml: text } });
+async function validate(text, ruleId) {
+  try {  // ruleId: the stored rule being edited, left out of the set the text is checked beside
+    return await api('/rules/validate', { method: 'POST', body: ruleId ? { yaml: text, rule_id: ruleId } : { yaml: text } });
   } catch (err) {
     if (err.status === 404 || err.status === 405) return { unavailable: 'the API has no /rules/validate' };
     if (err.status === 422 && err.body && err.body.detail && err.body.detail.errors) {
@@ -258,7 +258,7 @@ export function RulePage({ me, id }) {
   const runCheck = async (source, withTests) => {
     const ticket = ++latest.current;
     setCheck(c => ({ ...(c || {}), pending: true }));
-    const answer = await validate(source);
+    const answer = await validate(source, isNew ? null : id);
     if (ticket !== latest.current) return;  // an older answer than the text shown
     setCheck({ ...answer, errors: answer.errors || [] });
     if (withTests) setTests(answer.tests || (answer.valid === false ? [] : null));
