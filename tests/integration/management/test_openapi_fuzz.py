@@ -17,10 +17,13 @@ import nats
 from opmas.connectors.nats.subjects import ensure_streams
 
 BUDGET = 40  # seconds of generated requests; the whole test takes ~50 s
+WITH_ARCHIVE = True  # the stack has an event archive: POST /hunts runs hunts (without one it is a 503)
 
 # A body over the size limit is refused with 413, before it is read: a rejection too. A Sigma rule's
 # validity is beyond what JSON Schema can say: a well-formed body may still be an invalid rule, which
-# is a 422 with the rule's errors. POST /auth/revoke is left out: it would revoke the token the run uses.
+# is a 422 with the rule's errors (so is a hunt's rule; a hunt's rule ids may not exist, 404, and two hunts
+# may be running, 429); GET /overview's range may hold more buckets than it answers (422).
+# POST /auth/revoke is left out: it would revoke the token the run uses.
 CONFIG = """
 headers = { Authorization = "Bearer ${OPMAS_FUZZ_TOKEN}" }
 checks.negative_data_rejection.expected-statuses = ["400", "401", "403", "404", "405", "406", "409", "413", "415",
@@ -30,6 +33,15 @@ checks.negative_data_rejection.expected-statuses = ["400", "401", "403", "404", 
 include-path-regex = "^/api/v1/rules"
 include-method = ["POST", "PUT"]
 checks.positive_data_acceptance.expected-statuses = ["2xx", "401", "403", "404", "409", "422", "429"]
+
+[[operations]]
+include-path = "/api/v1/overview"
+checks.positive_data_acceptance.expected-statuses = ["2xx", "401", "403", "422", "429"]
+
+[[operations]]
+include-path = "/api/v1/hunts"
+include-method = ["POST"]
+checks.positive_data_acceptance.expected-statuses = ["2xx", "401", "403", "404", "422", "429"]
 
 [[operations]]
 include-path = "/api/v1/auth/revoke"
