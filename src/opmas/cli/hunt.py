@@ -95,7 +95,8 @@ def hunt_command(args: argparse.Namespace) -> int:
                 stack.callback(lock_data_dir(config.data_dir).close)
             except DataDirBusy:
                 print(f"error: a running `opmas up` holds {config.data_dir}, and with it the embedded archive: "
-                      "stop it to hunt, or configure a ClickHouse server (OPMAS_CLICKHOUSE_URL)", file=sys.stderr)
+                      "hunt through its API (POST /api/v1/hunts, or the console's rule editor), stop it, or "
+                      "configure a ClickHouse server (OPMAS_CLICKHOUSE_URL)", file=sys.stderr)
                 return 2
         archive = Archive(connect(config.clickhouse.url, config.clickhouse_dir))
         stack.callback(archive.close)
