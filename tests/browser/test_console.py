@@ -11,7 +11,7 @@ import httpx
 import pytest
 from playwright.sync_api import expect
 
-from tests.browser.conftest import ADMIN_SECRET, Stack, sign_in
+from tests.browser.stack import ADMIN_SECRET, Stack, sign_in
 from tests.expected import sample_objects
 
 PRIVILEGED_USER_RULE = "d74dad0c-3165-46ef-8e5d-e57c8fb667f0"  # linux/auth/lnx_auth_privileged_user_created.yml
