@@ -67,7 +67,8 @@ async def up_service(config: Config, stack: Stack, stop: asyncio.Event) -> None:
     settings = replace(settings, port=port_or_free(settings.host, settings.port))
     print(f"  API         http://{settings.host}:{settings.port}{API_PREFIX}  (OpenAPI {API_PREFIX}/docs,"
           f" Prometheus /metrics)", file=sys.stderr, flush=True)
-    print(f"  console     http://{settings.host}:{settings.port}/  (sign in as admin)", file=sys.stderr, flush=True)
+    print(f"  console     http://{settings.host}:{settings.port}/  (sign in: principal admin and its secret)",
+          file=sys.stderr, flush=True)
     try:
         await serve(settings, stop, stack.archive if "clickhouse" in stack.embedded else None)
     except Exception:  # the engine keeps running without its API
