@@ -210,3 +210,41 @@ def test_a_reader_sees_no_write_controls(replayed: Stack, new_page):
     assert page.evaluate("sessionStorage.getItem('opmas.token')") is None
     assert stack.get("/auth/me", token).status_code == 401
     assert json.loads(page.evaluate("JSON.stringify(Object.keys(sessionStorage))")) == []
+
+
+def test_agents_configuration_editable_with_agents_admin_only(stack: Stack, new_page):
+    admin = stack.token()
+    headers = {"Authorization": f"Bearer {admin}"}
+    registered = httpx.post(f"{stack.api}/agents", headers=headers, timeout=10,
+                            json={"id": "edge-01", "name": "Edge one", "type": "tail", "config": {"batch_size": 100}})
+    assert registered.status_code == 201, registered.text
+    page = new_page()
+    sign_in(page, stack)
+    page.get_by_role("navigation", name="Pages").get_by_role("link", name="Agents").click()
+    row = page.get_by_role("row").filter(has_text="Edge one")
+    expect(row).to_contain_text("never")  # no heartbeat yet
+    row.get_by_role("button", name="Edit configuration").click()
+    config = page.get_by_label("Configuration (JSON)")
+    expect(config).to_have_value(re.compile(r'"batch_size": 100'))
+    config.fill('{"batch_size": 200, "labels": {"site": "lab"}}')
+    page.get_by_role("button", name="Save configuration").click()
+    expect(page.get_by_text("Saved (config version")).to_be_visible()
+    assert stack.get("/agents/edge-01", admin).json()["config"] == {"batch_size": 200, "labels": {"site": "lab"}}
+    config.fill('{"batch_size": 0}')  # the API's schema refuses it; the console says why
+    page.get_by_role("button", name="Save configuration").click()
+    expect(page.get_by_role("alert")).to_contain_text("batch_size")
+
+    created = httpx.post(f"{stack.api}/principals", headers=headers, timeout=10,
+                         json={"name": "watcher", "permissions": ["agents:read"]})
+    assert created.status_code == 201, created.text
+    watcher = new_page()
+    sign_in(watcher, stack, created.json()["id"], created.json()["secret"])
+    nav = watcher.get_by_role("navigation", name="Pages")
+    expect(nav.get_by_role("link", name="Findings")).to_have_count(0)
+    nav.get_by_role("link", name="Agents").click()
+    row = watcher.get_by_role("row").filter(has_text="Edge one")
+    expect(row.get_by_role("button", name="Edit configuration")).to_have_count(0)
+    row.get_by_role("button", name="View configuration").click()
+    expect(watcher.get_by_label("Configuration", exact=True)).to_contain_text('"site": "lab"')
+    expect(watcher.locator("textarea")).to_have_count(0)
+    expect(watcher.get_by_role("button", name="Save configuration")).to_have_count(0)
