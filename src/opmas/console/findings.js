@@ -182,7 +182,7 @@ export function Findings({ me }) {
           <tr key=${f.id} class=${fresh.has(f.id) ? 'fresh' : ''} data-id=${f.id}>
             ${writable ? html`<td><input type="checkbox" aria-label=${`Select ${f.title}`} checked=${selected.has(f.id)}
                                          onChange=${() => toggle(f.id)} /></td>` : null}
-            <td class="time">${fmtTime(f.event_time || f.created_at)}</td>
+            <td class="time">${fmtTime(f.event_time || f.timestamp || f.created_at)}</td>
             <td><${Severity} value=${f.severity} /></td>
             <td><a href=${`#/findings/${f.id}`}>${f.title}</a>${fresh.has(f.id) ? html` <span class="badge">new</span>` : null}</td>
             <td>${f.rule_title || f.rule_id}</td>

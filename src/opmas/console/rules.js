@@ -218,10 +218,9 @@ function Hunt({ yaml }) {
       </div>
       <${ErrorNote} error=${error} />
       ${hunt ? html`
-        <p class="hunt-status" aria-live="polite" data-testid="hunt-status">Hunt ${hunt.status}:
-          ${hunt.read ?? 0} of ${hunt.in_range ?? '?'} events read, ${hunt.findings ?? 0} findings
-          ${hunt.reached ? html` (reached ${fmtTime(hunt.reached)})` : null}
-          ${hunt.error ? html` — <span class="error">${hunt.error}</span>` : null}</p>
+        <p class="hunt-status" aria-live="polite" data-testid="hunt-status">${`Hunt ${hunt.status}: ${hunt.read ?? 0} of ${
+          hunt.in_range ?? '?'} events read, ${hunt.findings ?? 0} findings`}${hunt.reached ? ` (reached ${fmtTime(hunt.reached)})` : ''}${
+          hunt.error ? html` — <span class="error">${hunt.error}</span>` : null}</p>
         ${running ? html`<progress max=${hunt.in_range || 1} value=${hunt.read || 0} aria-label="Hunt progress"></progress>` : null}` : null}
       ${hits ? html`
         <h3>Hits (${hits.total})</h3>
@@ -230,8 +229,8 @@ function Hunt({ yaml }) {
             <thead><tr><th scope="col">time</th><th scope="col">severity</th><th scope="col">finding</th>
               <th scope="col">agent</th><th scope="col">events</th></tr></thead>
             <tbody>${hits.items.map(f => html`
-              <tr><td class="time">${fmtTime(f.event_time)}</td><td><${Severity} value=${f.severity} /></td>
-                <td>${f.title}</td><td>${f.agent_id}</td><td>${(f.event_ids || []).length}</td></tr>`)}</tbody>
+              <tr><td class="time">${fmtTime(f.event_time || f.timestamp)}</td><td><${Severity} value=${f.severity} /></td>
+                <td>${f.title}${f.description ? html`<br /><span class="muted">${f.description}</span>` : null}</td><td>${f.agent_id}</td><td>${(f.event_ids || []).length}</td></tr>`)}</tbody>
           </table>` : html`<p class="muted">No hits.</p>`}` : null}
     </section>`;
 }
