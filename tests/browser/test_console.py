@@ -4,10 +4,13 @@ triage, the rule editor, a hunt, and what a principal without write permissions 
 The assertions read what a user sees (text, roles, labels) and the API's state (httpx)."""
 from __future__ import annotations
 
+import asyncio
 import json
 import re
+from concurrent.futures import ThreadPoolExecutor
 
 import httpx
+import nats
 import pytest
 from playwright.sync_api import expect
 
@@ -212,6 +215,15 @@ def test_a_reader_sees_no_write_controls(replayed: Stack, new_page):
     assert json.loads(page.evaluate("JSON.stringify(Object.keys(sessionStorage))")) == []
 
 
+async def heartbeat(stack: Stack, agent_id: str) -> None:
+    nc = await nats.connect(f"nats://127.0.0.1:{stack.env['OPMAS_NATS_PORT']}")
+    try:
+        await nc.publish(f"opmas.status.{agent_id}", json.dumps({"state": "running", "config_version": 1}).encode())
+        await nc.flush()
+    finally:
+        await nc.close()
+
+
 def test_agents_configuration_editable_with_agents_admin_only(stack: Stack, new_page):
     admin = stack.token()
     headers = {"Authorization": f"Bearer {admin}"}
@@ -223,6 +235,11 @@ def test_agents_configuration_editable_with_agents_admin_only(stack: Stack, new_
     page.get_by_role("navigation", name="Pages").get_by_role("link", name="Agents").click()
     row = page.get_by_role("row").filter(has_text="Edge one")
     expect(row).to_contain_text("never")  # no heartbeat yet
+    expect(page.get_by_text("Live updates: live")).to_be_visible()
+    with ThreadPoolExecutor(1) as pool:  # Playwright's sync API holds this thread's event loop
+        pool.submit(asyncio.run, heartbeat(stack, "edge-01")).result(timeout=30)
+    expect(row.locator(".status")).to_have_text("online")  # over /ws/agents, without a reload
+    expect(row).not_to_contain_text("never")
     row.get_by_role("button", name="Edit configuration").click()
     config = page.get_by_label("Configuration (JSON)")
     expect(config).to_have_value(re.compile(r'"batch_size": 100'))
