@@ -41,7 +41,9 @@ def replayed(stack: Stack) -> Stack:
 
 @pytest.fixture(scope="session")
 def browser(stack: Stack):
-    from playwright.sync_api import sync_playwright
+    from playwright.sync_api import expect, sync_playwright
+
+    expect.set_options(timeout=20_000)  # rule checks run in a child process: slow on a busy machine
 
     with sync_playwright() as p:
         launched = launch(p)
