@@ -265,3 +265,24 @@ def test_agents_configuration_editable_with_agents_admin_only(stack: Stack, new_
     expect(watcher.get_by_label("Configuration", exact=True)).to_contain_text('"site": "lab"')
     expect(watcher.locator("textarea")).to_have_count(0)
     expect(watcher.get_by_role("button", name="Save configuration")).to_have_count(0)
+
+
+def test_create_then_disable_a_rule(stack: Stack, new_page):
+    page = new_page()
+    sign_in(page, stack)
+    page.goto(f"{stack.base}#/rules/new")
+    page.get_by_label("Rule YAML").fill(HUNT_RULE.replace("console-hunt-useradd", "console-created-rule")
+                                        .replace("Console hunt for useradd", "Console created rule"))
+    expect(page.get_by_text("Valid (rule console-created-rule)")).to_be_visible()
+    page.get_by_role("button", name="Create rule").click()
+    expect(page.get_by_role("heading", name="Console created rule")).to_be_visible()
+    expect(page).to_have_url(re.compile(r"#/rules/console-created-rule$"))
+    stored = stack.get("/rules/console-created-rule").json()
+    assert stored["path"] is None and stored["enabled"] is True
+
+    page.goto(f"{stack.base}#/rules")
+    page.get_by_label("Filter").fill("Console created rule")
+    row = page.get_by_role("row").filter(has_text="Console created rule")
+    row.get_by_role("button", name="Disable").click()
+    expect(row.get_by_role("button", name="Enable")).to_be_visible()
+    assert stack.get("/rules/console-created-rule").json()["enabled"] is False

@@ -97,8 +97,8 @@ function App() {
 
   let page;
   const { page: name, id } = route;
-  if (name === 'findings') page = id ? html`<${FindingPage} me=${me} id=${id} />` : html`<${Findings} me=${me} />`;
-  else if (name === 'rules') page = id ? html`<${RulePage} me=${me} id=${id} />` : html`<${Rules} me=${me} />`;
+  if (name === 'findings') page = id ? html`<${FindingPage} key=${id} me=${me} id=${id} />` : html`<${Findings} me=${me} />`;
+  else if (name === 'rules') page = id ? html`<${RulePage} key=${id} me=${me} id=${id} />` : html`<${Rules} me=${me} />`;
   else if (name === 'agents') page = html`<${Agents} me=${me} />`;
   else page = html`<${Overview} me=${me} />`;
 
