@@ -99,6 +99,20 @@ def test_acknowledge_a_finding(replayed: Stack, new_page):
     expect(page.locator("table.around tr.matched")).to_have_count(1)
 
 
+def test_overview_charts_and_tops(replayed: Stack, new_page):
+    stack = replayed
+    total = stack.get("/findings", limit=1).json()["total"]
+    page = new_page()
+    sign_in(page, stack)
+    page.get_by_label("Range").select_option(label="last 30d")  # the sample's events are from 2026-11-25
+    expect(page.get_by_role("img", name="Findings by severity").locator("canvas")).to_be_visible()
+    expect(page.get_by_role("img", name="Events per second").locator("canvas")).to_be_visible()
+    expect(page.locator(".stat").filter(has_text="findings in range")).to_contain_text(str(total))
+    hosts = page.get_by_role("region", name="Top hosts")
+    expect(hosts.get_by_role("row").filter(has_text="app-03")).to_be_visible()
+    expect(page.get_by_role("region", name="Top rules").get_by_role("link").first).to_be_visible()
+
+
 def test_rule_editor_shows_errors_at_their_line_and_runs_tests(stack: Stack, new_page):
     page = new_page()
     sign_in(page, stack)

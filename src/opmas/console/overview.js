@@ -43,9 +43,10 @@ function Chart({ title, series, unit }) {
 }
 
 function Top({ title, rows, label, link }) {
+  const id = `top-${label}`;
   return html`
-    <section class="card">
-      <h3>${title}</h3>
+    <section class="card" aria-labelledby=${id}>
+      <h3 id=${id}>${title}</h3>
       ${rows.length ? html`
         <table>
           <thead><tr><th scope="col">${label}</th><th scope="col" class="num">findings</th></tr></thead>
