@@ -114,9 +114,11 @@ async def test_an_agent_cannot_use_other_subjects(callout_nats, registry, callou
         texts = [str(e).lower() for e in errors]  # nats-py lowers the server's text
         for subject in (events_subject("agent-2"), status_subject("agent-2"), "opmas.findings.high",
                         "opmas.engine.reload", "$JS.API.STREAM.DELETE.OPMAS_EVENTS"):
-            assert any("permissions violation for publish" in t and subject.lower() in t for t in texts), (subject, texts)
+            assert any("permissions violation for publish" in t and subject.lower() in t
+                       for t in texts), (subject, texts)
         for subject in (control_subject("agent-2"), f"{inbox_prefix('agent-2')}.>", "opmas.events.>"):
-            assert any("permissions violation for subscription" in t and subject.lower() in t for t in texts), (subject, texts)
+            assert any("permissions violation for subscription" in t and subject.lower() in t
+                       for t in texts), (subject, texts)
         # nothing the agent forged was delivered; its own subject still works on the same connection
         await agent.publish(events_subject("agent-1"), b"own")
         await agent.flush()
@@ -225,3 +227,20 @@ async def test_a_response_signed_by_another_key_is_refused(callout_nats, registr
     finally:
         await service.stop()
         await nc.close()
+
+
+async def test_postgres_lookup(registry):
+    from psycopg.rows import dict_row
+    from psycopg_pool import AsyncConnectionPool
+
+    await registry.add("agent-1", "secret-1")
+    await registry.add("agent-off", "secret-2", disabled=True)
+    async with AsyncConnectionPool(registry.url, open=False, kwargs={"row_factory": dict_row}) as pool:
+        for lookup in (PostgresAgentLookup(url=registry.url), PostgresAgentLookup(pool=pool)):
+            secret_hash, disabled = await lookup("agent-1")
+            assert secret_hash.startswith("$2") and disabled is False
+            assert (await lookup("agent-off"))[1] is True
+            assert await lookup("agent-2") is None
+            assert await lookup("agent:agent-1") is None  # ids, not principal ids
+        await registry.delete("agent-1")
+        assert await PostgresAgentLookup(pool=pool)("agent-1") is None

@@ -79,9 +79,16 @@ def load_or_create_keys(directory: Path) -> CalloutKeys:
     path = directory / ISSUER_SEED_FILE
     if not path.exists():
         seed = natsjwt.create_keypair(natsjwt.PREFIX_ACCOUNT).seed
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        partial = directory / f".{ISSUER_SEED_FILE}.{os.getpid()}"
+        fd = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         with os.fdopen(fd, "wb") as f:
             f.write(seed + b"\n")
+        try:
+            os.link(partial, path)  # whole, and never over a key another process made meanwhile
+        except FileExistsError:
+            pass
+        finally:
+            partial.unlink()
     os.chmod(path, 0o600)
     seed = path.read_bytes().strip()
     try:
@@ -143,10 +150,12 @@ class AuthCalloutService:
     """Answers the server's authorization requests for agents.
 
     ``nc`` is a connection of the callout's user (an ``auth_users`` identity of the callout account;
-    it subscribes to ``$SYS.REQ.USER.AUTH``); ``account`` the account agents are placed in; ``system_nc``, a connection of the system account, is needed only
-    for :meth:`disconnect`. ``secret_cache_ttl``: seconds a verified (agent, secret) is trusted
-    without bcrypt (the registry is still read on every connection, so a deleted or disabled
-    agent is refused at once).
+    it subscribes to ``$SYS.REQ.USER.AUTH``); ``account`` the account agents are placed in;
+    ``system_nc``, a connection of the system account, is needed only for :meth:`disconnect`.
+    ``user_ttl``: seconds a user JWT is valid (the server then disconnects the client).
+    ``secret_cache_ttl``: seconds a verified (agent, secret) is trusted without bcrypt (the
+    registry is still read on every connection, so a deleted or disabled agent is refused at
+    once). ``reserved_users``: names never taken as agent ids (the ``auth_users``).
     """
 
     def __init__(self, nc: NATS, keys: CalloutKeys, lookup: AgentLookup, *, account: str = ACCOUNT,
