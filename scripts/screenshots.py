@@ -16,7 +16,7 @@ sys.path.insert(0, str(REPO))  # tests.browser.stack: the browser tests' stack a
 
 from tests.browser.stack import chromium_path, launch, running_stack, sign_in, skip_reason, wait_until_replayed  # noqa: E402
 
-FINDING_RULE = "d74dad0c-3165-46ef-8e5d-e57c8fb667f0"  # Privileged User Has Been Created: a finding with fields
+FINDING_RULE = "ce1f881a-74c7-4f2c-9c74-bfe7098eb43a"  # Webshell Command Execution Via Request Parameter: a field shown
 
 
 def main() -> int:

@@ -94,6 +94,7 @@ def test_acknowledge_a_finding(replayed: Stack, new_page):
     expect(history).to_contain_text("acknowledged")
     event = page.locator("article.event").first  # the matched event, pretty-printed
     expect(event).to_contain_text('"process": {')
+    expect(event.locator("mark")).to_have_text(re.compile(r'^"message": "new user: '))  # the rule's keywords search it
     expect(page.locator("pre.yaml")).to_contain_text(f"id: {PRIVILEGED_USER_RULE}")
     expect(page.get_by_role("heading", name="Around this time")).to_be_visible()
     expect(page.locator("table.around tr.matched")).to_have_count(1)

@@ -2,6 +2,8 @@
 served by the management API at ``/`` (``opmas up``). See docs/console.md."""
 from __future__ import annotations
 
+import json
+from functools import lru_cache
 from pathlib import Path
 
 from starlette.exceptions import HTTPException
@@ -23,7 +25,25 @@ SECURITY_HEADERS = {
     "X-Frame-Options": "DENY",
     "Cache-Control": "no-cache",  # revalidated (ETag), so an upgrade is seen at once
 }
+FIELD_ALIASES = "/field-aliases.json"  # for highlighting the fields a rule tests in an event
 NOT_CONSOLE = ("/api/", "/metrics")  # what the API's routers answer: unknown paths there stay the API's 404
+
+
+@lru_cache(maxsize=1)
+def field_aliases() -> bytes:
+    """The shipped logsource mappings' field names, for the console: ``{"fields": {sigma field: [event
+    paths]}, "keywords": [event paths Sigma keywords search]}`` (shipped configuration, no data)."""
+    from opmas.core.logsource import builtin_mappings
+
+    fields: dict[str, set[str]] = {}
+    keywords: set[str] = set()
+    for mapping in builtin_mappings():
+        for entry in mapping.entries:
+            for sigma_name, path in entry.fields:
+                fields.setdefault(sigma_name, set()).add(path)
+        keywords.update(mapping.keywords or ())
+    return json.dumps({"fields": {name: sorted(paths) for name, paths in sorted(fields.items())},
+                       "keywords": sorted(keywords)}).encode()
 
 
 class ConsoleFiles(StaticFiles):
@@ -39,6 +59,10 @@ class ConsoleFiles(StaticFiles):
         path = scope.get("path", "")
         if scope["type"] == "http" and (path.startswith(NOT_CONSOLE) or path.rstrip("/") in ("/api", "/metrics")):
             raise HTTPException(404)
+        if path == FIELD_ALIASES and scope["method"] in ("GET", "HEAD"):
+            response = Response(field_aliases(), media_type="application/json", headers=SECURITY_HEADERS)
+            await response(scope, receive, send)
+            return
         await super().__call__(scope, receive, send)
 
     async def get_response(self, path: str, scope: Scope) -> Response:

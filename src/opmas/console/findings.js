@@ -2,7 +2,7 @@
 import { useEffect, useMemo, useRef, useState } from './vendor/hooks.module.js';
 import { api, can, live } from './api.js';
 import { ErrorNote, fmtTime, html, Loading, SEVERITIES, Severity, Status, STATUSES } from './ui.js';
-import { JsonView, ruleFields } from './json.js';
+import { fieldAliases, highlightPaths, JsonView } from './json.js';
 
 const PAGE = 50;
 const SORTS = [['-time', 'newest first'], ['time', 'oldest first'], ['-severity', 'most severe first'],
@@ -304,6 +304,8 @@ export function FindingPage({ me, id }) {
   const [rule, setRule] = useState(null);
   const [error, setError] = useState(null);
   const [version, setVersion] = useState(0);
+  const [aliases, setAliases] = useState({});
+  useEffect(() => { fieldAliases().then(setAliases); }, []);
   useEffect(() => {
     setFinding(null); setEvents(null); setRule(null); setError(null);
     (async () => {
@@ -318,7 +320,7 @@ export function FindingPage({ me, id }) {
       }
     })();
   }, [id]);
-  const fields = useMemo(() => (rule && rule.source ? ruleFields(rule.source) : new Set()), [rule]);
+  const fields = useMemo(() => (rule && rule.source ? highlightPaths(rule.source, aliases) : new Set()), [rule, aliases]);
 
   if (error) return html`<p><a href="#/findings">← Findings</a></p><${ErrorNote} error=${error} />`;
   if (!finding) return html`<${Loading} />`;
@@ -341,7 +343,7 @@ export function FindingPage({ me, id }) {
         onChange=${f => { setFinding(f); setVersion(v => v + 1); }} />` : null}
     <section aria-labelledby="events-h">
       <h2 id="events-h">Matched events (${(finding.event_ids || []).length})</h2>
-      ${fields.size ? html`<p class="muted">Highlighted: the fields the rule tests (${[...fields].join(', ')}).</p>` : null}
+      ${fields.size ? html`<p class="muted">Highlighted: the fields the rule tests, or keywords search.</p>` : null}
       ${!can(me, 'events:read') ? html`<p class="muted">Reading events needs events:read.</p>` : null}
       ${events === null ? html`<${Loading} />` : events.map(e => html`
         <article class="event">

@@ -1,14 +1,16 @@
 // Pretty-printed JSON with some fields highlighted, and the fields a Sigma rule's detection tests.
 import { html } from './ui.js';
 
-// The field names a rule's `detection` selections test: the keys under each selection (or under the
-// list items of one), before any `|modifier`. A line scan of the YAML, not a YAML parser.
+// What a rule's `detection` selections test: the keys under each selection (or under its list
+// items), before any `|modifier`, and whether a selection is a list of keywords. A line scan of the
+// YAML, not a YAML parser.
 export function ruleFields(source) {
   const fields = new Set();
-  const lines = source.split('\n');
+  let keywords = false;
   let detectionIndent = null;
   let selectionIndent = null;
-  for (const raw of lines) {
+  let childIndent = null;
+  for (const raw of source.split('\n')) {
     const line = raw.replace(/\s+#.*$/, '');
     if (!line.trim() || line.trim().startsWith('#')) continue;
     const indent = line.length - line.trimStart().length;
@@ -19,15 +21,37 @@ export function ruleFields(source) {
     if (indent <= detectionIndent) { detectionIndent = null; selectionIndent = null; continue; }
     if (selectionIndent === null || indent <= selectionIndent) {
       selectionIndent = indent;  // a selection (or condition, timeframe) of detection
+      childIndent = null;
       continue;
     }
+    if (childIndent === null) childIndent = indent;
     const match = line.match(/^\s*(?:-\s+)?(['"]?)([^'":\s][^'":]*?)\1\s*:(\s|$)/);
     if (match) {
       const name = match[2].split('|')[0].trim();
       if (name && name !== 'condition' && name !== 'timeframe') fields.add(name);
+    } else if (indent === childIndent && /^\s*-\s/.test(line)) {
+      keywords = true;  // a list of plain values right under a selection
     }
   }
-  return fields;
+  return { fields, keywords };
+}
+
+// The event paths to highlight for a rule: its field names, what the shipped logsource mappings
+// map them to (/field-aliases.json) and, for keywords, the fields keywords search.
+export function highlightPaths(source, aliases) {
+  const { fields, keywords } = ruleFields(source);
+  const paths = new Set(fields);
+  for (const name of fields) for (const path of (aliases.fields || {})[name] || []) paths.add(path);
+  if (keywords) for (const path of aliases.keywords || []) paths.add(path);
+  return paths;
+}
+
+let aliasesLoaded = null;
+export function fieldAliases() {
+  if (!aliasesLoaded) {
+    aliasesLoaded = fetch('/field-aliases.json').then(r => (r.ok ? r.json() : {}), () => ({}));
+  }
+  return aliasesLoaded;
 }
 
 function Value({ value }) {
@@ -59,7 +83,7 @@ function node(value, path, fields, indent, out) {
     out.push('{\n');
     keys.forEach((key, i) => {
       const full = path ? `${path}.${key}` : key;
-      const hit = fields.has(full) || (fields.has(key) && !path);
+      const hit = fields.has(full) || fields.has(key);  // a nested key: EVTX data fields
       const leaf = value[key] === null || typeof value[key] !== 'object';
       const line = [html`<span class="j-key">${JSON.stringify(key)}</span>`, ': '];
       node(value[key], full, fields, indent + 1, line);
