@@ -1,8 +1,8 @@
 """The console in a real browser: ``opmas up`` in a subprocess (free ports, a temp data dir) for
-the session, and Playwright driving Debian's chromium headless (never a downloaded browser).
+the module, and Playwright driving Debian's chromium headless (never a downloaded browser).
 
 Without chromium (``/usr/bin/chromium``, or ``OPMAS_CHROMIUM``) or the ``playwright`` package, the
-tests skip and say why. The session's stack is shared: ``replayed`` replays the sample log once."""
+tests skip and say why. The module's stack is shared: ``replayed`` replays the sample log once."""
 from __future__ import annotations
 
 import os
@@ -21,7 +21,7 @@ def pytest_collection_modifyitems(config, items):
                 item.add_marker(pytest.mark.skip(reason=reason))
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def stack() -> Iterator[Stack]:
     if skip_reason():
         pytest.skip(skip_reason())
@@ -29,7 +29,7 @@ def stack() -> Iterator[Stack]:
         yield running
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def replayed(stack: Stack) -> Stack:
     """The sample log replayed (by the live-finding test, else here), its findings stored and its
     events archived."""
@@ -39,7 +39,7 @@ def replayed(stack: Stack) -> Stack:
     return stack
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def browser(stack: Stack):
     from playwright.sync_api import expect, sync_playwright
 
