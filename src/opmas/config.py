@@ -9,6 +9,7 @@ data dir". ``reference()`` renders every setting as the table in docs/configurat
 """
 from __future__ import annotations
 
+import ipaddress
 import os
 from dataclasses import MISSING, Field, dataclass, field, fields, is_dataclass, replace
 from pathlib import Path
@@ -17,6 +18,16 @@ from typing import Any, Iterator, Mapping
 from opmas.core.correlation import DEFAULT_IDLE_TIMEOUT, DEFAULT_LATENESS, DEFAULT_MAX_FUTURE
 from opmas.core.sigma.yamldoc import YamlError, load_yaml
 from opmas.paths import DEFAULT_DATA_DIR, RULES_DIR
+
+
+def is_loopback(address: str) -> bool:
+    """Whether a listen address only takes connections from this machine."""
+    if address == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(address).is_loopback
+    except ValueError:
+        return False
 
 
 class ConfigError(ValueError):
@@ -102,7 +113,7 @@ class KafkaConfig:
 class ApiConfig:
     """The management API (REST and WebSocket), served by ``opmas up`` and ``opmas api``."""
 
-    host: str = setting("127.0.0.1", "OPMAS_API_HOST", "listen address")
+    host: str | None = setting(None, "OPMAS_API_HOST", "listen address; empty: `listen`")
     port: int = setting(8080, "OPMAS_API_PORT", "listen port")
     jwt_secret: str | None = setting(None, "OPMAS_JWT_SECRET", "JWT signing secret; else generated once under "
                                                                 "the data dir", secret=True)
@@ -123,6 +134,19 @@ class ApiConfig:
 
 
 @dataclass(frozen=True)
+class TlsConfig:
+    """TLS on the embedded NATS server's client port and on the API (HTTPS, WSS): docs/security.md."""
+
+    mode: str = setting("auto", "OPMAS_TLS", "on, off, or auto: on when `listen` is not a loopback address")
+    cert: str | None = setting(None, "OPMAS_TLS_CERT", "the servers' certificate chain (PEM); empty: issued by "
+                                                       "the local CA under the data dir")
+    key: str | None = setting(None, "OPMAS_TLS_KEY", "the private key of tls.cert (PEM)")
+    ca: str | None = setting(None, "OPMAS_TLS_CA", "the CA that clients trust (PEM); empty: the local CA")
+    names: tuple[str, ...] = setting((), "OPMAS_TLS_NAMES", "more host names and addresses the local CA's "
+                                                            "server certificate covers (separated by ',')")
+
+
+@dataclass(frozen=True)
 class AgentConfig:
     """The shipped agents (``opmas agent tail|syslog``)."""
 
@@ -137,6 +161,8 @@ class Config:
     """Everything OPMAS's commands need, as one tree of sections."""
 
     data_dir: Path = setting(DEFAULT_DATA_DIR, "OPMAS_DATA_DIR", "where embedded servers and generated secrets live")
+    listen: str = setting("127.0.0.1", "OPMAS_LISTEN", "address the embedded NATS server and the API listen on "
+                                                       "(0.0.0.0: every interface); beyond loopback, TLS is on")
     log_level: str = setting("INFO", "OPMAS_LOG_LEVEL", "DEBUG, INFO, WARNING or ERROR")
     shutdown_timeout: float = setting(10.0, "OPMAS_SHUTDOWN_TIMEOUT",
                                       "seconds `opmas up` waits for the engine after a stop signal")
@@ -149,6 +175,7 @@ class Config:
     kafka: KafkaConfig = setting(KafkaConfig, None, "", factory=True)
     api: ApiConfig = setting(ApiConfig, None, "", factory=True)
     agent: AgentConfig = setting(AgentConfig, None, "", factory=True)
+    tls: TlsConfig = setting(TlsConfig, None, "", factory=True)
 
     @property
     def nats_dir(self) -> Path:
@@ -163,6 +190,20 @@ class Config:
         return self.data_dir / "clickhouse"
 
     @property
+    def tls_dir(self) -> Path:
+        """The local CA and the server certificate it issued."""
+        return self.data_dir / "tls"
+
+    @property
+    def tls_on(self) -> bool:
+        """Whether the embedded NATS server and the API serve TLS only."""
+        return self.tls.mode == "on" or (self.tls.mode == "auto" and not is_loopback(self.listen))
+
+    @property
+    def api_host(self) -> str:
+        return self.api.host or self.listen
+
+    @property
     def nats_url_file(self) -> Path:
         """Where a running ``opmas up`` writes its embedded NATS URL (its port may differ)."""
         return self.data_dir / "nats.url"
@@ -174,14 +215,14 @@ class Config:
             return self.nats.url
         if self.nats_url_file.exists():
             return self.nats_url_file.read_text().strip()
-        return f"nats://127.0.0.1:{self.nats.port}"
+        return f"{'tls' if self.tls_on else 'nats'}://127.0.0.1:{self.nats.port}"
 
     def client_api_url(self) -> str:
         """The management API URL clients (agents) use: the configured one, else this machine's API."""
         if self.agent.api_url:
             return self.agent.api_url
-        host = "127.0.0.1" if self.api.host in ("0.0.0.0", "::", "") else self.api.host
-        return f"http://{host}:{self.api.port}"
+        host = "127.0.0.1" if self.api_host in ("0.0.0.0", "::", "") else self.api_host
+        return f"{'https' if self.tls_on else 'http'}://{host}:{self.api.port}"
 
     def with_overrides(self, **values: Any) -> "Config":
         """A copy with command-line values: top-level settings by name, sections as mappings
@@ -262,7 +303,9 @@ def _check(config: Config, origin: str) -> None:
                         (p.max_future >= 0, "pipeline.max_future must be >= 0"),
                         (p.partition_idle > 0, "pipeline.partition_idle must be > 0"),
                         (config.shutdown_timeout >= 0, "shutdown_timeout must be >= 0"),
-                        (0 < config.api.port < 65536, "api.port must be in 1..65535")):
+                        (0 < config.api.port < 65536, "api.port must be in 1..65535"),
+                        (config.tls.mode in ("on", "off", "auto"), "tls.mode must be on, off or auto"),
+                        (bool(config.tls.cert) == bool(config.tls.key), "tls.cert and tls.key go together")):
         if not ok:
             raise ConfigError(f"{origin}: {problem}")
 

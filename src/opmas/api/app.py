@@ -7,7 +7,6 @@ import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
-import nats
 import psycopg
 from fastapi import Depends, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -16,6 +15,7 @@ from psycopg_pool import AsyncConnectionPool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from opmas.connectors.clickhouse.archive import Archive, connect
+from opmas.connectors.nats.client import connect as connect_nats
 from opmas.connectors.postgres.migrations import migrate
 from opmas.api.auth import TokenIssuer, load_jwt_secret
 from opmas.api.bootstrap import bootstrap_admin, deliver_admin_secret
@@ -47,7 +47,7 @@ async def open_state(settings: ApiSettings, archive: Archive | None = None) -> A
     pool = AsyncConnectionPool(settings.db_url, min_size=1, max_size=10, open=False, timeout=5,
                                kwargs={"autocommit": True, "row_factory": dict_row})
     await pool.open(wait=True, timeout=30)
-    nc = await nats.connect(settings.nats_url, name="opmas-management", max_reconnect_attempts=-1)
+    nc = await connect_nats(settings.nats_url, "opmas-management", persistent=True, tls=settings.nats_tls)
     issuer = TokenIssuer(load_jwt_secret(settings.jwt_secret, settings.data_dir), settings.token_ttl)
     if archive is not None:
         events = EventArchive(archive, owned=False)
@@ -77,7 +77,7 @@ def create_app(settings: ApiSettings, archive: Archive | None = None) -> FastAPI
         app.state.opmas = state
         secret = await bootstrap_admin(state)
         if secret:
-            path = deliver_admin_secret(secret, f"http://{settings.host}:{settings.port}", settings.data_dir)
+            path = deliver_admin_secret(secret, settings.base_url, settings.data_dir)
             if path is None:
                 log.warning("admin principal created; its secret was printed on the terminal, once")
             else:

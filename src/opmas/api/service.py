@@ -31,9 +31,11 @@ async def serve(settings: ApiSettings, stop_event: asyncio.Event | None = None,
                 archive: Archive | None = None) -> None:
     """Serve the API on ``settings.host:port`` until ``stop_event`` is set (or, without one,
     until SIGINT/SIGTERM); ``archive``: the engine's event archive, when in its process."""
+    tls = settings.tls
     config = uvicorn.Config(create_app(settings, archive), host=settings.host, port=settings.port,
                             log_config=None, access_log=False, lifespan="on", ws="websockets-sansio",
-                            ws_max_size=WS_MAX_MESSAGE_BYTES)
+                            ws_max_size=WS_MAX_MESSAGE_BYTES, ssl_certfile=tls and str(tls.cert),
+                            ssl_keyfile=tls and str(tls.key))
     server = (_EmbeddedServer if stop_event is not None else uvicorn.Server)(config)
     watcher = None
     if stop_event is not None:
@@ -63,12 +65,11 @@ def port_or_free(host: str, port: int) -> int:
 async def up_service(config: Config, stack: Stack, stop: asyncio.Event) -> None:
     """The management API as a service of ``opmas up`` (on the stack's NATS and PostgreSQL; reading
     the stack's embedded chdb archive, or with a client of its own the ClickHouse server)."""
-    settings = ApiSettings.from_config(config, stack.db_url, stack.nats_url)
+    settings = ApiSettings.from_config(config, stack.db_url, stack.nats_url, tls=stack.tls)
     settings = replace(settings, port=port_or_free(settings.host, settings.port))
-    print(f"  API         http://{settings.host}:{settings.port}{API_PREFIX}  (OpenAPI {API_PREFIX}/docs,"
-          f" Prometheus /metrics)", file=sys.stderr, flush=True)
-    print(f"  console     http://{settings.host}:{settings.port}/  (sign in: principal admin and its secret)",
+    print(f"  API         {settings.base_url}{API_PREFIX}  (OpenAPI {API_PREFIX}/docs, Prometheus /metrics)",
           file=sys.stderr, flush=True)
+    print(f"  console     {settings.base_url}/  (sign in: principal admin and its secret)", file=sys.stderr, flush=True)
     try:
         await serve(settings, stop, stack.archive if "clickhouse" in stack.embedded else None)
     except Exception:  # the engine keeps running without its API

@@ -39,15 +39,17 @@ def api_command(args: argparse.Namespace) -> int:
     from opmas.api.settings import ApiSettings
     from opmas.config import ConfigError
     from opmas.logs import setup_logging
+    from opmas.runtime.tls import server_tls
 
     try:
         config, db_url, nats_url = _urls(args.config)
-        settings = ApiSettings.from_config(config, db_url, nats_url, host=args.host, port=args.port)
+        settings = ApiSettings.from_config(config, db_url, nats_url, host=args.host, port=args.port,
+                                           tls=server_tls(config))
     except (ConfigError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     setup_logging(config.log_level)
-    print(f"management API on http://{settings.host}:{settings.port}/api/v1", file=sys.stderr, flush=True)
+    print(f"management API on {settings.base_url}/api/v1", file=sys.stderr, flush=True)
     asyncio.run(serve(settings))
     return 0
 

@@ -145,11 +145,12 @@ def reload_command(args: argparse.Namespace) -> int:
 
     from opmas.connectors.nats.control import request_reload
     from opmas.config import load_config
+    from opmas.runtime.tls import client_tls
 
     config = load_config()
     url = args.nats or config.client_nats_url()
     try:
-        answer = asyncio.run(request_reload(url))
+        answer = asyncio.run(request_reload(url, tls=client_tls(config)))
     except (OSError, nats.errors.NoServersError, nats.errors.NoRespondersError, nats.errors.TimeoutError) as exc:
         print(f"error: no engine answered on {url}: {type(exc).__name__} (is `opmas up` running?)", file=sys.stderr)
         return 2

@@ -128,6 +128,7 @@ async def run_up(config: Config) -> int:
 
 
 def _print_where(config: Config, stack: "Stack") -> None:
+    from opmas.config import is_loopback
     from opmas.logs import redact
 
     kind = {True: "embedded", False: "external"}
@@ -139,4 +140,8 @@ def _print_where(config: Config, stack: "Stack") -> None:
         f"  rules       {', '.join(map(str, config.pipeline.rules))}",
         "  findings on opmas.findings.<severity>, dead letters on opmas.deadletter; Ctrl-C stops",
     ]
+    if stack.tls is not None:
+        lines.insert(1, f"  TLS         CA {stack.tls.ca}  fingerprint {stack.tls.fingerprint}")
+    elif not is_loopback(config.listen):
+        lines.insert(1, "  TLS         off (tls.mode off): plaintext beyond this machine")
     print(redact("\n".join(lines)), file=sys.stderr, flush=True)  # an external URL's password stays out

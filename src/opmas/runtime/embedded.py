@@ -18,8 +18,14 @@ import time
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+import orjson
 
 from opmas.runtime.processes import STOP_SIGNALS, cmdline, find, spawn, stop_pid
+
+if TYPE_CHECKING:
+    from opmas.runtime.tls import ServerTls
 
 NATS_PAYLOAD_LIMIT = 64 << 20  # the largest max_payload nats-server takes
 # PostgreSQL: fast shutdown (clients cut, checkpoint), then immediate, then SIGKILL.
@@ -88,10 +94,11 @@ class NatsServer:
     store_dir: Path
     log_file: Path | None = None
     process: subprocess.Popen | None = None
+    tls: bool = False  # clients must speak TLS
 
     @property
     def url(self) -> str:
-        return f"nats://{self.host}:{self.port}"
+        return f"{'tls' if self.tls else 'nats'}://{self.host}:{self.port}"
 
     @property
     def alive(self) -> bool:
@@ -148,12 +155,13 @@ def nats_server_binary() -> str:
 
 
 def start_nats(store_dir: Path, port: int | None = None, host: str = "127.0.0.1",
-               log_file: Path | None = None, max_payload: int = 1 << 20) -> NatsServer:
+               log_file: Path | None = None, max_payload: int = 1 << 20, tls: ServerTls | None = None) -> NatsServer:
     """Start nats-server with JetStream storing under ``store_dir``, taking messages up to
     ``max_payload`` bytes. ``opmas up`` passes the engine's ``max_message_bytes``: clients learn
     the limit from the server (the agent SDK and ``opmas replay`` split their batches below it)
     and a larger message is refused to its publisher. A given ``port`` held by another program
-    is :class:`PortTaken`."""
+    is :class:`PortTaken`. With ``tls`` the client port speaks TLS only (a plaintext client is refused).
+    ``host`` 0.0.0.0 listens on every interface; the URL then names this machine by its loopback address."""
     binary = nats_server_binary()
     store_dir.mkdir(parents=True, exist_ok=True)
     stop_leftover_nats(store_dir)
@@ -161,10 +169,15 @@ def start_nats(store_dir: Path, port: int | None = None, host: str = "127.0.0.1"
         raise PortTaken(f"NATS port {host}:{port} is used by another program: stop it, or set "
                         "OPMAS_NATS_PORT (nats_port) to a free port, or NATS_URL to use that server")
     port = port or free_port(host)
-    config = store_dir / "nats.conf"  # max_payload has no command-line flag
-    config.write_text(f"max_payload: {max_payload}\n")
+    config = store_dir / "nats.conf"  # max_payload and tls have no command-line flag
+    lines = [f"max_payload: {max_payload}"]
+    if tls is not None:
+        lines.append(f"tls {{ cert_file: {orjson.dumps(str(tls.cert)).decode()}, "
+                     f"key_file: {orjson.dumps(str(tls.key)).decode()}, timeout: 5 }}")
+    config.write_text("\n".join(lines) + "\n")
+    reach = "127.0.0.1" if host in ("0.0.0.0", "") else "::1" if host == "::" else host
     server = NatsServer([binary, "-c", str(config), "-js", "-sd", str(store_dir), "-a", host, "-p", str(port)],
-                        host, port, store_dir, log_file)
+                        reach, port, store_dir, log_file, tls=tls is not None)
     server.start()
     return server
 

@@ -10,6 +10,7 @@ from opmas.config import Config
 from opmas.runtime.datadir import lock_data_dir, make_private
 from opmas.runtime.embedded import NATS_PAYLOAD_LIMIT, start_nats, start_postgres
 from opmas.runtime.supervise import Server
+from opmas.runtime.tls import ServerTls, server_tls
 
 log = logging.getLogger("opmas.stack")
 
@@ -22,6 +23,7 @@ class Stack:
     db_url: str
     archive: Archive
     archive_location: str
+    tls: ServerTls | None = None  # the listeners' TLS files (None: plaintext on loopback)
     embedded: list[str] = field(default_factory=list)  # names of the servers started here
     servers: dict[str, Server] = field(default_factory=dict)  # the embedded servers, to supervise
     _stops: list[Callable[[], None]] = field(default_factory=list)
@@ -46,10 +48,12 @@ def start_stack(config: Config) -> Stack:
     embedded: list[str] = []
     servers: dict[str, Server] = {}
     try:
+        tls = server_tls(config)
         nats_url = config.nats.url
         if not nats_url:
-            nats = start_nats(config.nats_dir, port=config.nats.port, log_file=config.data_dir / "nats.log",
-                              max_payload=min(config.nats.max_message_bytes, NATS_PAYLOAD_LIMIT))
+            nats = start_nats(config.nats_dir, port=config.nats.port, host=config.listen,
+                              log_file=config.data_dir / "nats.log",
+                              max_payload=min(config.nats.max_message_bytes, NATS_PAYLOAD_LIMIT), tls=tls)
             stops.append(nats.stop)
             servers["nats"] = nats
             url_file = config.nats_url_file
@@ -74,4 +78,4 @@ def start_stack(config: Config) -> Stack:
         for stop in reversed(stops):
             stop()
         raise
-    return Stack(nats_url, db_url, archive, location, embedded, servers, stops)
+    return Stack(nats_url, db_url, archive, location, tls, embedded, servers, stops)

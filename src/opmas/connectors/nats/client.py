@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import ssl
 from typing import Any
 
 import nats
@@ -15,9 +16,12 @@ log = logging.getLogger("opmas.nats")
 NATS_ERRORS = (nats.errors.Error, nats.js.errors.Error, asyncio.TimeoutError)
 
 
-async def connect(url: str, name: str, persistent: bool = False, **options: Any) -> Client:
+async def connect(url: str, name: str, persistent: bool = False, tls: ssl.SSLContext | None = None,
+                  **options: Any) -> Client:
     """A NATS connection. ``persistent`` (servers): reconnect forever, problems logged as warnings;
-    otherwise (command-line tools): fail fast after a couple of tries, problems logged at debug."""
+    otherwise (command-line tools): fail fast after a couple of tries, problems logged at debug.
+    ``tls``: what the client trusts when the server speaks TLS (runtime/tls.py ``client_tls``; None:
+    the system's CAs)."""
     level = logging.WARNING if persistent else logging.DEBUG
 
     async def on_error(exc: Exception) -> None:
@@ -30,6 +34,8 @@ async def connect(url: str, name: str, persistent: bool = False, **options: Any)
         options.setdefault("max_reconnect_attempts", 2)
         options.setdefault("reconnect_time_wait", 0.2)
         options.setdefault("connect_timeout", 3)
+    if tls is not None:
+        options["tls"] = tls
     return await nats.connect(url, name=name, error_cb=on_error, **options)
 
 
