@@ -48,7 +48,7 @@ def test_sign_in_keeps_the_token_out_of_the_url(stack: Stack, new_page):
 
 def test_a_finding_arrives_live(stack: Stack, new_page):
     if stack.replayed:
-        pytest.skip("the sample log was replayed already in this session (this test runs before those needing it)")
+        pytest.skip("the sample log was replayed already on this stack (this test runs before those needing it)")
     page = new_page()
     sign_in(page, stack)
     page.get_by_role("navigation", name="Pages").get_by_role("link", name="Findings").click()
@@ -98,6 +98,23 @@ def test_acknowledge_a_finding(replayed: Stack, new_page):
     expect(page.locator("pre.yaml")).to_contain_text(f"id: {PRIVILEGED_USER_RULE}")
     expect(page.get_by_role("heading", name="Around this time")).to_be_visible()
     expect(page.locator("table.around tr.matched")).to_have_count(1)
+
+
+def test_findings_search_and_sort(replayed: Stack, new_page):
+    stack = replayed
+    page = new_page()
+    sign_in(page, stack)
+    page.goto(f"{stack.base}#/findings")
+    page.get_by_label("Sort").select_option(label="most severe first")
+    page.get_by_role("button", name="Apply").click()
+    expect(page.locator("table.findings tbody tr").first.locator(".sev")).to_have_text("critical")
+    page.get_by_label("Search").fill("c99.php")
+    page.get_by_role("button", name="Apply").click()
+    total = stack.get("/findings", q="c99.php", limit=1).json()["total"]
+    assert total > 0
+    expect(page.get_by_text(re.compile(r"^\d+ of \d+ shown$"))).to_have_text(f"{total} of {total} shown")
+    for title in page.locator("table.findings tbody tr td:nth-child(4)").all_inner_texts():
+        assert "c99.php" in title
 
 
 def test_overview_charts_and_tops(replayed: Stack, new_page):
