@@ -202,6 +202,9 @@ function Hunt({ yaml }) {
     }
   };
 
+  const cancel = async () => {
+    try { update(await api(`/hunts/${hunt.id}`, { method: 'DELETE' })); } catch (err) { setError(err.message); }
+  };
   const running = hunt && !TERMINAL.includes(hunt.status);
   return html`
     <section class="card" aria-labelledby="hunt-h">
@@ -215,6 +218,7 @@ function Hunt({ yaml }) {
         <label for="hunt-agent">Agent id (optional)</label>
         <input id="hunt-agent" value=${agent} onInput=${e => setAgent(e.target.value)} size="12" />
         <button type="button" onClick=${start} disabled=${running}>Hunt</button>
+        ${running ? html`<button type="button" class="secondary" onClick=${cancel}>Cancel hunt</button>` : null}
       </div>
       <${ErrorNote} error=${error} />
       ${hunt ? html`
