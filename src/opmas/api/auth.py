@@ -6,10 +6,8 @@ import secrets
 import time
 import uuid
 from dataclasses import dataclass
-from functools import lru_cache
 from pathlib import Path
 
-import bcrypt
 import jwt
 
 PERMISSIONS: tuple[str, ...] = (
@@ -48,33 +46,6 @@ class IssuedToken:
     token: str
     jti: str
     expires_at: float  # epoch seconds
-
-
-def new_secret() -> str:
-    """A fresh random credential (URL-safe, 256 bits)."""
-    return secrets.token_urlsafe(32)
-
-
-def hash_secret(secret: str) -> str:
-    """bcrypt hash of a secret (the form nats-server also accepts as a password); slow: call it off
-    the event loop."""
-    return bcrypt.hashpw(secret.encode(), bcrypt.gensalt(rounds=10)).decode()
-
-
-@lru_cache(maxsize=1)
-def _no_principal_hash() -> str:
-    return hash_secret(new_secret())
-
-
-def verify_secret(secret: str, secret_hash: str | None) -> bool:
-    """Whether ``secret`` matches ``secret_hash``. Without a hash (no such principal) a dummy hash is
-    checked, so that the answer takes as long and does not tell which principals exist. Slow (bcrypt):
-    call it off the event loop."""
-    try:
-        matches = bcrypt.checkpw(secret.encode(), (secret_hash or _no_principal_hash()).encode())
-    except ValueError:
-        return False
-    return matches and bool(secret_hash)
 
 
 def load_jwt_secret(configured: str | None, data_dir: Path) -> str:

@@ -12,7 +12,8 @@ import sys
 from pathlib import Path
 from typing import TextIO
 
-from opmas.api.auth import PERMISSIONS, hash_secret, new_secret, verify_secret
+from opmas.api.auth import PERMISSIONS
+from opmas.credentials import hash_secret, new_secret, verify_secret
 from opmas.api.db import execute, fetch_one
 from opmas.api.state import ApiState
 

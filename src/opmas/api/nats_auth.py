@@ -15,7 +15,7 @@ from dataclasses import dataclass
 import psycopg
 
 from opmas.connectors.nats.subjects import control_subject, events_subject, inbox_prefix, status_subject
-from opmas.api.auth import hash_secret
+from opmas.credentials import hash_secret
 
 SERVICE_USER = "opmas"
 _AGENTS_SQL = ("SELECT a.id, p.secret_hash FROM agents a JOIN principals p ON p.agent_id = a.id"

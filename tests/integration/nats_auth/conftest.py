@@ -10,7 +10,8 @@ import nats
 import psycopg
 import pytest
 
-from opmas.api.auth import AGENT_PERMISSIONS, hash_secret
+from opmas.api.auth import AGENT_PERMISSIONS
+from opmas.credentials import hash_secret
 from opmas.connectors.nats.auth_callout import (AuthCalloutService, CalloutKeys, PostgresAgentLookup,
                                                 callout_config, load_or_create_keys)
 from opmas.connectors.postgres.migrations import migrate

@@ -15,7 +15,8 @@ from pydantic import Field, field_validator
 from opmas.agents.config import SCHEMA_PATH as AGENT_CONFIG_SCHEMA_PATH, config_errors
 from opmas.connectors.nats.subjects import control_subject
 from opmas.core.event import format_time
-from opmas.api.auth import AGENT_PERMISSIONS, Principal, hash_secret, new_secret
+from opmas.api.auth import AGENT_PERMISSIONS, Principal
+from opmas.credentials import hash_secret, new_secret
 from opmas.api.db import execute, fetch_one, fetch_page
 from opmas.api.deps import Paging, current_principal, get_state, paging, require
 from opmas.api.errors import responses

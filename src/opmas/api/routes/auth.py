@@ -8,7 +8,8 @@ from datetime import datetime, timezone
 from fastapi import APIRouter, Depends, HTTPException, Request, status
 from pydantic import Field, field_validator
 
-from opmas.api.auth import PERMISSIONS, Principal, hash_secret, new_secret, verify_secret
+from opmas.api.auth import PERMISSIONS, Principal
+from opmas.credentials import hash_secret, new_secret, verify_secret
 from opmas.api.db import execute, fetch_one, fetch_page
 from opmas.api.deps import Paging, current_principal, get_state, paging, require, unauthorized
 from opmas.api.errors import responses

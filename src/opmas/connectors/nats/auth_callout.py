@@ -38,7 +38,7 @@ import nkeys
 from nats.aio.client import Client as NATS
 from nats.aio.msg import Msg
 
-from opmas.api.auth import verify_secret
+from opmas.credentials import verify_secret
 from opmas.connectors.nats import jwt as natsjwt
 from opmas.connectors.nats.subjects import control_subject, events_subject, inbox_prefix, status_subject
 
