@@ -14,7 +14,8 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))  # tests.browser.stack: the browser tests' stack and browser
 
-from tests.browser.stack import chromium_path, launch, running_stack, sign_in, skip_reason, wait_until_replayed  # noqa: E402
+from tests.browser.stack import chromium_path, launch, sign_in, skip_reason  # noqa: E402
+from tests.upstack import running_stack, wait_until_replayed  # noqa: E402
 
 FINDING_RULE = "ce1f881a-74c7-4f2c-9c74-bfe7098eb43a"  # Webshell Command Execution Via Request Parameter: a field shown
 

@@ -48,6 +48,9 @@ class NatsConfig:
 
     url: str | None = setting(None, "NATS_URL", "NATS server URL; empty: the embedded nats-server under the data dir")
     port: int = setting(4222, "OPMAS_NATS_PORT", "port of the embedded nats-server")
+    user: str | None = setting(None, "NATS_USER", "OPMAS's user on an external NATS server (the embedded one's "
+                                                  "identities are generated under the data dir)")
+    password: str | None = setting(None, "NATS_PASSWORD", "that user's password", secret=True)
     max_message_bytes: int = setting(1 << 20, "OPMAS_MAX_MESSAGE_BYTES", "larger messages are dead-lettered")
     stream_max_age: float = setting(7 * 24 * 3600.0, "OPMAS_STREAM_MAX_AGE", "seconds JetStream keeps events")
     stream_max_bytes: int = setting(10 << 30, "OPMAS_STREAM_MAX_BYTES", "bytes JetStream keeps of events")
@@ -154,6 +157,9 @@ class AgentConfig:
                                                          "give on this machine")
     enroll_token: str | None = setting(None, "OPMAS_ENROLL_TOKEN", "JWT with agents:register, needed on the first "
                                                                    "run only", secret=True)
+    ca_fingerprint: str | None = setting(None, "OPMAS_CA_FINGERPRINT",
+                                         "SHA-256 fingerprint of OPMAS's CA (printed by opmas up): the agent "
+                                         "fetches that CA once and then trusts it alone")
 
 
 @dataclass(frozen=True)
@@ -193,6 +199,14 @@ class Config:
     def tls_dir(self) -> Path:
         """The local CA and the server certificate it issued."""
         return self.data_dir / "tls"
+
+    @property
+    def trusted_ca(self) -> Path | None:
+        """The CA OPMAS's clients trust: ``tls.ca``, else the data dir's local CA where there is one."""
+        if self.tls.ca:
+            return Path(self.tls.ca)
+        local = self.tls_dir / "ca.pem"
+        return local if local.exists() else None
 
     @property
     def tls_on(self) -> bool:

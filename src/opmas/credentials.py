@@ -2,8 +2,10 @@
 a password) and checked, by the API and by the NATS auth callout alike."""
 from __future__ import annotations
 
+import os
 import secrets
 from functools import lru_cache
+from pathlib import Path
 
 import bcrypt
 
@@ -33,3 +35,23 @@ def verify_secret(secret: str, secret_hash: str | None) -> bool:
     except ValueError:
         return False
     return matches and bool(secret_hash)
+
+
+def write_private(path: Path, data: bytes, replace: bool = True) -> None:
+    """Write ``data`` to ``path``, readable by its owner only (0600) and whole: through a temporary
+    file of the same folder, renamed over ``path`` (``replace``), or linked where there is no file
+    yet (not ``replace``: a file another process made meanwhile is kept)."""
+    partial = path.with_name(f".{path.name}.{os.getpid()}.partial")
+    fd = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    try:
+        with os.fdopen(fd, "wb") as out:
+            out.write(data)
+        if replace:
+            os.replace(partial, path)
+        else:
+            try:
+                os.link(partial, path)
+            except FileExistsError:
+                pass
+    finally:
+        partial.unlink(missing_ok=True)

@@ -10,7 +10,8 @@ from collections.abc import Iterator
 
 import pytest
 
-from tests.browser.stack import Stack, launch, running_stack, skip_reason, wait_until_replayed
+from tests.browser.stack import launch, skip_reason
+from tests.upstack import Stack, running_stack, wait_until_replayed
 
 
 def pytest_collection_modifyitems(config, items):

@@ -14,8 +14,10 @@ import nats
 import pytest
 from playwright.sync_api import expect
 
-from tests.browser.stack import ADMIN_SECRET, Stack, sign_in
+from tests.browser.stack import sign_in
+from tests.upstack import ADMIN_SECRET, Stack
 from tests.expected import sample_objects
+from tests.natsauth import service_options
 
 PRIVILEGED_USER_RULE = "d74dad0c-3165-46ef-8e5d-e57c8fb667f0"  # linux/auth/lnx_auth_privileged_user_created.yml
 PRIVILEGED_USER_TITLE = "Privileged account created on app-03"
@@ -248,7 +250,8 @@ def test_a_reader_sees_no_write_controls(replayed: Stack, new_page):
 
 
 async def heartbeat(stack: Stack, agent_id: str) -> None:
-    nc = await nats.connect(f"nats://127.0.0.1:{stack.env['OPMAS_NATS_PORT']}")
+    nc = await nats.connect(f"nats://127.0.0.1:{stack.env['OPMAS_NATS_PORT']}",
+                            **service_options(stack.data_dir))
     try:
         await nc.publish(f"opmas.status.{agent_id}", json.dumps({"state": "running", "config_version": 1}).encode())
         await nc.flush()

@@ -35,8 +35,10 @@ import nats
 import orjson
 
 from opmas.agents.config import config_errors
+from opmas.agents.trust import UntrustedServer, agent_tls
 from opmas.connectors.nats.subjects import control_subject, events_subject, inbox_prefix, status_subject
 from opmas.core.event import format_time, parse_time
+from opmas.credentials import write_private
 
 log = logging.getLogger("opmas.agent")
 
@@ -73,6 +75,8 @@ class AgentSettings:
     agent_id: str | None = None
     enroll_token: str | None = None           # JWT with agents:register, used once to register
     credentials_file: Path | None = None      # keeps {agent_id, principal_id, secret}
+    ca_file: Path | None = None               # the CA of the API and NATS (TLS); else the pinned one:
+    ca_fingerprint: str | None = None         # SHA-256 of OPMAS's CA, fetched and kept once it matches
     principal_id: str | None = None
     secret: str | None = None
     config: dict[str, Any] = field(default_factory=dict)  # sent at registration
@@ -131,8 +135,14 @@ class SecurityAgent:
 
     async def start(self) -> None:
         """Register (if needed), authenticate, take the configuration, connect, start monitoring."""
-        self._http = httpx.AsyncClient(base_url=self.settings.management_url.rstrip("/") + "/api/v1",
-                                       timeout=15)
+        s = self.settings
+        try:
+            trust = await asyncio.to_thread(agent_tls, s.management_url, s.ca_file, s.ca_fingerprint,
+                                            s.credentials_file and s.credentials_file.with_suffix(".ca.pem"))
+        except (UntrustedServer, httpx.HTTPError) as exc:
+            raise AgentError(f"management at {s.management_url}: {exc}") from exc
+        self._http = httpx.AsyncClient(base_url=s.management_url.rstrip("/") + "/api/v1", timeout=15,
+                                       verify=trust if trust is not None else True)
         try:
             self._creds = await self._credentials()
             self.agent_id = self._creds.agent_id
@@ -145,7 +155,8 @@ class SecurityAgent:
         await self._apply_config(record["config"], record["config_version"])
         self.nc = await nats.connect(self.settings.nats_url, user=self.agent_id, password=self._creds.secret,
                                      name=f"opmas-agent-{self.agent_id}", inbox_prefix=inbox_prefix(self.agent_id),
-                                     max_reconnect_attempts=-1, error_cb=self._nats_error)
+                                     max_reconnect_attempts=-1, error_cb=self._nats_error,
+                                     **({"tls": trust} if trust is not None else {}))
         self._js = self.nc.jetstream()
         await self.nc.subscribe(control_subject(self.agent_id), cb=self._on_control)
         await self.heartbeat()
@@ -324,8 +335,7 @@ class SecurityAgent:
         creds = Credentials(r.json()["id"], issued["principal_id"], issued["secret"])
         if s.credentials_file:
             s.credentials_file.parent.mkdir(parents=True, exist_ok=True)
-            s.credentials_file.touch(mode=0o600)
-            s.credentials_file.write_bytes(orjson.dumps(asdict(creds)))
+            write_private(s.credentials_file, orjson.dumps(asdict(creds)))
         return creds
 
 

@@ -13,6 +13,7 @@ from fastapi.exceptions import RequestValidationError
 from psycopg.rows import dict_row
 from psycopg_pool import AsyncConnectionPool
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.routing import Route
 
 from opmas.connectors.clickhouse.archive import Archive, connect
 from opmas.connectors.nats.client import connect as connect_nats
@@ -31,7 +32,7 @@ from opmas.api.routes import overview
 from opmas.api.settings import ApiSettings
 from opmas.api.state import ApiState
 from opmas.api.validation import document_nul_refusal, refuse_nul
-from opmas.console import ConsoleFiles
+from opmas.console import ConsoleFiles, register_console_paths
 
 API_PREFIX = "/api/v1"
 log = logging.getLogger("management")
@@ -47,7 +48,7 @@ async def open_state(settings: ApiSettings, archive: Archive | None = None) -> A
     pool = AsyncConnectionPool(settings.db_url, min_size=1, max_size=10, open=False, timeout=5,
                                kwargs={"autocommit": True, "row_factory": dict_row})
     await pool.open(wait=True, timeout=30)
-    nc = await connect_nats(settings.nats_url, "opmas-management", persistent=True, tls=settings.nats_tls)
+    nc = await connect_nats(settings.nats_url, "opmas-management", persistent=True, **settings.nats_options)
     issuer = TokenIssuer(load_jwt_secret(settings.jwt_secret, settings.data_dir), settings.token_ttl)
     if archive is not None:
         events = EventArchive(archive, owned=False)
@@ -110,7 +111,11 @@ def create_app(settings: ApiSettings, archive: Archive | None = None) -> FastAPI
     app.include_router(health.router, prefix=API_PREFIX, dependencies=[Depends(refuse_nul)],
                        responses=responses(413, 422))
     app.include_router(metrics.router, **checked)
-    app.mount("/", ConsoleFiles(), name="console")  # last: the API's routes and /metrics win
+    # last, for GET and HEAD, and for no path of the API's: the API's routes win, another method on one of
+    # their paths is the API's 405, an unknown path under /api/ its 404
+    register_console_paths()
+    app.router.routes.append(Route("/{path:console}", ConsoleFiles(), methods=["GET", "HEAD"], name="console",
+                                   include_in_schema=False))
     app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
     generate_openapi = app.openapi
 

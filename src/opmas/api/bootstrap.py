@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import TextIO
 
 from opmas.api.auth import PERMISSIONS
-from opmas.credentials import hash_secret, new_secret, verify_secret
+from opmas.credentials import hash_secret, new_secret, verify_secret, write_private
 from opmas.api.db import execute, fetch_one
 from opmas.api.state import ApiState
 
@@ -76,8 +76,5 @@ def deliver_admin_secret(secret: str, base_url: str, data_dir: Path, terminal: T
     path = admin_secret_path(data_dir)
     path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
     os.chmod(path.parent, 0o700)
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o600)
-    with os.fdopen(fd, "w") as out:
-        os.fchmod(out.fileno(), 0o600)  # an older file may have had another mode
-        out.write(banner + "\n(delete this file once the secret is kept elsewhere)\n")
+    write_private(path, (banner + "\n(delete this file once the secret is kept elsewhere)\n").encode())
     return path

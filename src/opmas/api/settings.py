@@ -2,14 +2,14 @@
 plus what the running stack resolved (server URLs, data dir, rule files)."""
 from __future__ import annotations
 
-import ssl
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
 from opmas.config import ApiConfig, Config
 from opmas.paths import DEFAULT_DATA_DIR
-from opmas.runtime.tls import ServerTls, client_tls
+from opmas.runtime.nats_access import nats_options
+from opmas.runtime.tls import ServerTls
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -25,7 +25,7 @@ class ApiSettings(ApiConfig):
     lateness: float | None = None
     clickhouse_url: str | None = None  # a ClickHouse server holding the event archive (GET /events)
     tls: ServerTls | None = None  # HTTPS and WSS only, with these files; None: plain HTTP
-    nats_tls: ssl.SSLContext | None = None  # what the API trusts of a NATS server speaking TLS
+    nats_options: dict[str, Any] = field(default_factory=dict, repr=False)  # TLS trust, identity (nats_access.py)
 
     @property
     def base_url(self) -> str:
@@ -37,7 +37,7 @@ class ApiSettings(ApiConfig):
     def from_config(cls, config: Config, db_url: str, nats_url: str, **overrides: Any) -> "ApiSettings":
         """The ``api`` section of ``config`` with the stack's URLs, then ``overrides`` (None ignored)."""
         values: dict[str, Any] = {f.name: getattr(config.api, f.name) for f in fields(ApiConfig)}
-        values.update(host=config.api_host, nats_tls=client_tls(config), data_dir=config.data_dir,
+        values.update(host=config.api_host, nats_options=nats_options(config), data_dir=config.data_dir,
                       rule_paths=tuple(config.pipeline.rules),
                       mappings=tuple(config.pipeline.mappings), lateness=config.pipeline.lateness,
                       clickhouse_url=config.clickhouse.url)

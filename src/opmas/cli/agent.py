@@ -58,7 +58,9 @@ def _settings(args: argparse.Namespace, kind: str) -> AgentSettings:
     return AgentSettings(management_url=args.management_url or config.client_api_url(),
                          nats_url=args.nats_url or config.client_nats_url(), name=args.name, type=kind,
                          agent_id=args.agent_id, enroll_token=config.agent.enroll_token,
-                         credentials_file=args.credentials or config.data_dir / "agents" / f"{safe_name}.json")
+                         credentials_file=args.credentials or config.data_dir / "agents" / f"{safe_name}.json",
+                         ca_file=None if config.agent.ca_fingerprint else config.trusted_ca,
+                         ca_fingerprint=config.agent.ca_fingerprint)
 
 
 def _run(agent: SecurityAgent, level: str) -> int:

@@ -35,7 +35,7 @@ def replay_command(args: argparse.Namespace) -> int:
     from opmas.connectors.inputs import UnknownInput, check
     from opmas.connectors.nats.replay import ReplayStalled, replay
     from opmas.config import ConfigError, load_config
-    from opmas.runtime.tls import client_tls
+    from opmas.runtime.nats_access import nats_options
 
     try:
         config = load_config(args.config)
@@ -63,7 +63,8 @@ def replay_command(args: argparse.Namespace) -> int:
     try:
         with Progress(*columns, console=console, transient=True) as progress:
             result = asyncio.run(replay(inputs, url, rate, args.agent, max(1, args.batch), progress,
-                                        args.patience, config.nats.max_message_bytes, client_tls(config)))
+                                        args.patience, config.nats.max_message_bytes,
+                                        nats_options(config)))
     except (OSError, nats.errors.NoServersError) as exc:
         print(f"error: cannot reach NATS at {url}: {exc} (is `opmas up` running?)", file=sys.stderr)
         return 1

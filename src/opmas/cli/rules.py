@@ -145,12 +145,12 @@ def reload_command(args: argparse.Namespace) -> int:
 
     from opmas.connectors.nats.control import request_reload
     from opmas.config import load_config
-    from opmas.runtime.tls import client_tls
+    from opmas.runtime.nats_access import nats_options
 
     config = load_config()
     url = args.nats or config.client_nats_url()
     try:
-        answer = asyncio.run(request_reload(url, tls=client_tls(config)))
+        answer = asyncio.run(request_reload(url, options=nats_options(config)))
     except (OSError, nats.errors.NoServersError, nats.errors.NoRespondersError, nats.errors.TimeoutError) as exc:
         print(f"error: no engine answered on {url}: {type(exc).__name__} (is `opmas up` running?)", file=sys.stderr)
         return 2

@@ -24,10 +24,12 @@ Service = Callable[["Config", "Stack", "asyncio.Event"], Awaitable[None]]
 def services() -> list[Service]:
     """Services started next to the engine: ``hook(config, stack, stop) -> awaitable``, run as tasks
     until ``stop`` is set. The management API is one (see api/). Imported here, when ``up``
-    runs, so that every other ``opmas`` command starts without loading them."""
+    runs, so that every other ``opmas`` command starts without loading them. The NATS auth callout
+    is another (runtime/nats_access.py)."""
     from opmas.api.service import up_service
+    from opmas.runtime.nats_access import callout_service
 
-    return [up_service]
+    return [callout_service, up_service]
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:

@@ -7,6 +7,7 @@ from functools import lru_cache
 from pathlib import Path
 
 from starlette.exceptions import HTTPException
+from starlette.convertors import CONVERTOR_TYPES, Convertor, register_url_convertor
 from starlette.responses import Response
 from starlette.staticfiles import StaticFiles
 from starlette.types import Receive, Scope, Send
@@ -26,7 +27,6 @@ SECURITY_HEADERS = {
     "Cache-Control": "no-cache",  # revalidated (ETag), so an upgrade is seen at once
 }
 FIELD_ALIASES = "/field-aliases.json"  # for highlighting the fields a rule tests in an event
-NOT_CONSOLE = ("/api/", "/metrics")  # what the API's routers answer: unknown paths there stay the API's 404
 
 
 @lru_cache(maxsize=1)
@@ -46,20 +46,33 @@ def field_aliases() -> bytes:
                        "keywords": sorted(keywords)}).encode()
 
 
+class ConsolePath(Convertor):
+    """A URL path of the console: any path but the API's (``/api``, ``/metrics`` and below)."""
+
+    regex = r"(?!api(?:/|$)|metrics(?:/|$)).*"
+
+    def convert(self, value: str) -> str:
+        return value
+
+    def to_string(self, value: str) -> str:
+        return value
+
+
+def register_console_paths() -> None:
+    """Make ``{path:console}`` known to Starlette's routing (once per process)."""
+    if "console" not in CONVERTOR_TYPES:
+        register_url_convertor("console", ConsolePath())
+
+
 class ConsoleFiles(StaticFiles):
-    """The console's files with its security headers; mounted last, at ``/``, so the API's routes win."""
+    """The console's files with its security headers: the API's last route, for GET and HEAD of any path
+    (api/app.py), so the API's routes win."""
 
     def __init__(self, directory: Path = CONSOLE_DIR) -> None:
         super().__init__(directory=directory, html=True)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "websocket":  # no console socket: refuse as the router does for an unknown path
-            await send({"type": "websocket.close", "code": 1000})
-            return
-        path = scope.get("path", "")
-        if scope["type"] == "http" and (path.startswith(NOT_CONSOLE) or path.rstrip("/") in ("/api", "/metrics")):
-            raise HTTPException(404)
-        if path == FIELD_ALIASES and scope["method"] in ("GET", "HEAD"):
+        if scope.get("path") == FIELD_ALIASES:
             response = Response(field_aliases(), media_type="application/json", headers=SECURITY_HEADERS)
             await response(scope, receive, send)
             return

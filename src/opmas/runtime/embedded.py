@@ -155,12 +155,14 @@ def nats_server_binary() -> str:
 
 
 def start_nats(store_dir: Path, port: int | None = None, host: str = "127.0.0.1",
-               log_file: Path | None = None, max_payload: int = 1 << 20, tls: ServerTls | None = None) -> NatsServer:
+               log_file: Path | None = None, max_payload: int = 1 << 20, tls: ServerTls | None = None,
+               authorization: str = "") -> NatsServer:
     """Start nats-server with JetStream storing under ``store_dir``, taking messages up to
     ``max_payload`` bytes. ``opmas up`` passes the engine's ``max_message_bytes``: clients learn
     the limit from the server (the agent SDK and ``opmas replay`` split their batches below it)
     and a larger message is refused to its publisher. A given ``port`` held by another program
-    is :class:`PortTaken`. With ``tls`` the client port speaks TLS only (a plaintext client is refused).
+    is :class:`PortTaken`. With ``tls`` the client port speaks TLS only (a plaintext client is refused);
+    ``authorization`` is a configuration fragment of accounts and users (runtime/nats_access.py).
     ``host`` 0.0.0.0 listens on every interface; the URL then names this machine by its loopback address."""
     binary = nats_server_binary()
     store_dir.mkdir(parents=True, exist_ok=True)
@@ -174,7 +176,8 @@ def start_nats(store_dir: Path, port: int | None = None, host: str = "127.0.0.1"
     if tls is not None:
         lines.append(f"tls {{ cert_file: {orjson.dumps(str(tls.cert)).decode()}, "
                      f"key_file: {orjson.dumps(str(tls.key)).decode()}, timeout: 5 }}")
-    config.write_text("\n".join(lines) + "\n")
+    config.write_text("\n".join(lines) + "\n" + authorization)
+    os.chmod(config, 0o600)  # it may name password hashes
     reach = "127.0.0.1" if host in ("0.0.0.0", "") else "::1" if host == "::" else host
     server = NatsServer([binary, "-c", str(config), "-js", "-sd", str(store_dir), "-a", host, "-p", str(port)],
                         reach, port, store_dir, log_file, tls=tls is not None)

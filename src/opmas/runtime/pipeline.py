@@ -49,7 +49,7 @@ from opmas.core.ruleset import RuleSet
 from opmas import metrics
 from opmas.config import Config
 from opmas.runtime.evaluator import Evaluated
-from opmas.runtime.tls import client_tls
+from opmas.runtime.nats_access import nats_options
 from opmas.runtime.outputs import (DeadLetterSink, announce, announce_pending, report_dead_letters, report_findings,
                                    write_store)
 from opmas.runtime.retry import retry
@@ -112,7 +112,8 @@ class PipelineIO:
 async def nats_io(config: Config, nats_url: str, db_url: str, archive: Archive) -> AsyncIterator[PipelineIO]:
     """The pipeline's I/O in ``opmas up``: the JetStream events stream, PostgreSQL, the ClickHouse
     archive, dead letters and findings on NATS plus the configured finding sinks."""
-    nc = await connect(nats_url, f"opmas-engine:{config.pipeline.consumer}", persistent=True, tls=client_tls(config))
+    nc = await connect(nats_url, f"opmas-engine:{config.pipeline.consumer}", persistent=True,
+                       **nats_options(config))
     js = nc.jetstream()
     store = PostgresSink(db_url)
     sinks: list[FindingSink] = []

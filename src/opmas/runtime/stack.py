@@ -9,6 +9,7 @@ from opmas.connectors.clickhouse.archive import Archive, connect
 from opmas.config import Config
 from opmas.runtime.datadir import lock_data_dir, make_private
 from opmas.runtime.embedded import NATS_PAYLOAD_LIMIT, start_nats, start_postgres
+from opmas.runtime.nats_access import EmbeddedNatsAuth, auth_dir
 from opmas.runtime.supervise import Server
 from opmas.runtime.tls import ServerTls, server_tls
 
@@ -24,6 +25,7 @@ class Stack:
     archive: Archive
     archive_location: str
     tls: ServerTls | None = None  # the listeners' TLS files (None: plaintext on loopback)
+    nats_auth: EmbeddedNatsAuth | None = None  # the embedded NATS server's identities
     embedded: list[str] = field(default_factory=list)  # names of the servers started here
     servers: dict[str, Server] = field(default_factory=dict)  # the embedded servers, to supervise
     _stops: list[Callable[[], None]] = field(default_factory=list)
@@ -49,11 +51,13 @@ def start_stack(config: Config) -> Stack:
     servers: dict[str, Server] = {}
     try:
         tls = server_tls(config)
-        nats_url = config.nats.url
+        nats_url, nats_auth = config.nats.url, None
         if not nats_url:
+            nats_auth = EmbeddedNatsAuth.load_or_create(auth_dir(config))
             nats = start_nats(config.nats_dir, port=config.nats.port, host=config.listen,
                               log_file=config.data_dir / "nats.log",
-                              max_payload=min(config.nats.max_message_bytes, NATS_PAYLOAD_LIMIT), tls=tls)
+                              max_payload=min(config.nats.max_message_bytes, NATS_PAYLOAD_LIMIT), tls=tls,
+                              authorization=nats_auth.server_config())
             stops.append(nats.stop)
             servers["nats"] = nats
             url_file = config.nats_url_file
@@ -78,4 +82,4 @@ def start_stack(config: Config) -> Stack:
         for stop in reversed(stops):
             stop()
         raise
-    return Stack(nats_url, db_url, archive, location, tls, embedded, servers, stops)
+    return Stack(nats_url, db_url, archive, location, tls, nats_auth, embedded, servers, stops)

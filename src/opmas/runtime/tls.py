@@ -23,6 +23,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from opmas.config import Config
+from opmas.credentials import write_private
 
 CA_FILE, CA_KEY_FILE = "ca.pem", "ca-key.pem"
 CERT_FILE, KEY_FILE = "server.pem", "server-key.pem"
@@ -60,14 +61,6 @@ def server_names(listen: str, extra: tuple[str, ...] = ()) -> tuple[str, ...]:
     return tuple(dict.fromkeys(names))
 
 
-def _write_private(path: Path, data: bytes) -> None:
-    """Write ``data`` to a file only its owner can read, created so (never readable in between)."""
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "wb") as out:
-        out.write(data)
-    os.chmod(path, 0o600)
-
-
 def _key_pem(key: ec.EllipticCurvePrivateKey) -> bytes:
     return key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
                              serialization.NoEncryption())
@@ -96,8 +89,8 @@ def _local_ca(directory: Path) -> tuple[x509.Certificate, ec.EllipticCurvePrivat
                                          key_agreement=False, encipher_only=False, decipher_only=False), critical=True)
             .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
             .sign(key, hashes.SHA256()))
-    _write_private(key_path, _key_pem(key))
-    _write_private(cert_path, cert.public_bytes(serialization.Encoding.PEM))
+    write_private(key_path, _key_pem(key))
+    write_private(cert_path, cert.public_bytes(serialization.Encoding.PEM))
     return cert, key
 
 
@@ -143,8 +136,8 @@ def local_server_tls(directory: Path, names: tuple[str, ...]) -> ServerTls:
                 .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
                 .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key()), critical=False)
                 .sign(ca_key, hashes.SHA256()))
-        _write_private(key_path, _key_pem(key))
-        _write_private(cert_path, cert.public_bytes(serialization.Encoding.PEM)
+        write_private(key_path, _key_pem(key))
+        write_private(cert_path, cert.public_bytes(serialization.Encoding.PEM)
                        + ca.public_bytes(serialization.Encoding.PEM))  # the chain: server, then CA
     return ServerTls(cert_path, key_path, directory / CA_FILE)
 
@@ -167,7 +160,6 @@ def server_tls(config: Config) -> ServerTls | None:
 
 
 def client_tls(config: Config) -> ssl.SSLContext | None:
-    """What an OPMAS client trusts: ``tls.ca``, else the data dir's local CA where there is one,
-    else None (the system's CAs)."""
-    ca = Path(config.tls.ca) if config.tls.ca else config.tls_dir / CA_FILE
-    return client_context(ca) if ca.exists() else None
+    """What an OPMAS client trusts (``Config.trusted_ca``); None: the system's CAs."""
+    ca = config.trusted_ca
+    return client_context(ca) if ca is not None else None

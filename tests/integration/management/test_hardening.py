@@ -305,7 +305,7 @@ def test_successful_token_exchanges_are_not_limited(stack):
 def test_opmas_up_prints_external_urls_without_their_passwords(capsys):
     stack = SimpleNamespace(nats_url="nats://svc:natspw@nats.example:4222",
                             db_url="postgresql://opmas:pgpw@db.example:5432/opmas",
-                            archive_location="https://default:chpw@ch.example:8443", embedded=[])
+                            archive_location="https://default:chpw@ch.example:8443", embedded=[], tls=None)
     _print_where(Config(data_dir=Path("/d"), pipeline=PipelineConfig(rules=(Path("/r"),))), stack)
     printed = capsys.readouterr().err
     assert "db.example:5432/opmas" in printed and "nats.example:4222" in printed

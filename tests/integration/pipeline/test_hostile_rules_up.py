@@ -22,6 +22,7 @@ from opmas.runtime.embedded import free_port
 from tests.unit.engine.test_rule_check import REDOS_RULE
 from tests.unit.engine.test_yaml_limits import BOMB
 from tests.integration.pipeline.test_up import start_up, wait_for_line
+from tests.natsauth import service_options
 
 MARKER = """title: Marker
 id: 0e0e0e0e-0000-4000-8000-000000000001
@@ -42,10 +43,10 @@ def _peak_rss_mib(pid: int) -> float:
     return int(Path(f"/proc/{pid}/status").read_text().split("VmHWM:")[1].split()[0]) / 1024
 
 
-async def _publish(url: str, per_agent: int, tag: str) -> int:
+async def _publish(url: str, per_agent: int, tag: str, data_dir: Path) -> int:
     """Four agents' marker events and an attacker's near misses for the backtracking rules, interleaved
     (``tag`` makes them differ from other calls': an event without an id is known by its content)."""
-    nc = await nats.connect(url)
+    nc = await nats.connect(url, **service_options(data_dir))
     js = nc.jetstream()
     sent = 0
     try:
@@ -96,7 +97,7 @@ def test_hostile_rules_do_not_freeze_or_blow_up_a_running_engine(tmp_path: Path)
         (rules / "redos.yml").write_text(FILE_REDOS)
         wait_for_line(log, r'"message":"rules reloaded".*"rules":3', up, after=seen, timeout=60)
 
-        sent = asyncio.run(_publish(f"nats://127.0.0.1:{port}", 25, "first"))
+        sent = asyncio.run(_publish(f"nats://127.0.0.1:{port}", 25, "first", tmp_path / "data"))
         deadline = time.monotonic() + 60
         while _count(db_url, "0e0e0e0e-0000-4000-8000-000000000001") < sent and time.monotonic() < deadline:
             time.sleep(0.3)
@@ -123,7 +124,7 @@ def test_hostile_rules_do_not_freeze_or_blow_up_a_running_engine(tmp_path: Path)
         assert "YAML alias *a" in bomb.json()["detail"]["errors"][0]["message"]
 
         (rules / "laughs.yml").unlink()  # the engine still processes with the set it kept
-        more = asyncio.run(_publish(f"nats://127.0.0.1:{port}", 5, "then"))
+        more = asyncio.run(_publish(f"nats://127.0.0.1:{port}", 5, "then", tmp_path / "data"))
         deadline = time.monotonic() + 60
         while _count(db_url, "0e0e0e0e-0000-4000-8000-000000000001") < sent + more and time.monotonic() < deadline:
             time.sleep(0.3)

@@ -23,6 +23,7 @@ from opmas.connectors.nats.subjects import DEADLETTER_STREAM, DEADLETTER_SUBJECT
 from opmas.runtime.embedded import free_port
 from tests.integration.pipeline.test_poison import POISON
 from tests.integration.pipeline.test_up import start_up, wait_for_line
+from tests.natsauth import service_options
 
 RULE_ID = "0d0d0d0d-0000-4000-8000-0000000000aa"
 MARKER = f"""title: Marker
@@ -40,9 +41,9 @@ finding:
 BIG = "ok-big-" + "x" * 400_000  # its finding holds it three times: over 1 MiB
 
 
-async def _publish(url: str) -> int:
+async def _publish(url: str, data_dir: Path) -> int:
     """The poison, then three agents' marker events, the big one among them; returns how many events."""
-    nc = await nats.connect(url)
+    nc = await nats.connect(url, **service_options(data_dir))
     js = nc.jetstream()
     sent = 0
     try:
@@ -57,9 +58,9 @@ async def _publish(url: str) -> int:
     return sent
 
 
-async def _stored(url: str) -> tuple[list[dict], bytes, dict]:
+async def _stored(url: str, data_dir: Path) -> tuple[list[dict], bytes, dict]:
     """The dead letters, the whole payload kept for the first, and the big finding as published."""
-    nc = await nats.connect(url)
+    nc = await nats.connect(url, **service_options(data_dir))
     js = nc.jetstream()
     try:
         sub = await js.pull_subscribe(DEADLETTER_SUBJECT, stream=DEADLETTER_STREAM)
@@ -107,13 +108,13 @@ def test_a_poison_message_does_not_stop_a_running_engine(tmp_path: Path) -> None
         wait_for_line(log, r"OPMAS is up", up)
         db_url = wait_for_line(log, r"PostgreSQL  (\S+)", up).group(1)
         url = f"nats://127.0.0.1:{port}"
-        sent = asyncio.run(_publish(url))
+        sent = asyncio.run(_publish(url, tmp_path / "data"))
         deadline = time.monotonic() + 60
         while _count(db_url) < sent and time.monotonic() < deadline:
             time.sleep(0.3)
         assert _count(db_url) == sent  # every other agent's events, the one with the big finding too
 
-        letters, kept, big = asyncio.run(_stored(url))
+        letters, kept, big = asyncio.run(_stored(url, tmp_path / "data"))
         assert len(letters) == 1
         letter = letters[0]
         assert letter["reason"].startswith("malformed JSON") and letter["subject"] == "opmas.events.poison"

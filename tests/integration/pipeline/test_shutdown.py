@@ -22,6 +22,7 @@ from opmas.runtime.embedded import free_port
 from opmas.runtime.pipeline import Pipeline
 from tests.integration.pipeline.test_kill9 import up_env, wait_gone
 from tests.integration.pipeline.test_up import start_up, wait_for_line
+from tests.natsauth import service_options
 
 # Every checkpoint write takes a second, then fails for good (no retry can help).
 FAILING_CHECKPOINTS = """
@@ -32,8 +33,8 @@ CREATE TRIGGER refuse BEFORE INSERT OR UPDATE ON engine_checkpoints
 """
 
 
-async def _publish(url: str, count: int) -> None:
-    nc = await nats.connect(url)
+async def _publish(url: str, count: int, options: dict | None = None) -> None:
+    nc = await nats.connect(url, **(options or {}))
     try:
         js = nc.jetstream()
         await ensure_streams(js, Config().nats.stream_max_age, Config().nats.stream_max_bytes)
@@ -54,7 +55,7 @@ def test_sigterm_stops_opmas_up_with_a_stuck_evaluator(tmp_path: Path) -> None:
         wait_for_line(log, r"OPMAS is up", up)
         [worker] = [p for p in psutil.Process(up.pid).children() if "spawn_main" in " ".join(p.cmdline())]
         worker.send_signal(signal.SIGSTOP)  # stuck: it never answers again
-        asyncio.run(_publish(f"nats://127.0.0.1:{nats_port}", 3))
+        asyncio.run(_publish(f"nats://127.0.0.1:{nats_port}", 3, service_options(tmp_path / "data")))
         time.sleep(1)  # the engine is waiting for the evaluator
         asked = time.monotonic()
         up.send_signal(signal.SIGTERM)

@@ -21,12 +21,13 @@ from opmas.runtime.embedded import free_port
 from tests.integration.pipeline.test_hostile_rules_up import MARKER
 from tests.integration.pipeline.test_kill9 import up_env
 from tests.integration.pipeline.test_up import start_up, wait_for_line
+from tests.natsauth import service_options
 
 MARKER_ID = "0e0e0e0e-0000-4000-8000-000000000001"
 
 
-async def _publish(url: str, tag: str, count: int = 5) -> None:
-    nc = await nats.connect(url)
+async def _publish(url: str, tag: str, data_dir: Path, count: int = 5) -> None:
+    nc = await nats.connect(url, **service_options(data_dir))
     try:
         js = nc.jetstream()
         for i in range(count):
@@ -70,12 +71,12 @@ def test_killed_evaluator_and_postmaster_are_restarted(tmp_path: Path) -> None:
         db_url = wait_for_line(log, r"PostgreSQL  (\S+)", up).group(1)
         api = wait_for_line(log, r"API +(http://\S+)", up).group(1)
         _until(lambda: _health(api)[0] == 200, 60, "a healthy start")
-        asyncio.run(_publish(nats_url, "before"))
+        asyncio.run(_publish(nats_url, "before", tmp_path / "data"))
         _until(lambda: _findings(db_url, "before") == 5, 60, "findings before the kills")
 
         [worker] = [p for p in psutil.Process(up.pid).children() if "spawn_main" in " ".join(p.cmdline())]
         worker.kill()
-        asyncio.run(_publish(nats_url, "evaluator"))
+        asyncio.run(_publish(nats_url, "evaluator", tmp_path / "data"))
         _until(lambda: _findings(db_url, "evaluator") == 5, 90, "findings after the evaluator was killed")
         assert up.poll() is None
         status, body = _health(api)
@@ -83,7 +84,7 @@ def test_killed_evaluator_and_postmaster_are_restarted(tmp_path: Path) -> None:
 
         postmaster = int((data / "postgres" / "postmaster.pid").read_text().split()[0])
         os.kill(postmaster, signal.SIGKILL)
-        asyncio.run(_publish(nats_url, "postmaster"))
+        asyncio.run(_publish(nats_url, "postmaster", tmp_path / "data"))
         _until(lambda: _findings(db_url, "postmaster") == 5, 120, "findings after the postmaster was killed")
         _until(lambda: _health(api)[0] == 200, 60, "/health to recover")
         assert _health(api)[1]["components"]["postgres"]["restarts"] >= 1

@@ -21,6 +21,7 @@ from opmas.config import Config
 from opmas.runtime.embedded import free_port
 from opmas.paths import RULES_DIR
 from tests.expected import SAMPLE
+from tests.natsauth import service_options
 
 
 def start_up(env: dict[str, str], log: Path) -> subprocess.Popen:
@@ -85,8 +86,8 @@ def findings_in(db_url: str) -> int:
 
 
 @pytest.mark.timeout(240)
-async def max_payload(url: str) -> int:
-    nc = await nats.connect(url)
+async def max_payload(url: str, data_dir: Path) -> int:
+    nc = await nats.connect(url, **service_options(data_dir))
     try:
         return nc.max_payload
     finally:
@@ -107,7 +108,7 @@ def test_up_replay_ctrl_c_restart(tmp_path):
         db_url = wait_for_line(log, r"PostgreSQL  (\S+)", up).group(1)
         assert f"nats://127.0.0.1:{port}" in log.read_text()
         # the embedded server takes what the engine takes: clients split their batches below it
-        assert asyncio.run(max_payload(f"nats://127.0.0.1:{port}")) == Config().nats.max_message_bytes
+        assert asyncio.run(max_payload(f"nats://127.0.0.1:{port}", tmp_path / "data")) == Config().nats.max_message_bytes
         assert str(tmp_path / "data") in wait_for_line(log, r"ClickHouse  (\S+)  \(embedded\)", up).group(1)
         api_answers(wait_for_line(log, r"API +(http://\S+)", up).group(1), secret)
         assert servers_of(tmp_path / "data") == {"nats-server", "postgres"}

@@ -114,7 +114,8 @@ def test_a_plaintext_client_is_refused(tls_nats):
 
 def test_the_api_serves_https_and_wss_only(tls_nats, postgres, tmp_path):
     nats_server, tls = tls_nats
-    settings = api_settings(postgres.url, nats_server.url, tmp_path / "data", tls=tls, nats_tls=client_context(tls.ca))
+    settings = api_settings(postgres.url, nats_server.url, tmp_path / "data", tls=tls,
+                            nats_options={"tls": client_context(tls.ca)})
     api = ApiServer(settings).start()
     try:
         base = f"https://127.0.0.1:{settings.port}/api/v1"

@@ -13,7 +13,7 @@ from psycopg.types.json import Jsonb
 from pydantic import Field, field_validator
 
 from opmas.agents.config import SCHEMA_PATH as AGENT_CONFIG_SCHEMA_PATH, config_errors
-from opmas.connectors.nats.subjects import control_subject
+from opmas.connectors.nats.subjects import REVOKED_SUBJECT, control_subject
 from opmas.core.event import format_time
 from opmas.api.auth import AGENT_PERMISSIONS, Principal
 from opmas.credentials import hash_secret, new_secret
@@ -161,11 +161,13 @@ async def update_agent(agent_id: str, body: AgentUpdate, state: ApiState = Depen
 
 
 @router.delete("/agents/{agent_id}", status_code=status.HTTP_204_NO_CONTENT,
-               summary="Delete an agent; its credentials and tokens stop working", responses=responses(401, 403, 404))
+               summary="Delete an agent; its credentials and tokens stop working, its NATS connections are cut",
+               responses=responses(401, 403, 404))
 async def delete_agent(agent_id: str, state: ApiState = Depends(get_state),
                        _: Principal = Depends(require("agents:admin"))) -> None:
     if not await execute(state, "DELETE FROM agents WHERE id = %s", (agent_id,)):
         raise HTTPException(status.HTTP_404_NOT_FOUND, detail=f"no agent {agent_id}")
+    await state.nc.publish(REVOKED_SUBJECT, agent_id.encode())  # the auth callout cuts its NATS connections
 
 
 def agent_state_message(row: dict[str, Any]) -> dict[str, Any]:

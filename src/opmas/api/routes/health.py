@@ -5,11 +5,12 @@ from __future__ import annotations
 import asyncio
 from typing import Literal
 
-from fastapi import APIRouter, Request
-from fastapi.responses import JSONResponse
+from fastapi import APIRouter, HTTPException, Request, status
+from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel
 
 from opmas import health as process_health
+from opmas.api.errors import ERROR_RESPONSES
 
 router = APIRouter(tags=["operations"])
 
@@ -46,3 +47,17 @@ async def health(request: Request) -> JSONResponse:
     ok = all(c.up for c in components.values())
     body = Health(status="ok" if ok else "degraded", components=components)
     return JSONResponse(body.model_dump(), status_code=200 if ok else 503)
+
+
+@router.get("/tls/ca", summary="The CA certificate clients of this server trust (no authentication; "
+                               "check its fingerprint against the one opmas up printed before trusting it)",
+            response_class=Response, responses={
+                200: {"description": "the CA certificate (PEM)",
+                      "content": {"application/x-pem-file": {"schema": {"type": "string"}}}},
+                404: {**ERROR_RESPONSES[404], "content": {"application/json": {"schema": {
+                    "$ref": "#/components/schemas/Problem"}}}}})
+async def tls_ca(request: Request) -> Response:
+    tls = request.app.state.opmas.settings.tls
+    if tls is None:
+        raise HTTPException(status.HTTP_404_NOT_FOUND, detail="TLS is off")
+    return Response(tls.ca.read_bytes(), media_type="application/x-pem-file")

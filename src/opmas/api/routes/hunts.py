@@ -66,7 +66,7 @@ async def _sources(state: ApiState, body: HuntIn) -> list[RuleSource]:
 
 @router.post("/hunts", status_code=status.HTTP_202_ACCEPTED,
              summary="Start a retro-hunt: rules over the archived events of a time range (runs in the background)",
-             responses=responses(401, 403, 404, 422, 429, 503))
+             responses=responses(400, 401, 403, 404, 422, 429, 503))
 async def start_hunt(body: HuntIn, state: ApiState = Depends(get_state),
                      principal: Principal = Depends(require("hunts:run"))) -> dict[str, Any]:
     if body.store and not principal.can("findings:write"):

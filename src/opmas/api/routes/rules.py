@@ -184,12 +184,6 @@ async def list_rules(state: ApiState = Depends(get_state), page: Paging = Depend
     return await fetch_page(state, RULE_COLUMNS, "rules", filters, "id", page)
 
 
-@router.get("/rules/{rule_id}", summary="One rule with its YAML", responses=responses(401, 403, 404))
-async def get_rule(rule_id: str, state: ApiState = Depends(get_state),
-                   _: Principal = Depends(require("rules:read"))) -> dict:
-    return await _get(state, rule_id)
-
-
 @router.post("/rules/validate", summary="Check one rule's YAML as POST /rules would, without storing it: the "
                                         "loader's errors (code, message, line), else the outcome of each of "
                                         "its tests: cases",
@@ -211,6 +205,12 @@ async def check_rule_yaml(body: RuleCheckIn, state: ApiState = Depends(get_state
     for error in report["errors"]:
         error.pop("rule_id", None)
     return report
+
+
+@router.get("/rules/{rule_id}", summary="One rule with its YAML", responses=responses(401, 403, 404))
+async def get_rule(rule_id: str, state: ApiState = Depends(get_state),
+                   _: Principal = Depends(require("rules:read"))) -> dict:
+    return await _get(state, rule_id)
 
 
 @router.post("/rules", status_code=status.HTTP_201_CREATED, summary="Add a rule (validated), then reload",

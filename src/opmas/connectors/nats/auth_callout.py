@@ -38,7 +38,7 @@ import nkeys
 from nats.aio.client import Client as NATS
 from nats.aio.msg import Msg
 
-from opmas.credentials import verify_secret
+from opmas.credentials import verify_secret, write_private
 from opmas.connectors.nats import jwt as natsjwt
 from opmas.connectors.nats.subjects import control_subject, events_subject, inbox_prefix, status_subject
 
@@ -79,16 +79,7 @@ def load_or_create_keys(directory: Path) -> CalloutKeys:
     path = directory / ISSUER_SEED_FILE
     if not path.exists():
         seed = natsjwt.create_keypair(natsjwt.PREFIX_ACCOUNT).seed
-        partial = directory / f".{ISSUER_SEED_FILE}.{os.getpid()}"
-        fd = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "wb") as f:
-            f.write(seed + b"\n")
-        try:
-            os.link(partial, path)  # whole, and never over a key another process made meanwhile
-        except FileExistsError:
-            pass
-        finally:
-            partial.unlink()
+        write_private(path, seed + b"\n", replace=False)  # never over a key another process made meanwhile
     os.chmod(path, 0o600)
     seed = path.read_bytes().strip()
     try:

@@ -1,7 +1,6 @@
 """Engine control over NATS: asking the running engine to reload its rules."""
 from __future__ import annotations
 
-import ssl
 from typing import Any
 
 import orjson
@@ -10,12 +9,12 @@ from opmas.connectors.nats.client import connect
 from opmas.connectors.nats.subjects import RELOAD_SUBJECT
 
 
-async def request_reload(nats_url: str, timeout: float = 60.0, tls: ssl.SSLContext | None = None) -> dict[str, Any]:
+async def request_reload(nats_url: str, timeout: float = 60.0, options: dict[str, Any] | None = None) -> dict[str, Any]:
     """Ask the engine to reload its rule files; its answer: ``{"ok": bool, "rules": n, "errors": [...]}``.
 
     Raises ``nats.errors.NoRespondersError`` when no engine listens.
     """
-    nc = await connect(nats_url, "opmas-rules-reload", tls=tls)
+    nc = await connect(nats_url, "opmas-rules-reload", **(options or {}))
     try:
         reply = await nc.request(RELOAD_SUBJECT, b"{}", timeout=timeout)
         return orjson.loads(reply.data)

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import ssl
 import time
 import uuid
 from dataclasses import dataclass
@@ -69,14 +68,14 @@ def agent_of(obj: dict[str, Any], default: str | None) -> str:
 
 async def replay(inputs: list[Input], nats_url: str, rate: float | None = None, agent: str | None = None,
                  batch: int = 100, progress: Progress | None = None, patience: float = PATIENCE,
-                 max_bytes: int | None = None, tls: ssl.SSLContext | None = None) -> ReplayResult:
+                 max_bytes: int | None = None, options: dict[str, Any] | None = None) -> ReplayResult:
     """Publish every object of ``inputs`` through JetStream; bad records are sent as they are (the
     engine dead-letters them); what has no bytes to send (an unreadable EVTX chunk) is logged. A message never exceeds the server's max_payload, nor ``max_bytes``
     (the engine's max_message_bytes); an event that alone would is skipped with a warning
     (``oversized``). Returns once JetStream has stored everything; raises ReplayStalled if a
     message is refused for ``patience`` seconds."""
     result = ReplayResult()
-    nc = await connect(nats_url, "opmas-replay", tls=tls)
+    nc = await connect(nats_url, "opmas-replay", **(options or {}))
     js = nc.jetstream()
     await ensure_streams(js, update=False)  # replaying before the engine first ran stores the events too
     limit = min(nc.max_payload - HEADER_ROOM, max_bytes or nc.max_payload)

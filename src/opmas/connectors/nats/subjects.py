@@ -14,6 +14,7 @@ FINDINGS_PREFIX = "opmas.findings."
 DEADLETTER_STREAM = "OPMAS_DEADLETTER"
 DEADLETTER_SUBJECT = "opmas.deadletter"
 RELOAD_SUBJECT = "opmas.engine.reload"
+REVOKED_SUBJECT = "opmas.auth.revoked"  # an agent's id, once deleted: the auth callout cuts its connections
 PAYLOAD_BUCKET = "OPMAS_DEADLETTER_PAYLOADS"
 MAX_AGE = 7 * 24 * 3600.0  # seconds the streams (and the bucket) keep a message by default
 
