@@ -64,10 +64,10 @@ class Stack:
         return httpx.get(f"{self.api}{path}", params=params, timeout=30, verify=self.verify,
                          headers={"Authorization": f"Bearer {token or self.token()}"})
 
-    def replay(self) -> None:
-        """Replay the sample log into the running stack (as the README's second terminal does)."""
+    def replay(self, log: Path = SAMPLE) -> None:
+        """Replay a log (the sample) into the running stack, as the README's second terminal does."""
         tools_env = {k: v for k, v in self.env.items() if k != "OPMAS_NATS_PORT"}  # found through the data dir
-        done = subprocess.run([sys.executable, "-m", "opmas.cli", "replay", str(SAMPLE)], env=tools_env,
+        done = subprocess.run([sys.executable, "-m", "opmas.cli", "replay", str(log)], env=tools_env,
                               capture_output=True, text=True, timeout=120)
         assert done.returncode == 0, done.stderr
         self.replayed = True

@@ -116,26 +116,31 @@ async def database_unavailable(request: Request, exc: psycopg.OperationalError) 
                         headers={"Retry-After": "5"})
 
 
-def _path_methods(request: Request) -> list[tuple[re.Pattern, list[str]]]:
-    """(path template as a regex, its methods) for every path of the app's OpenAPI, made once."""
+def _path_methods(request: Request) -> list[tuple[re.Pattern, int, list[str]]]:
+    """(path template as a regex, its number of parameters, its methods) for every path of the app's
+    OpenAPI, made once."""
     table = getattr(request.app.state, "opmas_path_methods", None)
     if table is None:
         table = []
         for template, operations in request.app.openapi().get("paths", {}).items():
             pattern = "".join("[^/]+" if part.startswith("{") else re.escape(part)
                               for part in re.split(r"(\{[^}]*\})", template))
-            table.append((re.compile(f"^{pattern}$"), sorted(method.upper() for method in operations)))
+            table.append((re.compile(f"^{pattern}$"), template.count("{"),
+                          sorted(method.upper() for method in operations)))
         request.app.state.opmas_path_methods = table
     return table
 
 
 async def http_error(request: Request, exc: StarletteHTTPException) -> Response:
     """FastAPI's answer to an HTTPException, except that a 405's ``Allow`` lists every method the
-    path has (the router names only those of the first route that matched the path)."""
+    path has (the router names only those of the first route that matched the path). As OpenAPI
+    matches paths, a concrete path wins over a templated one (``/rules/validate`` over
+    ``/rules/{rule_id}``): the methods are those of the matching paths with the fewest parameters."""
     if exc.status_code == 405:
         path = request.scope.get("path", "")
-        methods = sorted({method for pattern, methods in _path_methods(request) if pattern.match(path)
-                          for method in methods})
+        matching = [(params, methods) for pattern, params, methods in _path_methods(request) if pattern.match(path)]
+        fewest = min((params for params, _ in matching), default=0)
+        methods = sorted({method for params, methods in matching if params == fewest for method in methods})
         if methods:
             exc = StarletteHTTPException(405, detail=exc.detail, headers={"Allow": ", ".join(methods)})
     return await http_exception_handler(request, exc)

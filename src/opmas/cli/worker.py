@@ -75,6 +75,7 @@ def worker_command(args: argparse.Namespace) -> int:
 
     from opmas.connectors.kafka.topics import TopicLayoutError, ensure_topic
     from opmas.runtime.faust_worker import WorkerRuntime, WorkerSettings
+    from opmas.runtime.nats_access import nats_options
     from opmas.runtime.rules import RuleFiles
 
     loaded = _config(args, ("OPMAS_KAFKA_URL", "NATS_URL", "OPMAS_DB_URL"))
@@ -91,7 +92,8 @@ def worker_command(args: argparse.Namespace) -> int:
         return 2
     settings = WorkerSettings(
         kafka_url=config.kafka.url, topic=config.kafka.topic, partitions=config.pipeline.partitions,
-        partition_key=config.pipeline.partition_key, nats_url=config.nats.url, db_url=config.postgres.url,
+        partition_key=config.pipeline.partition_key, nats_url=config.nats.url, nats_options=nats_options(config),
+        db_url=config.postgres.url,
         batch_size=config.pipeline.batch_size, batch_wait=config.pipeline.batch_wait, max_future=config.pipeline.max_future,
         partition_idle=config.pipeline.partition_idle, session_timeout=config.kafka.session_timeout, replication=config.kafka.replication,
         retry_max_delay=config.pipeline.retry_max_delay, security=security, sinks=config.sinks)
@@ -121,9 +123,9 @@ def bridge_command(args: argparse.Namespace) -> int:
 
 
 async def _run_bridge(config: Config, security: KafkaSecurity) -> int:
-    import nats
-
+    from opmas.connectors.nats.client import connect
     from opmas.runtime.bridge import Bridge
+    from opmas.runtime.nats_access import nats_options
     from opmas.connectors.kafka.topics import TopicLayoutError, ensure_topic
     from opmas.connectors.nats.subjects import ensure_streams
 
@@ -133,8 +135,7 @@ async def _run_bridge(config: Config, security: KafkaSecurity) -> int:
     except TopicLayoutError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    nc = await nats.connect(config.nats.url, max_reconnect_attempts=-1, reconnect_time_wait=0.5,
-                            name="opmas-bridge")
+    nc = await connect(config.nats.url, "opmas-bridge", persistent=True, **nats_options(config))
     try:
         js = nc.jetstream()
         await ensure_streams(js, config.nats.stream_max_age, config.nats.stream_max_bytes)

@@ -44,11 +44,10 @@ import tempfile
 import time
 import zlib
 from collections.abc import Awaitable, Iterable, Sequence, Set
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import faust
-import nats
 import orjson
 from faust.tables.manager import TableManager
 from faust.tables.recovery import Recovery
@@ -59,7 +58,7 @@ from opmas.connectors.kafka.client import KAFKA_ERRORS
 from opmas.connectors.kafka.hits import HandoffPart, decode_parts, encode_parts
 from opmas.connectors.kafka.records import decode
 from opmas.connectors.kafka.security import KafkaSecurity
-from opmas.connectors.nats.client import NATS_ERRORS
+from opmas.connectors.nats.client import NATS_ERRORS, connect
 from opmas.connectors.nats.publishers import DeadLetter, NatsDeadLetterSink, NatsFindingSink, publish_dead_letters
 from opmas.connectors.nats.subjects import RELOAD_SUBJECT, ensure_streams
 from opmas.connectors.postgres.sink import PG_ERRORS, PostgresSink
@@ -114,6 +113,7 @@ class WorkerSettings:
     app_id: str = APP_ID
     security: KafkaSecurity = KafkaSecurity()
     sinks: tuple[str, ...] = ()  # finding sinks besides NATS (NAME:TARGET, connectors/sinks.py)
+    nats_options: dict[str, Any] = field(default_factory=dict, repr=False)  # TLS trust, identity (nats_access.py)
 
 
 def encode_checkpoint(checkpoint: dict[str, Any]) -> bytes:
@@ -388,8 +388,7 @@ class WorkerRuntime:
             if self._started:
                 return
             s = self.settings
-            self.nc = await nats.connect(s.nats_url, max_reconnect_attempts=-1, reconnect_time_wait=0.5,
-                                         name=f"opmas-worker:{os.getpid()}")
+            self.nc = await connect(s.nats_url, f"opmas-worker:{os.getpid()}", persistent=True, **s.nats_options)
             self.js = self.nc.jetstream()
             self.sinks = [NatsFindingSink(self.js), *build_sinks(s.sinks)]
             for sink in self.sinks:

@@ -310,3 +310,15 @@ def test_opmas_up_prints_external_urls_without_their_passwords(capsys):
     printed = capsys.readouterr().err
     assert "db.example:5432/opmas" in printed and "nats.example:4222" in printed
     assert not any(secret in printed for secret in ("natspw", "pgpw", "chpw"))
+
+
+def test_a_405_names_the_methods_of_the_most_concrete_path_and_the_console_takes_no_api_path(admin):
+    validate = admin.request("OPTIONS", "/rules/validate")  # also matches /rules/{rule_id}
+    assert validate.status_code == 405 and validate.headers["Allow"] == "POST"
+    one_rule = admin.request("TRACE", "/rules/some-rule")
+    assert one_rule.status_code == 405 and one_rule.headers["Allow"] == "DELETE, GET, PUT"
+    assert admin.get("/auth/token").status_code == 405  # POST only: not the console's page
+    unknown = admin.get("/no-such-route")
+    assert unknown.status_code == 404 and unknown.json()["detail"] == "Not Found"  # the API's JSON 404
+    page = admin.get(str(admin.base_url).replace("/api/v1", "/"))
+    assert page.status_code == 200 and "text/html" in page.headers["content-type"]  # the console

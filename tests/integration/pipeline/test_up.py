@@ -133,12 +133,16 @@ def test_up_replay_ctrl_c_restart(tmp_path):
         assert not (tmp_path / "data" / "nats.url").exists()
         assert servers_of(tmp_path / "data") == set()  # Ctrl-C stopped nats-server and postgres
         stopped = log.read_text()
+        identities = {f.name: f.read_bytes() for f in (tmp_path / "data" / "nats-auth").iterdir()}
+        assert len(identities) == 4 and all(stat.S_IMODE(f.stat().st_mode) == 0o600
+                                            for f in (tmp_path / "data" / "nats-auth").iterdir())
 
         up = start_up(env, log)
         wait_for_line(log, r"OPMAS is up", up, after=len(stopped))
         restarted = log.read_text()[len(stopped):]
         assert re.search(r'"resume_after_seq":[1-9]', restarted), restarted[-2000:]
         assert findings_in(db_url) == found  # PostgreSQL data survived; nothing re-fired
+        assert {f.name: f.read_bytes() for f in (tmp_path / "data" / "nats-auth").iterdir()} == identities  # reused
         up.send_signal(signal.SIGTERM)
         assert up.wait(60) == 0
     finally:
