@@ -2,8 +2,8 @@
 (runtime/hunt.py), recorded in the ``hunts`` table, its progress and findings published on
 ``opmas.hunts.<id>`` (streamed by ``/ws/hunts/{id}``).
 
-A hunt's findings are kept in memory (the first KEPT_FINDINGS; GET /hunts/{id}/findings) and, when it
-was asked to store them, written to PostgreSQL linked to the hunt. At most MAX_RUNNING hunts run at
+A hunt's findings are kept in memory (the first KEPT_FINDINGS, a preview) or, when it was asked to
+store them, written to PostgreSQL linked to the hunt (all of them). At most MAX_RUNNING hunts run at
 once: each one reads and evaluates in a thread of the process that also serves the API (and, in
 ``opmas up``, runs the engine). The last KEPT_HUNTS hunts stay in memory; older ones are read from
 the table.
@@ -31,8 +31,8 @@ from opmas.runtime.hunt import HuntStats, run_hunt
 
 HUNTS_PREFIX = "opmas.hunts."
 MAX_RUNNING = 2
-KEPT_FINDINGS = 10_000
-KEPT_HUNTS = 50
+KEPT_FINDINGS = 2_000  # per hunt: a preview (a stored hunt keeps every finding in PostgreSQL)
+KEPT_HUNTS = 20  # so at most 40,000 findings are held in memory
 PROGRESS_INTERVAL = 0.5  # seconds between progress messages
 log = logging.getLogger("management")
 

@@ -6,7 +6,7 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
-from opmas.config import ApiConfig, Config
+from opmas.config import ApiConfig, Config, PipelineConfig
 from opmas.paths import DEFAULT_DATA_DIR
 from opmas.runtime.nats_access import nats_options
 from opmas.runtime.tls import ServerTls
@@ -23,6 +23,7 @@ class ApiSettings(ApiConfig):
     rule_paths: tuple[Path, ...] = ()  # the engine's rule files, listed read-only by /rules
     mappings: tuple[Path, ...] = ()  # the engine's extra logsource mappings and lateness: hunts load rules as it does
     lateness: float | None = None
+    consumer: str = PipelineConfig.consumer  # the engine's durable consumer (its backlog is the overview's lag)
     clickhouse_url: str | None = None  # a ClickHouse server holding the event archive (GET /events)
     tls: ServerTls | None = None  # HTTPS and WSS only, with these files; None: plain HTTP
     nats_options: dict[str, Any] = field(default_factory=dict, repr=False)  # TLS trust, identity (nats_access.py)
@@ -40,6 +41,7 @@ class ApiSettings(ApiConfig):
         values.update(host=config.api_host, nats_options=nats_options(config), data_dir=config.data_dir,
                       rule_paths=tuple(config.pipeline.rules),
                       mappings=tuple(config.pipeline.mappings), lateness=config.pipeline.lateness,
+                      consumer=config.pipeline.consumer,
                       clickhouse_url=config.clickhouse.url)
         values.update({k: v for k, v in overrides.items() if v is not None})
         return cls(db_url=db_url, nats_url=nats_url, **values)

@@ -124,20 +124,21 @@ async def get_hunt(hunt_id: uuid.UUID, state: ApiState = Depends(get_state),
 
 
 @router.get("/hunts/{hunt_id}/findings",
-            summary=f"A hunt's findings: the first {KEPT_FINDINGS} while this process keeps it, else those it stored",
+            summary=f"A hunt's findings: all those it stored, else the first {KEPT_FINDINGS} while this process "
+                    "keeps the hunt",
             responses=responses(401, 403, 404, 410))
 async def hunt_findings(hunt_id: uuid.UUID, state: ApiState = Depends(get_state), page: Paging = Depends(paging),
                         _: Principal = Depends(require("hunts:run"))) -> dict[str, Any]:
     row = await _hunt_row(state, hunt_id)
     job = state.hunts.get(str(hunt_id))
-    if job is not None:
-        items = job.findings[page.offset:page.offset + page.limit]
-        return {"items": items, "total": len(job.findings), "limit": page.limit, "offset": page.offset}
-    if not row.get("store"):
+    if row.get("store") or (job is not None and job.row.store):  # every finding, in PostgreSQL
+        return await fetch_page(state, FINDING_COLUMNS, "findings JOIN hunt_findings ON finding_id = id",
+                                [("hunt_id = %s", hunt_id)], "COALESCE(event_time, created_at), id", page)
+    if job is None:
         raise HTTPException(status.HTTP_410_GONE,
                             detail=f"hunt {hunt_id} did not store its findings, and they are no longer kept")
-    return await fetch_page(state, FINDING_COLUMNS, "findings JOIN hunt_findings ON finding_id = id",
-                            [("hunt_id = %s", hunt_id)], "COALESCE(event_time, created_at), id", page)
+    items = job.findings[page.offset:page.offset + page.limit]
+    return {"items": items, "total": len(job.findings), "limit": page.limit, "offset": page.offset}
 
 
 @router.delete("/hunts/{hunt_id}", summary="Cancel a running hunt (it stops after its current batch)",

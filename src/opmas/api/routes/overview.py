@@ -6,14 +6,12 @@ from __future__ import annotations
 
 import asyncio
 import math
-import os
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
 from fastapi import APIRouter, Depends, HTTPException, Query, status
 from nats.errors import Error as NatsError
 
-from opmas.config import PipelineConfig
 from opmas.connectors.nats.subjects import DEADLETTER_STREAM, EVENTS_STREAM
 from opmas.core.finding import SEVERITIES
 from opmas.api.auth import Principal
@@ -31,7 +29,6 @@ MAX_BUCKETS = 500
 TOP = 10
 DEFAULT_RANGE = timedelta(hours=24)
 JETSTREAM_TIMEOUT = 2.0  # seconds to wait for each JetStream figure before answering null
-ENGINE_CONSUMER = PipelineConfig.__dataclass_fields__["consumer"].default  # OPMAS_CONSUMER's default
 
 _IN_RANGE = f"{FINDING_TIME} >= %s AND {FINDING_TIME} < %s"
 _BY_SEVERITY = (f"SELECT severity, floor(extract(epoch FROM {FINDING_TIME} - %s) / %s)::int AS bucket,"
@@ -74,8 +71,8 @@ async def _jetstream_figure(state: ApiState, which: str) -> int | None:
         if which == "dead_letters":
             info = await asyncio.wait_for(state.js.stream_info(DEADLETTER_STREAM), JETSTREAM_TIMEOUT)
             return int(info.state.messages)
-        consumer = os.environ.get("OPMAS_CONSUMER") or ENGINE_CONSUMER
-        info = await asyncio.wait_for(state.js.consumer_info(EVENTS_STREAM, consumer), JETSTREAM_TIMEOUT)
+        info = await asyncio.wait_for(state.js.consumer_info(EVENTS_STREAM, state.settings.consumer),
+                                      JETSTREAM_TIMEOUT)
         return int(info.num_pending or 0)
     except (NatsError, TimeoutError):  # (JetStream's errors are NATS errors)
         return None
