@@ -51,6 +51,12 @@ class NatsConfig:
     user: str | None = setting(None, "NATS_USER", "OPMAS's user on an external NATS server (the embedded one's "
                                                   "identities are generated under the data dir)")
     password: str | None = setting(None, "NATS_PASSWORD", "that user's password", secret=True)
+    callout_password: str | None = setting(None, "OPMAS_NATS_CALLOUT_PASSWORD", "the auth callout's password "
+                                           "(user opmas-auth) on an external server (opmas api nats-callout)",
+                                           secret=True)
+    system_password: str | None = setting(None, "OPMAS_NATS_SYSTEM_PASSWORD", "the system account user's password "
+                                          "(opmas-system) on an external server, to cut revoked agents off",
+                                          secret=True)
     max_message_bytes: int = setting(1 << 20, "OPMAS_MAX_MESSAGE_BYTES", "larger messages are dead-lettered")
     stream_max_age: float = setting(7 * 24 * 3600.0, "OPMAS_STREAM_MAX_AGE", "seconds JetStream keeps events")
     stream_max_bytes: int = setting(10 << 30, "OPMAS_STREAM_MAX_BYTES", "bytes JetStream keeps of events")

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import ssl
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -84,23 +85,29 @@ def nats_options(config: Config) -> dict[str, Any]:
 
 
 async def callout_service(config: Config, stack: "Stack", stop: asyncio.Event) -> None:
-    """``opmas up``'s auth callout, for its embedded NATS server: answers the server's authorization
-    requests for agents from the agent registry in PostgreSQL, and cuts an agent off at once when
-    the API announces it deleted (``opmas.auth.revoked``)."""
-    auth = stack.nats_auth
-    if auth is None:  # an external server authenticates its clients itself
-        return
-    trust = {"tls": tls} if (tls := client_tls(config)) is not None else {}
-    pool = AsyncConnectionPool(stack.db_url, min_size=1, max_size=4, open=False, timeout=5,
-                               kwargs={"autocommit": True})
+    """``opmas up``'s auth callout, for its embedded NATS server (an external server authenticates its
+    clients itself, or through ``opmas api nats-callout``)."""
+    if stack.nats_auth is not None:
+        await run_callout(stack.nats_url, client_tls(config), stack.nats_auth.keys, stack.nats_auth.passwords,
+                          stack.db_url, stop)
+
+
+async def run_callout(nats_url: str, tls: ssl.SSLContext | None, keys: CalloutKeys, passwords: dict[str, str],
+                      db_url: str, stop: asyncio.Event) -> None:
+    """The auth callout until ``stop`` is set: answers the server's authorization requests for agents
+    from the agent registry in PostgreSQL, and cuts an agent off at once when the API announces it
+    deleted (``opmas.auth.revoked``). ``passwords``: of the callout's, the system and the service
+    users (RESERVED_USERS)."""
+    trust = {"tls": tls} if tls is not None else {}
+    pool = AsyncConnectionPool(db_url, min_size=1, max_size=4, open=False, timeout=5, kwargs={"autocommit": True})
     connections = []
     try:
         await pool.open(wait=False)
         for user in (CALLOUT_USER, SYSTEM_USER, SERVICE_USER):
-            connections.append(await connect(stack.nats_url, f"opmas-{user}", persistent=True, **trust,
-                                             **auth.credentials(user)))
+            connections.append(await connect(nats_url, f"opmas-{user}", persistent=True, **trust, user=user,
+                                             password=passwords[user]))
         callout, system, service_nc = connections
-        service = AuthCalloutService(callout, auth.keys, PostgresAgentLookup(pool=pool), system_nc=system,
+        service = AuthCalloutService(callout, keys, PostgresAgentLookup(pool=pool), system_nc=system,
                                      reserved_users=RESERVED_USERS)
 
         async def on_revoked(msg) -> None:
