@@ -16,19 +16,14 @@ from typing import TYPE_CHECKING, Any
 import orjson
 
 from opmas.connectors.clickhouse.archive import TABLE, Archive
+from opmas.core.event import HOST_PATHS
 
 if TYPE_CHECKING:
     from opmas.api.deps import Paging  # management.deps imports the state, which holds this
 
-# Where an event's data names its host, first found first: EVTX ``Event.System.Computer``, ECS
-# ``host.name`` / ``host.hostname``, a flat ``host.name``, ``hostname`` or ``host`` key (as the findings
-# output's host column reads it, opmas.cli.findings_output.host_of). Only text counts.
-HOST_PATHS = (("Event", "System", "Computer"), ("host", "name"), ("host", "hostname"), ("host.name",),
-              ("hostname",), ("host",))
-
-
 def clickhouse_host(column: str = "data") -> str:
-    """ClickHouse: the host of the event JSON (text) in ``column`` (a code constant), NULL for none."""
+    """ClickHouse: the host of the event JSON (text) in ``column`` (a code constant; ``HOST_PATHS``, as
+    ``core.event.event_host`` reads it), NULL for none."""
     paths = (", ".join(f"'{key}'" for key in path) for path in HOST_PATHS)
     return "coalesce(" + ", ".join(f"nullIf(JSONExtractString({column}, {keys}), '')" for keys in paths) + ")"
 

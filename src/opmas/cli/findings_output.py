@@ -14,7 +14,7 @@ from typing import IO, Any
 
 import orjson
 
-from opmas.core.event import format_time
+from opmas.core.event import event_host, format_time
 from opmas.core.finding import SEVERITIES, Finding
 
 FORMATS = ("jsonl", "csv", "table")
@@ -24,22 +24,8 @@ TOP = 10
 
 
 def host_of(finding: Finding) -> str:
-    """The host of a finding's event: EVTX ``System.Computer``, ECS ``host.name``/``host.hostname``, else
-    the agent."""
-    event = finding.details.get("event")
-    if isinstance(event, dict):
-        system = event.get("Event", {}).get("System") if isinstance(event.get("Event"), dict) else None
-        if isinstance(system, dict) and isinstance(system.get("Computer"), str):
-            return system["Computer"]
-        host = event.get("host")
-        if isinstance(host, dict):
-            name = host.get("name") or host.get("hostname")
-            if isinstance(name, str):
-                return name
-        for key in ("host.name", "hostname", "host"):
-            if isinstance(event.get(key), str):
-                return event[key]
-    return finding.agent_id or "-"
+    """The host of a finding's event (``core.event.HOST_PATHS``), else the agent."""
+    return event_host(finding.details.get("event")) or finding.agent_id or "-"
 
 
 def at_least(level: str) -> frozenset[str]:

@@ -175,3 +175,20 @@ def format_time(epoch: float | None) -> str | None:
             _TEXTS.clear()
         _TEXTS[whole] = head
     return f"{head}.{micros:06d}Z"
+
+
+# Where an event's data names its host, first found first: EVTX ``Event.System.Computer``, ECS
+# ``host.name`` / ``host.hostname``, a flat ``host.name``, ``hostname`` or ``host`` key. Only text counts.
+HOST_PATHS: tuple[tuple[str, ...], ...] = (("Event", "System", "Computer"), ("host", "name"), ("host", "hostname"),
+                                            ("host.name",), ("hostname",), ("host",))
+
+
+def event_host(data: Any) -> str | None:
+    """The host an event's data names (``HOST_PATHS``), or None."""
+    for path in HOST_PATHS:
+        value = data
+        for key in path:
+            value = value.get(key) if isinstance(value, dict) else None
+        if isinstance(value, str) and value:
+            return value
+    return None
