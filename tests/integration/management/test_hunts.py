@@ -7,6 +7,7 @@ import shutil
 import tempfile
 import time
 from collections.abc import Iterator
+from datetime import datetime, timezone
 from pathlib import Path
 
 import orjson
@@ -14,6 +15,7 @@ import psycopg
 import pytest
 from websockets.sync.client import connect
 
+from opmas.connectors.clickhouse.archive import encode_row
 from opmas.core.ruleset import load_ruleset, sources_from_paths
 from opmas.paths import RULES_DIR
 from opmas.runtime.embedded import start_nats
@@ -146,3 +148,21 @@ def test_bad_rules_permissions_and_ranges_are_refused(hunting):
     with server.client(server.token(nobody["id"], nobody["secret"])) as reader:
         assert reader.post("/hunts", json={"since": SINCE}).status_code == 403
         assert reader.get(f"/hunts/{hunt_id}").status_code == 403
+
+
+def test_a_running_hunt_is_cancelled_between_batches(hunting):
+    server, _, _ = hunting
+    start = datetime(2030, 1, 1, tzinfo=timezone.utc).timestamp()  # after the range of the other tests' hunts
+    server.archive.insert_block(b"".join(
+        encode_row(f"bulk-{i:07d}", start + i * 0.02, "bulk", "", orjson.dumps({"message": f"sshd line {i}"}), i)
+        for i in range(200_000)))  # 67 minutes: several slices, each read in batches
+    with server.client(server.token()) as client:
+        hunt_id = client.post("/hunts", json={"since": "2030-01-01T00:00:00Z",
+                                              "until": "2030-01-02T00:00:00Z"}).json()["id"]
+        cancelled = client.delete(f"/hunts/{hunt_id}")  # answers once the hunt has stopped
+        assert cancelled.status_code == 200, cancelled.text
+        hunt = cancelled.json()
+        assert hunt["status"] == "cancelled" and 0 < hunt["read"] < hunt["in_range"] == 200_000
+        assert client.delete(f"/hunts/{hunt_id}").status_code == 409
+    with psycopg.connect(server.db_url) as conn:
+        assert conn.execute("SELECT status FROM hunts WHERE id = %s", (hunt_id,)).fetchone() == ("cancelled",)
