@@ -49,7 +49,7 @@ class EmbeddedNatsAuth:
         os.chmod(directory, 0o700)
         passwords = {}
         for user in RESERVED_USERS:
-            path = directory / f"{user}.secret"
+            path = secret_path(directory, user)
             if not path.exists():
                 write_private(path, new_secret().encode(), replace=False)
             passwords[user] = path.read_text().strip()
@@ -61,12 +61,14 @@ class EmbeddedNatsAuth:
         return callout_config(self.keys.issuer_public_key, SERVICE_USER, hashed[SERVICE_USER], SYSTEM_USER,
                               hashed[SYSTEM_USER], callout_password=hashed[CALLOUT_USER])
 
-    def credentials(self, user: str) -> dict[str, str]:
-        return {"user": user, "password": self.passwords[user]}
-
 
 def auth_dir(config: Config) -> Path:
     return config.data_dir / "nats-auth"
+
+
+def secret_path(directory: Path, user: str) -> Path:
+    """Where an identity's password is kept (0600)."""
+    return directory / f"{user}.secret"
 
 
 def nats_options(config: Config) -> dict[str, Any]:
@@ -79,8 +81,8 @@ def nats_options(config: Config) -> dict[str, Any]:
         options["tls"] = tls
     if config.nats.user:
         options.update(user=config.nats.user, password=config.nats.password or "")
-    elif not config.nats.url and (auth_dir(config) / f"{SERVICE_USER}.secret").exists():
-        options.update(EmbeddedNatsAuth.load_or_create(auth_dir(config)).credentials(SERVICE_USER))
+    elif not config.nats.url and (secret := secret_path(auth_dir(config), SERVICE_USER)).exists():
+        options.update(user=SERVICE_USER, password=secret.read_text().strip())  # read only: opmas up made it
     return options
 
 
