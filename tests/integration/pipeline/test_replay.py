@@ -169,12 +169,13 @@ async def test_a_full_stream_is_waited_for_while_a_consumer_drains_it(tmp_path, 
         result = await asyncio.wait_for(replay(check([str(path)]), nats_server.url, agent="a1", batch=1, patience=30), 90)
         assert result.messages == 40
         deadline = time.monotonic() + 20
-        while len(drained) < 40 and time.monotonic() < deadline:
+        while len(set(drained)) < 40 and time.monotonic() < deadline:
             await asyncio.sleep(0.1)
     finally:
         consumer.cancel()
         await nc.close()
-    assert sorted(drained) == sorted(f"e{i}" for i in range(40))  # each exactly once
+    # nothing lost; a message whose fetch timed out comes back after ack_wait (at-least-once)
+    assert set(drained) == {f"e{i}" for i in range(40)}
 
 
 def test_cli_exits_non_zero_when_the_stream_stays_full(tmp_path, nats_server):
