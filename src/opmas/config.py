@@ -161,8 +161,9 @@ class AgentConfig:
 
     api_url: str | None = setting(None, "OPMAS_API_URL", "management API URL; empty: the one api.host/api.port "
                                                          "give on this machine")
-    enroll_token: str | None = setting(None, "OPMAS_ENROLL_TOKEN", "JWT with agents:register, needed on the first "
-                                                                   "run only", secret=True)
+    enroll_token: str | None = setting(None, "OPMAS_ENROLL_TOKEN", "the enrollment string of opmas agent enroll "
+                                                                   "(or a bare JWT with agents:register), needed "
+                                                                   "on the first run only", secret=True)
     ca_fingerprint: str | None = setting(None, "OPMAS_CA_FINGERPRINT",
                                          "SHA-256 fingerprint of OPMAS's CA (printed by opmas up): the agent "
                                          "fetches that CA once and then trusts it alone")

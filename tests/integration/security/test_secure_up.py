@@ -1,24 +1,31 @@
 """``opmas up`` with TLS on, end to end (issue 15): an agent enrolled with the CA's fingerprint
 publishes over TLS as itself and its finding arrives; a wrong CA, no credentials, another agent's
-subject and a deleted agent are refused at the NATS layer, and nothing of theirs is stored."""
+subject and a deleted agent are refused at the NATS layer, and nothing of theirs is stored; an agent
+given only the string of ``opmas agent enroll`` pins the CA and publishes."""
 from __future__ import annotations
 
 import asyncio
+import os
 import re
+import signal
 import stat
+import subprocess
+import sys
 import time
 
 import httpx
 import nats
 import nats.errors
+import orjson
 import pytest
 
+from opmas.agents.enrollment import read_enrollment
 from opmas.agents.sdk import AgentError, AgentSettings, SecurityAgent
 from opmas.connectors.nats.subjects import EVENTS_STREAM, events_subject, inbox_prefix
 from opmas.runtime.tls import client_context, local_server_tls
 from tests.expected import sample_objects
 from tests.natsauth import service_options
-from tests.upstack import Stack, running_stack
+from tests.upstack import ADMIN_SECRET, Stack, running_stack
 
 ROOT_USER_CREATED = next(obj for obj in sample_objects() if "UID=0," in obj.get("message", ""))
 
@@ -155,3 +162,44 @@ def test_another_agents_subject_and_a_deleted_agent_are_cut_off(secure, tmp_path
         return cut_after
 
     assert asyncio.run(run()) < 5
+
+
+def _opmas(args: list[str], env: dict[str, str], **options) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "opmas.cli", *args], env=env, capture_output=True, text=True,
+                          **options)
+
+
+def test_an_agent_given_only_the_enrollment_string_pins_the_ca_and_its_finding_arrives(secure, tmp_path):
+    refused = _opmas(["agent", "enroll"], secure.env | {"OPMAS_SECRET": "wrong"}, timeout=60)
+    assert refused.returncode == 2 and "401" in refused.stderr and refused.stdout == ""
+    made = _opmas(["agent", "enroll", "--ttl", "600"], secure.env | {"OPMAS_SECRET": ADMIN_SECRET}, timeout=60)
+    assert made.returncode == 0, made.stderr
+    enrollment = read_enrollment(made.stdout.strip())
+    assert enrollment.ca_fingerprint == _fingerprint(secure) and enrollment.api_url == secure.base.rstrip("/")
+    assert enrollment.nats_url == _nats_url(secure)
+    assert ADMIN_SECRET not in made.stdout + made.stderr
+
+    # the agent's machine: its own data dir (so no local CA to trust by itself) and the string alone
+    log = tmp_path / "auth.log"
+    log.write_text(orjson.dumps(ROOT_USER_CREATED).decode() + "\n")
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("OPMAS_", "NATS_"))}
+    env |= {"OPMAS_DATA_DIR": str(tmp_path / "agent-data"), "OPMAS_ENROLL_TOKEN": made.stdout.strip()}
+    agent = subprocess.Popen([sys.executable, "-m", "opmas.cli", "agent", "tail", str(log), "--from-beginning",
+                              "--format", "json", "--name", "enrolled"], env=env, stderr=subprocess.PIPE, text=True)
+    try:
+        credentials = tmp_path / "agent-data" / "agents" / "enrolled.json"
+        deadline = time.monotonic() + 60
+        while not credentials.exists():
+            assert agent.poll() is None and time.monotonic() < deadline, agent.communicate()[1][-3000:]
+            time.sleep(0.3)
+        time.sleep(0.5)  # written whole by rename
+        agent_id = orjson.loads(credentials.read_bytes())["agent_id"]
+        pinned = tmp_path / "agent-data" / "agents" / "enrolled.ca.pem"
+        assert pinned.read_bytes() == (secure.data_dir / "tls" / "ca.pem").read_bytes()
+        while secure.get("/findings", agent_id=agent_id).json()["total"] == 0:
+            assert agent.poll() is None and time.monotonic() < deadline, "no finding of the enrolled agent's event"
+            time.sleep(0.5)
+    finally:
+        agent.send_signal(signal.SIGTERM)
+        _, err = agent.communicate(timeout=30)
+    assert agent.returncode == 0, err[-3000:]
